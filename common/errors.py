@@ -1,0 +1,59 @@
+"""Domain errors raised by services and mapped to the JSON error shape by the apps.
+
+Every error a user can cause is one of these, so it becomes a 4xx with
+``{"error": code, "message": sentence, "fields": {...}}`` and never a traceback.
+"""
+
+
+class MirrorSyncError(Exception):
+    """Base of all domain errors; ``status`` is the HTTP status the API answers with."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message, fields=None):
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or {}
+
+    def to_dict(self):
+        return {"error": self.code, "message": self.message, "fields": self.fields}
+
+
+class ValidationFailed(MirrorSyncError):
+    status = 422
+    code = "validation_error"
+
+
+class BadRequest(MirrorSyncError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(MirrorSyncError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(MirrorSyncError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(MirrorSyncError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(MirrorSyncError):
+    status = 409
+    code = "conflict"
+
+
+class Gone(MirrorSyncError):
+    status = 410
+    code = "gone"
+
+
+class ConfigError(Exception):
+    """Bad or missing configuration; the message is one line naming the setting."""
