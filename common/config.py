@@ -1,0 +1,126 @@
+"""Load settings: defaults from settings.py, then MIRRORSYNC_* variables, then overrides.
+
+Every value is parsed and checked here, so a bad one fails at start with a
+ConfigError whose message is one line naming the setting.
+"""
+
+import os
+import socket
+
+import settings as defaults
+from common.errors import ConfigError
+
+ENV_PREFIX = "MIRRORSYNC_"
+ROLE_PORTS = {"master": 5000, "slave": 7000}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _text(name, value):
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{name} must be a non-empty string")
+    return value.strip()
+
+
+def _optional_text(name, value):
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    return _text(name, value)
+
+
+def _number(kind, low, high):
+    def parse(name, value):
+        try:
+            number = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}") from None
+        if not low <= number <= high:
+            raise ConfigError(f"{name} must be between {low} and {high}, got {value!r}")
+        return number
+    return parse
+
+
+def _optional(parse):
+    def wrapped(name, value):
+        return None if value in (None, "") else parse(name, value)
+    return wrapped
+
+
+def _url(name, value):
+    value = _text(name, value)
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+def _log_level(name, value):
+    level = _text(name, value).upper()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def _directory(name, value):
+    return os.path.abspath(_text(name, value))
+
+
+def _database_url(name, value):
+    if value is None or value == "":
+        return None
+    value = _text(name, value)
+    if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg2://", "postgres://")):
+        raise ConfigError(f"{name} must be a sqlite:// or postgresql:// URL")
+    if value.startswith("postgres://"):
+        value = "postgresql://" + value[len("postgres://"):]
+    return value
+
+
+PARSERS = {
+    "API_HOST": _text,
+    "API_PORT": _optional(_number(int, 1, 65535)),
+    "JOIN_TOKEN": _optional_text,
+    "LOG_LEVEL": _log_level,
+    "RSYNC_BINARY": _text,
+    "DATA_DIR": _directory,
+    "DATABASE_URL": _database_url,
+    "ADMIN_TOKEN": _optional_text,
+    "RSYNCD_PORT": _number(int, 1, 65535),
+    "RSYNCD_ADDRESS": _text,
+    "MAX_CONCURRENT_SYNCS": _number(int, 1, 256),
+    "POLL_INTERVAL": _number(float, 0.01, 60),
+    "RECONCILE_INTERVAL": _number(float, 0.05, 600),
+    "LOG_RETENTION": _number(int, 1, 100000),
+    "DEFAULT_TIMEOUT": _number(int, 1, 30 * 86400),
+    "MAX_CONTENT_LENGTH": _number(int, 1024, 64 * 1024 * 1024),
+    "MASTER_URL": _url,
+    "SLAVE_NAME": _optional_text,
+    "SLAVE_URL": _optional(_url),
+    "PUBLIC_DIR": _directory,
+    "STATE_DIR": _directory,
+}
+
+
+def load_settings(role, overrides=None, environ=None):
+    """Return the checked settings dict for ``role`` ("master" or "slave").
+
+    Raises ConfigError naming the first bad setting.
+    """
+    environ = os.environ if environ is None else environ
+    overrides = overrides or {}
+    values = {}
+    for name, parse in PARSERS.items():
+        raw = getattr(defaults, name)
+        if ENV_PREFIX + name in environ:
+            raw = environ[ENV_PREFIX + name]
+        if name in overrides:
+            raw = overrides[name]
+        values[name] = parse(name, raw)
+    if values["API_PORT"] is None:
+        values["API_PORT"] = ROLE_PORTS[role]
+    if role == "slave":
+        values["SLAVE_NAME"] = values["SLAVE_NAME"] or socket.gethostname()
+        values["SLAVE_URL"] = values["SLAVE_URL"] or f"http://{values['API_HOST']}:{values['API_PORT']}"
+    # Objects that are not settings (fakes for seams) pass through untouched.
+    for name, value in overrides.items():
+        if name not in PARSERS:
+            values[name] = value
+    return values

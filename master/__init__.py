@@ -1,0 +1,65 @@
+"""The master: API, scheduler and executor over one database.
+
+The app is only ever built by ``create_app(test_config=None)``.
+"""
+
+import logging
+import os
+
+from flask import Flask, jsonify
+
+from common.clock import SystemClock
+from common.config import load_settings
+from common.rsync import RsyncRunner
+from master.db import db, default_database_url, init_database, state_dir
+from master.seams import Seams
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(level):
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    # APScheduler logs every job run at INFO; ours are logged by the services.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def create_app(test_config=None):
+    """Build the master app; raises ConfigError naming a bad setting."""
+    test_config = dict(test_config or {})
+    clock = test_config.pop("CLOCK", None) or SystemClock()
+    runner = test_config.pop("RSYNC_RUNNER", None)
+    settings = load_settings("master", test_config)
+    configure_logging(settings["LOG_LEVEL"])
+
+    os.makedirs(state_dir(settings["DATA_DIR"]), mode=0o700, exist_ok=True)
+    app = Flask(__name__)
+    app.config.update(settings)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=settings["DATABASE_URL"] or default_database_url(settings["DATA_DIR"]),
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        API_TITLE="mirror-sync master",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["mirrorsync"] = Seams(
+        clock=clock, rsync_runner=runner or RsyncRunner(binary=settings["RSYNC_BINARY"]))
+
+    db.init_app(app)
+    from master.api import register_api
+    register_api(app)
+
+    @app.errorhandler(Exception)
+    def internal_error(error):
+        db.session.rollback()
+        log.exception("unhandled error")
+        return jsonify(error="internal_error", message="The master hit an internal error; see its log.",
+                       fields={}), 500
+
+    with app.app_context():
+        init_database(app)
+        if settings["ADMIN_TOKEN"]:
+            from master.services.tokens import seed_admin_token
+            seed_admin_token(settings["ADMIN_TOKEN"])
+    return app

@@ -1,0 +1,105 @@
+"""``python -m master``: API, scheduler, executor (and later the rsync daemon) in one process.
+
+``python -m master tokens ...`` manages API tokens on the master host.
+"""
+
+import sys
+import threading
+
+import click
+from werkzeug.serving import make_server
+
+from common.errors import ConfigError, MirrorSyncError
+from common.states import Role
+
+
+def build_app():
+    from master import create_app
+    try:
+        return create_app()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def cli(ctx):
+    """mirror-sync master. With no command: serve the API and run the scheduler."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(serve)
+
+
+@cli.command()
+def serve():
+    """Serve the API and run the scheduler and executor in this process."""
+    import logging
+    from master.scheduler import SchedulerService, wait_for_signal
+
+    app = build_app()
+    log = logging.getLogger("master")
+    service = SchedulerService(app)
+    try:
+        service.start()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        server = make_server(app.config["API_HOST"], app.config["API_PORT"], app, threaded=True)
+    except OSError as error:
+        service.stop()
+        raise click.ClickException(
+            f"API_PORT: cannot listen on {app.config['API_HOST']}:{app.config['API_PORT']}: {error.strerror}")
+    thread = threading.Thread(target=server.serve_forever, name="api", daemon=True)
+    thread.start()
+    log.info("master API listening on http://%s:%s", app.config["API_HOST"], app.config["API_PORT"])
+    wait_for_signal()
+    server.shutdown()
+    service.stop()
+
+
+@cli.group()
+def tokens():
+    """Create, list and revoke API tokens."""
+
+
+@tokens.command("create")
+@click.option("--name", required=True, help="Who or what the token is for.")
+@click.option("--role", type=click.Choice([r.value for r in Role]), default=Role.READONLY.value,
+              show_default=True)
+@click.option("--expires-in", type=click.IntRange(min=60), default=None, help="Lifetime in seconds.")
+def create_token(name, role, expires_in):
+    """Create a token and print it once."""
+    from master.services import tokens as service
+    with build_app().app_context():
+        plain, token = service.create_token(name, role, expires_in)
+        click.echo(f"created token {token.id} ({token.name}, {token.role}); it is shown only once:", err=True)
+        click.echo(plain)
+
+
+@tokens.command("list")
+def list_tokens():
+    """List tokens (never their values)."""
+    from master.services import tokens as service
+    with build_app().app_context():
+        click.echo(f"{'ID':>4}  {'NAME':<24} {'ROLE':<9} {'CREATED':<20} {'EXPIRES':<20} STATE")
+        for token in service.list_tokens():
+            state = "revoked" if token.revoked_at else "active"
+            expires = token.expires_at.strftime("%Y-%m-%d %H:%M:%S") if token.expires_at else "never"
+            click.echo(f"{token.id:>4}  {token.name:<24} {token.role:<9} "
+                       f"{token.created_at:%Y-%m-%d %H:%M:%S}  {expires:<20} {state}")
+
+
+@tokens.command("revoke")
+@click.argument("token_id", type=int)
+def revoke_token(token_id):
+    """Revoke a token by its id."""
+    from master.services import tokens as service
+    with build_app().app_context():
+        try:
+            token = service.revoke_token(token_id)
+        except MirrorSyncError as error:
+            raise click.ClickException(error.message) from None
+        click.echo(f"revoked token {token.id} ({token.name})")
+
+
+if __name__ == "__main__":
+    sys.exit(cli(prog_name="python -m master"))

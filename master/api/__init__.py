@@ -1,0 +1,76 @@
+"""The master's REST API v1: one blueprint per area, one error shape for all of them."""
+
+import logging
+
+from flask import jsonify
+from flask_smorest import Api
+from marshmallow import Schema, fields
+
+from common.errors import MirrorSyncError
+
+log = logging.getLogger(__name__)
+
+
+class ErrorSchema(Schema):
+    error = fields.String(metadata={"description": "short error code"})
+    message = fields.String(metadata={"description": "one sentence saying what went wrong"})
+    fields_ = fields.Dict(data_key="fields", metadata={"description": "messages per request field"})
+
+
+def error_body(code, message, field_errors=None):
+    return {"error": code, "message": message, "fields": field_errors or {}}
+
+
+def _describe(field_errors):
+    """First field and message, for the one-sentence summary."""
+    for field, messages in field_errors.items():
+        while isinstance(messages, dict) and messages:
+            key, messages = next(iter(messages.items()))
+            field = f"{field}[{key}]" if str(key).isdigit() else f"{field}.{key}"
+        if isinstance(messages, list) and messages:
+            messages = messages[0]
+        return f"{field}: {str(messages).rstrip('.')}"
+    return "the request is not valid"
+
+
+class MirrorSyncApi(Api):
+    """flask-smorest's Api with our error shape instead of its own."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error):
+        data = getattr(error, "data", None) or {}
+        messages = data.get("messages") or data.get("errors")
+        if messages:
+            # webargs groups messages by location (json, query, ...); callers want field names.
+            field_errors = {}
+            for location_errors in messages.values():
+                if isinstance(location_errors, dict):
+                    field_errors.update(location_errors)
+                else:
+                    field_errors.setdefault("_schema", []).extend(location_errors)
+            field_errors = {("body" if k == "_schema" else k): v for k, v in field_errors.items()}
+            code = "validation_error" if error.code == 422 else "bad_request"
+            status = 422 if error.code == 422 else error.code
+            body = error_body(code, f"Invalid request: {_describe(field_errors)}.", field_errors)
+            return jsonify(body), status
+        code = (error.name or "error").lower().replace(" ", "_")
+        message = error.description or error.name
+        return jsonify(error_body(code, message)), error.code
+
+
+api = MirrorSyncApi()
+
+
+def handle_domain_error(error):
+    return jsonify(error.to_dict()), error.status
+
+
+def register_api(app):
+    from master.api import health, projects, runs, status
+
+    api.init_app(app)
+    app.register_error_handler(MirrorSyncError, handle_domain_error)
+    for module in (projects, runs, status):
+        api.register_blueprint(module.blp, url_prefix="/api/v1")
+    app.register_blueprint(health.blp)

@@ -1,0 +1,58 @@
+"""/api/v1/projects: mirrored projects and their sync trigger."""
+
+from flask import url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from common.states import Trigger
+from master.auth import authorize_request
+from master.schemas import ProjectPatchSchema, ProjectSchema, RunListArgs, RunSchema
+from master.services import projects, runs
+
+blp = Blueprint("projects", __name__, description="Mirrored projects")
+blp.before_request(authorize_request)
+
+
+@blp.route("/projects")
+class Projects(MethodView):
+    @blp.response(200, ProjectSchema(many=True))
+    def get(self):
+        return projects.list_projects()
+
+    @blp.arguments(ProjectSchema)
+    @blp.response(201, ProjectSchema)
+    def post(self, data):
+        project = projects.create_project(data)
+        return project, {"Location": url_for("projects.Project", name=project.name)}
+
+
+@blp.route("/projects/<name>")
+class Project(MethodView):
+    @blp.response(200, ProjectSchema)
+    def get(self, name):
+        return projects.get_project(name)
+
+    @blp.arguments(ProjectPatchSchema(partial=True))
+    @blp.response(200, ProjectSchema)
+    def patch(self, changes, name):
+        return projects.update_project(name, changes)
+
+    @blp.response(204)
+    def delete(self, name):
+        projects.delete_project(name)
+
+
+@blp.route("/projects/<name>/syncs")
+class ProjectSyncs(MethodView):
+    @blp.response(202, RunSchema)
+    def post(self, name):
+        run, _ = runs.request_sync(projects.get_project(name), Trigger.MANUAL)
+        return run, {"Location": url_for("runs.Run", run_id=run.id)}
+
+
+@blp.route("/projects/<name>/runs")
+class ProjectRuns(MethodView):
+    @blp.arguments(RunListArgs, location="query")
+    @blp.response(200, RunSchema(many=True))
+    def get(self, args, name):
+        return runs.list_runs(projects.get_project(name), limit=args["limit"], before=args["before"])

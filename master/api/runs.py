@@ -1,0 +1,38 @@
+"""/api/v1/runs: one run and its log."""
+
+from flask import Response, current_app
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from common.errors import Gone
+from master import runlogs
+from master.auth import authorize_request
+from master.schemas import LogArgs, RunSchema
+from master.services import runs
+
+blp = Blueprint("runs", __name__, description="Sync runs")
+blp.before_request(authorize_request)
+
+
+@blp.route("/runs/<int:run_id>")
+class Run(MethodView):
+    @blp.response(200, RunSchema)
+    def get(self, run_id):
+        return runs.get_run(run_id)
+
+
+@blp.route("/runs/<int:run_id>/log")
+class RunLog(MethodView):
+    @blp.arguments(LogArgs, location="query")
+    @blp.response(200, content_type="text/plain")
+    def get(self, args, run_id):
+        """The run's rsync output from byte ``offset``; ``X-Next-Offset`` says where to go on."""
+        run = runs.get_run(run_id)
+        chunk = runlogs.read_log(current_app.config["DATA_DIR"], run.project_name, run.id, args["offset"])
+        if chunk is None:
+            if run.state == "queued":
+                chunk = (b"", 0)
+            else:
+                raise Gone(f"The log of run {run_id} is no longer kept (LOG_RETENTION) or was never written.")
+        data, next_offset = chunk
+        return Response(data, mimetype="text/plain", headers={"X-Next-Offset": str(next_offset)})

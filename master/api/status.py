@@ -1,0 +1,16 @@
+"""/api/v1/status: the public feed of every project's state."""
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from master.schemas import StatusSchema
+from master.services import projects
+
+blp = Blueprint("status", __name__, description="Public status feed")
+
+
+@blp.route("/status")
+class Status(MethodView):
+    @blp.response(200, StatusSchema(many=True))
+    def get(self):
+        return projects.list_projects()

@@ -1,0 +1,66 @@
+"""The database handle, its column types and schema creation."""
+
+import datetime
+import fcntl
+import os
+
+import sqlalchemy as sa
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.orm import DeclarativeBase
+
+db = SQLAlchemy()
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """Stores naive UTC, hands back aware UTC, whatever the database does with zones."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=datetime.timezone.utc)
+
+
+def state_dir(data_dir):
+    """Where the master keeps its own files inside DATA_DIR (no project can be named this)."""
+    return os.path.join(data_dir, ".mirrorsync")
+
+
+def default_database_url(data_dir):
+    return "sqlite:///" + os.path.join(state_dir(data_dir), "mirrorsync.db")
+
+
+def _tune_sqlite(dbapi_connection, connection_record):
+    # WAL lets API workers read while the executor writes; the busy timeout
+    # makes concurrent writers from several processes wait instead of failing.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def init_database(app):
+    """Attach the engine tuning and create missing tables, once across processes."""
+    engine = db.engine
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _tune_sqlite)
+        engine.dispose()
+    lock_path = os.path.join(state_dir(app.config["DATA_DIR"]), "schema.lock")
+    with open(lock_path, "a") as lock:
+        # Several gunicorn workers start together; only one creates tables at a time.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            db.create_all()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -1,0 +1,117 @@
+"""The executor: claims queued runs and pulls them, at most MAX_CONCURRENT_SYNCS at a time."""
+
+import logging
+import os
+import signal
+import threading
+import time
+
+from master.services import syncs
+
+log = logging.getLogger(__name__)
+
+
+def end_orphaned_rsync(pgid, grace=5.0):
+    """End the process group of an rsync a dead executor left behind (only if it is still rsync)."""
+    try:
+        with open(f"/proc/{int(pgid)}/cmdline", "rb") as cmdline:
+            argv0 = cmdline.read().split(b"\0", 1)[0]
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return False
+    if not os.path.basename(argv0).startswith(b"rsync"):
+        return False  # the pid was reused by something else: leave it alone
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            os.killpg(pgid, 0)
+            time.sleep(0.05)
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    log.warning("ended orphaned rsync process group %s", pgid)
+    return True
+
+
+class Executor:
+    """Runs in the scheduler process only; API workers never execute syncs."""
+
+    def __init__(self, app):
+        self.app = app
+        self.max_concurrent = app.config["MAX_CONCURRENT_SYNCS"]
+        self.poll_interval = app.config["POLL_INTERVAL"]
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._workers = {}   # run id -> (thread, cancel event)
+        self._lock = threading.Lock()
+        self._thread = None
+
+    def recover(self):
+        with self.app.app_context():
+            recovered = syncs.recover_interrupted_runs(end_orphaned_rsync)
+        if recovered:
+            log.warning("marked runs %s interrupted after a restart and queued fresh runs", recovered)
+        return recovered
+
+    def start(self):
+        self._thread = threading.Thread(target=self._loop, name="executor", daemon=True)
+        self._thread.start()
+
+    def wake(self):
+        self._wake.set()
+
+    def running(self):
+        with self._lock:
+            return sorted(self._workers)
+
+    def _free_slots(self):
+        with self._lock:
+            for run_id in [r for r, (thread, _) in self._workers.items() if not thread.is_alive()]:
+                del self._workers[run_id]
+            return self.max_concurrent - len(self._workers)
+
+    def _loop(self):
+        while not self._stopping.is_set():
+            try:
+                self._claim_and_start()
+            except Exception:
+                log.exception("executor: claiming queued runs failed; retrying")
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+
+    def _claim_and_start(self):
+        free = self._free_slots()
+        if free <= 0:
+            return
+        with self.app.app_context():
+            run_ids = syncs.run_ids_to_execute(free)
+        for run_id in run_ids:
+            cancel = threading.Event()
+            thread = threading.Thread(target=self._execute, args=(run_id, cancel),
+                                      name=f"run-{run_id}", daemon=True)
+            with self._lock:
+                self._workers[run_id] = (thread, cancel)
+            thread.start()
+
+    def _execute(self, run_id, cancel):
+        try:
+            with self.app.app_context():
+                syncs.start_upstream_sync(run_id, cancel=cancel)
+        except Exception:
+            log.exception("run %s: executing failed", run_id)
+        finally:
+            self._wake.set()  # a slot is free: look for queued work at once
+
+    def stop(self, timeout=30.0):
+        """Stop claiming, end running pulls (recorded as interrupted) and wait for them."""
+        self._stopping.set()
+        self._wake.set()
+        with self._lock:
+            workers = list(self._workers.values())
+        for _, cancel in workers:
+            cancel.set()
+        deadline = time.monotonic() + timeout
+        for thread, _ in workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))

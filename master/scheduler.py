@@ -1,0 +1,164 @@
+"""The scheduler process: timers from the database, and the executor that runs syncs.
+
+``python -m master.scheduler`` runs exactly one of these per deployment next
+to the API workers; ``python -m master`` runs one inside itself. A lock in
+DATA_DIR refuses a second scheduler on the same data.
+"""
+
+import fcntl
+import logging
+import os
+import signal
+import sys
+import threading
+
+import sqlalchemy as sa
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from common.errors import ConfigError
+from common.states import Trigger
+from master.db import db, state_dir
+from master.executor import Executor
+from master.models import Project
+from master.schedules import parse_crontab
+from master.services import runs
+
+log = logging.getLogger(__name__)
+
+
+class SchedulerLock:
+    """An exclusive lock file; raises ConfigError when another scheduler holds it."""
+
+    def __init__(self, data_dir):
+        self.path = os.path.join(state_dir(data_dir), "scheduler.lock")
+        self._file = None
+
+    def acquire(self):
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "unknown"
+            self._file.close()
+            raise ConfigError(f"another scheduler (pid {holder}) already runs on DATA_DIR; "
+                              "run exactly one per deployment") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(str(os.getpid()))
+        self._file.flush()
+
+    def release(self):
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class ScheduleKeeper:
+    """Keeps one APScheduler cron job per enabled, scheduled project, in step with the database."""
+
+    def __init__(self, app, on_queued=None):
+        self.app = app
+        self.on_queued = on_queued
+        self.timezone = "UTC"
+        self.scheduler = BackgroundScheduler(timezone=self.timezone)
+        self._schedules = {}   # project id -> crontab text it is scheduled with
+
+    def start(self):
+        self.scheduler.start()
+        self.scheduler.add_job(self.reconcile, "interval", id="reconcile",
+                               seconds=self.app.config["RECONCILE_INTERVAL"],
+                               max_instances=1, coalesce=True)
+        self.reconcile()
+
+    def stop(self):
+        self.scheduler.shutdown(wait=False)
+
+    def reconcile(self):
+        """Add, change and drop cron jobs so they match the projects table."""
+        try:
+            with self.app.app_context():
+                rows = db.session.execute(
+                    sa.select(Project.id, Project.schedule).where(Project.enabled.is_(True),
+                                                                  Project.schedule.is_not(None))).all()
+        except Exception:
+            log.exception("scheduler: reading projects failed; keeping the current timers")
+            return
+        wanted = {row.id: row.schedule for row in rows}
+        for project_id in set(self._schedules) - set(wanted):
+            self.scheduler.remove_job(f"project-{project_id}")
+            del self._schedules[project_id]
+            log.info("scheduler: project %s unscheduled", project_id)
+        for project_id, schedule in wanted.items():
+            if self._schedules.get(project_id) == schedule:
+                continue
+            try:
+                trigger = parse_crontab(schedule, self.timezone)
+            except ValueError as error:  # only possible if the row was written around the API
+                log.error("scheduler: project %s has a bad schedule %r: %s", project_id, schedule, error)
+                continue
+            self.scheduler.add_job(self.fire, trigger, args=[project_id], id=f"project-{project_id}",
+                                   replace_existing=True, max_instances=1, coalesce=True,
+                                   misfire_grace_time=300)
+            self._schedules[project_id] = schedule
+            log.info("scheduler: project %s scheduled %r", project_id, schedule)
+
+    def fire(self, project_id):
+        with self.app.app_context():
+            project = db.session.get(Project, project_id)
+            if project is None or not project.enabled:
+                return
+            runs.request_sync(project, Trigger.SCHEDULE)
+        if self.on_queued:
+            self.on_queued()
+
+
+class SchedulerService:
+    """Lock, recovery, timers and executor together; what both entry points run."""
+
+    def __init__(self, app):
+        self.app = app
+        self.lock = SchedulerLock(app.config["DATA_DIR"])
+        self.executor = Executor(app)
+        self.keeper = ScheduleKeeper(app, on_queued=self.executor.wake)
+
+    def start(self):
+        self.lock.acquire()
+        self.executor.recover()
+        self.keeper.start()
+        self.executor.start()
+        log.info("scheduler started (max %s concurrent syncs)", self.app.config["MAX_CONCURRENT_SYNCS"])
+
+    def stop(self):
+        log.info("scheduler stopping: ending running pulls")
+        self.keeper.stop()
+        self.executor.stop()
+        self.lock.release()
+        log.info("scheduler stopped")
+
+
+def wait_for_signal():
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(3600):
+        pass
+
+
+def main():
+    from master import create_app
+    try:
+        app = create_app()
+        service = SchedulerService(app)
+        service.start()
+    except ConfigError as error:
+        print(f"mirror-sync scheduler: {error}", file=sys.stderr)
+        return 2
+    wait_for_signal()
+    service.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""marshmallow schemas of the master's API: what comes in is checked, what goes out is shaped."""
+
+from marshmallow import Schema, fields, validate
+
+from common.validation import (public_rsync_url, validate_pattern, validate_rsync_option, validate_rsync_url,
+                               validate_secret, validate_slug)
+from master.schedules import validate_crontab
+
+MAX_TIMEOUT = 30 * 86400
+
+
+def StrictBoolean(**kwargs):
+    # marshmallow's Boolean also takes "yes", 1, "on"...; the API takes JSON booleans only.
+    return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
+
+
+class ProjectSchema(Schema):
+    name = fields.String(required=True, validate=validate_slug)
+    upstream = fields.String(required=True, validate=validate_rsync_url)
+    schedule = fields.String(allow_none=True, load_default=None, validate=validate_crontab,
+                             metadata={"description": "5-field crontab (UTC), or null for manual syncs only"})
+    enabled = StrictBoolean(load_default=True)
+    rsync_options = fields.List(fields.String(validate=validate_rsync_option), load_default=list,
+                                validate=validate.Length(max=32))
+    excludes = fields.List(fields.String(validate=validate_pattern), load_default=list,
+                           validate=validate.Length(max=256))
+    timeout = fields.Integer(strict=True, allow_none=True, load_default=None,
+                             validate=validate.Range(min=1, max=MAX_TIMEOUT),
+                             metadata={"description": "wall-clock limit of one pull, in seconds"})
+    upstream_password = fields.String(load_only=True, allow_none=True, validate=validate_secret)
+    has_password = fields.Method("_has_password", dump_only=True)
+    status = fields.String(dump_only=True)
+    last_success = fields.DateTime(dump_only=True)
+    last_started = fields.DateTime(dump_only=True)
+    last_ended = fields.DateTime(dump_only=True)
+    next_run = fields.DateTime(dump_only=True)
+    size = fields.Integer(dump_only=True)
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+
+    def _has_password(self, project):
+        return bool(project.upstream_password)
+
+
+class ProjectPatchSchema(ProjectSchema):
+    class Meta:
+        exclude = ("name",)
+
+
+class RunStatsSchema(Schema):
+    files_total = fields.Integer(allow_none=True)
+    files_created = fields.Integer(allow_none=True)
+    files_deleted = fields.Integer(allow_none=True)
+    files_transferred = fields.Integer(allow_none=True)
+    total_size = fields.Integer(allow_none=True)
+    bytes_sent = fields.Integer(allow_none=True)
+    bytes_received = fields.Integer(allow_none=True)
+
+
+class SlaveRunSchema(Schema):
+    slave = fields.String()
+    state = fields.String()
+    started_at = fields.DateTime()
+    finished_at = fields.DateTime()
+    exit_code = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+    stats = fields.Nested(RunStatsSchema, allow_none=True)
+
+
+class RunSchema(Schema):
+    id = fields.Integer(dump_only=True)
+    project = fields.String(attribute="project_name", dump_only=True)
+    trigger = fields.String(dump_only=True)
+    state = fields.String(dump_only=True)
+    coalesced = fields.Integer(dump_only=True, metadata={
+        "description": "how many further triggers were folded into this run while it was queued"})
+    created_at = fields.DateTime(dump_only=True)
+    started_at = fields.DateTime(dump_only=True)
+    finished_at = fields.DateTime(dump_only=True)
+    duration = fields.Method("_duration", dump_only=True, metadata={"description": "seconds"})
+    exit_code = fields.Integer(dump_only=True, allow_none=True)
+    error = fields.String(dump_only=True, allow_none=True)
+    warning = fields.String(dump_only=True, allow_none=True)
+    stats = fields.Nested(RunStatsSchema, dump_only=True, allow_none=True)
+    slaves = fields.List(fields.Nested(SlaveRunSchema), dump_only=True, dump_default=list)
+
+    def _duration(self, run):
+        if run.started_at is None or run.finished_at is None:
+            return None
+        return round((run.finished_at - run.started_at).total_seconds(), 3)
+
+
+class RunListArgs(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    before = fields.Integer(load_default=None, validate=validate.Range(min=1))
+
+
+class LogArgs(Schema):
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class StatusSchema(Schema):
+    name = fields.String()
+    status = fields.String()
+    last_success = fields.DateTime()
+    last_started = fields.DateTime()
+    last_ended = fields.DateTime()
+    next_run = fields.DateTime()
+    upstream = fields.Function(lambda project: public_rsync_url(project.upstream))
+    size = fields.Integer()
+    slaves = fields.Dict(dump_default=dict)

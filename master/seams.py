@@ -1,0 +1,19 @@
+"""The side effects the master's services reach through, so tests can swap them."""
+
+import dataclasses
+
+from flask import current_app
+
+
+@dataclasses.dataclass
+class Seams:
+    clock: object          # .now() -> aware UTC datetime
+    rsync_runner: object   # .run(job, log_path, on_spawn=, cancel=) -> RsyncResult
+
+
+def current_seams():
+    return current_app.extensions["mirrorsync"]
+
+
+def now():
+    return current_seams().clock.now()

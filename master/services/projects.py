@@ -1,0 +1,76 @@
+"""Projects: create, read, change and remove mirrored projects."""
+
+import logging
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from common.errors import Conflict, NotFound
+from master import runlogs
+from master.db import db
+from master.models import Project
+from master.seams import now
+from master.services import runs
+
+log = logging.getLogger(__name__)
+
+
+def list_projects():
+    return db.session.execute(sa.select(Project).order_by(Project.name)).scalars().all()
+
+
+def get_project(name):
+    """Raises NotFound."""
+    project = db.session.execute(sa.select(Project).where(Project.name == name)).scalar_one_or_none()
+    if project is None:
+        raise NotFound(f"There is no project {name!r}.")
+    return project
+
+
+def create_project(data):
+    """Raises Conflict when the name is taken."""
+    stamp = now()
+    data = dict(data)
+    if data.get("timeout") is None:
+        data["timeout"] = current_app.config["DEFAULT_TIMEOUT"]
+    project = Project(**data, created_at=stamp, updated_at=stamp)
+    db.session.add(project)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict(f"A project named {data['name']!r} already exists.",
+                       {"name": ["A project with this name already exists."]}) from None
+    log.info("project %s created (upstream %s)", project.name, project.upstream)
+    return project
+
+
+def update_project(name, changes):
+    """Apply a partial change; disabling cancels queued runs. Raises NotFound."""
+    project = get_project(name)
+    for field, value in changes.items():
+        if field == "timeout" and value is None:
+            value = current_app.config["DEFAULT_TIMEOUT"]
+        setattr(project, field, value)
+    project.updated_at = now()
+    db.session.commit()
+    if changes.get("enabled") is False:
+        runs.cancel_queued_runs(project)
+    log.info("project %s changed: %s", project.name, ", ".join(sorted(changes)) or "nothing")
+    return project
+
+
+def delete_project(name):
+    """Remove a project, its runs and logs; its tree in DATA_DIR stays on disk.
+
+    Raises NotFound, or Conflict while a run of it is syncing.
+    """
+    project = get_project(name)
+    if runs.has_active_run(project.id):
+        raise Conflict(f"Project {name!r} has a run in progress; disable it and delete it once the run ends.")
+    runs.cancel_queued_runs(project)
+    db.session.delete(project)
+    db.session.commit()
+    runlogs.remove_logs(current_app.config["DATA_DIR"], name)
+    log.info("project %s deleted", name)

@@ -1,0 +1,159 @@
+"""Runs: creation with coalescing, the one state-moving function, claiming and reading."""
+
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from common.errors import Conflict, NotFound
+from common.states import ACTIVE_RUN_STATES, RUN_TRANSITIONS, RunState
+from master.db import db
+from master.models import Project, Run
+from master.seams import now
+
+log = logging.getLogger(__name__)
+
+ACTIVE_VALUES = tuple(state.value for state in ACTIVE_RUN_STATES)
+QUEUED = RunState.QUEUED.value
+
+
+class StaleRun(Exception):
+    """Another actor moved the run first; the caller's view of it is out of date."""
+
+
+def has_active_run(project_id, except_run_id=None):
+    query = sa.select(Run.id).where(Run.project_id == project_id, Run.state.in_(ACTIVE_VALUES))
+    if except_run_id is not None:
+        query = query.where(Run.id != except_run_id)
+    return db.session.execute(query.limit(1)).first() is not None
+
+
+def move_run(run, state, **fields):
+    """Move ``run`` to ``state``, stamp its times, update its project's read-only fields, commit.
+
+    The move is a compare-and-set on the current state: raises StaleRun when
+    another actor moved the run first, ValueError for a move the state
+    machine does not allow.
+    """
+    state = RunState(state)
+    current = RunState(run.state)
+    if state not in RUN_TRANSITIONS.get(current, ()):
+        raise ValueError(f"run {run.id} cannot move from {current.value} to {state.value}")
+    stamp = now()
+    values = dict(fields, state=state.value)
+    project_values = {}
+    if state is RunState.SYNCING:
+        values["started_at"] = stamp
+        project_values["last_started"] = stamp
+    if state.is_final:
+        values["finished_at"] = stamp
+        if run.started_at is not None or state is RunState.SUCCESS:
+            project_values["last_ended"] = stamp
+    if state is RunState.SUCCESS:
+        project_values["last_success"] = stamp
+        total_size = (fields.get("stats") or {}).get("total_size")
+        if total_size is not None:
+            project_values["size"] = total_size
+    # A queued follow-up that is cancelled must not hide the run still going on.
+    if not (current is RunState.QUEUED and state.is_final and has_active_run(run.project_id, run.id)):
+        project_values["last_state"] = state.value
+
+    result = db.session.execute(
+        sa.update(Run).where(Run.id == run.id, Run.state == current.value).values(**values))
+    if result.rowcount != 1:
+        db.session.rollback()
+        raise StaleRun(f"run {run.id} is no longer {current.value}")
+    if project_values:
+        db.session.execute(sa.update(Project).where(Project.id == run.project_id).values(**project_values))
+    db.session.commit()
+    db.session.expire_all()
+    log.info("run %s of %s: %s -> %s", run.id, run.project.name, current.value, state.value)
+    return run
+
+
+def request_sync(project, trigger):
+    """Queue a run of ``project``, or fold the trigger into the one already queued.
+
+    Returns (run, created). Raises Conflict when the project is disabled.
+    """
+    if not project.enabled:
+        raise Conflict(f"Project {project.name!r} is disabled; enable it before syncing.",
+                       {"enabled": ["Project is disabled."]})
+    for _ in range(5):
+        queued = db.session.execute(
+            sa.select(Run).where(Run.project_id == project.id, Run.state == QUEUED)).scalar_one_or_none()
+        if queued is not None:
+            bumped = db.session.execute(
+                sa.update(Run).where(Run.id == queued.id, Run.state == QUEUED)
+                .values(coalesced=Run.coalesced + 1))
+            db.session.commit()
+            if bumped.rowcount == 1:
+                db.session.refresh(queued)
+                return queued, False
+            continue  # claimed in between: queue a fresh one
+        run = Run(project_id=project.id, trigger=str(getattr(trigger, "value", trigger)),
+                  state=QUEUED, created_at=now())
+        db.session.add(run)
+        try:
+            db.session.flush()
+        except IntegrityError:
+            db.session.rollback()  # another process queued one first: coalesce into it
+            continue
+        if not has_active_run(project.id):
+            project.last_state = QUEUED
+        db.session.commit()
+        log.info("run %s of %s queued (%s)", run.id, project.name, run.trigger)
+        return run, True
+    raise Conflict(f"Project {project.name!r} is being triggered too often; try again.")
+
+
+def claim_queued_runs(limit):
+    """Move up to ``limit`` queued runs of idle projects to syncing and return them, oldest first."""
+    if limit <= 0:
+        return []
+    busy = sa.select(Run.project_id).where(Run.state.in_(ACTIVE_VALUES))
+    candidates = db.session.execute(
+        sa.select(Run).join(Project).where(Run.state == QUEUED, Project.enabled.is_(True),
+                                           Run.project_id.not_in(busy))
+        .order_by(Run.id).limit(limit)).scalars().all()
+    claimed = []
+    for run in candidates:
+        try:
+            claimed.append(move_run(run, RunState.SYNCING))
+        except (StaleRun, IntegrityError):
+            db.session.rollback()
+    return claimed
+
+
+def record_pid(run_id, pid):
+    db.session.execute(sa.update(Run).where(Run.id == run_id).values(pid=pid))
+    db.session.commit()
+
+
+def cancel_queued_runs(project):
+    for run in db.session.execute(
+            sa.select(Run).where(Run.project_id == project.id, Run.state == QUEUED)).scalars().all():
+        try:
+            move_run(run, RunState.CANCELLED, error="cancelled: the project was disabled or removed")
+        except StaleRun:
+            pass
+
+
+def active_runs():
+    return db.session.execute(sa.select(Run).where(Run.state.in_(ACTIVE_VALUES))).scalars().all()
+
+
+def get_run(run_id):
+    """Raises NotFound."""
+    run = db.session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"There is no run {run_id}.")
+    return run
+
+
+def list_runs(project, limit=50, before=None):
+    """Newest first, keyset-paginated by id so the cost never grows with history."""
+    query = sa.select(Run).where(Run.project_id == project.id)
+    if before is not None:
+        query = query.where(Run.id < before)
+    return db.session.execute(query.order_by(Run.id.desc()).limit(limit)).scalars().all()

@@ -1,0 +1,82 @@
+"""Upstream pulls: run rsync for a claimed run and record the outcome."""
+
+import logging
+import os
+
+from flask import current_app
+
+from common.rsync import RsyncJob
+from common.states import RunState, Trigger
+from master import runlogs
+from master.db import db
+from master.seams import current_seams
+from master.services import runs
+
+log = logging.getLogger(__name__)
+
+
+def project_tree(project):
+    return os.path.join(current_app.config["DATA_DIR"], project.name)
+
+
+def upstream_job(project):
+    return RsyncJob(source=project.upstream, destination=project_tree(project),
+                    options=tuple(project.rsync_options or ()), excludes=tuple(project.excludes or ()),
+                    password=project.upstream_password, timeout=project.timeout)
+
+
+def start_upstream_sync(run_id, cancel=None):
+    """Pull the project of a syncing run from its upstream and finish the run.
+
+    ``cancel`` (a threading.Event) ends the pull early; the run is then
+    recorded as interrupted. Never leaves the run in ``syncing``.
+    """
+    config = current_app.config
+    run = runs.get_run(run_id)
+    project = run.project
+    path = runlogs.log_path(config["DATA_DIR"], project.name, run.id)
+    try:
+        result = current_seams().rsync_runner.run(
+            upstream_job(project), path, on_spawn=lambda pid: runs.record_pid(run_id, pid), cancel=cancel)
+    except Exception as error:  # a bug must not leave the run syncing forever
+        log.exception("run %s of %s: the rsync runner failed", run_id, project.name)
+        db.session.rollback()
+        runs.move_run(runs.get_run(run_id), RunState.FAILED, error=f"internal error: {error}")
+        return runs.get_run(run_id)
+    run = runs.get_run(run_id)
+    outcome = dict(exit_code=result.exit_code, stats=result.stats.to_dict(), pid=None)
+    if result.cancelled:
+        runs.move_run(run, RunState.INTERRUPTED, error="interrupted: the executor was stopped during the pull",
+                      **outcome)
+    elif result.ok:
+        runs.move_run(run, RunState.SUCCESS, warning=result.warning, **outcome)
+    else:
+        runs.move_run(run, RunState.FAILED, error=result.error, **outcome)
+    runlogs.prune_logs(config["DATA_DIR"], project.name, config["LOG_RETENTION"])
+    return runs.get_run(run_id)
+
+
+def recover_interrupted_runs(kill_process_group):
+    """At executor start: end runs a dead executor left active, and queue a fresh run for each.
+
+    ``kill_process_group(pid)`` ends an orphaned rsync that may still be running.
+    """
+    recovered = []
+    for run in runs.active_runs():
+        if run.pid:
+            kill_process_group(run.pid)
+        project = run.project
+        try:
+            runs.move_run(run, RunState.INTERRUPTED, pid=None,
+                          error="interrupted: the executor stopped during the run and was restarted")
+        except runs.StaleRun:
+            continue
+        if project.enabled:
+            runs.request_sync(project, Trigger.RECOVERY)
+        recovered.append(run.id)
+    return recovered
+
+
+def run_ids_to_execute(limit):
+    return [run.id for run in runs.claim_queued_runs(limit)]
+

@@ -1,0 +1,61 @@
+"""Commented defaults for both roles.
+
+Every setting here can be overridden by an environment variable
+``MIRRORSYNC_<NAME>`` (for example ``MIRRORSYNC_API_PORT=5001``); tests pass
+overrides to ``create_app({...})``. ``common/config.py`` parses and checks
+them, so a bad value fails at start with one line naming the setting.
+"""
+
+# --- both roles ---------------------------------------------------------
+
+# Address the HTTP API listens on (``python -m master`` / ``python -m slave``).
+API_HOST = "127.0.0.1"
+# Port of the HTTP API; None means the role's default: master 5000, slave 7000.
+API_PORT = None
+# Shared enrollment secret slaves present to ``POST /api/v1/slaves/register``.
+JOIN_TOKEN = None
+# Python logging level: DEBUG, INFO, WARNING, ERROR.
+LOG_LEVEL = "INFO"
+# rsync program to run (a bare name is looked up on PATH).
+RSYNC_BINARY = "rsync"
+
+# --- master -------------------------------------------------------------
+
+# Trees live in DATA_DIR/<project>; the master's own state (SQLite database,
+# run logs, lock files) lives in DATA_DIR/.mirrorsync, which no project name
+# can collide with.
+DATA_DIR = "./var/master"
+# SQLAlchemy URL; None means SQLite at DATA_DIR/.mirrorsync/mirrorsync.db.
+# PostgreSQL works too: postgresql://user@host/dbname (password via PGPASSWORD
+# or ~/.pgpass keeps it off the command line).
+DATABASE_URL = None
+# If set, an admin API token with this value exists from start-up.
+ADMIN_TOKEN = None
+# Port and address of the master's rsync daemon that slaves pull from.
+RSYNCD_PORT = 8730
+RSYNCD_ADDRESS = "127.0.0.1"
+# How many upstream pulls may run at the same time.
+MAX_CONCURRENT_SYNCS = 4
+# Seconds between the executor's looks for queued runs.
+POLL_INTERVAL = 1.0
+# Seconds between the scheduler's reconciliations of its timers with the database.
+RECONCILE_INTERVAL = 5.0
+# How many run logs are kept per project; older ones are deleted.
+LOG_RETENTION = 100
+# Default wall-clock limit, in seconds, for one upstream pull of a new project.
+DEFAULT_TIMEOUT = 21600
+# Largest request body the API accepts, in bytes.
+MAX_CONTENT_LENGTH = 65536
+
+# --- slave --------------------------------------------------------------
+
+# URL of the master's API.
+MASTER_URL = "http://127.0.0.1:5000"
+# Name this slave enrolls under; None means the host name.
+SLAVE_NAME = None
+# URL the master uses to reach this slave's API; None means http://<API_HOST>:<API_PORT>.
+SLAVE_URL = None
+# Trees land in PUBLIC_DIR/<project>.
+PUBLIC_DIR = "./var/public"
+# Credentials and the report outbox live here.
+STATE_DIR = "./var/slave"
