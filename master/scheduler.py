@@ -65,8 +65,8 @@ class ScheduleKeeper:
         self.scheduler = BackgroundScheduler(timezone=self.timezone)
         self._schedules = {}   # project id -> crontab text it is scheduled with
 
-    def start(self):
-        self.scheduler.start()
+    def start(self, paused=False):
+        self.scheduler.start(paused=paused)
         self.scheduler.add_job(self.reconcile, "interval", id="reconcile",
                                seconds=self.app.config["RECONCILE_INTERVAL"],
                                max_instances=1, coalesce=True)
@@ -74,6 +74,11 @@ class ScheduleKeeper:
 
     def stop(self):
         self.scheduler.shutdown(wait=False)
+
+    def scheduled(self):
+        """Project id -> next fire time of its cron job."""
+        return {int(job.id.split("-", 1)[1]): job.next_run_time
+                for job in self.scheduler.get_jobs() if job.id.startswith("project-")}
 
     def reconcile(self):
         """Add, change and drop cron jobs so they match the projects table."""

@@ -1,0 +1,44 @@
+"""Settings come from settings.py, then MIRRORSYNC_* variables, then overrides; bad ones fail clearly."""
+
+import subprocess
+import sys
+
+import pytest
+
+from common.config import load_settings
+from common.errors import ConfigError
+
+
+def test_role_defaults_for_the_api_port():
+    assert load_settings("master", environ={})["API_PORT"] == 5000
+    assert load_settings("slave", environ={})["API_PORT"] == 7000
+
+
+def test_environment_overrides_defaults_and_overrides_win():
+    env = {"MIRRORSYNC_API_PORT": "5001", "MIRRORSYNC_MAX_CONCURRENT_SYNCS": "8"}
+    settings = load_settings("master", environ=env)
+    assert settings["API_PORT"] == 5001 and settings["MAX_CONCURRENT_SYNCS"] == 8
+    assert load_settings("master", {"API_PORT": 6000}, environ=env)["API_PORT"] == 6000
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("API_PORT", "http", "API_PORT must be a int"),
+    ("API_PORT", "70000", "API_PORT must be between"),
+    ("MAX_CONCURRENT_SYNCS", "0", "MAX_CONCURRENT_SYNCS must be between"),
+    ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be one of"),
+    ("DATABASE_URL", "mysql://x", "DATABASE_URL must be"),
+    ("MASTER_URL", "ftp://x", "MASTER_URL must be"),
+])
+def test_a_bad_setting_names_itself(name, value, words):
+    with pytest.raises(ConfigError, match=words):
+        load_settings("master", environ={f"MIRRORSYNC_{name}": value})
+
+
+def test_master_refuses_to_start_with_one_clear_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "master"], capture_output=True, text=True, timeout=60,
+                            env={"MIRRORSYNC_DATA_DIR": str(tmp_path), "MIRRORSYNC_API_PORT": "nope",
+                                 "PATH": "/usr/bin:/bin"})
+    assert result.returncode != 0
+    assert "API_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

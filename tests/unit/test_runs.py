@@ -1,0 +1,249 @@
+"""Run life cycle with a fake rsync and a fake clock: states, coalescing, project fields."""
+
+import os
+
+import pytest
+import sqlalchemy as sa
+
+from common.states import RunState
+from master.db import db
+from master.executor import Executor
+from master.models import Run
+from master.services import projects, runs, syncs
+
+
+def trigger(client, admin, name="debian"):
+    response = client.post(f"/api/v1/projects/{name}/syncs", headers=admin)
+    assert response.status_code == 202, response.json
+    return response.json
+
+
+def execute_one(app):
+    """Claim the oldest queued run and pull it, as the executor would."""
+    with app.app_context():
+        [run_id] = syncs.run_ids_to_execute(1)
+        syncs.start_upstream_sync(run_id)
+    return run_id
+
+
+def get_run(client, admin, run_id):
+    return client.get(f"/api/v1/runs/{run_id}", headers=admin).json
+
+
+def test_manual_trigger_answers_202_with_a_queued_run(client, admin, make_project):
+    make_project()
+    response = client.post("/api/v1/projects/debian/syncs", headers=admin)
+    assert response.status_code == 202
+    assert response.json["state"] == "queued"
+    assert response.json["trigger"] == "manual"
+    assert response.headers["Location"].endswith(f"/api/v1/runs/{response.json['id']}")
+    assert client.get("/api/v1/projects/debian", headers=admin).json["status"] == "queued"
+
+
+def test_second_trigger_while_queued_coalesces_into_the_same_run(client, admin, make_project):
+    make_project()
+    first = trigger(client, admin)
+    second = trigger(client, admin)
+    assert second["id"] == first["id"]
+    assert second["coalesced"] == 1
+    assert len(client.get("/api/v1/projects/debian/runs", headers=admin).json) == 1
+
+
+def test_triggers_during_a_sync_coalesce_into_one_follow_up(app, client, admin, make_project):
+    make_project()
+    first = trigger(client, admin)
+    with app.app_context():
+        runs.claim_queued_runs(1)
+    follow_ups = [trigger(client, admin) for _ in range(3)]
+    assert {run["id"] for run in follow_ups} == {follow_ups[0]["id"]} != {first["id"]}
+    assert follow_ups[-1]["coalesced"] == 2
+    # While the first run syncs, the project shows it, not the queued follow-up.
+    assert client.get("/api/v1/projects/debian", headers=admin).json["status"] == "syncing"
+    with app.app_context():
+        assert runs.claim_queued_runs(5) == [], "a project must never sync twice at once"
+
+
+def test_successful_pull_stamps_run_and_project(app, client, admin, make_project, clock, fake_rsync):
+    make_project(rsync_options=["--bwlimit=500"], excludes=["*.iso"], upstream_password="s3cret")
+    run = trigger(client, admin)
+    clock.advance(60)
+    execute_one(app)
+    run = get_run(client, admin, run["id"])
+    assert run["state"] == "success"
+    assert run["exit_code"] == 0
+    assert run["stats"]["total_size"] == 1234
+    assert run["started_at"] and run["finished_at"]
+    project = client.get("/api/v1/projects/debian", headers=admin).json
+    assert project["status"] == "success"
+    assert project["last_success"] == run["finished_at"]
+    assert project["last_started"] == run["started_at"]
+    assert project["last_ended"] == run["finished_at"]
+    assert project["size"] == 1234
+    [job] = fake_rsync.jobs
+    assert job.source == "rsync://mirror.example.org/debian"
+    assert job.destination == os.path.join(app.config["DATA_DIR"], "debian")
+    assert job.options == ("--bwlimit=500",) and job.excludes == ("*.iso",)
+    assert job.password == "s3cret"
+
+
+def test_failure_never_overwrites_last_success(app, client, admin, make_project, clock, fake_rsync):
+    fake_rsync.exit_codes = [0, 23]
+    make_project()
+    trigger(client, admin)
+    execute_one(app)
+    good = client.get("/api/v1/projects/debian", headers=admin).json["last_success"]
+    clock.advance(3600)
+    failed = trigger(client, admin)
+    execute_one(app)
+    run = get_run(client, admin, failed["id"])
+    assert run["state"] == "failed" and run["exit_code"] == 23
+    assert "partial transfer" in run["error"].lower()
+    project = client.get("/api/v1/projects/debian", headers=admin).json
+    assert project["status"] == "failed"
+    assert project["last_success"] == good
+    assert project["last_ended"] == run["finished_at"] != good
+
+
+def test_vanished_files_exit_24_is_success_with_a_warning(app, client, admin, make_project, fake_rsync):
+    fake_rsync.exit_codes = [24]
+    make_project()
+    run = trigger(client, admin)
+    execute_one(app)
+    run = get_run(client, admin, run["id"])
+    assert run["state"] == "success"
+    assert run["exit_code"] == 24
+    assert "vanished" in run["warning"]
+
+
+def test_a_runner_crash_fails_the_run_instead_of_leaving_it_syncing(app, client, admin, make_project):
+    class Broken:
+        def run(self, *args, **kwargs):
+            raise RuntimeError("boom")
+    app.extensions["mirrorsync"].rsync_runner = Broken()
+    make_project()
+    run = trigger(client, admin)
+    execute_one(app)
+    run = get_run(client, admin, run["id"])
+    assert run["state"] == "failed"
+    assert "boom" in run["error"]
+
+
+def test_disabling_cancels_the_queued_run_and_refuses_triggers(client, admin, make_project):
+    make_project()
+    run = trigger(client, admin)
+    assert client.patch("/api/v1/projects/debian", json={"enabled": False}, headers=admin).status_code == 200
+    assert get_run(client, admin, run["id"])["state"] == "cancelled"
+    assert client.get("/api/v1/projects/debian", headers=admin).json["status"] == "disabled"
+    response = client.post("/api/v1/projects/debian/syncs", headers=admin)
+    assert response.status_code == 409
+    assert "disabled" in response.json["message"]
+
+
+def test_delete_refuses_while_syncing_then_removes_runs_and_logs_but_keeps_the_tree(
+        app, client, admin, make_project):
+    make_project()
+    trigger(client, admin)
+    with app.app_context():
+        [claimed] = runs.claim_queued_runs(1)
+        run_id = claimed.id
+    response = client.delete("/api/v1/projects/debian", headers=admin)
+    assert response.status_code == 409
+    with app.app_context():
+        syncs.start_upstream_sync(run_id)
+    tree = os.path.join(app.config["DATA_DIR"], "debian")
+    os.makedirs(tree, exist_ok=True)
+    assert client.delete("/api/v1/projects/debian", headers=admin).status_code == 204
+    assert client.get("/api/v1/projects/debian", headers=admin).status_code == 404
+    assert client.get(f"/api/v1/runs/{run_id}", headers=admin).status_code == 404
+    assert not os.path.exists(os.path.join(app.config["DATA_DIR"], ".mirrorsync", "logs", "debian"))
+    assert os.path.isdir(tree), "deleting a project must not delete the mirrored files"
+
+
+def test_only_allowed_state_moves_happen_and_moves_are_compare_and_set(app, make_project):
+    make_project()
+    with app.app_context():
+        project = projects.get_project("debian")
+        run, _ = runs.request_sync(project, "manual")
+        with pytest.raises(ValueError):
+            runs.move_run(run, RunState.SUCCESS)  # queued -> success skips syncing
+        assert run.state == "queued"
+        with db.engine.begin() as other_actor:  # e.g. a second executor claims it first
+            other_actor.execute(sa.update(Run).where(Run.id == run.id).values(state="cancelled"))
+        with pytest.raises(runs.StaleRun):
+            runs.move_run(run, RunState.SYNCING)
+        assert db.session.get(Run, run.id).state == "cancelled"
+
+
+def test_executor_never_runs_more_than_max_concurrent_syncs(tmp_path, clock):
+    from master import create_app
+    from tests.support.fakes import FakeRsyncRunner
+    runner = FakeRsyncRunner(hold=True)
+    app = create_app({"DATA_DIR": str(tmp_path), "MAX_CONCURRENT_SYNCS": 2, "LOG_LEVEL": "WARNING",
+                      "CLOCK": clock, "RSYNC_RUNNER": runner, "POLL_INTERVAL": 60})
+    with app.app_context():
+        for index in range(4):
+            project = projects.create_project({"name": f"p{index}", "upstream": f"rsync://h/m{index}"})
+            runs.request_sync(project, "manual")
+    executor = Executor(app)
+    for _ in range(3):
+        executor._claim_and_start()
+    assert runner.wait_started() and runner.wait_started()
+    with app.app_context():
+        states = sorted(db.session.execute(db.select(Run.state)).scalars())
+    assert states == ["queued", "queued", "syncing", "syncing"]
+    assert len(executor.running()) == 2
+    executor.stop(timeout=5)
+    with app.app_context():
+        states = sorted(db.session.execute(db.select(Run.state)).scalars())
+    assert states == ["interrupted", "interrupted", "queued", "queued"], "shutdown must not lose queued work"
+    assert runner.max_running == 2
+
+
+def test_restart_marks_orphaned_runs_interrupted_and_queues_a_fresh_run(app, client, admin, make_project):
+    make_project()
+    trigger(client, admin)
+    with app.app_context():
+        runs.claim_queued_runs(1)  # the executor "dies" here, leaving the run syncing
+    recovered = Executor(app).recover()
+    assert len(recovered) == 1
+    history = client.get("/api/v1/projects/debian/runs", headers=admin).json
+    assert [(run["state"], run["trigger"]) for run in history] == [("queued", "recovery"),
+                                                                  ("interrupted", "manual")]
+    assert "restarted" in history[1]["error"]
+
+
+def test_log_retention_keeps_the_newest_logs_only(app, client, admin, make_project):
+    app.config["LOG_RETENTION"] = 2
+    make_project()
+    ids = []
+    for _ in range(3):
+        ids.append(trigger(client, admin)["id"])
+        execute_one(app)
+    gone = client.get(f"/api/v1/runs/{ids[0]}/log", headers=admin)
+    assert gone.status_code == 410
+    assert gone.json["error"] == "gone"
+    kept = client.get(f"/api/v1/runs/{ids[2]}/log", headers=admin)
+    assert kept.status_code == 200 and b"fake rsync" in kept.data
+
+
+def test_run_log_can_be_read_from_an_offset(app, client, admin, make_project):
+    make_project()
+    run = trigger(client, admin)
+    execute_one(app)
+    whole = client.get(f"/api/v1/runs/{run['id']}/log", headers=admin)
+    offset = int(whole.headers["X-Next-Offset"])
+    assert offset == len(whole.data) > 0
+    rest = client.get(f"/api/v1/runs/{run['id']}/log?offset={offset}", headers=admin)
+    assert rest.data == b"" and rest.headers["X-Next-Offset"] == str(offset)
+
+
+def test_run_history_is_paginated_newest_first(app, client, admin, make_project):
+    make_project()
+    ids = []
+    for _ in range(5):
+        ids.append(trigger(client, admin)["id"])
+        execute_one(app)
+    page = client.get("/api/v1/projects/debian/runs?limit=2", headers=admin).json
+    assert [run["id"] for run in page] == ids[::-1][:2]
+    older = client.get(f"/api/v1/projects/debian/runs?limit=2&before={page[-1]['id']}", headers=admin).json
+    assert [run["id"] for run in older] == ids[::-1][2:4]

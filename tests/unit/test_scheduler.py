@@ -1,0 +1,89 @@
+"""The scheduler's timers follow the database; a second scheduler is refused."""
+
+import datetime
+
+import pytest
+
+from common.errors import ConfigError
+from master.db import db
+from master.models import Run
+from master.scheduler import ScheduleKeeper, SchedulerLock
+from master.services import projects
+
+
+@pytest.fixture
+def keeper(app):
+    keeper = ScheduleKeeper(app)
+    keeper.start(paused=True)
+    yield keeper
+    keeper.stop()
+
+
+def project_id(app, name):
+    with app.app_context():
+        return projects.get_project(name).id
+
+
+def test_reconcile_adds_changes_and_drops_timers(app, client, admin, make_project, keeper):
+    make_project("hourly", schedule="0 * * * *")
+    make_project("manual")  # no schedule: no timer
+    keeper.reconcile()
+    hourly = project_id(app, "hourly")
+    assert set(keeper.scheduled()) == {hourly}
+    assert keeper.scheduled()[hourly].minute == 0
+
+    client.patch("/api/v1/projects/hourly", json={"schedule": "30 2 * * *"}, headers=admin)
+    keeper.reconcile()
+    fire = keeper.scheduled()[hourly]
+    assert (fire.hour, fire.minute) == (2, 30)
+
+    client.patch("/api/v1/projects/hourly", json={"enabled": False}, headers=admin)
+    keeper.reconcile()
+    assert keeper.scheduled() == {}
+
+    client.patch("/api/v1/projects/hourly", json={"enabled": True}, headers=admin)
+    keeper.reconcile()
+    assert set(keeper.scheduled()) == {hourly}
+    client.delete("/api/v1/projects/hourly", headers=admin)
+    keeper.reconcile()
+    assert keeper.scheduled() == {}
+
+
+def test_a_timer_firing_queues_a_schedule_run(app, client, admin, make_project, keeper):
+    make_project("debian", schedule="*/5 * * * *")
+    keeper.reconcile()
+    keeper.fire(project_id(app, "debian"))
+    keeper.fire(project_id(app, "debian"))
+    [run] = client.get("/api/v1/projects/debian/runs", headers=admin).json
+    assert run["trigger"] == "schedule" and run["state"] == "queued"
+    assert run["coalesced"] == 1
+
+
+def test_a_timer_of_a_project_disabled_meanwhile_queues_nothing(app, client, admin, make_project, keeper):
+    make_project("debian", schedule="*/5 * * * *")
+    pid = project_id(app, "debian")
+    client.patch("/api/v1/projects/debian", json={"enabled": False}, headers=admin)
+    keeper.fire(pid)
+    with app.app_context():
+        assert db.session.execute(db.select(Run)).first() is None
+
+
+def test_next_run_follows_the_schedule_and_the_clock(client, admin, make_project, clock):
+    clock._now = datetime.datetime(2026, 11, 21, 10, 7, tzinfo=datetime.timezone.utc)  # a Saturday
+    make_project("weekdays", schedule="0 3 * * 1-5")
+    make_project("manual")
+    assert client.get("/api/v1/projects/weekdays", headers=admin).json["next_run"] == "2026-11-23T03:00:00+00:00"
+    assert client.get("/api/v1/projects/manual", headers=admin).json["next_run"] is None
+
+
+def test_a_second_scheduler_on_the_same_data_is_refused(app):
+    first = SchedulerLock(app.config["DATA_DIR"])
+    first.acquire()
+    try:
+        with pytest.raises(ConfigError, match="another scheduler"):
+            SchedulerLock(app.config["DATA_DIR"]).acquire()
+    finally:
+        first.release()
+    second = SchedulerLock(app.config["DATA_DIR"])
+    second.acquire()
+    second.release()
