@@ -48,11 +48,14 @@ def serve():
         service.stop()
         raise click.ClickException(
             f"API_PORT: cannot listen on {app.config['API_HOST']}:{app.config['API_PORT']}: {error.strerror}")
+    # Keep-alive connections hold a handler thread each; they must not keep the process alive.
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="api", daemon=True)
     thread.start()
     log.info("master API listening on http://%s:%s", app.config["API_HOST"], app.config["API_PORT"])
     wait_for_signal()
     server.shutdown()
+    server.server_close()
     service.stop()
 
 

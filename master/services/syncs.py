@@ -48,6 +48,8 @@ def start_upstream_sync(run_id, cancel=None):
     if result.cancelled:
         runs.move_run(run, RunState.INTERRUPTED, error="interrupted: the executor was stopped during the pull",
                       **outcome)
+        if project.enabled:
+            runs.request_sync(project, Trigger.RECOVERY)  # picked up again after the restart
     elif result.ok:
         runs.move_run(run, RunState.SUCCESS, warning=result.warning, **outcome)
     else:
