@@ -1,0 +1,129 @@
+"""Readable text for projects and runs as the REST API returns them."""
+
+from datetime import datetime, timezone
+
+_SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def parse_time(value):
+    """An ISO 8601 timestamp from the API as an aware datetime, or None."""
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def human_size(value):
+    """1536 -> '1.5 KiB'; anything that is not a number is shown as it is."""
+    if value is None:
+        return "-"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return str(value)
+    size = float(value)
+    for unit in _SIZE_UNITS:
+        if abs(size) < 1024 or unit == _SIZE_UNITS[-1]:
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
+
+
+def human_duration(seconds):
+    """75.3 -> '1m 15s'."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def run_duration(run):
+    """Seconds from start to finish (or to now while running), or None before it starts."""
+    started = parse_time(run.get("started_at"))
+    if started is None:
+        return None
+    finished = parse_time(run.get("finished_at")) or datetime.now(timezone.utc)
+    return (finished - started).total_seconds()
+
+
+def _show(value):
+    return "-" if value is None or value == "" else str(value)
+
+
+def _stat_value(key, value):
+    if isinstance(value, (int, float)) and ("bytes" in key or "size" in key):
+        return f"{human_size(value)} ({value})"
+    return _show(value)
+
+
+def describe_run(run):
+    """Several lines describing one run: state, times, stats and one line per slave."""
+    lines = [
+        f"run {run.get('id')} of project {run.get('project')} ({_show(run.get('trigger'))} trigger)",
+        f"  state:     {run.get('state')}",
+        f"  created:   {_show(run.get('created_at'))}",
+        f"  started:   {_show(run.get('started_at'))}",
+        f"  finished:  {_show(run.get('finished_at'))}",
+        f"  duration:  {human_duration(run_duration(run))}",
+        f"  exit code: {_show(run.get('exit_code'))}",
+    ]
+    if run.get("error"):
+        lines.append(f"  error:     {run['error']}")
+    if run.get("warning"):
+        lines.append(f"  warning:   {run['warning']}")
+    stats = run.get("stats") or {}
+    if stats:
+        lines.append("  stats:")
+        width = max(len(key) for key in stats)
+        lines += [f"    {key:<{width}}  {_stat_value(key, stats[key])}" for key in sorted(stats)]
+    slaves = run.get("slaves") or []
+    lines.append(f"  slaves:    {len(slaves) if slaves else 'none'}")
+    for slave in slaves:
+        detail = f" ({slave['error']})" if slave.get("error") else ""
+        lines.append(f"    {slave.get('slave')}: {slave.get('state')}{detail}")
+    return "\n".join(lines)
+
+
+def describe_project(project):
+    """Several lines describing one project, every field the API returned."""
+    lines = [f"project {project.get('name')}"]
+    order = ["upstream", "schedule", "enabled", "status", "next_run", "last_started",
+             "last_ended", "last_success", "size", "timeout", "rsync_options", "excludes"]
+    keys = [key for key in order if key in project]
+    keys += sorted(key for key in project if key not in keys and key != "name")
+    width = max(len(key) for key in keys) + 2 if keys else 0
+    for key in keys:
+        value = project[key]
+        if key == "size":
+            value = human_size(value)
+        elif key == "schedule" and value is None:
+            value = "manual only"
+        elif isinstance(value, list):
+            value = " ".join(value) if value else "-"
+        lines.append(f"  {key + ':':<{width}}{_show(value)}")
+    return "\n".join(lines)
+
+
+def project_table(projects):
+    """A fixed-width table, one project a row."""
+    headers = ("NAME", "STATUS", "ENABLED", "SCHEDULE", "LAST SUCCESS", "NEXT RUN", "SIZE", "UPSTREAM")
+    rows = [
+        (
+            project.get("name"),
+            project.get("status"),
+            "yes" if project.get("enabled") else "no",
+            project.get("schedule") or "manual",
+            project.get("last_success"),
+            project.get("next_run"),
+            human_size(project.get("size")),
+            project.get("upstream"),
+        )
+        for project in projects
+    ]
+    rows = [tuple(_show(cell) for cell in row) for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+        for row in [headers, *rows]
+    )
