@@ -1,0 +1,402 @@
+"""Build rsync command lines, run rsync under a deadline, and read its ``--stats``.
+
+The only module in the project that starts rsync. The password reaches the child
+through ``RSYNC_PASSWORD`` in its environment only: never argv, never a log line.
+"""
+
+import collections
+import dataclasses
+import os
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# What a mirror needs: an exact copy (--archive --hard-links --delete), switched over
+# at the end so readers never see half a tree (--delay-updates), no symlink that
+# points out of the tree (--safe-links), owners kept as numbers (--numeric-ids), and
+# a --stats block with plain digits that parse_stats can read (--no-human-readable).
+DEFAULT_OPTIONS = (
+    "--archive",
+    "--hard-links",
+    "--delete",
+    "--delay-updates",
+    "--safe-links",
+    "--numeric-ids",
+    "--stats",
+    "--no-human-readable",
+)
+
+# rsync(1), EXIT VALUES. 6 is gone from the 3.5 page but still in errcode.h.
+EXIT_MEANINGS = {
+    1: "syntax or usage error",
+    2: "protocol incompatibility",
+    3: "errors selecting input/output files, directories",
+    4: "requested action not supported (an option the client supports and the server does not, "
+       "or 64-bit files on a platform that cannot handle them)",
+    5: "error starting client-server protocol",
+    6: "daemon unable to append to log-file",
+    10: "error in socket I/O",
+    11: "error in file I/O",
+    12: "error in rsync protocol data stream",
+    13: "errors with program diagnostics",
+    14: "error in IPC code",
+    15: "sibling process crashed",
+    16: "sibling process was killed by a signal",
+    19: "received SIGUSR1",
+    20: "received SIGINT, SIGTERM, or SIGHUP",
+    21: "some error returned by waitpid()",
+    22: "error allocating core memory buffers",
+    23: "partial transfer due to error",
+    24: "partial transfer due to vanished source files",
+    25: "the --max-delete limit stopped deletions",
+    30: "timeout in data send/receive",
+    35: "timeout waiting for daemon connection",
+}
+OK_EXIT_CODES = frozenset({0, 24})
+# Worth another try later: the network or the upstream daemon, not our tree or options.
+TRANSIENT_EXIT_CODES = frozenset({5, 10, 12, 30, 35})
+VANISHED_WARNING = "some files vanished on the source during the transfer (rsync exit 24)"
+
+_POLL_INTERVAL = 0.05
+# Output kept in memory for the error sentence and the stats; the log has all of it.
+_TAIL_LINES = 200
+# How long to wait for the output pipe to drain once rsync's process group is gone.
+_DRAIN_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class RsyncJob:
+    """One transfer: ``source`` into the local directory ``destination``."""
+
+    source: str
+    destination: str
+    options: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    password: str | None = dataclasses.field(default=None, repr=False)
+    timeout: float | None = None
+
+
+@dataclass
+class RsyncStats:
+    files_total: int | None = None
+    files_created: int | None = None
+    files_deleted: int | None = None
+    files_transferred: int | None = None
+    total_size: int | None = None
+    bytes_sent: int | None = None
+    bytes_received: int | None = None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RsyncResult:
+    exit_code: int | None
+    ok: bool
+    warning: str | None
+    error: str | None
+    timed_out: bool
+    cancelled: bool
+    stats: RsyncStats
+
+
+def build_command(job, binary="rsync"):
+    """The argv list for ``job``: defaults, job options, excludes, then ``--`` and the two paths."""
+    return [
+        binary,
+        *DEFAULT_OPTIONS,
+        *job.options,
+        *(f"--exclude={pattern}" for pattern in job.excludes),
+        # rsync 3.x stops option parsing at "--", so a path can never be read as a flag.
+        "--",
+        _with_trailing_slash(job.source),
+        _with_trailing_slash(job.destination),
+    ]
+
+
+# "Number of files: 1,234 (reg: ...)" -> field. rsync 3.0 said "Number of files transferred".
+_STATS_LINES = {
+    "files_total": r"Number of files",
+    "files_created": r"Number of created files",
+    "files_deleted": r"Number of deleted files",
+    "files_transferred": r"Number of (?:regular )?files transferred",
+    "total_size": r"Total file size",
+    "bytes_sent": r"Total bytes sent",
+    "bytes_received": r"Total bytes received",
+}
+_STATS_PATTERNS = {
+    field: re.compile(rf"^\s*{label}:\s*(\d[\d,.']*)([A-Za-z]?)", re.MULTILINE)
+    for field, label in _STATS_LINES.items()
+}
+
+
+def parse_stats(output):
+    """Read the ``--stats`` block out of rsync's output; a line that is missing or unreadable gives None."""
+    values = {}
+    for field, pattern in _STATS_PATTERNS.items():
+        matches = pattern.findall(output)
+        values[field] = _stats_number(*matches[-1]) if matches else None
+    return RsyncStats(**values)
+
+
+def _stats_number(digits, suffix):
+    # "123.46K" comes from --human-readable and is rounded: better no number than a wrong one.
+    # Without a suffix, "," or "." (depending on the locale) only groups thousands.
+    if suffix:
+        return None
+    return int(re.sub(r"[,.']", "", digits))
+
+
+def result_from_exit(exit_code, output, timed_out=False, cancelled=False, timeout=None):
+    """Turn how rsync ended (Popen-style exit code, output text) into an RsyncResult."""
+    stats = parse_stats(output)
+    if cancelled:
+        return RsyncResult(exit_code, False, None, "cancelled", timed_out, True, stats)
+    if timed_out:
+        return RsyncResult(exit_code, False, None, f"timed out after {timeout:g} seconds", True, False, stats)
+    if exit_code in OK_EXIT_CODES:
+        warning = VANISHED_WARNING if exit_code == 24 else None
+        return RsyncResult(exit_code, True, warning, None, False, False, stats)
+    if exit_code is None:
+        return RsyncResult(None, False, None, "rsync did not run", False, False, stats)
+    if exit_code < 0:
+        error = f"rsync was killed by signal {_signal_name(-exit_code)}"
+    else:
+        meaning = EXIT_MEANINGS.get(exit_code, "unknown error")
+        error = f"{meaning[0].upper()}{meaning[1:]} (rsync exit {exit_code})"
+    detail = last_error_line(output)
+    if detail:
+        error = f"{error}: {detail}"
+    return RsyncResult(exit_code, False, None, error, False, False, stats)
+
+
+_ERROR_SOURCE_LOCATION = re.compile(r"\s+at \S+\(\d+\)\s*(\[[^\]]*\])?\s*$")
+# Most telling first: the daemon's "@ERROR" (e.g. "auth failed on module x"), then rsync's
+# own "rsync: ..." complaints, then the generic "rsync error: ..." summary.
+_ERROR_MARKERS = ("@ERROR", "rsync:", "rsync error")
+
+
+def last_error_line(output):
+    """The most telling error line in rsync's output, cleaned up for a sentence; None if there is none."""
+    lines = output.splitlines()
+    for marker in _ERROR_MARKERS:
+        for line in reversed(lines):
+            if _error_marker(line) == marker:
+                text = line[line.index(marker):].strip()
+                if marker == "@ERROR":
+                    text = text.removeprefix("@ERROR").lstrip(":").strip()
+                return _ERROR_SOURCE_LOCATION.sub("", text) or None
+    return None
+
+
+def _error_marker(line):
+    # "@ERROR" may follow a prompt on the same line ("Password: @ERROR: auth failed ...").
+    if "@ERROR" in line:
+        return "@ERROR"
+    for marker in _ERROR_MARKERS[1:]:
+        if line.startswith(marker):
+            return marker
+    return None
+
+
+class RsyncRunner:
+    """Runs one RsyncJob at a time per call; safe to share between threads."""
+
+    def __init__(self, binary="rsync", kill_grace=5.0):
+        self.binary = binary
+        self.kill_grace = kill_grace
+
+    def run(self, job, log_path, on_spawn: Callable[[int], None] | None = None,
+            cancel: threading.Event | None = None):
+        """Run ``job``, appending its output to ``log_path``; rsync failures come back in the result.
+
+        ``on_spawn(pid)`` is called as soon as rsync started (its pid is also its process
+        group). Setting ``cancel`` or passing ``job.timeout`` ends rsync's whole process group.
+        Raises OSError only when ``log_path`` cannot be written.
+        """
+        argv = build_command(job, self.binary)
+        log = _RunLog(log_path)
+        try:
+            log.write(f"$ {shlex.join(argv)}")
+            if cancel is not None and cancel.is_set():
+                return log.finish(result_from_exit(None, "", cancelled=True))
+            try:
+                os.makedirs(job.destination, exist_ok=True)
+            except OSError as exc:
+                return log.finish(_not_started(f"cannot create destination {job.destination!r}: {exc.strerror}"))
+            try:
+                process = subprocess.Popen(
+                    argv,
+                    start_new_session=True,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env=_child_environment(job.password),
+                )
+            except FileNotFoundError:
+                return log.finish(_not_started(f"rsync binary {self.binary!r} not found"))
+            except OSError as exc:
+                return log.finish(_not_started(f"rsync binary {self.binary!r} could not be started: {exc.strerror}"))
+            return log.finish(self._supervise(process, job, log, on_spawn, cancel))
+        finally:
+            log.close()
+
+    def _supervise(self, process, job, log, on_spawn, cancel):
+        tail = _OutputTail()
+        reader = threading.Thread(target=_copy_output, args=(process.stdout, log, tail),
+                                  name=f"rsync-output-{process.pid}", daemon=True)
+        reader.start()
+        stop_reason = None
+        try:
+            if on_spawn is not None:
+                on_spawn(process.pid)
+            stop_reason = self._wait(process, job.timeout, cancel)
+        except BaseException:
+            self._stop_group(process)
+            raise
+        finally:
+            if stop_reason is not None:
+                self._stop_group(process)
+            process.wait()
+            reader.join(_DRAIN_TIMEOUT)
+            log.stop_copying()
+        return result_from_exit(process.returncode, tail.text(), timed_out=stop_reason == "timed_out",
+                                cancelled=stop_reason == "cancelled", timeout=job.timeout)
+
+    @staticmethod
+    def _wait(process, timeout, cancel):
+        """Wait for rsync to end; returns None, or why it has to be stopped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                process.wait(timeout=_POLL_INTERVAL)
+                return None
+            except subprocess.TimeoutExpired:
+                pass
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+            if deadline is not None and time.monotonic() >= deadline:
+                return "timed_out"
+
+    def _stop_group(self, process):
+        """SIGTERM rsync's process group, SIGKILL whatever is left after kill_grace."""
+        group = process.pid
+        _signal_group(group, signal.SIGTERM)
+        deadline = time.monotonic() + self.kill_grace
+        try:
+            process.wait(timeout=self.kill_grace)
+        except subprocess.TimeoutExpired:
+            pass
+        # Usually the generator (our child) reaps its receiver and exits within a second.
+        # Sometimes rsync 3.5's generator exits first and the orphaned receiver waits for
+        # the socket to close (up to a minute), so the group is watched, not the leader.
+        while _group_alive(group) and time.monotonic() < deadline:
+            time.sleep(_POLL_INTERVAL)
+        _signal_group(group, signal.SIGKILL)
+        process.wait()
+
+
+class _RunLog:
+    """The per-run log file: header, rsync's output as it comes, footer; UTF-8 whatever rsync prints."""
+
+    def __init__(self, path):
+        directory = os.path.dirname(os.fspath(path))
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self._stream = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
+        self._lock = threading.Lock()
+        self._copying = True
+
+    def write(self, line, from_output=False):
+        with self._lock:
+            if from_output and not self._copying:
+                return
+            self._stream.write(line.rstrip("\r\n") + "\n")
+            self._stream.flush()
+
+    def stop_copying(self):
+        """From now on, late output from a straggler no longer goes into the log."""
+        with self._lock:
+            self._copying = False
+
+    def finish(self, result):
+        if result.ok:
+            outcome = "ok" if result.warning is None else f"ok, warning: {result.warning}"
+        else:
+            outcome = f"failed: {result.error}"
+        self.write(f"# exit code {result.exit_code}, {outcome}")
+        return result
+
+    def close(self):
+        with self._lock:
+            self._stream.close()
+
+
+class _OutputTail:
+    """The last lines of output, plus the last error line of each kind however long ago it came."""
+
+    def __init__(self):
+        self._lines = collections.deque(maxlen=_TAIL_LINES)
+        self._errors = {}
+
+    def add(self, line):
+        self._lines.append(line)
+        marker = _error_marker(line)
+        if marker is not None:
+            self._errors[marker] = line
+
+    def text(self):
+        return "\n".join([*self._errors.values(), *self._lines])
+
+
+def _copy_output(stream, log, tail):
+    with stream:
+        for raw in stream:
+            line = raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+            tail.add(line)
+            log.write(line, from_output=True)
+
+
+def _child_environment(password):
+    env = dict(os.environ)
+    env.pop("RSYNC_PASSWORD", None)
+    if password is not None:
+        env["RSYNC_PASSWORD"] = password
+    return env
+
+
+def _not_started(error):
+    return RsyncResult(None, False, None, error, False, False, RsyncStats())
+
+
+def _signal_group(group, signum):
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(group):
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _signal_name(signum):
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
+
+
+def _with_trailing_slash(path):
+    return path if path.endswith("/") else f"{path}/"

@@ -1,0 +1,56 @@
+"""build_command: what rsync is asked to do, and what never reaches its command line."""
+
+import pytest
+
+from common.rsync import DEFAULT_OPTIONS, RsyncJob, build_command
+
+SOURCE = "rsync://mirror@127.0.0.1:8730/debian/dists"
+
+
+def test_mirroring_defaults_come_first():
+    argv = build_command(RsyncJob(SOURCE, "/srv/debian"))
+    assert argv[0] == "rsync"
+    assert argv[1:1 + len(DEFAULT_OPTIONS)] == list(DEFAULT_OPTIONS)
+    for option in ("--archive", "--hard-links", "--delete", "--delay-updates", "--safe-links",
+                   "--numeric-ids", "--stats", "--no-human-readable"):
+        assert option in DEFAULT_OPTIONS
+
+
+def test_job_options_then_excludes_then_end_of_options_then_paths():
+    job = RsyncJob(SOURCE, "/srv/debian", options=("--bwlimit=1000", "--contimeout=10"),
+                   excludes=("*.tmp", ".~tmp~/"))
+    argv = build_command(job, binary="/usr/bin/rsync")
+    assert argv[0] == "/usr/bin/rsync"
+    tail = argv[1 + len(DEFAULT_OPTIONS):]
+    assert tail == ["--bwlimit=1000", "--contimeout=10", "--exclude=*.tmp", "--exclude=.~tmp~/",
+                    "--", SOURCE + "/", "/srv/debian/"]
+
+
+def test_exclude_pattern_with_spaces_stays_one_argument():
+    argv = build_command(RsyncJob(SOURCE, "/srv/x", excludes=("dir with space/*",)))
+    assert "--exclude=dir with space/*" in argv
+
+
+def test_paths_that_look_like_options_come_after_end_of_options():
+    argv = build_command(RsyncJob("--rsh=evil", "-rf"))
+    marker = argv.index("--")
+    assert argv[marker + 1:] == ["--rsh=evil/", "-rf/"]
+
+
+def test_existing_trailing_slash_is_not_doubled():
+    argv = build_command(RsyncJob(SOURCE + "/", "/srv/debian/"))
+    assert argv[-2:] == [SOURCE + "/", "/srv/debian/"]
+
+
+def test_password_never_reaches_the_command_line_or_the_job_repr():
+    job = RsyncJob(SOURCE, "/srv/debian", options=("--bwlimit=10",), password="hunter2-secret")
+    argv = build_command(job)
+    assert not any("hunter2-secret" in arg for arg in argv)
+    assert "hunter2-secret" not in repr(job)
+
+
+def test_the_job_is_immutable():
+    job = RsyncJob(SOURCE, "/srv/debian")
+    with pytest.raises(AttributeError):
+        job.source = "rsync://elsewhere/x"
+
