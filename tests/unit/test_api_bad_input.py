@@ -1,0 +1,717 @@
+"""Bad input to the projects API: every writable field refused with a 4xx that names it.
+
+For each case: a 4xx (never a 500) in the error shape, the offending field
+named in ``fields``, nothing stored, and no rsync started. Accepted-value
+tables prove the validators do not refuse what a mirror admin needs.
+
+The field tables share one app per module (hundreds of cases); each test
+leaves it as it found it. Request-level tests use the per-test ``app``.
+"""
+
+import pytest
+
+from common.clock import FakeClock
+from master.schemas import MAX_TIMEOUT
+from tests.support.fakes import FakeRsyncRunner
+
+PROJECTS = "/api/v1/projects"
+TABLE_TOKEN = "table-admin-token"
+TABLE_ADMIN = {"Authorization": f"Bearer {TABLE_TOKEN}"}
+EXISTING = {
+    "name": "existing",
+    "upstream": "rsync://mirror.example.org/debian",
+    "schedule": "0 */6 * * *",
+    "enabled": True,
+    "rsync_options": ["--bwlimit=1000"],
+    "excludes": ["*.iso"],
+    "timeout": 3600,
+    "upstream_password": "baseline-secret",
+}
+PATCHABLE = ("upstream", "schedule", "enabled", "rsync_options", "excludes", "timeout", "upstream_password")
+
+BUG_IPV6_BRACKET_500 = (
+    "urllib.parse.urlsplit raises ValueError on an unbalanced or non-IPv6 [host]; "
+    "parse_rsync_url lets it escape the validator and the API answers 500")
+BUG_IPV6_ZONE = (
+    "ipaddress accepts any text after '%' as an IPv6 zone id, so shell- and flag-shaped "
+    "text inside [...] is stored in upstream")
+BUG_BOOL_INT = "StrictBoolean(truthy={True}, falsy={False}) also matches 1 and 0 (1 == True), so they are stored"
+BUG_PATCH_BODY_IGNORED = "PATCH with a body that is not JSON (or no body) answers 200 and changes nothing"
+BUG_JSON_500 = "a JSON body the parser cannot build (too deep, >4300-digit integer) escapes webargs: 500"
+BUG_BIG_ID_500 = "an id beyond SQLite's 64-bit INTEGER reaches the query and raises OverflowError: 500"
+
+
+def refused(case_id, value, bug=None):
+    return case_id, value, bug
+
+
+def accepted(case_id, value):
+    return case_id, value, None
+
+
+REFUSED = {
+    "name": [
+        refused("wrong-type-int", 42),
+        refused("wrong-type-list", ["debian"]),
+        refused("wrong-type-bool", True),
+        refused("null", None),
+        refused("empty", ""),
+        refused("format-uppercase", "Debian"),
+        refused("format-space", "deb ian"),
+        refused("format-slash", "deb/ian"),
+        refused("format-leading-underscore", "_debian"),
+        refused("range-64-chars", "a" * 64),
+        refused("oversized", "a" * 10_000),
+        refused("leading-dash", "-debian"),
+        refused("leading-double-dash", "--rsh=sh"),
+        refused("state-dir", ".mirrorsync"),
+        refused("dot-dot", ".."),
+        refused("dot-dot-inside", "deb..ian"),
+        refused("nul", "deb\x00ian"),
+        refused("newline", "debian\n"),
+        refused("shell-semicolon", "debian;reboot"),
+        refused("shell-pipe", "debian|sh"),
+        refused("shell-ampersand", "debian&"),
+        refused("shell-dollar-paren", "$(reboot)"),
+        refused("shell-backtick", "`reboot`"),
+        refused("host-module", "evil::mod"),
+        refused("rsync-url", "rsync://evil::mod"),
+        refused("fullwidth", "ｄｅｂｉａｎ"),
+        refused("cyrillic-e", "d\u0435bian"),
+    ],
+    "upstream": [
+        refused("wrong-type-int", 873),
+        refused("wrong-type-list", ["rsync://mirror.example.org/debian"]),
+        refused("wrong-type-object", {"host": "mirror.example.org"}),
+        refused("null", None),
+        refused("empty", ""),
+        refused("format-http-scheme", "http://mirror.example.org/debian"),
+        refused("format-uppercase-scheme", "RSYNC://mirror.example.org/debian"),
+        refused("format-ssh-style", "mirror.example.org:/srv/debian"),
+        refused("format-no-module", "rsync://mirror.example.org/"),
+        refused("format-no-host", "rsync:///debian"),
+        refused("format-port-not-number", "rsync://mirror.example.org:ssh/debian"),
+        refused("format-two-ports", "rsync://mirror.example.org:873:874/debian"),
+        refused("format-query", "rsync://mirror.example.org/debian?x=1"),
+        refused("format-fragment", "rsync://mirror.example.org/debian#x"),
+        refused("format-space-in-host", "rsync://mirror example.org/debian"),
+        refused("format-backslash", "rsync://mirror.example.org/debian\\..\\etc"),
+        refused("range-port-zero", "rsync://mirror.example.org:0/debian"),
+        refused("range-port-65536", "rsync://mirror.example.org:65536/debian"),
+        refused("range-path-segment-256", "rsync://mirror.example.org/debian/" + "a" * 256),
+        refused("oversized", "rsync://mirror.example.org/debian/" + "/".join(["a" * 100] * 10)),
+        refused("host-module-bare", "evil::mod"),
+        refused("host-module-in-url", "rsync://evil::mod"),
+        refused("host-module-in-module", "rsync://mirror.example.org/debian::x"),
+        refused("host-module-in-path", "rsync://mirror.example.org/debian/x::y"),
+        refused("user-password", "rsync://anon:hunter2@mirror.example.org/debian"),
+        refused("user-leading-dash", "rsync://-e@mirror.example.org/debian"),
+        refused("host-leading-dash", "rsync://-oProxyCommand=sh/debian"),
+        refused("module-leading-dash", "rsync://mirror.example.org/--rsh=sh"),
+        refused("path-leading-dash", "rsync://mirror.example.org/debian/-e"),
+        refused("dot-dot", "rsync://mirror.example.org/debian/../../etc"),
+        refused("dot-segment", "rsync://mirror.example.org/debian/./x"),
+        refused("nul", "rsync://mirror.example.org/deb\x00ian"),
+        refused("newline", "rsync://mirror.example.org/debian\n--rsh=sh"),
+        refused("shell-semicolon", "rsync://mirror.example.org/debian;reboot"),
+        refused("shell-pipe", "rsync://mirror.example.org/debian/a|sh"),
+        refused("shell-ampersand", "rsync://mirror.example.org/debian/a&b"),
+        refused("shell-dollar-paren", "rsync://mirror.example.org/debian/$(reboot)"),
+        refused("shell-backtick", "rsync://mirror.example.org/debian/`reboot`"),
+        refused("fullwidth-scheme", "ｒｓｙｎｃ://mirror.example.org/debian"),
+        refused("cyrillic-host", "rsync://mirror.\u0435xample.org/debian"),
+        refused("ipv6-unclosed-bracket", "rsync://[::1/debian", bug=BUG_IPV6_BRACKET_500),
+        refused("ipv6-bracket-not-an-address", "rsync://[evil]/debian", bug=BUG_IPV6_BRACKET_500),
+        refused("ipv6-zone-shell", "rsync://[fe80::1%;reboot]/debian", bug=BUG_IPV6_ZONE),
+        refused("ipv6-zone-flag", "rsync://[fe80::1%-e]/debian", bug=BUG_IPV6_ZONE),
+    ],
+    "schedule": [
+        refused("wrong-type-int", 5),
+        refused("wrong-type-list", ["0", "3", "*", "*", "*"]),
+        refused("wrong-type-bool", True),
+        refused("empty", ""),
+        refused("format-four-fields", "0 3 * *"),
+        refused("format-six-fields", "0 0 3 * * *"),
+        refused("format-macro", "@daily"),
+        refused("format-quartz-question-mark", "0 0 ? * *"),
+        refused("range-minute-60", "60 * * * *"),
+        refused("range-hour-24", "0 24 * * *"),
+        refused("range-day-0", "0 0 0 * *"),
+        refused("range-day-32", "0 0 32 * *"),
+        refused("range-month-13", "0 0 * 13 *"),
+        refused("range-weekday-8", "0 0 * * 8"),
+        refused("range-reversed", "0 0 * * 5-1"),
+        refused("range-zero-step", "*/0 * * * *"),
+        refused("leading-dash", "-1 * * * *"),
+        refused("oversized", "0 3 * * " + ",".join(["1"] * 100)),
+        refused("nul", "0 3 * * *\x00"),
+        refused("newline", "0 3 * * *\n0 4 * * *"),
+        refused("dot-dot", "0 3 * * .."),
+        refused("shell-semicolon", "0 3 * * 1;reboot"),
+        refused("shell-pipe", "0 3 * * *|sh"),
+        refused("shell-ampersand", "0 3 * * 1&"),
+        refused("shell-dollar-paren", "$(reboot) * * * *"),
+        refused("shell-backtick", "`reboot` * * * *"),
+        refused("host-module", "evil::mod * * * *"),
+        refused("fullwidth-digits", "０ ３ * * *"),
+        refused("arabic-indic-digits", "\u0660 \u0663 * * *"),
+    ],
+    "enabled": [
+        refused("wrong-type-string-true", "true"),
+        refused("wrong-type-string-yes", "yes"),
+        refused("wrong-type-string-on", "on"),
+        refused("wrong-type-list", [True]),
+        refused("wrong-type-object", {"value": True}),
+        refused("null", None),
+        refused("wrong-type-int-1", 1, bug=BUG_BOOL_INT),
+        refused("wrong-type-int-0", 0, bug=BUG_BOOL_INT),
+        refused("range-int-2", 2),
+        refused("leading-dash", "-e"),
+        refused("shell-semicolon", "true;reboot"),
+    ],
+    "rsync_options": [
+        refused("wrong-type-string", "--checksum"),
+        refused("wrong-type-object", {"--bwlimit": 1000}),
+        refused("wrong-type-item-int", [1000]),
+        refused("wrong-type-item-null", [None]),
+        refused("wrong-type-item-list", [["--checksum"]]),
+        refused("null", None),
+        refused("bare-word", ["checksum"]),
+        refused("bare-word-program", ["ssh"]),
+        refused("bare-word-path", ["/etc/shadow"]),
+        refused("empty-item", [""]),
+        refused("leading-space", [" --checksum"]),
+        refused("trailing-space", ["--checksum "]),
+        refused("unknown-option", ["--no-such-option"]),
+        refused("uppercase", ["--CHECKSUM"]),
+        refused("short-option-cluster", ["-essh"]),
+        refused("valued-option-without-value", ["--bwlimit"]),
+        refused("flag-with-value", ["--checksum=yes"]),
+        refused("split-valued-option", ["--bwlimit", "1000"]),
+        refused("split-exclude", ["--exclude", "*.iso"]),
+        refused("split-rsh", ["-e", "ssh"]),
+        refused("split-password-file", ["--password-file", "/etc/shadow"]),
+        refused("split-rsync-path", ["--rsync-path", "x"]),
+        refused("split-log-file", ["--log-file", "/tmp/x"]),
+        refused("two-options-one-item", ["--timeout=600 --rsh=sh"]),
+        refused("range-max-delete-negative", ["--max-delete=-1"]),
+        refused("range-timeout-11-digits", ["--timeout=99999999999"]),
+        refused("range-bwlimit-negative", ["--bwlimit=-5"]),
+        refused("format-bwlimit-exponent", ["--bwlimit=1e9"]),
+        refused("format-timeout-empty", ["--timeout="]),
+        refused("format-exclude-empty", ["--exclude="]),
+        refused("too-many-items", ["--checksum"] * 33),
+        refused("oversized-item", ["--exclude=" + "a" * 400]),
+        refused("exclude-leading-dash", ["--exclude=-e"]),
+        refused("exclude-rule-prefix", ["--exclude=+ /etc"]),
+        refused("dot-dot-value", ["--max-size=../1G"]),
+        refused("nul", ["--checksum\x00-e"]),
+        refused("newline", ["--exclude=*.iso\n--rsh=sh"]),
+        refused("tab", ["--no-motd\t"]),
+        refused("shell-semicolon", ["--bwlimit=1000;reboot"]),
+        refused("shell-pipe", ["--bwlimit=1000|sh"]),
+        refused("shell-ampersand", ["--max-delete=1&"]),
+        refused("shell-dollar-paren", ["--timeout=$(reboot)"]),
+        refused("shell-backtick", ["--contimeout=`reboot`"]),
+        refused("host-module-bare", ["evil::mod"]),
+        refused("host-module-url", ["rsync://evil::mod"]),
+        refused("fullwidth", ["－－checksum"]),
+        refused("cyrillic-c", ["--\u0441hecksum"]),
+        refused("unicode-minus", ["\u2212\u2212checksum"]),
+        refused("fullwidth-digits-value", ["--bwlimit=１０００"]),
+    ] + [
+        refused(f"forbidden{option}", [option]) for option in (
+            "-e", "-e=ssh", "--rsh", "--rsh=ssh", "--rsh=", "--rsync-path=x", "--password-file=/etc/shadow",
+            "--log-file=/tmp/x", "--log-file-format=%f", "--files-from=x", "--include-from=x",
+            "--exclude-from=x", "--filter=merge /etc/rules", "-f", "-F", "--write-batch=x",
+            "--only-write-batch=x", "--read-batch=x", "--config=x", "--temp-dir=/tmp", "-T",
+            "--backup-dir=x", "--partial-dir=x", "--compare-dest=x", "--copy-dest=x", "--link-dest=x",
+            "--daemon", "--server", "--sender", "--remove-source-files", "--port=874", "--copy-links", "-L",
+            "--out-format=%f", "--info=progress2", "-h", "--chown=root:root", "--iconv=utf8",
+        )
+    ],
+    "excludes": [
+        refused("wrong-type-string", "*.iso"),
+        refused("wrong-type-object", {"pattern": "*.iso"}),
+        refused("wrong-type-item-int", [1]),
+        refused("wrong-type-item-null", [None]),
+        refused("wrong-type-item-list", [["*.iso"]]),
+        refused("null", None),
+        refused("empty-item", [""]),
+        refused("leading-dash", ["-e"]),
+        refused("leading-double-dash", ["--rsh=sh"]),
+        refused("rule-include", ["+ /etc/shadow"]),
+        refused("rule-exclude", ["- *.iso"]),
+        refused("nul", ["*.iso\x00"]),
+        refused("newline", ["*.iso\n+ /etc"]),
+        refused("tab", ["*.iso\t"]),
+        refused("range-item-256-chars", ["a" * 256]),
+        refused("too-many-items", ["x"] * 257),
+        refused("fullwidth", ["＊.iso"]),
+        refused("cyrillic-e", ["d\u0435bian/"]),
+    ],
+    "timeout": [
+        refused("wrong-type-string", "600"),
+        refused("wrong-type-float", 1.5),
+        refused("wrong-type-bool", True),
+        refused("wrong-type-list", [600]),
+        refused("range-zero", 0),
+        refused("range-negative", -1),
+        refused("range-above-max", MAX_TIMEOUT + 1),
+        refused("range-huge", 10 ** 30),
+        refused("leading-dash-string", "-1"),
+        refused("shell-semicolon", "600;reboot"),
+        refused("fullwidth-digits", "６００"),
+    ],
+    "upstream_password": [
+        refused("wrong-type-int", 1234),
+        refused("wrong-type-bool", True),
+        refused("wrong-type-list", ["hunter2"]),
+        refused("wrong-type-object", {"password": "hunter2"}),
+        refused("empty", ""),
+        refused("oversized-257", "p" * 257),
+        refused("oversized-10k", "p" * 10_000),
+        refused("nul", "hunter\x00two"),
+        refused("newline", "hunter2\nRSYNC_PASSWORD=x"),
+        refused("carriage-return", "hunter2\r"),
+        refused("escape-sequence", "hunter2\x1b[2J"),
+    ],
+}
+
+ACCEPTED = {
+    "name": [
+        accepted("plain", "debian"),
+        accepted("dash", "debian-security"),
+        accepted("dot", "ubuntu.releases"),
+        accepted("underscore", "pypi_simple"),
+        accepted("leading-digit", "0ad"),
+        accepted("one-char", "a"),
+        accepted("63-chars", "a" * 63),
+    ],
+    "upstream": [
+        accepted("host-module", "rsync://mirror.example.org/debian"),
+        accepted("user", "rsync://anonymous@mirror.example.org/debian"),
+        accepted("port", "rsync://mirror.example.org:8873/debian"),
+        accepted("user-port-nested-path", "rsync://mirror_user@mirror.example.org:873/debian-cd/12.5.0/amd64"),
+        accepted("ipv4", "rsync://192.0.2.10/debian"),
+        accepted("ipv6-loopback", "rsync://[::1]/debian"),
+        accepted("ipv6-port-path", "rsync://[2001:db8::1]:873/debian/pool"),
+        accepted("trailing-slash", "rsync://mirror.example.org/debian/"),
+        accepted("path-with-plus-and-tilde", "rsync://mirror.example.org/pub/gcc+tools/~stable"),
+    ],
+    "schedule": [
+        accepted("every-15-minutes", "*/15 * * * *"),
+        accepted("weekdays-at-3", "0 3 * * 1-5"),
+        accepted("every-6-hours", "0 */6 * * *"),
+        accepted("monthly", "30 2 1 * *"),
+        accepted("sunday-as-0", "0 0 * * 0"),
+        accepted("sunday-as-7", "0 0 * * 7"),
+        accepted("day-names", "0 0 * * mon-fri"),
+        accepted("list", "5,35 * * * *"),
+        accepted("manual-only", None),
+    ],
+    "enabled": [
+        accepted("true", True),
+        accepted("false", False),
+    ],
+    "rsync_options": [
+        accepted(option, [option]) for option in (
+            "--bwlimit=1000", "--bwlimit=10M", "--timeout=600", "--contimeout=30", "-4", "-6", "--no-motd",
+            "--max-delete=1000", "--checksum", "--size-only", "--exclude=*.iso", "--include=*/",
+            "--delete-excluded", "--delete-after", "--max-size=4G", "--chmod=Du+rwx,Fgo-w", "-z",
+        )
+    ] + [
+        accepted("empty-list", []),
+        accepted("several", ["--bwlimit=1000", "--timeout=600", "--contimeout=30", "-4", "--no-motd",
+                             "--max-delete=1000", "--exclude=*.iso", "--delete-excluded"]),
+    ],
+    "excludes": [
+        accepted("glob", ["*.iso"]),
+        accepted("anchored", ["/project/trace/*"]),
+        accepted("double-star", ["**/Packages.gz"]),
+        accepted("tmp-dir", [".~tmp~/"]),
+        accepted("character-class", ["[abc]*.deb"]),
+        accepted("with-space", ["dir with space/*"]),
+        accepted("empty-list", []),
+        accepted("256-items", [f"dir{n}/" for n in range(256)]),
+    ],
+    "timeout": [
+        accepted("one-second", 1),
+        accepted("ten-minutes", 600),
+        accepted("maximum", MAX_TIMEOUT),
+        accepted("default", None),
+    ],
+    "upstream_password": [
+        accepted("plain", "s3cret"),
+        accepted("256-chars", "p" * 256),
+        accepted("shell-metacharacters", "p@ss;w|rd&$(x)`y`"),
+        accepted("leading-dash", "-not-a-flag"),
+        accepted("clear", None),
+    ],
+}
+
+
+def _params(table, fields):
+    params = []
+    for field in fields:
+        for case_id, value, bug in table[field]:
+            marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
+            params.append(pytest.param(field, value, id=f"{field}:{case_id}", marks=marks))
+    return params
+
+
+# --- a shared app for the field tables ----------------------------------------
+
+@pytest.fixture(scope="module")
+def table_rsync():
+    return FakeRsyncRunner()
+
+
+@pytest.fixture(scope="module")
+def table_app(tmp_path_factory, table_rsync):
+    from master import create_app
+    return create_app({
+        "DATA_DIR": str(tmp_path_factory.mktemp("bad-input") / "data"),
+        "ADMIN_TOKEN": TABLE_TOKEN,
+        "LOG_LEVEL": "CRITICAL",
+        "CLOCK": FakeClock(),
+        "RSYNC_RUNNER": table_rsync,
+    })
+
+
+@pytest.fixture(scope="module")
+def baseline(table_app):
+    """The listing of the shared app with only the EXISTING project in it."""
+    client = table_app.test_client()
+    response = client.post(PROJECTS, json=EXISTING, headers=TABLE_ADMIN)
+    assert response.status_code == 201, response.get_json()
+    return client.get(PROJECTS, headers=TABLE_ADMIN).get_json()
+
+
+@pytest.fixture
+def table_client(table_app, baseline):
+    """A client on the shared app; whatever a test stored is undone afterwards."""
+    client = table_app.test_client()
+    yield client
+    if client.get(PROJECTS, headers=TABLE_ADMIN).get_json() != baseline:
+        for project in client.get(PROJECTS, headers=TABLE_ADMIN).get_json():
+            if project["name"] != EXISTING["name"]:
+                client.delete(f"{PROJECTS}/{project['name']}", headers=TABLE_ADMIN)
+        restore = {field: EXISTING[field] for field in PATCHABLE}
+        client.patch(f"{PROJECTS}/{EXISTING['name']}", json=restore, headers=TABLE_ADMIN)
+        assert client.get(PROJECTS, headers=TABLE_ADMIN).get_json() == baseline
+
+
+def list_projects(client, headers=TABLE_ADMIN):
+    response = client.get(PROJECTS, headers=headers)
+    assert response.status_code == 200
+    return response.get_json()
+
+
+def assert_error_shape(response, status=None, field=None):
+    text = response.get_data(as_text=True)
+    assert 400 <= response.status_code < 500, (response.status_code, text)
+    if status is not None:
+        assert response.status_code == status, text
+    body = response.get_json()
+    assert isinstance(body, dict), text
+    assert set(body) == {"error", "message", "fields"}, body
+    assert isinstance(body["error"], str) and body["error"]
+    assert isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["fields"], dict)
+    assert "Traceback" not in text
+    if field is not None:
+        assert field in body["fields"], body
+    return body
+
+
+def assert_secret_not_echoed(response, field, value):
+    if field == "upstream_password" and isinstance(value, str) and len(value) >= 4:
+        assert value not in response.get_data(as_text=True)
+
+
+def create_body(field, value):
+    body = {"name": "fresh", "upstream": "rsync://mirror.example.org/fresh"}
+    body[field] = value
+    return body
+
+
+# --- every writable field, refused -------------------------------------------
+
+@pytest.mark.parametrize("field, value", _params(REFUSED, REFUSED))
+def test_create_refuses_bad_value_and_names_the_field(table_client, table_rsync, field, value):
+    before = list_projects(table_client)
+    response = table_client.post(PROJECTS, json=create_body(field, value), headers=TABLE_ADMIN)
+    assert_error_shape(response, field=field)
+    assert_secret_not_echoed(response, field, value)
+    assert list_projects(table_client) == before
+    assert table_rsync.jobs == []
+
+
+@pytest.mark.parametrize("field, value", _params(REFUSED, PATCHABLE))
+def test_patch_refuses_bad_value_and_leaves_the_project_unchanged(table_client, table_rsync, field, value):
+    url = f"{PROJECTS}/{EXISTING['name']}"
+    before = table_client.get(url, headers=TABLE_ADMIN).get_json()
+    response = table_client.patch(url, json={field: value}, headers=TABLE_ADMIN)
+    assert_error_shape(response, field=field)
+    assert_secret_not_echoed(response, field, value)
+    assert table_client.get(url, headers=TABLE_ADMIN).get_json() == before
+    assert table_rsync.jobs == []
+
+
+def test_patch_with_one_bad_field_applies_none_of_the_others(table_client, table_rsync):
+    url = f"{PROJECTS}/{EXISTING['name']}"
+    before = table_client.get(url, headers=TABLE_ADMIN).get_json()
+    response = table_client.patch(url, json={"enabled": False, "timeout": 60, "upstream": "evil::mod"},
+                                  headers=TABLE_ADMIN)
+    assert_error_shape(response, field="upstream")
+    assert table_client.get(url, headers=TABLE_ADMIN).get_json() == before
+    assert table_rsync.jobs == []
+
+
+# --- and the values a mirror admin needs, accepted ----------------------------
+
+def assert_stored(project, field, value):
+    if field == "upstream_password":
+        assert "upstream_password" not in project
+        assert project["has_password"] is (value is not None)
+    elif field == "timeout" and value is None:
+        assert isinstance(project["timeout"], int) and project["timeout"] > 0
+    else:
+        assert project[field] == value
+
+
+@pytest.mark.parametrize("field, value", _params(ACCEPTED, ACCEPTED))
+def test_create_accepts_good_value(table_client, table_rsync, field, value):
+    body = {"name": "accepted", "upstream": "rsync://mirror.example.org/accepted", field: value}
+    response = table_client.post(PROJECTS, json=body, headers=TABLE_ADMIN)
+    assert response.status_code == 201, response.get_json()
+    stored = table_client.get(f"{PROJECTS}/{body['name']}", headers=TABLE_ADMIN).get_json()
+    assert_stored(stored, field, value)
+    assert table_rsync.jobs == []
+
+
+@pytest.mark.parametrize("field, value", _params(ACCEPTED, PATCHABLE))
+def test_patch_accepts_good_value(table_client, table_rsync, field, value):
+    url = f"{PROJECTS}/{EXISTING['name']}"
+    response = table_client.patch(url, json={field: value}, headers=TABLE_ADMIN)
+    assert response.status_code == 200, response.get_json()
+    assert_stored(table_client.get(url, headers=TABLE_ADMIN).get_json(), field, value)
+    assert table_rsync.jobs == []
+
+
+# --- request-level refusals (a fresh app per test) -----------------------------
+
+@pytest.mark.parametrize("method", ["post", "patch"])
+@pytest.mark.parametrize("field", [
+    "bogus", "upstream_pasword", "status", "has_password", "size", "last_success", "next_run", "created_at",
+])
+def test_unknown_or_read_only_field_is_refused_and_named(client, admin, make_project, fake_rsync, method, field):
+    make_project("debian")
+    before = list_projects(client, admin)
+    if method == "post":
+        response = client.post(PROJECTS, json=create_body(field, "x"), headers=admin)
+    else:
+        response = client.patch(f"{PROJECTS}/debian", json={field: "x"}, headers=admin)
+    assert_error_shape(response, field=field)
+    assert list_projects(client, admin) == before
+    assert fake_rsync.jobs == []
+
+
+def test_name_cannot_be_changed_by_patch(client, admin, make_project):
+    make_project("debian")
+    before = list_projects(client, admin)
+    response = client.patch(f"{PROJECTS}/debian", json={"name": "ubuntu"}, headers=admin)
+    assert_error_shape(response, field="name")
+    assert list_projects(client, admin) == before
+
+
+NOT_A_JSON_OBJECT = [
+    pytest.param(b"{bad", "application/json", id="invalid-json"),
+    pytest.param(b"[]", "application/json", id="json-list"),
+    pytest.param(b'[{"name": "x"}]', "application/json", id="json-list-of-object"),
+    pytest.param(b"42", "application/json", id="json-number"),
+    pytest.param(b'"debian"', "application/json", id="json-string"),
+    pytest.param(b"null", "application/json", id="json-null"),
+    pytest.param(b'{"name": "\xff"}', "application/json", id="not-utf8"),
+    pytest.param(b"[" * 50_000, "application/json", id="nested-too-deep",
+                 marks=pytest.mark.xfail(strict=True, reason=BUG_JSON_500)),
+    pytest.param(b'{"timeout": ' + b"9" * 5000 + b"}", "application/json", id="integer-5000-digits",
+                 marks=pytest.mark.xfail(strict=True, reason=BUG_JSON_500)),
+]
+NOT_JSON_AT_ALL = [
+    pytest.param(b"enabled=false", "application/x-www-form-urlencoded", id="form-encoded"),
+    pytest.param(b'{"enabled": false}', "text/plain", id="json-sent-as-text"),
+    pytest.param(b"", "application/json", id="empty-json"),
+    pytest.param(None, None, id="no-body"),
+]
+
+
+def _send(client, method, url, headers, data, content_type):
+    if data is None:
+        return client.open(url, method=method, headers=headers)
+    return client.open(url, method=method, headers=headers, data=data, content_type=content_type)
+
+
+@pytest.mark.parametrize("data, content_type", NOT_A_JSON_OBJECT + NOT_JSON_AT_ALL)
+def test_create_with_body_that_is_not_a_json_object_is_refused(client, admin, fake_rsync, data, content_type):
+    response = _send(client, "POST", PROJECTS, admin, data, content_type)
+    assert_error_shape(response)
+    assert list_projects(client, admin) == []
+    assert fake_rsync.jobs == []
+
+
+@pytest.mark.parametrize("data, content_type", NOT_A_JSON_OBJECT + [
+    pytest.param(*case.values, id=case.id, marks=pytest.mark.xfail(strict=True, reason=BUG_PATCH_BODY_IGNORED))
+    for case in NOT_JSON_AT_ALL
+])
+def test_patch_with_body_that_is_not_a_json_object_is_refused(client, admin, make_project, fake_rsync,
+                                                              data, content_type):
+    make_project("debian")
+    before = client.get(f"{PROJECTS}/debian", headers=admin).get_json()
+    response = _send(client, "PATCH", f"{PROJECTS}/debian", admin, data, content_type)
+    assert_error_shape(response)
+    assert client.get(f"{PROJECTS}/debian", headers=admin).get_json() == before
+    assert fake_rsync.jobs == []
+
+
+def _oversized_body():
+    # Valid JSON and valid values: only its size is wrong.
+    return {"name": "huge", "upstream": "rsync://mirror.example.org/huge", "excludes": ["a" * 250] * 256,
+            "rsync_options": ["--exclude=" + "b" * 250] * 32}
+
+
+def test_create_with_body_over_max_content_length_is_refused_with_413(client, admin, app, fake_rsync):
+    body = _oversized_body()
+    response = client.post(PROJECTS, json=body, headers=admin)
+    assert len(response.request.get_data()) > app.config["MAX_CONTENT_LENGTH"] == 64 * 1024
+    assert_error_shape(response, status=413)
+    assert list_projects(client, admin) == []
+    assert fake_rsync.jobs == []
+
+
+def test_patch_with_body_over_max_content_length_is_refused_with_413(client, admin, make_project, fake_rsync):
+    make_project("debian")
+    before = client.get(f"{PROJECTS}/debian", headers=admin).get_json()
+    body = _oversized_body()
+    del body["name"]
+    response = client.patch(f"{PROJECTS}/debian", json=body, headers=admin)
+    assert_error_shape(response, status=413)
+    assert client.get(f"{PROJECTS}/debian", headers=admin).get_json() == before
+    assert fake_rsync.jobs == []
+
+
+@pytest.mark.parametrize("method, url", [
+    pytest.param("GET", "/api/v1/projects/nope", id="get-project"),
+    pytest.param("PATCH", "/api/v1/projects/nope", id="patch-project"),
+    pytest.param("DELETE", "/api/v1/projects/nope", id="delete-project"),
+    pytest.param("POST", "/api/v1/projects/nope/syncs", id="trigger-sync"),
+    pytest.param("GET", "/api/v1/projects/nope/runs", id="project-runs"),
+    pytest.param("GET", "/api/v1/projects/..%2f..%2fetc", id="get-project-traversal"),
+    pytest.param("GET", "/api/v1/runs/999", id="get-run"),
+    pytest.param("GET", "/api/v1/runs/999/log", id="run-log"),
+    pytest.param("GET", "/api/v1/runs/99999999999999999999", id="get-run-beyond-64-bit",
+                 marks=pytest.mark.xfail(strict=True, reason=BUG_BIG_ID_500)),
+])
+def test_missing_project_or_run_is_404(client, admin, make_project, fake_rsync, method, url):
+    make_project("debian")
+    before = list_projects(client, admin)
+    body = {"enabled": False} if method == "PATCH" else None
+    response = client.open(url, method=method, headers=admin, json=body)
+    assert_error_shape(response, status=404)
+    assert list_projects(client, admin) == before
+    assert fake_rsync.jobs == []
+
+
+def test_duplicate_name_is_409_naming_name(client, admin, make_project, fake_rsync):
+    make_project("debian")
+    before = list_projects(client, admin)
+    response = client.post(PROJECTS, json={"name": "debian", "upstream": "rsync://other.example.org/debian"},
+                           headers=admin)
+    assert_error_shape(response, status=409, field="name")
+    assert list_projects(client, admin) == before
+    assert fake_rsync.jobs == []
+
+
+# --- upstream_password is write-only ----------------------------------------------
+
+def test_upstream_password_is_never_returned_but_has_password_says_it_is_set(app, client, admin, fake_rsync):
+    from master.services import syncs
+
+    secret = "Hunter2-Very-Secret"
+    responses = {}
+    responses["create"] = client.post(PROJECTS, json={
+        "name": "debian", "upstream": "rsync://mirror@mirror.example.org/debian", "upstream_password": secret,
+    }, headers=admin)
+    assert responses["create"].status_code == 201
+    responses["get"] = client.get(f"{PROJECTS}/debian", headers=admin)
+    responses["list"] = client.get(PROJECTS, headers=admin)
+    responses["patch"] = client.patch(f"{PROJECTS}/debian", json={"timeout": 60}, headers=admin)
+    responses["status"] = client.get("/api/v1/status")
+    responses["trigger"] = client.post(f"{PROJECTS}/debian/syncs", headers=admin)
+    run_id = responses["trigger"].get_json()["id"]
+    with app.app_context():
+        for claimed in syncs.run_ids_to_execute(1):
+            syncs.start_upstream_sync(claimed)
+    assert fake_rsync.jobs and fake_rsync.jobs[0].password == secret  # it did reach the runner
+    responses["run"] = client.get(f"/api/v1/runs/{run_id}", headers=admin)
+    responses["runs"] = client.get(f"{PROJECTS}/debian/runs", headers=admin)
+    responses["log"] = client.get(f"/api/v1/runs/{run_id}/log", headers=admin)
+
+    for what, response in responses.items():
+        assert response.status_code < 300, (what, response.status_code)
+        assert secret not in response.get_data(as_text=True), what
+    for what in ("create", "get", "patch", "trigger", "run"):
+        assert "upstream_password" not in responses[what].get_json(), what
+    for what in ("list", "status", "runs"):
+        items = responses[what].get_json()
+        assert items and all("upstream_password" not in item for item in items), what
+    for what in ("create", "get", "patch"):
+        assert responses[what].get_json()["has_password"] is True, what
+    assert responses["list"].get_json()[0]["has_password"] is True
+
+    cleared = client.patch(f"{PROJECTS}/debian", json={"upstream_password": None}, headers=admin)
+    assert cleared.get_json()["has_password"] is False
+
+
+def test_refused_password_is_not_echoed_in_the_error(client, admin):
+    secret = "Hunter2-Very-Secret\n"
+    response = client.post(PROJECTS, json={"name": "debian", "upstream": "rsync://mirror.example.org/debian",
+                                           "upstream_password": secret}, headers=admin)
+    assert_error_shape(response, field="upstream_password")
+    assert secret.strip() not in response.get_data(as_text=True)
+
+
+def test_password_in_upstream_url_is_not_echoed_in_the_error(client, admin):
+    response = client.post(PROJECTS, json={"name": "debian",
+                                           "upstream": "rsync://mirror:Hunter2-Secret@mirror.example.org/debian"},
+                           headers=admin)
+    assert_error_shape(response, field="upstream")
+    assert "Hunter2-Secret" not in response.get_data(as_text=True)
+
+
+# --- query parameters of the runs listing ------------------------------------------
+
+@pytest.mark.parametrize("query, parameter", [
+    pytest.param("limit=0", "limit", id="limit-zero"),
+    pytest.param("limit=-1", "limit", id="limit-negative"),
+    pytest.param("limit=501", "limit", id="limit-above-max"),
+    pytest.param("limit=abc", "limit", id="limit-not-a-number"),
+    pytest.param("limit=1.5", "limit", id="limit-fraction"),
+    pytest.param("before=-1", "before", id="before-negative"),
+    pytest.param("before=0", "before", id="before-zero"),
+    pytest.param("before=abc", "before", id="before-not-a-number"),
+    pytest.param("before=99999999999999999999", "before", id="before-beyond-64-bit",
+                 marks=pytest.mark.xfail(strict=True, reason=BUG_BIG_ID_500)),
+])
+def test_bad_runs_query_parameter_is_refused_and_named(client, admin, make_project, query, parameter):
+    make_project("debian")
+    response = client.get(f"{PROJECTS}/debian/runs?{query}", headers=admin)
+    assert_error_shape(response, field=parameter)
+
+
+def test_negative_log_offset_is_refused_and_named(client, admin, make_project):
+    make_project("debian")
+    run_id = client.post(f"{PROJECTS}/debian/syncs", headers=admin).get_json()["id"]
+    response = client.get(f"/api/v1/runs/{run_id}/log?offset=-1", headers=admin)
+    assert_error_shape(response, field="offset")
