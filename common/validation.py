@@ -39,9 +39,17 @@ def validate_slug(value):
 def validate_host(host):
     if host.startswith("[") and host.endswith("]"):
         try:
+            if "%" in host:  # zone ids take any text; a mirror never needs one
+                raise ValueError
             ipaddress.IPv6Address(host[1:-1])
         except ValueError:
             raise ValidationError(f"{host!r} is not a valid IPv6 address.") from None
+        return
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValidationError(f"{host!r} is not a valid IPv4 address.") from None
         return
     if not HOSTNAME_RE.match(host):
         raise ValidationError(f"{host!r} is not a valid host name or IPv4 address.")
@@ -57,7 +65,10 @@ def parse_rsync_url(value):
         raise ValidationError("The upstream URL is longer than 1024 characters.")
     if not value.startswith("rsync://"):
         raise ValidationError("Must be an rsync:// URL: rsync://[user@]host[:port]/module[/path].")
-    parts = urllib.parse.urlsplit(value)
+    try:
+        parts = urllib.parse.urlsplit(value)
+    except ValueError as error:
+        raise ValidationError(f"Not a valid URL: {error}.") from None
     if parts.query or parts.fragment or "?" in value or "#" in value:
         raise ValidationError("An rsync URL has no query or fragment.")
     netloc = parts.netloc
@@ -138,7 +149,7 @@ ALLOWED_FLAGS = frozenset({
     "--copy-unsafe-links", "--ignore-existing", "--existing", "--update", "-u", "--fuzzy",
     "--partial", "-v", "--verbose", "-q", "--quiet", "--itemize-changes", "-i",
     "--no-hard-links", "--no-delete", "--no-iconv", "--no-whole-file", "--whole-file", "-W",
-    "--inplace", "--append-verify", "--mkpath", "--trust-sender", "--old-args",
+    "--mkpath", "--old-args",
 })
 # Options taking a value, with the shape the value must have.
 VALUED_OPTIONS = {
@@ -182,6 +193,9 @@ REFUSED_OPTIONS = {
     "-k": "would follow links out of the tree", "--keep-dirlinks": "would follow links out of the tree",
     "-K": "would follow links out of the tree", "--munge-links": "is not tunable here",
     "--no-delay-updates": "is managed by mirror-sync", "--delay-updates": "is already on",
+    "--inplace": "conflicts with --delay-updates", "--append": "conflicts with --delay-updates",
+    "--append-verify": "conflicts with --delay-updates",
+    "--trust-sender": "turns off rsync's checks of what the upstream sends",
     "--super": "is not tunable here", "--fake-super": "is not tunable here",
 }
 

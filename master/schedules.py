@@ -10,6 +10,8 @@ import re
 from apscheduler.triggers.cron import CronTrigger
 from marshmallow import ValidationError
 
+from common.clock import utcnow
+
 DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _NUMERIC_ITEM = re.compile(r"^(\*|\d+)(?:-(\d+))?(?:/(\d+))?$")
 
@@ -49,9 +51,11 @@ def validate_crontab(value):
     if len(value) > 128 or not value.isascii() or any(ord(c) < 32 for c in value):
         raise ValidationError("Must be a 5-field crontab such as '0 */6 * * *'.")
     try:
-        parse_crontab(value)
+        trigger = parse_crontab(value)
     except ValueError as error:
         raise ValidationError(f"Not a valid crontab: {error}.") from None
+    if trigger.get_next_fire_time(None, utcnow()) is None:
+        raise ValidationError("This schedule never fires (no such date).")
 
 
 def next_fire_time(expression, now, timezone="UTC"):

@@ -7,11 +7,16 @@ from common.validation import (public_rsync_url, validate_pattern, validate_rsyn
 from master.schedules import validate_crontab
 
 MAX_TIMEOUT = 30 * 86400
+MAX_ID = 2**63 - 1  # what a 64-bit id column can hold
 
 
-def StrictBoolean(**kwargs):
-    # marshmallow's Boolean also takes "yes", 1, "on"...; the API takes JSON booleans only.
-    return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
+class StrictBoolean(fields.Boolean):
+    """JSON true or false only; marshmallow's Boolean also takes "yes", 1 and "on"."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 class ProjectSchema(Schema):
@@ -92,11 +97,11 @@ class RunSchema(Schema):
 
 class RunListArgs(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    before = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    before = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_ID))
 
 
 class LogArgs(Schema):
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
 
 
 class StatusSchema(Schema):

@@ -3,8 +3,10 @@
 import logging
 
 from flask import jsonify
-from flask_smorest import Api
+from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields
+from webargs import core
+from webargs.flaskparser import FlaskParser, abort, is_json_request
 
 from common.errors import MirrorSyncError
 
@@ -21,6 +23,10 @@ def error_body(code, message, field_errors=None):
     return {"error": code, "message": message, "fields": field_errors or {}}
 
 
+def _error_code(error):
+    return (error.name or "error").lower().replace(" ", "_")
+
+
 def _describe(field_errors):
     """First field and message, for the one-sentence summary."""
     for field, messages in field_errors.items():
@@ -31,6 +37,25 @@ def _describe(field_errors):
             messages = messages[0]
         return f"{field}: {str(messages).rstrip('.')}"
     return "the request is not valid"
+
+
+class JsonBodyParser(FlaskParser):
+    """Like webargs' parser, but a body that is not a JSON document is refused, never ignored."""
+
+    def load_json(self, req, schema):
+        if not is_json_request(req):
+            abort(415, messages={"json": ["Send a JSON object with 'Content-Type: application/json'."]})
+        body = req.get_data(cache=True)
+        if not body.strip():
+            abort(400, messages={"json": ["The request body is empty; send a JSON object."]})
+        try:
+            return core.parse_json(body)
+        except (ValueError, RecursionError, UnicodeDecodeError):
+            abort(400, messages={"json": ["The request body is not valid JSON."]})
+
+
+class ApiBlueprint(Blueprint):
+    ARGUMENTS_PARSER = JsonBodyParser()
 
 
 class MirrorSyncApi(Api):
@@ -50,13 +75,10 @@ class MirrorSyncApi(Api):
                 else:
                     field_errors.setdefault("_schema", []).extend(location_errors)
             field_errors = {("body" if k == "_schema" else k): v for k, v in field_errors.items()}
-            code = "validation_error" if error.code == 422 else "bad_request"
-            status = 422 if error.code == 422 else error.code
+            code = "validation_error" if error.code == 422 else _error_code(error)
             body = error_body(code, f"Invalid request: {_describe(field_errors)}.", field_errors)
-            return jsonify(body), status
-        code = (error.name or "error").lower().replace(" ", "_")
-        message = error.description or error.name
-        return jsonify(error_body(code, message)), error.code
+            return jsonify(body), error.code
+        return jsonify(error_body(_error_code(error), error.description or error.name)), error.code
 
 
 api = MirrorSyncApi()

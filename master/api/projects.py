@@ -2,14 +2,14 @@
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from common.states import Trigger
+from master.api import ApiBlueprint
 from master.auth import authorize_request
 from master.schemas import ProjectPatchSchema, ProjectSchema, RunListArgs, RunSchema
 from master.services import projects, runs
 
-blp = Blueprint("projects", __name__, description="Mirrored projects")
+blp = ApiBlueprint("projects", __name__, description="Mirrored projects")
 blp.before_request(authorize_request)
 
 

@@ -1,12 +1,12 @@
 """/api/v1/status: the public feed of every project's state."""
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
+from master.api import ApiBlueprint
 from master.schemas import StatusSchema
 from master.services import projects
 
-blp = Blueprint("status", __name__, description="Public status feed")
+blp = ApiBlueprint("status", __name__, description="Public status feed")
 
 
 @blp.route("/status")
