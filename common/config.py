@@ -67,7 +67,7 @@ def _database_url(name, value):
     if value is None or value == "":
         return None
     value = _text(name, value)
-    if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg2://", "postgres://")):
+    if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://", "postgres://")):
         raise ConfigError(f"{name} must be a sqlite:// or postgresql:// URL")
     if value.startswith("postgres://"):
         value = "postgresql://" + value[len("postgres://"):]

@@ -1,0 +1,79 @@
+"""The master on PostgreSQL: the same rules hold, across processes, as on SQLite."""
+
+import threading
+
+import pytest
+
+from tests.support.postgres import TemporaryPostgres
+from tests.support.processes import wait_run_finished
+from tests.support.trees import assert_trees_equal
+
+reason = TemporaryPostgres.available()
+pytestmark = [pytest.mark.skipif(reason is not None, reason=reason or ""),
+              pytest.mark.xdist_group("postgres")]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    with TemporaryPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def database_url(postgres, request):
+    """A fresh database per test, so tests never see each other's rows."""
+    import sqlalchemy as sa
+    name = "t_" + request.node.name.lower().replace("[", "_").replace("]", "")[:40]
+    engine = sa.create_engine(postgres.url("postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return postgres.url(name)
+
+
+def test_concurrent_triggers_coalesce_into_one_queued_run(tmp_path, database_url):
+    from master import create_app
+    from master.services import projects, runs
+    from tests.support.fakes import FakeRsyncRunner
+    app = create_app({"DATA_DIR": str(tmp_path), "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING",
+                      "RSYNC_RUNNER": FakeRsyncRunner()})
+    with app.app_context():
+        projects.create_project({"name": "debian", "upstream": "rsync://mirror.example.org/debian"})
+    results, barrier = [], threading.Barrier(8)
+
+    def trigger():
+        with app.app_context():
+            barrier.wait()
+            run, created = runs.request_sync(projects.get_project("debian"), "manual")
+            results.append((run.id, created))
+    threads = [threading.Thread(target=trigger) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({run_id for run_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    with app.app_context():
+        [run] = runs.list_runs(projects.get_project("debian"))
+        assert run.coalesced == 7
+        projects.update_project("debian", {"enabled": False})
+        assert runs.get_run(run.id).state == "cancelled"
+        projects.delete_project("debian")
+        from master.db import db
+        from master.models import Run
+        assert db.session.execute(db.select(db.func.count(Run.id))).scalar() == 0, "runs must go with it"
+
+
+def test_real_master_on_postgres_syncs_a_tree(master_factory, tmp_path, upstream, database_url):
+    from tests.integration.conftest import ApiClient
+    master = master_factory(tmp_path / "data", extra_env={"MIRRORSYNC_DATABASE_URL": database_url})
+    api = ApiClient(master.url, master.admin_token)
+    assert api.post("/api/v1/projects", json={"name": "pg", "upstream": upstream.url}).status_code == 201
+    run = api.post("/api/v1/projects/pg/syncs").json()
+    run = wait_run_finished(master.url, master.admin_token, run["id"])
+    assert run["state"] == "success", run
+    assert_trees_equal(upstream.tree, master.data_dir / "pg")
+    project = api.get("/api/v1/projects/pg").json()
+    assert project["last_success"] == run["finished_at"] and project["size"] == run["stats"]["total_size"]
+    assert not (master.data_dir / ".mirrorsync" / "mirrorsync.db").exists(), "SQLite must not be used"
