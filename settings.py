@@ -16,6 +16,13 @@ API_PORT = None
 JOIN_TOKEN = None
 # Python logging level: DEBUG, INFO, WARNING, ERROR.
 LOG_LEVEL = "INFO"
+# How many rsyncs may run at the same time (upstream pulls on the master,
+# pulls from the master on a slave).
+MAX_CONCURRENT_SYNCS = 4
+# How many run logs are kept per project; older ones are deleted.
+LOG_RETENTION = 100
+# A signed request older or newer than this many seconds is refused.
+SIGNATURE_MAX_AGE = 300
 # rsync program to run (a bare name is looked up on PATH).
 RSYNC_BINARY = "rsync"
 
@@ -34,14 +41,24 @@ ADMIN_TOKEN = None
 # Port and address of the master's rsync daemon that slaves pull from.
 RSYNCD_PORT = 8730
 RSYNCD_ADDRESS = "127.0.0.1"
-# How many upstream pulls may run at the same time.
-MAX_CONCURRENT_SYNCS = 4
+# Address the managed rsync daemon binds to; None means RSYNCD_ADDRESS when
+# that is an IP address, else every interface.
+RSYNCD_BIND = None
+# Seconds without a heartbeat after which a slave counts as offline.
+HEARTBEAT_TIMEOUT = 60
+# Orders to slaves go out in parallel through this many threads.
+DISPATCH_WORKERS = 16
+# Seconds to wait for a slave to accept an order before it counts as unreachable.
+DISPATCH_TIMEOUT = 5
+# Seconds a slave may take to report beyond the project's timeout before its
+# part of the run ends as "timeout".
+SLAVE_GRACE = 300
+# Seconds between looks for slaves that missed a tree and need to catch up.
+CATCHUP_INTERVAL = 15
 # Seconds between the executor's looks for queued runs.
 POLL_INTERVAL = 1.0
 # Seconds between the scheduler's reconciliations of its timers with the database.
 RECONCILE_INTERVAL = 5.0
-# How many run logs are kept per project; older ones are deleted.
-LOG_RETENTION = 100
 # Default wall-clock limit, in seconds, for one upstream pull of a new project.
 DEFAULT_TIMEOUT = 21600
 # Largest request body the API accepts, in bytes.
@@ -57,5 +74,9 @@ SLAVE_NAME = None
 SLAVE_URL = None
 # Trees land in PUBLIC_DIR/<project>.
 PUBLIC_DIR = "./var/public"
-# Credentials and the report outbox live here.
+# Credentials, the report outbox and run logs live here.
 STATE_DIR = "./var/slave"
+# Seconds between heartbeats to the master.
+HEARTBEAT_INTERVAL = 15
+# Longest wait, in seconds, between two tries to deliver a report.
+REPORT_RETRY_MAX = 60

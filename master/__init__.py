@@ -11,7 +11,8 @@ from flask import Flask, jsonify
 from common.clock import SystemClock
 from common.config import load_settings
 from common.rsync import RsyncRunner
-from master.db import db, default_database_url, init_database, state_dir
+from master.db import db, init_database
+from master.paths import default_database_url, state_dir
 from master.seams import Seams
 
 log = logging.getLogger(__name__)

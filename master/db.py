@@ -6,7 +6,8 @@ import os
 
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy.orm import DeclarativeBase
+
+from master.paths import state_dir
 
 db = SQLAlchemy()
 
@@ -28,15 +29,6 @@ class UTCDateTime(sa.types.TypeDecorator):
         if value is None:
             return None
         return value.replace(tzinfo=datetime.timezone.utc)
-
-
-def state_dir(data_dir):
-    """Where the master keeps its own files inside DATA_DIR (no project can be named this)."""
-    return os.path.join(data_dir, ".mirrorsync")
-
-
-def default_database_url(data_dir):
-    return "sqlite:///" + os.path.join(state_dir(data_dir), "mirrorsync.db")
 
 
 def _tune_sqlite(dbapi_connection, connection_record):

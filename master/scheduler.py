@@ -17,7 +17,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from common.errors import ConfigError
 from common.states import Trigger
-from master.db import db, state_dir
+from master.db import db
+from master.paths import state_dir
 from master.executor import Executor
 from master.models import Project
 from master.schedules import parse_crontab

@@ -1,10 +1,10 @@
 """/api/v1/runs: one run and its log."""
 
-from flask import Response, current_app
+from flask import Response
 from flask.views import MethodView
 
 from common.errors import Gone
-from master import runlogs
+from common import runlogs
 from master.api import ApiBlueprint
 from master.auth import authorize_request
 from master.schemas import MAX_ID, LogArgs, RunSchema
@@ -27,12 +27,5 @@ class RunLog(MethodView):
     @blp.response(200, content_type="text/plain")
     def get(self, args, run_id):
         """The run's rsync output from byte ``offset``; ``X-Next-Offset`` says where to go on."""
-        run = runs.get_run(run_id)
-        chunk = runlogs.read_log(current_app.config["DATA_DIR"], run.project_name, run.id, args["offset"])
-        if chunk is None:
-            if run.state == "queued":
-                chunk = (b"", 0)
-            else:
-                raise Gone(f"The log of run {run_id} is no longer kept (LOG_RETENTION) or was never written.")
-        data, next_offset = chunk
+        data, next_offset = runs.read_run_log(run_id, args["offset"])
         return Response(data, mimetype="text/plain", headers={"X-Next-Offset": str(next_offset)})

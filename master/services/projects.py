@@ -7,9 +7,10 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from common.errors import Conflict, NotFound
-from master import runlogs
+from common import runlogs
 from master.db import db
 from master.models import Project
+from master.paths import logs_root
 from master.seams import now
 from master.services import runs
 
@@ -72,5 +73,5 @@ def delete_project(name):
     runs.cancel_queued_runs(project)
     db.session.delete(project)
     db.session.commit()
-    runlogs.remove_logs(current_app.config["DATA_DIR"], name)
+    runlogs.remove_logs(logs_root(), name)
     log.info("project %s deleted", name)

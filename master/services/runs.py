@@ -5,10 +5,12 @@ import logging
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from common.errors import Conflict, NotFound
+from common import runlogs
+from common.errors import Conflict, Gone, NotFound
 from common.states import ACTIVE_RUN_STATES, RUN_TRANSITIONS, RunState
 from master.db import db
 from master.models import Project, Run
+from master.paths import logs_root
 from master.seams import now
 
 log = logging.getLogger(__name__)
@@ -157,3 +159,14 @@ def list_runs(project, limit=50, before=None):
     if before is not None:
         query = query.where(Run.id < before)
     return db.session.execute(query.order_by(Run.id.desc()).limit(limit)).scalars().all()
+
+
+def read_run_log(run_id, offset=0):
+    """Return (bytes, next_offset) of a run's log from ``offset``; raises NotFound or Gone."""
+    run = get_run(run_id)
+    chunk = runlogs.read_log(logs_root(), run.project_name, run.id, offset)
+    if chunk is not None:
+        return chunk
+    if run.state == QUEUED:
+        return b"", 0
+    raise Gone(f"The log of run {run_id} is no longer kept (LOG_RETENTION) or was never written.")

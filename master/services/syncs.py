@@ -1,26 +1,22 @@
 """Upstream pulls: run rsync for a claimed run and record the outcome."""
 
 import logging
-import os
 
 from flask import current_app
 
 from common.rsync import RsyncJob
 from common.states import RunState, Trigger
-from master import runlogs
+from common import runlogs
 from master.db import db
+from master.paths import logs_root, project_tree
 from master.seams import current_seams
 from master.services import runs
 
 log = logging.getLogger(__name__)
 
 
-def project_tree(project):
-    return os.path.join(current_app.config["DATA_DIR"], project.name)
-
-
 def upstream_job(project):
-    return RsyncJob(source=project.upstream, destination=project_tree(project),
+    return RsyncJob(source=project.upstream, destination=project_tree(project.name),
                     options=tuple(project.rsync_options or ()), excludes=tuple(project.excludes or ()),
                     password=project.upstream_password, timeout=project.timeout)
 
@@ -34,7 +30,7 @@ def start_upstream_sync(run_id, cancel=None):
     config = current_app.config
     run = runs.get_run(run_id)
     project = run.project
-    path = runlogs.log_path(config["DATA_DIR"], project.name, run.id)
+    path = runlogs.log_path(logs_root(), project.name, run.id)
     try:
         result = current_seams().rsync_runner.run(
             upstream_job(project), path, on_spawn=lambda pid: runs.record_pid(run_id, pid), cancel=cancel)
@@ -54,7 +50,7 @@ def start_upstream_sync(run_id, cancel=None):
         runs.move_run(run, RunState.SUCCESS, warning=result.warning, **outcome)
     else:
         runs.move_run(run, RunState.FAILED, error=result.error, **outcome)
-    runlogs.prune_logs(config["DATA_DIR"], project.name, config["LOG_RETENTION"])
+    runlogs.prune_logs(logs_root(), project.name, config["LOG_RETENTION"])
     return runs.get_run(run_id)
 
 
