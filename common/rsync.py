@@ -400,3 +400,21 @@ def _signal_name(signum):
 
 def _with_trailing_slash(path):
     return path if path.endswith("/") else f"{path}/"
+
+
+def daemon_command(config_path, port, address=None, binary="rsync"):
+    """The argv of an rsync daemon in the foreground, for a service manager or a parent to supervise."""
+    argv = [binary, "--daemon", "--no-detach", f"--config={config_path}", f"--port={int(port)}"]
+    if address:
+        argv.append(f"--address={address}")
+    return argv
+
+
+def start_daemon(config_path, port, address=None, binary="rsync", log_file=None):
+    """Start ``rsync --daemon --no-detach`` in its own process group; returns the Popen.
+
+    Raises OSError when the binary cannot be started.
+    """
+    return subprocess.Popen(daemon_command(config_path, port, address, binary), start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=log_file or subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)

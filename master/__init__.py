@@ -14,6 +14,7 @@ from common.rsync import RsyncRunner
 from master.db import db, init_database
 from master.paths import default_database_url, state_dir
 from master.seams import Seams
+from master.slave_client import SlaveClient
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def create_app(test_config=None):
     test_config = dict(test_config or {})
     clock = test_config.pop("CLOCK", None) or SystemClock()
     runner = test_config.pop("RSYNC_RUNNER", None)
+    slave_client = test_config.pop("SLAVE_CLIENT", None)
     settings = load_settings("master", test_config)
     configure_logging(settings["LOG_LEVEL"])
 
@@ -45,7 +47,9 @@ def create_app(test_config=None):
         JSON_SORT_KEYS=False,
     )
     app.extensions["mirrorsync"] = Seams(
-        clock=clock, rsync_runner=runner or RsyncRunner(binary=settings["RSYNC_BINARY"]))
+        clock=clock, rsync_runner=runner or RsyncRunner(binary=settings["RSYNC_BINARY"]),
+        slave_client=slave_client or SlaveClient(workers=settings["DISPATCH_WORKERS"],
+                                                 timeout=settings["DISPATCH_TIMEOUT"]))
 
     db.init_app(app)
     from master.api import register_api

@@ -35,6 +35,8 @@ def serve():
     import logging
     from master.scheduler import SchedulerService, wait_for_signal
 
+    from master.rsyncd import RsyncDaemonManager
+
     app = build_app()
     log = logging.getLogger("master")
     service = SchedulerService(app)
@@ -42,10 +44,17 @@ def serve():
         service.start()
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+    daemon = RsyncDaemonManager(app)
+    try:
+        daemon.start()
+    except OSError as error:
+        service.stop()
+        raise click.ClickException(f"RSYNC_BINARY: cannot start the rsync daemon: {error.strerror}")
     try:
         server = make_server(app.config["API_HOST"], app.config["API_PORT"], app, threaded=True)
     except OSError as error:
         service.stop()
+        daemon.stop()
         raise click.ClickException(
             f"API_PORT: cannot listen on {app.config['API_HOST']}:{app.config['API_PORT']}: {error.strerror}")
     # Keep-alive connections hold a handler thread each; they must not keep the process alive.
@@ -57,6 +66,22 @@ def serve():
     server.shutdown()
     server.server_close()
     service.stop()
+    daemon.stop()
+
+
+@cli.command("rsyncd-config")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Where to write rsyncd.conf (default DATA_DIR/.mirrorsync/rsyncd.conf).")
+@click.option("--secrets", "secrets_path", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the 0600 secrets file it names.")
+def rsyncd_config(config_path, secrets_path):
+    """Write the rsync daemon configuration for a system rsync daemon (production)."""
+    from master import rsyncd
+    app = build_app()
+    config_path = config_path or rsyncd.config_paths(app.config["DATA_DIR"])[0]
+    with app.app_context():
+        rsyncd.write_config(config_path, secrets_path)
+    click.echo(f"wrote {config_path}; run: rsync --daemon --config={config_path}")
 
 
 @cli.group()

@@ -45,6 +45,9 @@ def _tune_sqlite(dbapi_connection, connection_record):
 def init_database(app):
     """Attach the engine tuning and create missing tables, once across processes."""
     engine = db.engine
+    if engine.dialect.name == "sqlite" and engine.url.database:
+        # The database holds upstream passwords and slave keys: owner-only from the first byte.
+        os.close(os.open(engine.url.database, os.O_CREAT | os.O_RDWR, 0o600))
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", _tune_sqlite)
         engine.dispose()

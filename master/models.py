@@ -30,6 +30,9 @@ class Project(db.Model):
     last_started = sa.Column(UTCDateTime)
     last_ended = sa.Column(UTCDateTime)
     size = sa.Column(sa.BigInteger)
+    # Newest run whose upstream pull succeeded: the tree DATA_DIR/<name> holds,
+    # which catching-up slaves get.
+    tree_run_id = sa.Column(sa.Integer)
     created_at = sa.Column(UTCDateTime, nullable=False)
     updated_at = sa.Column(UTCDateTime, nullable=False)
 
@@ -68,6 +71,8 @@ class Run(db.Model):
     pid = sa.Column(sa.Integer)
 
     project = db.relationship("Project", back_populates="runs")
+    slave_runs = db.relationship("SlaveRun", back_populates="run", passive_deletes=True,
+                                 order_by="SlaveRun.slave_name")
 
     __table_args__ = (
         sa.Index("ix_runs_project_newest", "project_id", "id"),
@@ -83,6 +88,10 @@ class Run(db.Model):
     def project_name(self):
         return self.project.name
 
+    @property
+    def slaves(self):
+        return self.slave_runs
+
 
 class ApiToken(db.Model):
     __tablename__ = "api_tokens"
@@ -95,3 +104,76 @@ class ApiToken(db.Model):
     expires_at = sa.Column(UTCDateTime)
     revoked_at = sa.Column(UTCDateTime)
     last_used_at = sa.Column(UTCDateTime)
+
+
+class Slave(db.Model):
+    __tablename__ = "slaves"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    name = sa.Column(sa.String(64), unique=True, nullable=False)
+    url = sa.Column(sa.String(512), nullable=False)
+    enabled = sa.Column(sa.Boolean, nullable=False, default=True)
+    # Per-slave secrets issued at enrollment; never returned by the admin API.
+    signing_key = sa.Column(sa.String(128), nullable=False)
+    rsync_user = sa.Column(sa.String(80), unique=True, nullable=False)
+    rsync_password = sa.Column(sa.String(128), nullable=False)
+    created_at = sa.Column(UTCDateTime, nullable=False)
+    last_seen = sa.Column(UTCDateTime)
+
+
+class SlaveRun(db.Model):
+    """One slave's part in one run: its order, its pull and its report."""
+
+    __tablename__ = "slave_runs"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    run_id = sa.Column(sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False)
+    slave_id = sa.Column(sa.Integer, sa.ForeignKey("slaves.id", ondelete="SET NULL"))
+    # Kept so that run history still names a slave after it was deleted.
+    slave_name = sa.Column(sa.String(64), nullable=False)
+    state = sa.Column(sa.String(16), nullable=False)
+    attempts = sa.Column(sa.Integer, nullable=False, default=0)
+    dispatched_at = sa.Column(UTCDateTime)
+    deadline = sa.Column(UTCDateTime)
+    started_at = sa.Column(UTCDateTime)
+    finished_at = sa.Column(UTCDateTime)
+    exit_code = sa.Column(sa.Integer)
+    error = sa.Column(sa.Text)
+    stats = sa.Column(sa.JSON)
+
+    run = db.relationship("Run", back_populates="slave_runs")
+
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "slave_id", name="uq_slave_runs_run_slave"),
+        sa.Index("ix_slave_runs_state", "state"),
+    )
+
+    @property
+    def slave(self):
+        return self.slave_name
+
+
+class SlaveProject(db.Model):
+    """Which run's tree a slave holds for a project, and since when (its freshness)."""
+
+    __tablename__ = "slave_projects"
+
+    slave_id = sa.Column(sa.Integer, sa.ForeignKey("slaves.id", ondelete="CASCADE"), primary_key=True)
+    project_id = sa.Column(sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    run_id = sa.Column(sa.Integer)         # run whose tree the slave holds; None before its first success
+    synced_at = sa.Column(UTCDateTime)     # when it finished pulling that tree
+    last_state = sa.Column(sa.String(16))  # outcome of its newest attempt
+    last_error = sa.Column(sa.Text)
+    last_attempt_at = sa.Column(UTCDateTime)
+
+    slave = db.relationship("Slave")
+
+
+class Nonce(db.Model):
+    """Nonces of signed requests seen within the signature window: a repeat is a replay."""
+
+    __tablename__ = "nonces"
+
+    key_id = sa.Column(sa.String(128), primary_key=True)
+    nonce = sa.Column(sa.String(128), primary_key=True)
+    expires_at = sa.Column(sa.Integer, nullable=False, index=True)

@@ -22,7 +22,8 @@ from master.paths import state_dir
 from master.executor import Executor
 from master.models import Project
 from master.schedules import parse_crontab
-from master.services import runs
+from master import rsyncd
+from master.services import distribution, runs, slaves
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,27 @@ class ScheduleKeeper:
             self.on_queued()
 
 
+def sweep_distribution(app):
+    """Time out silent slaves, end complete runs, send catch-up orders, forget old nonces."""
+    try:
+        with app.app_context():
+            distribution.expire_overdue_entries()
+            distribution.catch_up_slaves()
+            slaves.purge_nonces()
+    except Exception:
+        log.exception("distribution sweep failed; retrying at the next interval")
+
+
+def render_rsyncd_config(app):
+    try:
+        with app.app_context():
+            rsyncd.write_config()
+    except Exception:
+        log.exception("rendering the rsync daemon configuration failed; keeping the old one")
+
+
 class SchedulerService:
-    """Lock, recovery, timers and executor together; what both entry points run."""
+    """Lock, recovery, timers, executor and distribution sweeps together; what both entry points run."""
 
     def __init__(self, app):
         self.app = app
@@ -132,7 +152,14 @@ class SchedulerService:
     def start(self):
         self.lock.acquire()
         self.executor.recover()
+        render_rsyncd_config(self.app)
         self.keeper.start()
+        config = self.app.config
+        self.keeper.scheduler.add_job(sweep_distribution, "interval", args=[self.app], id="distribution",
+                                      seconds=config["CATCHUP_INTERVAL"], max_instances=1, coalesce=True)
+        # rsync re-reads its files on each connection: rewriting them is all a change needs.
+        self.keeper.scheduler.add_job(render_rsyncd_config, "interval", args=[self.app], id="rsyncd",
+                                      seconds=config["RECONCILE_INTERVAL"], max_instances=1, coalesce=True)
         self.executor.start()
         log.info("scheduler started (max %s concurrent syncs)", self.app.config["MAX_CONCURRENT_SYNCS"])
 

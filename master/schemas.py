@@ -65,6 +65,8 @@ class RunStatsSchema(Schema):
 class SlaveRunSchema(Schema):
     slave = fields.String()
     state = fields.String()
+    attempts = fields.Integer()
+    dispatched_at = fields.DateTime()
     started_at = fields.DateTime()
     finished_at = fields.DateTime()
     exit_code = fields.Integer(allow_none=True)
@@ -104,6 +106,27 @@ class LogArgs(Schema):
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
 
 
+class SlaveSchema(Schema):
+    name = fields.String(dump_only=True)
+    url = fields.String(dump_only=True)
+    enabled = StrictBoolean()
+    state = fields.String(dump_only=True, metadata={"description": "online, offline, new or disabled"})
+    last_seen = fields.DateTime(dump_only=True)
+    created_at = fields.DateTime(dump_only=True)
+    rsync_user = fields.String(dump_only=True)
+
+
+class SlavePatchSchema(Schema):
+    enabled = StrictBoolean()
+
+
+class SlaveFreshnessSchema(Schema):
+    state = fields.String(metadata={"description": "fresh, stale or failed"})
+    run_id = fields.Integer(allow_none=True, metadata={"description": "run whose tree the slave holds"})
+    since = fields.DateTime(allow_none=True)
+    last_error = fields.String(allow_none=True)
+
+
 class StatusSchema(Schema):
     name = fields.String()
     status = fields.String()
@@ -113,4 +136,4 @@ class StatusSchema(Schema):
     next_run = fields.DateTime()
     upstream = fields.Function(lambda project: public_rsync_url(project.upstream))
     size = fields.Integer()
-    slaves = fields.Dict(dump_default=dict)
+    slaves = fields.Dict(keys=fields.String(), values=fields.Nested(SlaveFreshnessSchema))

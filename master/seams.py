@@ -9,6 +9,7 @@ from flask import current_app
 class Seams:
     clock: object          # .now() -> aware UTC datetime
     rsync_runner: object   # .run(job, log_path, on_spawn=, cancel=) -> RsyncResult
+    slave_client: object   # .send_orders([(OrderTarget, order), ...]) -> [OrderOutcome]
 
 
 def current_seams():

@@ -3,7 +3,7 @@
 import pytest
 
 from common.clock import FakeClock
-from tests.support.fakes import FakeRsyncRunner
+from tests.support.fakes import FakeRsyncRunner, FakeSlaveClient
 
 ADMIN_TOKEN = "unit-admin-token"
 
@@ -19,14 +19,24 @@ def fake_rsync():
 
 
 @pytest.fixture
-def app(tmp_path, clock, fake_rsync):
+def fake_slaves():
+    return FakeSlaveClient()
+
+
+JOIN_TOKEN = "unit-join-token"
+
+
+@pytest.fixture
+def app(tmp_path, clock, fake_rsync, fake_slaves):
     from master import create_app
     return create_app({
         "DATA_DIR": str(tmp_path / "data"),
         "ADMIN_TOKEN": ADMIN_TOKEN,
+        "JOIN_TOKEN": JOIN_TOKEN,
         "LOG_LEVEL": "WARNING",
         "CLOCK": clock,
         "RSYNC_RUNNER": fake_rsync,
+        "SLAVE_CLIENT": fake_slaves,
     })
 
 

@@ -89,10 +89,10 @@ def handle_domain_error(error):
 
 
 def register_api(app):
-    from master.api import health, projects, runs, status
+    from master.api import health, projects, runs, slaves, status
 
     api.init_app(app)
     app.register_error_handler(MirrorSyncError, handle_domain_error)
-    for module in (projects, runs, status):
-        api.register_blueprint(module.blp, url_prefix="/api/v1")
+    for blueprint in (projects.blp, runs.blp, status.blp, slaves.channel, slaves.blp):
+        api.register_blueprint(blueprint, url_prefix="/api/v1")
     app.register_blueprint(health.blp)

@@ -4,7 +4,7 @@ from flask.views import MethodView
 
 from master.api import ApiBlueprint
 from master.schemas import StatusSchema
-from master.services import projects
+from master.services import status
 
 blp = ApiBlueprint("status", __name__, description="Public status feed")
 
@@ -13,4 +13,4 @@ blp = ApiBlueprint("status", __name__, description="Public status feed")
 class Status(MethodView):
     @blp.response(200, StatusSchema(many=True))
     def get(self):
-        return projects.list_projects()
+        return status.status_feed()

@@ -16,6 +16,8 @@ from master.seams import now
 log = logging.getLogger(__name__)
 
 ACTIVE_VALUES = tuple(state.value for state in ACTIVE_RUN_STATES)
+# Runs whose tree reached the master, and at least some slaves: they count as a success.
+GOOD_RUN_STATES = frozenset({RunState.SUCCESS, RunState.PARTIAL})
 QUEUED = RunState.QUEUED.value
 
 
@@ -51,11 +53,14 @@ def move_run(run, state, **fields):
         values["finished_at"] = stamp
         if run.started_at is not None or state is RunState.SUCCESS:
             project_values["last_ended"] = stamp
-    if state is RunState.SUCCESS:
-        project_values["last_success"] = stamp
+    # The master's tree is new once the upstream pull succeeded, whether or not slaves follow.
+    if current is RunState.SYNCING and state in (RunState.DISTRIBUTING, RunState.SUCCESS):
+        project_values["tree_run_id"] = run.id
         total_size = (fields.get("stats") or {}).get("total_size")
         if total_size is not None:
             project_values["size"] = total_size
+    if state in GOOD_RUN_STATES:
+        project_values["last_success"] = stamp
     # A queued follow-up that is cancelled must not hide the run still going on.
     if not (current is RunState.QUEUED and state.is_final and has_active_run(run.project_id, run.id)):
         project_values["last_state"] = state.value

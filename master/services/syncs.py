@@ -10,7 +10,7 @@ from common import runlogs
 from master.db import db
 from master.paths import logs_root, project_tree
 from master.seams import current_seams
-from master.services import runs
+from master.services import distribution, runs
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def start_upstream_sync(run_id, cancel=None):
         if project.enabled:
             runs.request_sync(project, Trigger.RECOVERY)  # picked up again after the restart
     elif result.ok:
-        runs.move_run(run, RunState.SUCCESS, warning=result.warning, **outcome)
+        distribution.dispatch_to_slaves(run_id, dict(outcome, warning=result.warning))
     else:
         runs.move_run(run, RunState.FAILED, error=result.error, **outcome)
     runlogs.prune_logs(logs_root(), project.name, config["LOG_RETENTION"])

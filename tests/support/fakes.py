@@ -56,3 +56,21 @@ class FakeRsyncRunner:
             with self._lock:
                 self.running -= 1
 
+
+
+class FakeSlaveClient:
+    """Records orders instead of sending them; ``outcomes`` maps a slave name to the state it gets."""
+
+    def __init__(self):
+        self.orders = []          # (slave name, order dict)
+        self.outcomes = {}        # name -> "dispatched" | "unreachable" | "failed"
+
+    def send_orders(self, orders):
+        from master.slave_client import OrderOutcome
+        results = []
+        for target, order in orders:
+            self.orders.append((target.name, dict(order)))
+            state = self.outcomes.get(target.name, "dispatched")
+            error = None if state == "dispatched" else f"{target.name} is {state}"
+            results.append(OrderOutcome(target.name, state == "dispatched", state, error))
+        return results

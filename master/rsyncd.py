@@ -1,0 +1,174 @@
+"""The master's rsync daemon: its configuration rendered from the database, and its supervision.
+
+One read-only module per project, pointing at DATA_DIR/<project>, open only
+to enrolled, enabled slaves (``auth users``) whose passwords sit in a 0600
+secrets file. rsync re-reads both files on every connection, so a change is
+live as soon as the files are rewritten: no restart needed.
+"""
+
+import ipaddress
+import logging
+import os
+import tempfile
+import threading
+
+import sqlalchemy as sa
+from flask import current_app
+
+from common import rsync
+from master.db import db
+from master.models import Project, Slave
+from master.paths import state_dir
+
+log = logging.getLogger(__name__)
+
+# A user that has no secret: a module listing it alone is open to nobody.
+NOBODY = "mirrorsync-nobody"
+HEADER = "# Written by mirror-sync from its database; edits here are overwritten.\n"
+
+
+def config_paths(data_dir):
+    root = state_dir(data_dir)
+    return os.path.join(root, "rsyncd.conf"), os.path.join(root, "rsyncd.secrets")
+
+
+def render(projects, slaves, data_dir, secrets_path, log_path, chroot, uid, gid):
+    """Return (rsyncd.conf text, secrets file text).
+
+    The daemon reads trees as the user that wrote them (``uid``/``gid``), so it
+    serves exactly what the master pulled, and nothing it could not.
+    """
+    users = ", ".join(slave.rsync_user for slave in slaves) or NOBODY
+    lines = [
+        HEADER,
+        f"uid = {uid}",
+        f"gid = {gid}",
+        f"use chroot = {'yes' if chroot else 'no'}",
+        "numeric ids = yes",
+        "read only = yes",
+        "list = no",
+        "reverse lookup = no",
+        "timeout = 600",
+        "strict modes = yes",
+        # Slaves may not make the daemon follow links out of a module.
+        "refuse options = copy-links copy-unsafe-links copy-dirlinks keep-dirlinks",
+        f"secrets file = {secrets_path}",
+        f"log file = {log_path}",
+        "",
+    ]
+    for project in projects:
+        lines += [
+            f"[{project.name}]",
+            f"    path = {os.path.join(data_dir, project.name)}",
+            f"    comment = mirror-sync project {project.name}",
+            f"    auth users = {users}",
+            "",
+        ]
+    secrets = "".join(f"{slave.rsync_user}:{slave.rsync_password}\n" for slave in slaves)
+    return "\n".join(lines), secrets
+
+
+def _write_if_changed(path, text, mode):
+    try:
+        with open(path) as current:
+            if current.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return True
+
+
+def write_config(config_path=None, secrets_path=None):
+    """Render from the database and write both files when they changed; returns True if they did."""
+    data_dir = current_app.config["DATA_DIR"]
+    default_config, default_secrets = config_paths(data_dir)
+    config_path = config_path or default_config
+    secrets_path = secrets_path or default_secrets
+    projects = db.session.execute(sa.select(Project).order_by(Project.name)).scalars().all()
+    slaves = db.session.execute(
+        sa.select(Slave).where(Slave.enabled.is_(True)).order_by(Slave.name)).scalars().all()
+    text, secrets = render(projects, slaves, data_dir, secrets_path,
+                           os.path.join(state_dir(data_dir), "rsyncd.log"), chroot=os.geteuid() == 0,
+                           uid=os.geteuid(), gid=os.getegid())
+    # Secrets first, so the config never names a secrets file that lacks a new slave.
+    changed = _write_if_changed(secrets_path, secrets, 0o600)
+    changed = _write_if_changed(config_path, text, 0o644) or changed
+    if changed:
+        log.info("rsync daemon configuration rewritten (%d modules, %d slaves)", len(projects), len(slaves))
+    return changed
+
+
+def bind_address(config):
+    if config["RSYNCD_BIND"]:
+        return config["RSYNCD_BIND"]
+    try:
+        ipaddress.ip_address(config["RSYNCD_ADDRESS"])
+    except ValueError:
+        return None  # a host name: listen on every interface
+    return config["RSYNCD_ADDRESS"]
+
+
+class RsyncDaemonManager:
+    """Keeps ``rsync --daemon`` running as a child of ``python -m master``, restarting it if it dies."""
+
+    def __init__(self, app):
+        self.app = app
+        self.process = None
+        self._stop = threading.Event()
+        self._thread = None
+        self._log = None
+
+    def start(self):
+        with self.app.app_context():
+            write_config()
+        self._spawn()
+        self._thread = threading.Thread(target=self._watch, name="rsyncd", daemon=True)
+        self._thread.start()
+
+    def _spawn(self):
+        config = self.app.config
+        config_path, _ = config_paths(config["DATA_DIR"])
+        if self._log is None:
+            self._log = open(os.path.join(state_dir(config["DATA_DIR"]), "rsyncd.out"), "ab")
+        self.process = rsync.start_daemon(config_path, config["RSYNCD_PORT"], bind_address(config),
+                                          config["RSYNC_BINARY"], log_file=self._log)
+        log.info("rsync daemon started on port %s (pid %s)", config["RSYNCD_PORT"], self.process.pid)
+
+    def _watch(self):
+        delay = 1.0
+        while not self._stop.wait(delay):
+            if self.process.poll() is None:
+                delay = 1.0
+                continue
+            log.warning("rsync daemon exited with %s; restarting it", self.process.returncode)
+            try:
+                self._spawn()
+            except OSError as error:
+                log.error("rsync daemon could not be restarted: %s", error)
+            delay = min(delay * 2, 30.0)
+
+    def stop(self):
+        self._stop.set()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except Exception:
+                self.process.kill()
+                self.process.wait()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._log is not None:
+            self._log.close()

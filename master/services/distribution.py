@@ -1,0 +1,238 @@
+"""Fan-out: order slaves to pull a new tree, fold their reports into the run, catch up stragglers."""
+
+import datetime
+import logging
+
+import sqlalchemy as sa
+from flask import current_app
+
+from common.errors import NotFound, ValidationFailed
+from common.states import RunState, SlaveRunState
+from master.db import db
+from master.models import Project, Run, Slave, SlaveProject, SlaveRun
+from master.seams import current_seams, now
+from master.services import runs, slaves as slaves_service
+from master.slave_client import OrderTarget
+
+log = logging.getLogger(__name__)
+
+IN_FLIGHT = (SlaveRunState.PENDING.value, SlaveRunState.DISPATCHED.value, SlaveRunState.SYNCING.value)
+FINAL_SLAVE_STATES = frozenset({SlaveRunState.SUCCESS.value, SlaveRunState.FAILED.value,
+                                SlaveRunState.UNREACHABLE.value, SlaveRunState.TIMEOUT.value})
+REPORTED_STATES = frozenset({SlaveRunState.SUCCESS.value, SlaveRunState.FAILED.value})
+
+
+def _order(run_id, project, catchup=False):
+    config = current_app.config
+    return {"run_id": run_id, "project": project.name, "rsyncd_host": config["RSYNCD_ADDRESS"],
+            "rsyncd_port": config["RSYNCD_PORT"], "timeout": project.timeout, "catchup": catchup}
+
+
+def _deadline(project, stamp):
+    return stamp + datetime.timedelta(seconds=project.timeout + current_app.config["SLAVE_GRACE"])
+
+
+def _send(run_id, project, slaves, catchup=False):
+    """Send orders to ``slaves`` in parallel and record each outcome on the pending entries."""
+    order = _order(run_id, project, catchup)
+    targets = [(OrderTarget(s.name, s.url, s.signing_key), order) for s in slaves]
+    outcomes = current_seams().slave_client.send_orders(targets)
+    stamp = now()
+    for outcome in outcomes:
+        values = {"state": outcome.state, "dispatched_at": stamp, "error": outcome.error}
+        if not outcome.accepted:
+            values["finished_at"] = stamp
+            log.warning("run %s: order to %s failed: %s", run_id, outcome.name, outcome.error)
+        # Only a pending entry moves: a fast slave may already have reported.
+        db.session.execute(sa.update(SlaveRun).where(
+            SlaveRun.run_id == run_id, SlaveRun.slave_name == outcome.name,
+            SlaveRun.state == SlaveRunState.PENDING.value).values(**values))
+    db.session.commit()
+    return outcomes
+
+
+def dispatch_to_slaves(run_id, upstream_outcome):
+    """Finish the upstream part of a run: with enabled slaves, order them to pull; else success."""
+    run = runs.get_run(run_id)
+    project = run.project
+    slaves = slaves_service.enabled_slaves()
+    if not slaves:
+        return runs.move_run(run, RunState.SUCCESS, **upstream_outcome)
+    stamp = now()
+    for slave in slaves:
+        db.session.add(SlaveRun(run_id=run.id, slave_id=slave.id, slave_name=slave.name, attempts=1,
+                                state=SlaveRunState.PENDING.value, deadline=_deadline(project, stamp)))
+    runs.move_run(run, RunState.DISTRIBUTING, **upstream_outcome)
+    started = now()
+    _send(run_id, project, slaves)
+    log.info("run %s of %s: ordered %d slaves in %.3f s", run_id, project.name, len(slaves),
+             (now() - started).total_seconds())
+    finish_run_if_complete(run_id)
+    return runs.get_run(run_id)
+
+
+def finish_run_if_complete(run_id):
+    """End a distributing run once every slave entry is final: success, partial or failed."""
+    run = db.session.get(Run, run_id)
+    if run is None or run.state != RunState.DISTRIBUTING.value:
+        return None
+    entries = run.slave_runs
+    if any(entry.state not in FINAL_SLAVE_STATES for entry in entries):
+        return None
+    behind = [entry for entry in entries if entry.state != SlaveRunState.SUCCESS.value]
+    if not behind:
+        state, error = RunState.SUCCESS, None
+    else:
+        state = RunState.PARTIAL if len(behind) < len(entries) else RunState.FAILED
+        names = ", ".join(f"{entry.slave_name} ({entry.state})" for entry in behind)
+        error = f"{len(behind)} of {len(entries)} slaves did not get the tree: {names}"
+    try:
+        runs.move_run(run, state, error=error)
+    except runs.StaleRun:
+        return None  # another worker finished it first
+    return run
+
+
+def record_slave_report(slave, report):
+    """Fold one signed report into its run; returns False for a repeat. Raises NotFound, ValidationFailed."""
+    entry = db.session.execute(sa.select(SlaveRun).where(
+        SlaveRun.run_id == report["run_id"], SlaveRun.slave_id == slave.id)).scalar_one_or_none()
+    if entry is None:
+        raise NotFound(f"Run {report['run_id']} has no part for slave {slave.name!r}.")
+    run = entry.run
+    if report["project"] != run.project.name:
+        raise ValidationFailed("The report names another project than its run.",
+                               {"project": [f"Run {run.id} is of project {run.project.name!r}."]})
+    if entry.state in REPORTED_STATES:
+        return False  # already counted: reports are retried until acknowledged
+    stamp = now()
+    if report["state"] == SlaveRunState.SYNCING.value:
+        if entry.state in (SlaveRunState.PENDING.value, SlaveRunState.DISPATCHED.value):
+            entry.state = SlaveRunState.SYNCING.value
+            entry.started_at = report["started_at"] or stamp
+            db.session.commit()
+        return True
+    entry.state = report["state"]
+    entry.started_at = report["started_at"] or entry.started_at
+    entry.finished_at = report["finished_at"] or stamp
+    entry.exit_code = report["exit_code"]
+    entry.error = report["error"]
+    entry.stats = report["stats"]
+    _note_freshness(slave, run, entry)
+    db.session.commit()
+    log.info("run %s: slave %s reported %s", run.id, slave.name, entry.state)
+    finish_run_if_complete(run.id)
+    return True
+
+
+def _note_freshness(slave, run, entry):
+    freshness = db.session.get(SlaveProject, (slave.id, run.project_id))
+    if freshness is None:
+        freshness = SlaveProject(slave_id=slave.id, project_id=run.project_id)
+        db.session.add(freshness)
+    freshness.last_state = entry.state
+    freshness.last_error = entry.error
+    if entry.state == SlaveRunState.SUCCESS.value and (freshness.run_id is None or run.id >= freshness.run_id):
+        freshness.run_id = run.id
+        freshness.synced_at = entry.finished_at
+
+
+def expire_overdue_entries():
+    """Entries past their deadline end as timeout; runs whose entries are all final end."""
+    stamp = now()
+    overdue = db.session.execute(sa.select(SlaveRun).where(
+        SlaveRun.state.in_(IN_FLIGHT), SlaveRun.deadline < stamp)).scalars().all()
+    for entry in overdue:
+        entry.state = SlaveRunState.TIMEOUT.value
+        entry.finished_at = stamp
+        entry.error = "no report from the slave before its deadline"
+        log.warning("run %s: slave %s timed out", entry.run_id, entry.slave_name)
+    db.session.commit()
+    distributing = db.session.execute(
+        sa.select(Run.id).where(Run.state == RunState.DISTRIBUTING.value)).scalars().all()
+    for run_id in distributing:
+        finish_run_if_complete(run_id)
+    return len(overdue)
+
+
+def catch_up_slaves():
+    """Order online slaves that miss the latest good tree of a project to pull it.
+
+    A slave that was offline or whose last pull failed gets it without waiting
+    for the next upstream change; a project with a run in progress waits for it.
+    """
+    config = current_app.config
+    stamp = now()
+    retry_after = datetime.timedelta(seconds=4 * config["CATCHUP_INTERVAL"])
+    busy = sa.select(Run.project_id).where(Run.state.in_(runs.ACTIVE_VALUES))
+    projects = db.session.execute(sa.select(Project).where(
+        Project.enabled.is_(True), Project.tree_run_id.is_not(None),
+        Project.id.not_in(busy))).scalars().all()
+    if not projects:
+        return 0
+    online = [s for s in slaves_service.enabled_slaves() if slaves_service.slave_state(s, stamp) == "online"]
+    freshness = {(row.slave_id, row.project_id): row for row in db.session.execute(
+        sa.select(SlaveProject)).scalars()}
+    in_flight = {(row.slave_id, row.run_id) for row in db.session.execute(
+        sa.select(SlaveRun.slave_id, SlaveRun.run_id).where(SlaveRun.state.in_(IN_FLIGHT)))}
+    sent = 0
+    for project in projects:
+        run_id = project.tree_run_id
+        laggards = []
+        for slave in online:
+            held = freshness.get((slave.id, project.id))
+            if held is not None and held.run_id == run_id:
+                continue
+            if (slave.id, run_id) in in_flight:
+                continue
+            if held is not None and held.last_attempt_at and stamp - held.last_attempt_at < retry_after:
+                continue
+            laggards.append(slave)
+        if not laggards:
+            continue
+        for slave in laggards:
+            _reopen_entry(run_id, project, slave, stamp)
+            held = freshness.get((slave.id, project.id))
+            if held is None:
+                held = SlaveProject(slave_id=slave.id, project_id=project.id)
+                db.session.add(held)
+            held.last_attempt_at = stamp
+        db.session.commit()
+        log.info("catch-up: ordering %s to pull run %s of %s", ", ".join(s.name for s in laggards),
+                 run_id, project.name)
+        _send(run_id, project, laggards, catchup=True)
+        sent += len(laggards)
+    return sent
+
+
+def _reopen_entry(run_id, project, slave, stamp):
+    entry = db.session.execute(sa.select(SlaveRun).where(
+        SlaveRun.run_id == run_id, SlaveRun.slave_id == slave.id)).scalar_one_or_none()
+    if entry is None:
+        entry = SlaveRun(run_id=run_id, slave_id=slave.id, slave_name=slave.name, attempts=0)
+        db.session.add(entry)
+    entry.state = SlaveRunState.PENDING.value
+    entry.attempts = (entry.attempts or 0) + 1
+    entry.deadline = _deadline(project, stamp)
+    entry.started_at = entry.finished_at = entry.exit_code = entry.error = entry.stats = None
+
+
+def freshness_by_project():
+    """project id -> {slave name: freshness dict}, in two queries whatever the history."""
+    rows = db.session.execute(sa.select(SlaveProject, Slave.name).join(Slave)).all()
+    result = {}
+    for freshness, name in rows:
+        result.setdefault(freshness.project_id, {})[name] = freshness
+    return result
+
+
+def slave_freshness(project, held):
+    """How one slave stands for one project: fresh, stale or failed, with what it holds."""
+    if held.run_id is not None and held.run_id == project.tree_run_id:
+        state = "fresh"
+    elif held.last_state == SlaveRunState.FAILED.value:
+        state = "failed"
+    else:
+        state = "stale"
+    return {"state": state, "run_id": held.run_id, "since": held.synced_at,
+            "last_error": held.last_error if state != "fresh" else None}

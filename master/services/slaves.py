@@ -1,0 +1,133 @@
+"""Slaves: enrollment with the join token, signed heartbeats, and admin changes."""
+
+import datetime
+import hmac
+import logging
+import secrets
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from common import signing
+from common.errors import Conflict, Forbidden, NotFound, Unauthorized
+from master.db import db
+from master.models import Nonce, Slave
+from master.seams import now
+
+log = logging.getLogger(__name__)
+
+RESERVED_NAMES = frozenset({"register"})
+
+
+def slave_state(slave, at=None):
+    """disabled, online (heartbeat within HEARTBEAT_TIMEOUT), offline, or new (never seen)."""
+    if not slave.enabled:
+        return "disabled"
+    if slave.last_seen is None:
+        return "new"
+    timeout = datetime.timedelta(seconds=current_app.config["HEARTBEAT_TIMEOUT"])
+    return "online" if (at or now()) - slave.last_seen <= timeout else "offline"
+
+
+def register_slave(join_token, name, url):
+    """Enroll a slave and return (slave, credentials dict) — the only time secrets leave the master.
+
+    Raises Forbidden for a wrong join token or closed enrollment, Conflict for a taken name.
+    """
+    expected = current_app.config["JOIN_TOKEN"]
+    if not expected:
+        raise Forbidden("Enrollment is closed: the master has no JOIN_TOKEN set.")
+    if not join_token or not hmac.compare_digest(join_token.encode(), expected.encode()):
+        raise Forbidden("The join token is not valid.")
+    if name in RESERVED_NAMES:
+        raise Conflict(f"{name!r} is a reserved name.", {"name": ["This name is reserved."]})
+    slave = Slave(name=name, url=url, enabled=True, signing_key=secrets.token_urlsafe(32),
+                  rsync_user=f"ms-{name}", rsync_password=secrets.token_urlsafe(24), created_at=now())
+    db.session.add(slave)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict(f"A slave named {name!r} is already enrolled; delete it first to enroll it again.",
+                       {"name": ["A slave with this name is already enrolled."]}) from None
+    log.info("slave %s enrolled from %s", name, url)
+    return slave, {"name": slave.name, "signing_key": slave.signing_key,
+                   "rsync_user": slave.rsync_user, "rsync_password": slave.rsync_password}
+
+
+def list_slaves():
+    return db.session.execute(sa.select(Slave).order_by(Slave.name)).scalars().all()
+
+
+def enabled_slaves():
+    return db.session.execute(
+        sa.select(Slave).where(Slave.enabled.is_(True)).order_by(Slave.name)).scalars().all()
+
+
+def get_slave(name):
+    """Raises NotFound."""
+    slave = db.session.execute(sa.select(Slave).where(Slave.name == name)).scalar_one_or_none()
+    if slave is None:
+        raise NotFound(f"There is no slave {name!r}.")
+    return slave
+
+
+def update_slave(name, changes):
+    slave = get_slave(name)
+    for field, value in changes.items():
+        setattr(slave, field, value)
+    db.session.commit()
+    log.info("slave %s changed: %s", name, ", ".join(sorted(changes)) or "nothing")
+    return slave
+
+
+def delete_slave(name):
+    """Forget a slave: it can no longer sign anything nor pull from the rsync daemon."""
+    slave = get_slave(name)
+    db.session.delete(slave)
+    db.session.commit()
+    log.info("slave %s deleted", name)
+
+
+def _remember_nonce(key_id, nonce, expires_at):
+    db.session.add(Nonce(key_id=key_id, nonce=nonce, expires_at=int(expires_at)))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return False
+    return True
+
+
+def purge_nonces():
+    db.session.execute(sa.delete(Nonce).where(Nonce.expires_at < int(now().timestamp())))
+    db.session.commit()
+
+
+def authenticate_slave(name, headers, method, path, body):
+    """Return the slave that signed this request as ``name``; raises Unauthorized."""
+    slave = db.session.execute(sa.select(Slave).where(Slave.name == name)).scalar_one_or_none()
+
+    def secret_for(key_id):
+        return slave.signing_key if slave is not None and key_id == name else None
+    try:
+        signing.verify_signature(headers, method, path, body, secret_for, _remember_nonce,
+                                 now=now().timestamp(), max_age=current_app.config["SIGNATURE_MAX_AGE"])
+    except signing.SignatureError as error:
+        log.warning("refused a request signed as slave %r: %s", name, error)
+        raise Unauthorized(f"Signature refused: {error}.") from None
+    return slave
+
+
+def record_heartbeat(slave, url):
+    """Note that ``slave`` is alive at ``url``; returns whether it had been offline or new."""
+    was = slave_state(slave)
+    slave.last_seen = now()
+    if url != slave.url:
+        log.info("slave %s moved from %s to %s", slave.name, slave.url, url)
+        slave.url = url
+    db.session.commit()
+    if was in ("offline", "new"):
+        log.info("slave %s is online", slave.name)
+    return was in ("offline", "new")

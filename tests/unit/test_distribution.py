@@ -1,0 +1,288 @@
+"""Fan-out to slaves and folding their reports into runs, with fake rsync, slaves and clock."""
+
+import json
+import threading
+
+import pytest
+
+from common.signing import signature_headers
+from master.services import distribution, syncs
+from master.slave_client import OrderOutcome, OrderTarget, SlaveClient
+from tests.conftest import JOIN_TOKEN
+
+
+def enroll(client, name, url=None):
+    response = client.post("/api/v1/slaves/register", json={"name": name, "url": url or f"http://{name}:7000"},
+                           headers={"Authorization": f"Bearer {JOIN_TOKEN}"})
+    assert response.status_code == 201, response.json
+    return response.json
+
+
+def signed(client, credentials, path, body, clock, **overrides):
+    raw = json.dumps(body).encode()
+    headers = signature_headers(credentials["name"], credentials["signing_key"], "POST", path, raw,
+                                now=overrides.pop("now", clock.now().timestamp()), **overrides)
+    return client.post(path, data=raw, headers=dict(headers, **{"Content-Type": "application/json"}))
+
+
+def heartbeat(client, credentials, clock, url=None):
+    path = f"/api/v1/slaves/{credentials['name']}/heartbeat"
+    return signed(client, credentials, path, {"url": url or f"http://{credentials['name']}:7000"}, clock)
+
+
+def report(client, credentials, clock, run_id, state="success", project="debian", **fields):
+    body = {"run_id": run_id, "project": project, "state": state, "exit_code": 0 if state == "success" else 23,
+            "error": None if state == "success" else "partial transfer", **fields}
+    return signed(client, credentials, f"/api/v1/slaves/{credentials['name']}/reports", body, clock)
+
+
+def pull(app, client, admin, name="debian"):
+    """Trigger and execute one upstream pull; returns the run id."""
+    run_id = client.post(f"/api/v1/projects/{name}/syncs", headers=admin).json["id"]
+    with app.app_context():
+        [claimed] = syncs.run_ids_to_execute(1)
+        syncs.start_upstream_sync(claimed)
+    return run_id
+
+
+def get_run(client, admin, run_id):
+    return client.get(f"/api/v1/runs/{run_id}", headers=admin).json
+
+
+def test_without_slaves_a_good_pull_ends_the_run_as_success(app, client, admin, make_project, fake_slaves):
+    make_project()
+    run = get_run(client, admin, pull(app, client, admin))
+    assert run["state"] == "success" and run["slaves"] == []
+    assert fake_slaves.orders == []
+
+
+def test_a_good_pull_orders_every_enabled_slave_and_reports_finish_the_run(
+        app, client, admin, make_project, fake_slaves, clock):
+    make_project()
+    one, two, off = enroll(client, "one"), enroll(client, "two"), enroll(client, "off")
+    client.patch("/api/v1/slaves/off", json={"enabled": False}, headers=admin)
+    run_id = pull(app, client, admin)
+    run = get_run(client, admin, run_id)
+    assert run["state"] == "distributing"
+    assert {(s["slave"], s["state"]) for s in run["slaves"]} == {("one", "dispatched"), ("two", "dispatched")}
+    assert sorted(name for name, _ in fake_slaves.orders) == ["one", "two"], "a disabled slave gets no order"
+    order = fake_slaves.orders[0][1]
+    assert order["run_id"] == run_id and order["project"] == "debian"
+    assert (order["rsyncd_host"], order["rsyncd_port"]) == (app.config["RSYNCD_ADDRESS"], app.config["RSYNCD_PORT"])
+
+    assert report(client, one, clock, run_id, state="syncing").json == {"recorded": True}
+    assert report(client, one, clock, run_id).json == {"recorded": True}
+    assert get_run(client, admin, run_id)["state"] == "distributing"
+    assert report(client, two, clock, run_id).json == {"recorded": True}
+    run = get_run(client, admin, run_id)
+    assert run["state"] == "success"
+    assert all(s["state"] == "success" for s in run["slaves"])
+    assert off["name"] not in {s["slave"] for s in run["slaves"]}
+
+
+def test_a_repeated_report_is_counted_once(app, client, admin, make_project, clock):
+    make_project()
+    one, two = enroll(client, "one"), enroll(client, "two")
+    run_id = pull(app, client, admin)
+    assert report(client, one, clock, run_id, state="failed").json == {"recorded": True}
+    assert report(client, one, clock, run_id, state="failed").json == {"recorded": False}
+    assert report(client, one, clock, run_id, state="success").json == {"recorded": False}
+    report(client, two, clock, run_id)
+    run = get_run(client, admin, run_id)
+    assert run["state"] == "partial"
+    assert "one (failed)" in run["error"]
+
+
+@pytest.mark.parametrize("outcomes, reports, expected", [
+    ({}, {"one": "success", "two": "success"}, "success"),
+    ({}, {"one": "success", "two": "failed"}, "partial"),
+    ({"two": "unreachable"}, {"one": "success"}, "partial"),
+    ({"one": "unreachable", "two": "failed"}, {}, "failed"),
+    ({}, {"one": "failed", "two": "failed"}, "failed"),
+])
+def test_run_outcome_folds_every_slave(app, client, admin, make_project, fake_slaves, clock,
+                                       outcomes, reports, expected):
+    make_project()
+    credentials = {name: enroll(client, name) for name in ("one", "two")}
+    fake_slaves.outcomes = outcomes
+    run_id = pull(app, client, admin)
+    for name, state in reports.items():
+        report(client, credentials[name], clock, run_id, state=state)
+    assert get_run(client, admin, run_id)["state"] == expected
+
+
+def test_a_failed_upstream_pull_dispatches_nothing(app, client, admin, make_project, fake_rsync, fake_slaves):
+    fake_rsync.exit_codes = [23]
+    make_project()
+    enroll(client, "one")
+    run = get_run(client, admin, pull(app, client, admin))
+    assert run["state"] == "failed" and run["slaves"] == []
+    assert fake_slaves.orders == []
+
+
+def test_a_silent_slave_times_out_at_its_deadline(app, client, admin, make_project, clock):
+    make_project(timeout=60)
+    one, _ = enroll(client, "one"), enroll(client, "silent")
+    run_id = pull(app, client, admin)
+    report(client, one, clock, run_id)
+    with app.app_context():
+        assert distribution.expire_overdue_entries() == 0
+    clock.advance(60 + app.config["SLAVE_GRACE"] + 1)
+    with app.app_context():
+        assert distribution.expire_overdue_entries() == 1
+    run = get_run(client, admin, run_id)
+    assert run["state"] == "partial"
+    assert {s["slave"]: s["state"] for s in run["slaves"]} == {"one": "success", "silent": "timeout"}
+
+
+def test_a_slave_that_missed_a_run_catches_up_when_it_comes_back(
+        app, client, admin, make_project, fake_slaves, clock):
+    make_project()
+    one, late = enroll(client, "one"), enroll(client, "late")
+    fake_slaves.outcomes = {"late": "unreachable"}
+    run_id = pull(app, client, admin)
+    report(client, one, clock, run_id)
+    assert get_run(client, admin, run_id)["state"] == "partial"
+    feed = client.get("/api/v1/status").json[0]["slaves"]
+    assert feed["one"]["state"] == "fresh" and feed["one"]["run_id"] == run_id
+    assert feed["late"]["state"] == "stale"
+
+    fake_slaves.orders.clear()
+    fake_slaves.outcomes = {}
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 0, "an offline slave is not ordered"
+    heartbeat(client, late, clock)
+    heartbeat(client, one, clock)
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 1
+        assert distribution.catch_up_slaves() == 0, "an order in flight is not sent twice"
+    [(name, order)] = fake_slaves.orders
+    assert name == "late" and order["run_id"] == run_id and order["catchup"] is True
+    report(client, late, clock, run_id)
+    feed = client.get("/api/v1/status").json[0]["slaves"]
+    assert feed["late"] == {"state": "fresh", "run_id": run_id, "since": feed["late"]["since"],
+                            "last_error": None}
+    entry = {s["slave"]: s for s in get_run(client, admin, run_id)["slaves"]}["late"]
+    assert entry["state"] == "success" and entry["attempts"] == 2
+
+
+def test_a_slave_whose_pull_failed_is_retried_after_a_pause(app, client, admin, make_project, clock, fake_slaves):
+    make_project()
+    one = enroll(client, "one")
+    run_id = pull(app, client, admin)
+    report(client, one, clock, run_id, state="failed")
+    heartbeat(client, one, clock)
+    fake_slaves.orders.clear()
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 1
+    report(client, one, clock, run_id, state="failed")
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 0, "retries wait a while"
+    clock.advance(4 * app.config["CATCHUP_INTERVAL"] + 1)
+    heartbeat(client, one, clock)
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 1
+
+
+def test_enrollment_needs_the_join_token_and_a_free_name(client, admin):
+    body = {"name": "mirror1", "url": "http://mirror1:7000"}
+    assert client.post("/api/v1/slaves/register", json=body).status_code == 403
+    wrong = client.post("/api/v1/slaves/register", json=body, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403 and wrong.json["error"] == "forbidden"
+    credentials = enroll(client, "mirror1")
+    assert set(credentials) == {"name", "signing_key", "rsync_user", "rsync_password"}
+    again = client.post("/api/v1/slaves/register", json=body, headers={"Authorization": f"Bearer {JOIN_TOKEN}"})
+    assert again.status_code == 409 and "name" in again.json["fields"]
+    bad = client.post("/api/v1/slaves/register", json={"name": "../x", "url": "file:///etc"},
+                      headers={"Authorization": f"Bearer {JOIN_TOKEN}"})
+    assert bad.status_code == 422 and set(bad.json["fields"]) == {"name", "url"}
+    listing = client.get("/api/v1/slaves", headers=admin)
+    assert [s["name"] for s in listing.json] == ["mirror1"]
+    for secret in (credentials["signing_key"], credentials["rsync_password"]):
+        assert secret not in listing.text
+        assert secret not in client.get("/api/v1/slaves/mirror1", headers=admin).text
+
+
+def test_enrollment_is_closed_without_a_join_token(tmp_path):
+    from master import create_app
+    app = create_app({"DATA_DIR": str(tmp_path), "LOG_LEVEL": "WARNING"})
+    response = app.test_client().post("/api/v1/slaves/register", json={"name": "m", "url": "http://m:7000"},
+                                      headers={"Authorization": "Bearer anything"})
+    assert response.status_code == 403 and "closed" in response.json["message"]
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "wrong-key", "stale", "replayed", "other-slave", "tampered"])
+def test_forged_heartbeats_and_reports_are_refused(app, client, admin, make_project, clock, forgery):
+    make_project()
+    one, other = enroll(client, "one"), enroll(client, "other")
+    run_id = pull(app, client, admin)
+    path = "/api/v1/slaves/one/reports"
+    body = {"run_id": run_id, "project": "debian", "state": "success"}
+    raw = json.dumps(body).encode()
+    headers = signature_headers("one", one["signing_key"], "POST", path, raw, now=clock.now().timestamp())
+    if forgery == "unsigned":
+        headers = {}
+    elif forgery == "wrong-key":
+        headers = signature_headers("one", "not-the-key", "POST", path, raw, now=clock.now().timestamp())
+    elif forgery == "stale":
+        headers = signature_headers("one", one["signing_key"], "POST", path, raw,
+                                    now=clock.now().timestamp() - 301)
+    elif forgery == "replayed":
+        first = client.post(path, data=raw, headers=dict(headers, **{"Content-Type": "application/json"}))
+        assert first.status_code == 200
+    elif forgery == "other-slave":
+        headers = signature_headers("other", other["signing_key"], "POST", path, raw, now=clock.now().timestamp())
+    elif forgery == "tampered":
+        raw = json.dumps(dict(body, state="failed")).encode()
+    response = client.post(path, data=raw, headers=dict(headers, **{"Content-Type": "application/json"}))
+    assert response.status_code == 401, response.json
+    assert response.json["error"] == "unauthorized"
+    entry = {s["slave"]: s for s in get_run(client, admin, run_id)["slaves"]}["one"]
+    expected = "success" if forgery == "replayed" else "dispatched"
+    assert entry["state"] == expected, "a refused report must change nothing"
+
+
+def test_report_for_a_run_the_slave_had_no_part_in_is_404(app, client, admin, make_project, clock):
+    make_project()
+    one = enroll(client, "one")
+    assert report(client, one, clock, 999).status_code == 404
+    run_id = pull(app, client, admin)
+    mismatch = report(client, one, clock, run_id, project="other")
+    assert mismatch.status_code == 422 and "project" in mismatch.json["fields"]
+
+
+def test_heartbeats_make_a_slave_online_then_offline_after_the_timeout(client, admin, clock, app):
+    one = enroll(client, "one")
+    assert client.get("/api/v1/slaves/one", headers=admin).json["state"] == "new"
+    assert heartbeat(client, one, clock, url="http://moved:7000").json == {"status": "ok", "enabled": True}
+    slave = client.get("/api/v1/slaves/one", headers=admin).json
+    assert slave["state"] == "online" and slave["url"] == "http://moved:7000"
+    assert slave["last_seen"] is not None
+    clock.advance(app.config["HEARTBEAT_TIMEOUT"] + 1)
+    assert client.get("/api/v1/slaves/one", headers=admin).json["state"] == "offline"
+    client.patch("/api/v1/slaves/one", json={"enabled": False}, headers=admin)
+    assert client.get("/api/v1/slaves/one", headers=admin).json["state"] == "disabled"
+    assert client.delete("/api/v1/slaves/one", headers=admin).status_code == 204
+    assert heartbeat(client, one, clock).status_code == 401, "a deleted slave can no longer sign"
+
+
+def test_orders_go_out_in_parallel_through_a_bounded_pool():
+    workers = 8
+    barrier = threading.Barrier(workers, timeout=5)
+    seen = []
+
+    class Probe(SlaveClient):
+        def send_order(self, target, order):
+            barrier.wait()  # raises BrokenBarrierError unless `workers` orders are in flight at once
+            seen.append(target.name)
+            return OrderOutcome(target.name, True, "dispatched")
+    client = Probe(workers=workers)
+    targets = [(OrderTarget(f"s{i}", "http://x", "k"), {}) for i in range(4 * workers)]
+    outcomes = client.send_orders(targets)
+    assert len(outcomes) == len(targets) and all(o.accepted for o in outcomes)
+    assert sorted(seen) == sorted(t.name for t, _ in targets)
+
+
+def test_unreachable_slave_gets_a_clear_outcome():
+    outcome = SlaveClient(timeout=0.5).send_order(OrderTarget("gone", "http://127.0.0.1:9", "k"), {"run_id": 1})
+    assert outcome.state == "unreachable" and not outcome.accepted and "127.0.0.1:9" in outcome.error

@@ -1,0 +1,69 @@
+"""The master's rsync daemon configuration follows the database."""
+
+import os
+import stat
+
+from master import rsyncd
+from tests.conftest import JOIN_TOKEN
+
+
+def enroll(client, name):
+    return client.post("/api/v1/slaves/register", json={"name": name, "url": f"http://{name}:7000"},
+                       headers={"Authorization": f"Bearer {JOIN_TOKEN}"}).json
+
+
+def render(app):
+    with app.app_context():
+        rsyncd.write_config()
+    config_path, secrets_path = rsyncd.config_paths(app.config["DATA_DIR"])
+    with open(config_path) as config, open(secrets_path) as secrets:
+        return config.read(), secrets.read(), secrets_path
+
+
+def modules(text):
+    """module name -> {key: value} of a rendered rsyncd.conf."""
+    found, current = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            current = found.setdefault(line[1:-1], {})
+        elif current is not None and "=" in line:
+            key, _, value = line.partition("=")
+            current[key.strip()] = value.strip()
+    return found
+
+
+def test_one_read_only_module_per_project_open_only_to_enabled_slaves(app, client, admin, make_project):
+    make_project("debian")
+    make_project("fedora")
+    one, two = enroll(client, "one"), enroll(client, "two")
+    client.patch("/api/v1/slaves/two", json={"enabled": False}, headers=admin)
+    text, secrets, secrets_path = render(app)
+    found = modules(text)
+    assert set(found) == {"debian", "fedora"}
+    assert found["debian"]["path"] == os.path.join(app.config["DATA_DIR"], "debian")
+    assert found["debian"]["auth users"] == one["rsync_user"]
+    assert "read only = yes" in text and "refuse options = copy-links" in text
+    assert secrets == f"{one['rsync_user']}:{one['rsync_password']}\n"
+    assert two["rsync_password"] not in secrets, "a disabled slave must not be able to pull"
+    assert stat.S_IMODE(os.stat(secrets_path).st_mode) == 0o600
+    assert one["rsync_password"] not in text
+
+
+def test_with_no_slaves_no_module_is_open_to_anyone(app, make_project):
+    make_project("debian")
+    text, secrets, _ = render(app)
+    assert modules(text)["debian"]["auth users"] == rsyncd.NOBODY
+    assert secrets == ""
+
+
+def test_a_deleted_project_or_slave_disappears_on_the_next_render(app, client, admin, make_project):
+    make_project("debian")
+    one = enroll(client, "one")
+    render(app)
+    client.delete("/api/v1/projects/debian", headers=admin)
+    client.delete("/api/v1/slaves/one", headers=admin)
+    text, secrets, _ = render(app)
+    assert modules(text) == {} and one["rsync_password"] not in secrets
+    with app.app_context():
+        assert rsyncd.write_config() is False, "nothing changed: nothing rewritten"
