@@ -1,0 +1,173 @@
+"""Reports waiting for the master: one file per run in STATE_DIR/outbox, sent until acknowledged.
+
+A report is on disk before anyone tries to send it, so a restart or a master
+that is down loses nothing. A later report for the same run (the final one
+after "syncing") replaces the earlier file and keeps its place in the queue.
+The master counts the same report twice as once, so sending again is safe.
+"""
+
+import contextlib
+import logging
+import os
+import random
+import re
+import secrets
+import threading
+import time
+
+from slave.credentials import ensure_private_dir, read_json, write_json_atomically
+from slave.master_client import DROPPED, MasterUnavailable
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START = 0.2
+# With nothing to send, look at the directory this often anyway (a new report wakes it at once).
+IDLE_RESCAN = 30.0
+# Before enrollment there is no key to sign with; look again this often.
+NOT_ENROLLED_WAIT = 1.0
+_FILE_RE = re.compile(r"^(\d+)-([a-z0-9][a-z0-9._-]*)\.json$")
+
+
+def backoff_delay(attempt, cap, rng=random.random):
+    """Seconds to wait before try number ``attempt`` + 1: full jitter over 0.2 s doubling, at most ``cap``."""
+    return rng() * min(cap, BACKOFF_START * 2 ** min(attempt, 32))
+
+
+class Outbox:
+    """Queue reports on disk and deliver them in order from one background thread."""
+
+    def __init__(self, directory, client, credentials, retry_max, rng=random.random):
+        self.directory = directory
+        self.client = client
+        self.credentials = credentials   # () -> Credentials | None
+        self.retry_max = retry_max
+        self.rng = rng
+        ensure_private_dir(directory)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = None
+        self._sequence = 0
+
+    def put(self, report):
+        """Queue ``report`` (a ReportSchema dict), replacing an earlier one for the same run. Raises OSError."""
+        path = self._path(report["run_id"], report["project"])
+        with self._lock:
+            entry = self._read(path)
+            sequence = entry["sequence"] if entry else self._next_sequence()
+            write_json_atomically(path, {"sequence": sequence, "version": secrets.token_hex(8), "report": report})
+        self._wake.set()
+
+    def pending(self):
+        """The queued reports, oldest first."""
+        return [entry["report"] for _, entry in self._entries()]
+
+    def deliver_pending(self):
+        """Send every queued report once, in order; returns how many left the outbox.
+
+        Stops at the first failure and raises MasterUnavailable; the rest stays queued.
+        """
+        entries = self._entries()
+        if not entries:
+            return 0
+        credentials = self.credentials()
+        if credentials is None:
+            raise MasterUnavailable("this slave is not enrolled yet")
+        delivered = 0
+        for path, entry in entries:
+            report = entry["report"]
+            outcome = self.client.report(credentials, report)
+            if outcome == DROPPED:
+                log.warning("the master will never accept the %s report of run %s (%s); dropped it",
+                            report["state"], report["run_id"], report["project"])
+            self._remove_if_unchanged(path, entry["version"])
+            delivered += 1
+        return delivered
+
+    def start(self):
+        if self._thread is None:
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._run, name="report-outbox", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout=5.0):
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self):
+        attempt = 0
+        failing = False
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                self.deliver_pending()
+            except MasterUnavailable as error:
+                if not failing:
+                    log.warning("cannot deliver reports to the master (%s); trying again with backoff", error)
+                    failing = True
+                delay = NOT_ENROLLED_WAIT if self.credentials() is None else backoff_delay(
+                    attempt, self.retry_max, self.rng)
+                attempt += 1
+                self._wake.wait(delay)
+                continue
+            except Exception:
+                log.exception("the report outbox hit an unexpected error; trying again")
+                self._wake.wait(backoff_delay(attempt, self.retry_max, self.rng))
+                attempt += 1
+                continue
+            if failing:
+                log.info("reports reach the master again")
+                failing = False
+            attempt = 0
+            self._wake.wait(IDLE_RESCAN)
+
+    def _entries(self):
+        """(path, entry) of every queued report, oldest first; unreadable files are set aside."""
+        entries = []
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        for name in names:
+            if not _FILE_RE.match(name):
+                continue
+            path = os.path.join(self.directory, name)
+            entry = self._read(path)
+            if entry is not None:
+                entries.append((path, entry))
+        entries.sort(key=lambda pair: (pair[1]["sequence"], pair[0]))
+        return entries
+
+    def _read(self, path):
+        try:
+            entry = read_json(path)
+        except (OSError, ValueError):
+            entry = None
+            if os.path.exists(path):
+                log.error("report file %s is unreadable; moved it aside to %s.bad", path, path)
+                with contextlib.suppress(OSError):
+                    os.replace(path, f"{path}.bad")
+        if entry is not None and not (isinstance(entry, dict) and isinstance(entry.get("report"), dict)
+                                      and isinstance(entry.get("sequence"), int)):
+            log.error("report file %s is not a report; moved it aside to %s.bad", path, path)
+            with contextlib.suppress(OSError):
+                os.replace(path, f"{path}.bad")
+            return None
+        return entry
+
+    def _remove_if_unchanged(self, path, version):
+        # A newer report for the same run may have replaced the one just sent: keep that one.
+        with self._lock:
+            entry = self._read(path)
+            if entry is not None and entry.get("version") == version:
+                os.unlink(path)
+
+    def _next_sequence(self):
+        self._sequence = max(self._sequence + 1, time.time_ns())
+        return self._sequence
+
+    def _path(self, run_id, project):
+        return os.path.join(self.directory, f"{int(run_id)}-{project}.json")

@@ -1,0 +1,392 @@
+"""The sync worker: pulls the master ordered, at most one per project at a time, through a bounded pool.
+
+Any process of the slave (say, several gunicorn workers) may accept an order,
+but pulls run in exactly one of them: the one holding STATE_DIR/worker.lock.
+Another process writes the order's record and leaves a marker in
+STATE_DIR/orders/ for it. Records in STATE_DIR/syncs/<run_id>.json say what
+became of each order and survive restarts.
+"""
+
+import datetime
+import fcntl
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from common.errors import Conflict
+from common.rsync import RsyncJob, RsyncResult, RsyncStats
+from common.runlogs import log_path, prune_logs
+from slave.credentials import create_json_exclusively, ensure_private_dir, read_json, write_json_atomically
+
+log = logging.getLogger(__name__)
+
+ACCEPTED, SYNCING, SUCCESS, FAILED = "accepted", "syncing", "success", "failed"
+FINAL_STATES = frozenset({SUCCESS, FAILED})
+INTERRUPTED = "interrupted: the slave was stopped"
+KEEP_RECORDS = 1000
+# What GET /api/v1/syncs/<run_id> shows of a record; the rest is for this slave alone.
+PUBLIC_FIELDS = ("run_id", "project", "state", "catchup", "accepted_at", "started_at", "finished_at",
+                 "exit_code", "error", "warning", "stats")
+REPORT_FIELDS = ("run_id", "project", "state", "started_at", "finished_at", "exit_code", "error",
+                 "warning", "stats")
+# The master refuses longer texts in a report.
+_MAX_TEXT = 4000
+
+
+def rsync_source(user, host, port, project):
+    """The master's rsync daemon module of ``project``, as this slave's rsync user."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"rsync://{user}@{host}:{port}/{project}/"
+
+
+def public_record(record):
+    return {name: record.get(name) for name in PUBLIC_FIELDS}
+
+
+def report_of(record):
+    """The ReportSchema body that tells the master where ``record`` stands."""
+    return {name: record.get(name) for name in REPORT_FIELDS}
+
+
+def _iso(moment):
+    return moment.astimezone(datetime.timezone.utc).isoformat()
+
+
+def _clip(text):
+    return text if text is None or len(text) <= _MAX_TEXT else text[:_MAX_TEXT - 1] + "…"
+
+
+class SyncRecords:
+    """One JSON file per run this slave was ordered to pull."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        ensure_private_dir(directory)
+
+    def create(self, order, accepted_at):
+        """Record a new order; returns (record, created). A run recorded before comes back as it is."""
+        record = {
+            "run_id": order["run_id"], "project": order["project"], "state": ACCEPTED,
+            "catchup": order.get("catchup", False), "accepted_at": _iso(accepted_at),
+            "started_at": None, "finished_at": None, "exit_code": None, "error": None,
+            "warning": None, "stats": None,
+            "order": {"rsyncd_host": order["rsyncd_host"], "rsyncd_port": order["rsyncd_port"],
+                      "timeout": order["timeout"]},
+        }
+        if create_json_exclusively(self._path(order["run_id"]), record, mode=0o600):
+            return record, True
+        return self.get(order["run_id"]), False
+
+    def get(self, run_id):
+        """The record of ``run_id``, or None."""
+        try:
+            return read_json(self._path(run_id))
+        except (OSError, ValueError) as error:
+            log.error("record of run %s is unreadable: %s", run_id, error)
+            return None
+
+    def save(self, record):
+        write_json_atomically(self._path(record["run_id"]), record, mode=0o600)
+
+    def unfinished(self):
+        """Records not yet success or failed, in the order they were accepted."""
+        records = [r for r in (self.get(run_id) for run_id in self._run_ids())
+                   if r is not None and r.get("state") not in FINAL_STATES]
+        return sorted(records, key=lambda r: (r.get("accepted_at") or "", r["run_id"]))
+
+    def prune(self, keep=KEEP_RECORDS):
+        """Delete finished records beyond the ``keep`` newest runs; returns how many went."""
+        doomed = self._run_ids()[:-keep]
+        removed = 0
+        for run_id in doomed:
+            record = self.get(run_id)
+            if record is None or record.get("state") in FINAL_STATES:
+                try:
+                    os.unlink(self._path(run_id))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
+    def _run_ids(self):
+        return sorted(int(name[:-5]) for name in os.listdir(self.directory)
+                      if name.endswith(".json") and name[:-5].isdigit())
+
+    def _path(self, run_id):
+        return os.path.join(self.directory, f"{int(run_id)}.json")
+
+
+@dataclass(eq=False)
+class _Pull:
+    """One rsync of a project, answering every run id it absorbed."""
+    order: dict
+    run_ids: list = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: bool = False
+
+    @property
+    def project(self):
+        return self.order["project"]
+
+    def absorb(self, order):
+        """A newer order replaces this one; the older run ids ride along and get the same result."""
+        self.order = order
+        self.run_ids.append(order["run_id"])
+
+
+@dataclass(eq=False)
+class _Slot:
+    current: _Pull
+    pending: _Pull | None = None
+
+
+class SyncWorker:
+    """Accepts orders, runs their pulls and keeps their records and reports."""
+
+    def __init__(self, *, state_dir, public_dir, runner, records, outbox, credentials, clock,
+                 max_concurrent, log_retention):
+        self.public_dir = public_dir
+        self.runner = runner
+        self.records = records
+        self.outbox = outbox
+        self.credentials = credentials   # () -> Credentials | None
+        self.clock = clock
+        self.max_concurrent = max_concurrent
+        self.log_retention = log_retention
+        self.logs_root = os.path.join(state_dir, "logs")
+        self.orders_dir = os.path.join(state_dir, "orders")
+        self._leader_lock_path = os.path.join(state_dir, "worker.lock")
+        ensure_private_dir(self.orders_dir)
+        self._leader_fd = None
+        self._leader_pid = None
+        self._lock = threading.Condition()
+        self._slots = {}
+        self._in_flight = set()
+        self._ready = queue.Queue()
+        self._threads = []
+        self._stopping = False
+
+    # --- leadership -----------------------------------------------------
+
+    @property
+    def is_leader(self):
+        """Whether pulls run in this process (a forked child does not inherit the role)."""
+        return self._leader_pid == os.getpid()
+
+    def claim(self):
+        """Become the process that runs pulls, if none is; returns whether this one is it.
+
+        On taking over, pulls cut short by a previous process end as failed and
+        accepted orders are run.
+        """
+        if self.is_leader:
+            return True
+        if self._stopping:
+            return False
+        fd = os.open(self._leader_lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._leader_fd, self._leader_pid = fd, os.getpid()
+        self._recover()
+        return True
+
+    def _recover(self):
+        for record in self.records.unfinished():
+            if record["state"] == SYNCING:
+                log.warning("run %s (%s) was cut short by a stop; reporting it as failed",
+                            record["run_id"], record["project"])
+                self._finish_records([record["run_id"]], FAILED, finished_at=_iso(self.clock.now()),
+                                     error=INTERRUPTED)
+            else:
+                self._submit(record)
+        self.take_queued()
+
+    # --- orders ---------------------------------------------------------
+
+    def accept(self, order):
+        """Take an order (an OrderSchema dict); returns its record. The same run twice is pulled once.
+
+        Raises Conflict when the run id was ordered before for another project.
+        """
+        record, created = self.records.create(order, self.clock.now())
+        if record is None:
+            raise Conflict(f"Run {order['run_id']} was ordered before but its record is unreadable.")
+        if not created:
+            if record["project"] != order["project"]:
+                raise Conflict(f"Run {order['run_id']} was ordered before for project {record['project']!r}.",
+                               {"project": [f"Run {order['run_id']} is of project {record['project']!r}."]})
+            return record
+        log.info("accepted run %s of %s", order["run_id"], order["project"])
+        if self.is_leader:
+            self._submit(record)
+        else:
+            # The process holding worker.lock picks it up from here.
+            open(os.path.join(self.orders_dir, str(int(order["run_id"]))), "a").close()
+        return record
+
+    def take_queued(self):
+        """Run the orders other processes accepted (a no-op unless this process runs pulls)."""
+        if not self.is_leader:
+            return
+        try:
+            names = [n for n in os.listdir(self.orders_dir) if n.isdigit()]
+        except FileNotFoundError:
+            return
+        for name in sorted(names, key=int):
+            record = self.records.get(int(name))
+            if record is not None and record.get("state") == ACCEPTED:
+                self._submit(record)
+            try:
+                os.unlink(os.path.join(self.orders_dir, name))
+            except FileNotFoundError:
+                pass
+
+    def _submit(self, record):
+        order = {"run_id": record["run_id"], "project": record["project"],
+                 "catchup": record.get("catchup", False), **record["order"]}
+        with self._lock:
+            if self._stopping or order["run_id"] in self._in_flight:
+                return
+            self._in_flight.add(order["run_id"])
+            slot = self._slots.get(order["project"])
+            if slot is None:
+                pull = _Pull(order, [order["run_id"]])
+                self._slots[order["project"]] = _Slot(pull)
+                self._ready.put(pull)
+                self._start_threads()
+            elif not slot.current.started:
+                slot.current.absorb(order)
+            elif slot.pending is None:
+                slot.pending = _Pull(order, [order["run_id"]])
+            else:
+                slot.pending.absorb(order)
+
+    def syncing_projects(self):
+        """Projects being pulled right now."""
+        with self._lock:
+            return sorted(name for name, slot in self._slots.items() if slot.current.started)
+
+    def wait_idle(self, timeout):
+        """Wait until no pull is running or waiting; returns whether that happened in time."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._slots, timeout)
+
+    def stop(self, timeout=15.0):
+        """Cancel running pulls (they end as failed, "interrupted"), wait for them, give up the role.
+
+        Orders not started yet stay accepted on disk and run after the next start.
+        """
+        with self._lock:
+            self._stopping = True
+            for slot in self._slots.values():
+                if slot.current.started:
+                    slot.current.cancel.set()
+            threads, self._threads = self._threads, []
+        for _ in threads:
+            self._ready.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._leader_fd is not None and self.is_leader:
+            os.close(self._leader_fd)
+        self._leader_fd = self._leader_pid = None
+
+    # --- pulls ----------------------------------------------------------
+
+    def _start_threads(self):
+        # Called with the lock held; the pool grows to its size on the first order.
+        while len(self._threads) < self.max_concurrent:
+            thread = threading.Thread(target=self._work, name=f"sync-{len(self._threads) + 1}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _work(self):
+        while True:
+            pull = self._ready.get()
+            if pull is None:
+                return
+            try:
+                self._run(pull)
+            except Exception:
+                log.exception("the pull of %s stopped on an unexpected error", pull.project)
+            finally:
+                self._done(pull)
+
+    def _run(self, pull):
+        with self._lock:
+            if self._stopping:
+                return
+            pull.started = True
+            run_ids, order = list(pull.run_ids), pull.order
+        project = order["project"]
+        started_at = _iso(self.clock.now())
+        log.info("pulling %s for run %s", project, ", ".join(map(str, run_ids)))
+        for run_id in run_ids:
+            record = self._update(run_id, state=SYNCING, started_at=started_at)
+            if record is not None:
+                self.outbox.put(report_of(record))
+        result = self._pull(order, pull.cancel)
+        error = INTERRUPTED if result.cancelled and self._stopping else result.error
+        state = SUCCESS if result.ok else FAILED
+        self._finish_records(run_ids, state, finished_at=_iso(self.clock.now()), exit_code=result.exit_code,
+                             error=_clip(error), warning=_clip(result.warning), stats=result.stats.to_dict())
+        if result.ok:
+            log.info("pulled %s for run %s", project, order["run_id"])
+        else:
+            log.warning("pull of %s for run %s failed: %s", project, order["run_id"], error)
+        self.records.prune(KEEP_RECORDS)
+
+    def _pull(self, order, cancel):
+        credentials = self.credentials()
+        if credentials is None:
+            return RsyncResult(None, False, None, "this slave is not enrolled", False, False, RsyncStats())
+        project = order["project"]
+        job = RsyncJob(
+            source=rsync_source(credentials.rsync_user, order["rsyncd_host"], order["rsyncd_port"], project),
+            destination=os.path.join(self.public_dir, project),
+            password=credentials.rsync_password,
+            timeout=order["timeout"],
+        )
+        try:
+            return self.runner.run(job, log_path(self.logs_root, project, order["run_id"]), cancel=cancel)
+        except Exception as error:
+            log.exception("rsync for run %s could not run", order["run_id"])
+            return RsyncResult(None, False, None, f"the pull could not run: {error}", False, False,
+                               RsyncStats())
+        finally:
+            prune_logs(self.logs_root, project, self.log_retention)
+
+    def _finish_records(self, run_ids, state, **outcome):
+        for run_id in run_ids:
+            record = self._update(run_id, state=state, **outcome)
+            if record is not None:
+                self.outbox.put(report_of(record))
+
+    def _update(self, run_id, **changes):
+        record = self.records.get(run_id)
+        if record is None:
+            log.error("record of run %s is gone; its report is skipped", run_id)
+            return None
+        record.update(changes)
+        self.records.save(record)
+        return record
+
+    def _done(self, pull):
+        with self._lock:
+            self._in_flight.difference_update(pull.run_ids)
+            slot = self._slots[pull.project]
+            if slot.pending is not None and not self._stopping:
+                slot.current, slot.pending = slot.pending, None
+                self._ready.put(slot.current)
+            else:
+                if slot.pending is not None:
+                    self._in_flight.difference_update(slot.pending.run_ids)
+                del self._slots[pull.project]
+            self._lock.notify_all()

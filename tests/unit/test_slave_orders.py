@@ -1,0 +1,437 @@
+"""Orders from the master, through the slave's API: signed or refused, pulled once, recorded, reported."""
+
+import json
+import os
+import time
+
+import pytest
+
+from common.clock import FakeClock
+from common.rsync import RsyncJob
+from common.signing import signature_headers
+from common.wire import report_schema
+from slave import create_app
+from slave.credentials import Credentials, CredentialStore
+from slave.syncs import INTERRUPTED, SyncRecords
+from tests.support.fakes import FakeRsyncRunner
+
+NAME = "mirror1"
+SIGNING_KEY = "order-signing-key"
+RSYNC_PASSWORD = "rsync-pass-word"
+IDENTITY = Credentials(name=NAME, signing_key=SIGNING_KEY, rsync_user="ms-mirror1",
+                       rsync_password=RSYNC_PASSWORD, master_url="http://master.example.org:5000")
+
+
+def an_order(run_id=7, project="debian", **changes):
+    return {"run_id": run_id, "project": project, "rsyncd_host": "master.example.org", "rsyncd_port": 8730,
+            "timeout": 600, "catchup": False, **changes}
+
+
+class FakeMasterClient:
+    """Takes every report and heartbeat; never used to register here."""
+
+    def __init__(self):
+        self.reports = []
+
+    def report(self, credentials, body):
+        self.reports.append(body)
+        return "acknowledged"
+
+    def heartbeat(self, credentials, body):
+        return {"status": "ok"}
+
+
+@pytest.fixture
+def runner():
+    return FakeRsyncRunner()
+
+
+@pytest.fixture
+def make_slave(tmp_path, runner):
+    built = []
+
+    def make(enrolled=True, rsync_runner=None, **settings):
+        state_dir = tmp_path / "state"
+        if enrolled and not (state_dir / "credentials.json").exists():
+            CredentialStore(str(state_dir)).save(IDENTITY)
+        app = create_app({
+            "STATE_DIR": str(state_dir), "PUBLIC_DIR": str(tmp_path / "public"),
+            "SLAVE_NAME": NAME, "SLAVE_URL": "http://mirror1.example.org:7000", "JOIN_TOKEN": "join-token",
+            "LOG_LEVEL": "WARNING", "CLOCK": FakeClock(), "RSYNC_RUNNER": rsync_runner or runner,
+            "MASTER_CLIENT": FakeMasterClient(), "START_BACKGROUND": False, **settings})
+        built.append(app)
+        return app
+    yield make
+    for app in built:
+        services(app).stop(5)
+
+
+@pytest.fixture
+def slave(make_slave):
+    return make_slave()
+
+
+@pytest.fixture
+def client(slave):
+    return slave.test_client()
+
+
+def services(app):
+    return app.extensions["mirrorsync_slave"]
+
+
+def send(client, method, path, body=None, key=SIGNING_KEY, key_id=NAME, now=None, headers=None):
+    raw = b"" if body is None else json.dumps(body).encode()
+    signed = signature_headers(key_id, key, method, path, raw, now=now)
+    if body is not None:
+        signed["Content-Type"] = "application/json"
+    signed.update(headers or {})
+    return client.open(path, method=method, data=raw, headers=signed)
+
+
+def order(client, body, **kwargs):
+    return send(client, "POST", "/api/v1/syncs", body, **kwargs)
+
+
+def record(client, run_id):
+    return send(client, "GET", f"/api/v1/syncs/{run_id}")
+
+
+def wait_idle(app):
+    assert services(app).worker.wait_idle(5), "pulls did not finish"
+
+
+def outbox(app):
+    return services(app).outbox.pending()
+
+
+def assert_error_shape(response, status, code=None):
+    assert response.status_code == status, response.json
+    assert set(response.json) == {"error", "message", "fields"}
+    if code:
+        assert response.json["error"] == code
+
+
+def test_a_signed_order_is_accepted_at_once_and_pulled_with_the_slaves_identity(tmp_path, make_slave):
+    held = FakeRsyncRunner(hold=True)
+    app = make_slave(rsync_runner=held)
+    response = order(app.test_client(), an_order())
+    # The answer came while rsync is still running.
+    assert response.status_code == 202
+    assert response.json == {"run_id": 7, "project": "debian", "state": "accepted"}
+    assert held.wait_started()
+    assert held.jobs == [RsyncJob(source="rsync://ms-mirror1@master.example.org:8730/debian/",
+                                  destination=str(tmp_path / "public" / "debian"),
+                                  password=RSYNC_PASSWORD, timeout=600)]
+    held.release()
+    wait_idle(app)
+
+
+def test_a_finished_pull_is_recorded_and_reported(slave, client):
+    assert order(client, an_order()).status_code == 202
+    wait_idle(slave)
+    answer = record(client, 7)
+    assert answer.status_code == 200
+    assert answer.json["state"] == "success"
+    assert answer.json["exit_code"] == 0
+    assert answer.json["stats"]["total_size"] == 1234
+    assert answer.json["started_at"] == answer.json["finished_at"] == "2026-01-01T00:00:00+00:00"
+    assert "order" not in answer.json
+    final = outbox(slave)
+    assert [(r["run_id"], r["state"]) for r in final] == [(7, "success")]
+    assert report_schema.load(final[0])["stats"]["files_total"] == 3
+
+
+def test_a_failed_pull_is_recorded_and_reported_as_failed(make_slave):
+    app = make_slave(rsync_runner=FakeRsyncRunner(exit_codes=(10,)))
+    client = app.test_client()
+    order(client, an_order())
+    wait_idle(app)
+    answer = record(client, 7).json
+    assert answer["state"] == "failed" and answer["exit_code"] == 10
+    assert "socket I/O" in answer["error"]
+    assert [(r["state"], r["exit_code"]) for r in outbox(app)] == [("failed", 10)]
+
+
+@pytest.mark.parametrize("host, url_host", [
+    ("[2001:db8::1]", "[2001:db8::1]"),
+    ("2001:db8::1", "[2001:db8::1]"),
+    ("192.0.2.10", "192.0.2.10"),
+])
+def test_the_rsync_source_brackets_ipv6_hosts(slave, client, runner, host, url_host):
+    assert order(client, an_order(rsyncd_host=host)).status_code == 202
+    wait_idle(slave)
+    assert runner.jobs[0].source == f"rsync://ms-mirror1@{url_host}:8730/debian/"
+
+
+def test_the_password_reaches_rsync_only_through_the_job(slave, client, runner):
+    order(client, an_order())
+    wait_idle(slave)
+    job = runner.jobs[0]
+    assert job.password == RSYNC_PASSWORD
+    assert RSYNC_PASSWORD not in job.source and RSYNC_PASSWORD not in repr(job)
+
+
+@pytest.mark.parametrize("how", ["unsigned", "wrong key", "unknown key id", "stale", "from the future",
+                                 "body changed"])
+def test_an_order_without_a_good_signature_is_refused_and_nothing_happens(tmp_path, slave, client, runner, how):
+    body = an_order()
+    if how == "unsigned":
+        response = client.post("/api/v1/syncs", json=body)
+    elif how == "wrong key":
+        response = order(client, body, key="not-the-key")
+    elif how == "unknown key id":
+        response = order(client, body, key_id="mirror2")
+    elif how == "stale":
+        response = order(client, body, now=time.time() - 3600)
+    elif how == "from the future":
+        response = order(client, body, now=time.time() + 3600)
+    else:
+        raw = json.dumps(body).encode()
+        headers = signature_headers(NAME, SIGNING_KEY, "POST", "/api/v1/syncs", raw)
+        response = client.post("/api/v1/syncs", data=raw.replace(b"debian", b"ubuntu"),
+                               headers=headers, content_type="application/json")
+    assert_error_shape(response, 401, "unauthorized")
+    assert "Signature refused" in response.json["message"]
+    wait_idle(slave)
+    assert runner.jobs == []
+    assert record(client, 7).status_code == 404
+    assert not [n for n in os.listdir(tmp_path / "state" / "syncs") if n.endswith(".json")]
+    assert outbox(slave) == []
+
+
+def test_a_replayed_order_is_refused(slave, client, runner):
+    raw = json.dumps(an_order()).encode()
+    headers = signature_headers(NAME, SIGNING_KEY, "POST", "/api/v1/syncs", raw)
+    first = client.post("/api/v1/syncs", data=raw, headers=headers, content_type="application/json")
+    replay = client.post("/api/v1/syncs", data=raw, headers=headers, content_type="application/json")
+    assert first.status_code == 202
+    assert_error_shape(replay, 401)
+    assert "replayed" in replay.json["message"]
+    wait_idle(slave)
+    assert len(runner.jobs) == 1
+
+
+def test_a_replay_is_refused_by_a_restarted_slave(make_slave):
+    app = make_slave()
+    raw = json.dumps(an_order()).encode()
+    headers = signature_headers(NAME, SIGNING_KEY, "POST", "/api/v1/syncs", raw)
+    assert app.test_client().post("/api/v1/syncs", data=raw, headers=headers,
+                                  content_type="application/json").status_code == 202
+    wait_idle(app)
+    services(app).stop(5)
+    again = make_slave().test_client().post("/api/v1/syncs", data=raw, headers=headers,
+                                            content_type="application/json")
+    assert again.status_code == 401
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"run_id": "1"}, "run_id"),
+    ({"run_id": 0}, "run_id"),
+    ({"project": "../etc"}, "project"),
+    ({"project": "-rf"}, "project"),
+    ({"rsyncd_host": "-e"}, "rsyncd_host"),
+    ({"rsyncd_host": "master;reboot"}, "rsyncd_host"),
+    ({"rsyncd_port": 70000}, "rsyncd_port"),
+    ({"timeout": 0}, "timeout"),
+    ({"rsync_options": ["-e", "sh"]}, "rsync_options"),
+])
+def test_an_invalid_order_is_refused_naming_the_field(slave, client, runner, changes, field):
+    response = order(client, an_order(**changes))
+    assert_error_shape(response, 422, "validation_error")
+    assert field in response.json["fields"]
+    assert field in response.json["message"]
+    assert runner.jobs == []
+
+
+def test_an_order_missing_a_field_names_it(client):
+    body = an_order()
+    del body["rsyncd_port"]
+    response = order(client, body)
+    assert_error_shape(response, 422)
+    assert "rsyncd_port" in response.json["fields"]
+
+
+@pytest.mark.parametrize("raw, content_type, status", [
+    (b"run_id=7", "application/x-www-form-urlencoded", 415),
+    (b"{not json", "application/json", 400),
+    (b"[1, 2]", "application/json", 422),
+    (b"", "application/json", 400),
+])
+def test_a_body_that_is_not_a_json_object_is_refused(client, runner, raw, content_type, status):
+    headers = signature_headers(NAME, SIGNING_KEY, "POST", "/api/v1/syncs", raw)
+    response = client.post("/api/v1/syncs", data=raw, headers=headers, content_type=content_type)
+    assert_error_shape(response, status)
+    assert runner.jobs == []
+
+
+def test_an_oversized_body_is_refused(make_slave):
+    client = make_slave(MAX_CONTENT_LENGTH=1024).test_client()
+    response = order(client, an_order(padding="x" * 4096))
+    assert_error_shape(response, 413)
+
+
+def test_an_order_before_enrollment_is_refused_with_503(make_slave, runner):
+    app = make_slave(enrolled=False)
+    response = order(app.test_client(), an_order())
+    assert_error_shape(response, 503, "not_enrolled")
+    assert runner.jobs == []
+
+
+def test_the_same_run_ordered_twice_is_pulled_once(slave, client, runner):
+    assert order(client, an_order()).status_code == 202
+    wait_idle(slave)
+    again = order(client, an_order())
+    assert again.status_code == 202
+    assert again.json == {"run_id": 7, "project": "debian", "state": "success"}
+    wait_idle(slave)
+    assert len(runner.jobs) == 1
+
+
+def test_a_run_id_reused_for_another_project_is_a_conflict(slave, client):
+    order(client, an_order())
+    response = order(client, an_order(project="ubuntu"))
+    assert_error_shape(response, 409, "conflict")
+
+
+def test_orders_during_a_running_pull_wait_and_share_the_next_pull(make_slave):
+    held = FakeRsyncRunner(hold=True)
+    app = make_slave(rsync_runner=held)
+    client = app.test_client()
+    order(client, an_order(7))
+    assert held.wait_started()
+    assert services(app).worker.syncing_projects() == ["debian"]
+    # Two more orders while 7 is pulling: 9 replaces 8 as the pending order, 8 rides along.
+    assert order(client, an_order(8, timeout=300)).status_code == 202
+    assert order(client, an_order(9, timeout=900)).status_code == 202
+    assert record(client, 8).json["state"] == "accepted"
+    held.release()
+    wait_idle(app)
+    assert len(held.jobs) == 2
+    assert held.jobs[1].timeout == 900
+    assert held.max_running == 1
+    states = {run_id: record(client, run_id).json["state"] for run_id in (7, 8, 9)}
+    assert states == {7: "success", 8: "success", 9: "success"}
+    assert sorted((r["run_id"], r["state"]) for r in outbox(app)) == [
+        (7, "success"), (8, "success"), (9, "success")]
+
+
+def test_different_projects_pull_in_parallel_up_to_the_limit(make_slave):
+    held = FakeRsyncRunner(hold=True)
+    app = make_slave(rsync_runner=held, MAX_CONCURRENT_SYNCS=2)
+    client = app.test_client()
+    for run_id, project in ((1, "debian"), (2, "ubuntu"), (3, "fedora")):
+        order(client, an_order(run_id, project))
+    assert held.wait_started() and held.wait_started()
+    assert not held.wait_started(timeout=0.2)
+    assert len(services(app).worker.syncing_projects()) == 2
+    held.release()
+    wait_idle(app)
+    assert held.max_running == 2 and len(held.jobs) == 3
+
+
+def test_the_syncing_report_goes_out_when_the_pull_starts(make_slave):
+    held = FakeRsyncRunner(hold=True)
+    app = make_slave(rsync_runner=held)
+    order(app.test_client(), an_order())
+    assert held.wait_started()
+    assert [(r["run_id"], r["state"]) for r in outbox(app)] == [(7, "syncing")]
+    assert report_schema.load(outbox(app)[0])["started_at"] is not None
+    held.release()
+    wait_idle(app)
+    assert [(r["run_id"], r["state"]) for r in outbox(app)] == [(7, "success")]
+
+
+def test_a_stop_cancels_the_running_pull_and_reports_it_interrupted(make_slave):
+    held = FakeRsyncRunner(hold=True)
+    app = make_slave(rsync_runner=held)
+    client = app.test_client()
+    order(client, an_order(7))
+    assert held.wait_started()
+    order(client, an_order(8))
+    services(app).stop(5)
+    reports = {r["run_id"]: r for r in outbox(app)}
+    assert reports[7]["state"] == "failed"
+    assert reports[7]["error"] == INTERRUPTED
+    # The order that had not started yet is still accepted and runs after the next start.
+    assert 8 not in reports
+    restarted = make_slave(rsync_runner=FakeRsyncRunner())
+    wait_idle(restarted)
+    assert record(restarted.test_client(), 8).json["state"] == "success"
+    assert record(restarted.test_client(), 7).json["error"] == INTERRUPTED
+
+
+def test_a_pull_cut_short_by_a_crash_is_reported_failed_after_restart(tmp_path, make_slave, runner):
+    records = SyncRecords(str(tmp_path / "state" / "syncs"))
+    record_, _ = records.create(an_order(5), FakeClock().now())
+    records.save(dict(record_, state="syncing", started_at="2026-01-01T00:00:00+00:00"))
+    app = make_slave()
+    answer = record(app.test_client(), 5).json
+    assert answer["state"] == "failed" and answer["error"] == INTERRUPTED
+    assert [(r["run_id"], r["state"]) for r in outbox(app)] == [(5, "failed")]
+    assert runner.jobs == []
+
+
+def test_records_survive_a_restart(make_slave):
+    app = make_slave()
+    order(app.test_client(), an_order())
+    wait_idle(app)
+    services(app).stop(5)
+    answer = record(make_slave().test_client(), 7)
+    assert answer.status_code == 200 and answer.json["state"] == "success"
+
+
+def test_an_order_taken_by_another_worker_process_is_pulled_by_the_one_running_pulls(make_slave, runner):
+    leader, other = make_slave(), make_slave()
+    assert services(leader).worker.is_leader and not services(other).worker.is_leader
+    assert order(other.test_client(), an_order()).status_code == 202
+    assert runner.jobs == []
+    services(leader).worker.take_queued()
+    wait_idle(leader)
+    assert len(runner.jobs) == 1
+    assert record(other.test_client(), 7).json["state"] == "success"
+
+
+def test_only_the_newest_records_are_kept(tmp_path):
+    records = SyncRecords(str(tmp_path / "syncs"))
+    for run_id in range(1, 8):
+        created, _ = records.create(an_order(run_id), FakeClock().now())
+        records.save(dict(created, state="success" if run_id != 2 else "syncing"))
+    assert records.prune(keep=3) == 3
+    kept = sorted(int(n[:-5]) for n in os.listdir(tmp_path / "syncs") if n.endswith(".json"))
+    assert kept == [2, 5, 6, 7]   # an unfinished record is never pruned
+
+
+def test_get_sync_needs_a_signature(slave, client):
+    order(client, an_order())
+    wait_idle(slave)
+    assert_error_shape(client.get("/api/v1/syncs/7"), 401)
+    assert_error_shape(send(client, "GET", "/api/v1/syncs/7", key="wrong"), 401)
+    assert record(client, 7).status_code == 200
+
+
+def test_get_sync_of_an_unknown_run_is_404(client):
+    assert_error_shape(record(client, 99), 404, "not_found")
+
+
+def test_healthz_is_public_and_says_whether_the_slave_is_enrolled(make_slave):
+    assert make_slave().test_client().get("/healthz").json == {"status": "ok", "enrolled": True, "name": NAME}
+
+
+def test_healthz_before_enrollment(make_slave):
+    answer = make_slave(enrolled=False).test_client().get("/healthz").json
+    assert answer == {"status": "ok", "enrolled": False, "name": NAME}
+
+
+def test_unknown_routes_and_methods_keep_the_error_shape(client):
+    assert_error_shape(client.get("/api/v1/nothing"), 404)
+    assert_error_shape(client.delete("/api/v1/syncs"), 405)
+
+
+def test_run_logs_are_kept_per_project(tmp_path, make_slave):
+    app = make_slave(LOG_RETENTION=2)
+    client = app.test_client()
+    for run_id in (1, 2, 3):
+        order(client, an_order(run_id))
+        wait_idle(app)
+    assert sorted(os.listdir(tmp_path / "state" / "logs" / "debian")) == ["2.log", "3.log"]
