@@ -152,7 +152,6 @@ def create_app(test_config=None):
 
     app = Flask(__name__)
     app.config.update(settings)
-    app.config.update(JSON_SORT_KEYS=False)
     app.extensions["mirrorsync_slave"] = services
     from slave.api import register_api
     register_api(app)
