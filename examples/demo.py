@@ -89,6 +89,14 @@ def list_entries(root, limit=LISTED_ENTRIES):
     return rows
 
 
+def shown_python():
+    """How to call this Python from the repository root, e.g. '.venv/bin/python'."""
+    executable = Path(sys.executable)
+    if executable.is_relative_to(REPO_ROOT):
+        return executable.relative_to(REPO_ROOT).as_posix()
+    return "python3"
+
+
 def run_demo(args, workdir):
     upstream_tree = workdir / "upstream"
     data_dir = workdir / "data"
@@ -138,8 +146,9 @@ def run_demo(args, workdir):
             print(f"  export MIRRORSYNC_URL={master.url}")
             print(f"  export MIRRORSYNC_TOKEN={token}")
             print(f"  curl -H 'Authorization: Bearer {token}' {master.url}/api/v1/projects/{PROJECT}")
-            print("  python examples/list_projects.py")
-            print(f"  python examples/sync_project.py {PROJECT} --wait")
+            python = shown_python()
+            print(f"  {python} examples/list_projects.py")
+            print(f"  {python} examples/sync_project.py {PROJECT} --wait")
             print("press Ctrl-C to stop", flush=True)
             while master.is_running():
                 time.sleep(0.5)

@@ -40,6 +40,8 @@ def human_duration(seconds):
 
 def run_duration(run):
     """Seconds from start to finish (or to now while running), or None before it starts."""
+    if run.get("duration") is not None:
+        return run["duration"]
     started = parse_time(run.get("started_at"))
     if started is None:
         return None
