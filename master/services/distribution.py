@@ -8,6 +8,7 @@ from flask import current_app
 
 from common.errors import NotFound, ValidationFailed
 from common.states import RunState, SlaveRunState
+from master import rsyncd
 from master.db import db
 from master.models import Project, Run, Slave, SlaveProject, SlaveRun
 from master.seams import current_seams, now
@@ -34,6 +35,8 @@ def _deadline(project, stamp):
 
 def _send(run_id, project, slaves, catchup=False):
     """Send orders to ``slaves`` in parallel and record each outcome on the pending entries."""
+    # The daemon must know the project's module and every slave's user before anyone pulls.
+    rsyncd.write_config()
     order = _order(run_id, project, catchup)
     targets = [(OrderTarget(s.name, s.url, s.signing_key), order) for s in slaves]
     outcomes = current_seams().slave_client.send_orders(targets)
@@ -69,6 +72,21 @@ def dispatch_to_slaves(run_id, upstream_outcome):
              (now() - started).total_seconds())
     finish_run_if_complete(run_id)
     return runs.get_run(run_id)
+
+
+def resend_unsent_orders():
+    """After a restart: orders of distributing runs that never left (still pending) go out again."""
+    resent = 0
+    runs_waiting = db.session.execute(sa.select(Run).where(
+        Run.state == RunState.DISTRIBUTING.value)).scalars().all()
+    for run in runs_waiting:
+        pending = [entry.slave_id for entry in run.slave_runs if entry.state == SlaveRunState.PENDING.value]
+        targets = [slave for slave in slaves_service.enabled_slaves() if slave.id in pending]
+        if targets:
+            _send(run.id, run.project, targets)
+            resent += len(targets)
+        finish_run_if_complete(run.id)
+    return resent
 
 
 def finish_run_if_complete(run_id):

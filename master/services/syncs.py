@@ -55,12 +55,17 @@ def start_upstream_sync(run_id, cancel=None):
 
 
 def recover_interrupted_runs(kill_process_group):
-    """At executor start: end runs a dead executor left active, and queue a fresh run for each.
+    """At executor start: end pulls a dead executor left syncing, and queue a fresh run for each.
 
     ``kill_process_group(pid)`` ends an orphaned rsync that may still be running.
+    Distributing runs go on: their slaves report to the API whatever happened
+    here; only orders that never left are sent again.
     """
     recovered = []
+    distribution.resend_unsent_orders()
     for run in runs.active_runs():
+        if run.state != RunState.SYNCING.value:
+            continue
         if run.pid:
             kill_process_group(run.pid)
         project = run.project

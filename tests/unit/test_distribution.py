@@ -286,3 +286,23 @@ def test_orders_go_out_in_parallel_through_a_bounded_pool():
 def test_unreachable_slave_gets_a_clear_outcome():
     outcome = SlaveClient(timeout=0.5).send_order(OrderTarget("gone", "http://127.0.0.1:9", "k"), {"run_id": 1})
     assert outcome.state == "unreachable" and not outcome.accepted and "127.0.0.1:9" in outcome.error
+
+
+def test_a_restart_leaves_distributing_runs_waiting_and_resends_orders_that_never_left(
+        app, client, admin, make_project, fake_slaves, clock):
+    from master.db import db
+    from master.executor import Executor
+    from master.models import SlaveRun
+    make_project()
+    one, two = enroll(client, "one"), enroll(client, "two")
+    run_id = pull(app, client, admin)
+    with app.app_context():  # the executor died after ordering "one" but before "two"
+        db.session.execute(db.update(SlaveRun).where(SlaveRun.slave_name == "two").values(state="pending"))
+        db.session.commit()
+    fake_slaves.orders.clear()
+    Executor(app).recover()
+    assert [name for name, _ in fake_slaves.orders] == ["two"]
+    assert get_run(client, admin, run_id)["state"] == "distributing"
+    report(client, one, clock, run_id)
+    report(client, two, clock, run_id)
+    assert get_run(client, admin, run_id)["state"] == "success"
