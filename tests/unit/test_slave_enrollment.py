@@ -212,9 +212,12 @@ def test_a_taken_name_is_fatal_with_a_clear_message(master, make_slave):
 
 def test_background_enrollment_stops_on_a_fatal_error_and_says_why(master, make_slave, caplog):
     master.join_token = "another-token"
-    with caplog.at_level(logging.ERROR, logger="slave"):
+    with caplog.at_level(logging.INFO, logger="slave"):
         app = make_slave(start_background=True)
-        assert wait_for(lambda: services(app).enrollment_error is not None)
+        duties = services(app)._thread
+        duties.join(10)
+    assert not duties.is_alive(), caplog.text
+    assert isinstance(services(app).enrollment_error, EnrollmentRefused), caplog.text
     assert "cannot enroll" in caplog.text and "HTTP 403" in caplog.text
     assert master.heartbeats == []
 
