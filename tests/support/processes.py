@@ -262,6 +262,52 @@ def start_scheduler(data_dir, admin_token=DEFAULT_ADMIN_TOKEN, extra_env=None,
     return scheduler.wait_ready(timeout)
 
 
+DEFAULT_JOIN_TOKEN = "test-join-token"
+
+
+class SlaveProcess(ServiceProcess):
+    """``python -m slave`` with its own PUBLIC_DIR and STATE_DIR under ``root``."""
+
+    def __init__(self, root, name, master_url, port, join_token, extra_env, log_dir):
+        self.root = Path(root)
+        self.slave_name = name
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.public_dir = self.root / "public"
+        self.state_dir = self.root / "state"
+        env = {key: value for key, value in os.environ.items() if not key.startswith("MIRRORSYNC_")}
+        env.update(
+            PYTHONUNBUFFERED="1",
+            MIRRORSYNC_MASTER_URL=master_url,
+            MIRRORSYNC_JOIN_TOKEN=join_token,
+            MIRRORSYNC_SLAVE_NAME=name,
+            MIRRORSYNC_API_HOST="127.0.0.1",
+            MIRRORSYNC_API_PORT=str(self.port),
+            MIRRORSYNC_PUBLIC_DIR=str(self.public_dir),
+            MIRRORSYNC_STATE_DIR=str(self.state_dir),
+            MIRRORSYNC_HEARTBEAT_INTERVAL="0.3",
+            MIRRORSYNC_REPORT_RETRY_MAX="0.5",
+        )
+        env.update({key: str(value) for key, value in (extra_env or {}).items()})
+        self.env = env
+        super().__init__([sys.executable, "-m", "slave"], env, _log_dir_for(self.root, log_dir), name=name)
+
+    def tree(self, project):
+        return self.public_dir / project
+
+
+def start_slave(root, name, master_url, port=None, join_token=DEFAULT_JOIN_TOKEN, extra_env=None,
+                log_dir=None, timeout=20):
+    """Start ``python -m slave`` enrolling with ``master_url`` and wait for its /healthz."""
+    slave = SlaveProcess(root, name, master_url, port, join_token, extra_env, log_dir)
+    try:
+        slave.wait_healthy(f"{slave.url}/healthz", timeout=timeout)
+    except BaseException:
+        slave.stop()
+        raise
+    return slave
+
+
 def wait_run_finished(master_url, token, run_id, timeout=30):
     """Poll ``GET /api/v1/runs/<id>`` until the run is final and return it.
 
