@@ -67,3 +67,18 @@ def test_a_deleted_project_or_slave_disappears_on_the_next_render(app, client, a
     assert modules(text) == {} and one["rsync_password"] not in secrets
     with app.app_context():
         assert rsyncd.write_config() is False, "nothing changed: nothing rewritten"
+
+
+def test_the_rsyncd_config_command_writes_files_for_a_system_daemon(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from master.__main__ import cli
+    monkeypatch.setenv("MIRRORSYNC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MIRRORSYNC_LOG_LEVEL", "WARNING")
+    config_path, secrets_path = tmp_path / "etc" / "rsyncd.conf", tmp_path / "etc" / "rsyncd.secrets"
+    config_path.parent.mkdir()
+    result = CliRunner().invoke(cli, ["rsyncd-config", "--config", str(config_path), "--secrets", str(secrets_path)])
+    assert result.exit_code == 0, result.output
+    assert f"--config={config_path}" in result.output
+    assert f"secrets file = {secrets_path}" in config_path.read_text()
+    assert stat.S_IMODE(os.stat(secrets_path).st_mode) == 0o600

@@ -1,0 +1,63 @@
+"""The master's own rsync daemon: serves enrolled slaves only, and comes back when it dies."""
+
+import os
+import signal
+
+import requests
+
+from common.rsync import RsyncJob, RsyncRunner
+from tests.support.processes import DEFAULT_JOIN_TOKEN, wait_for, wait_run_finished
+from tests.support.trees import assert_trees_equal
+
+
+def daemon_children(parent_pid):
+    """pids of rsync daemons whose parent is ``parent_pid``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent_pid and b"--daemon" in argv:
+            found.append(int(pid))
+    return found
+
+
+def pull_from_master(master, credentials, project, destination, password=None):
+    job = RsyncJob(source=f"rsync://{credentials['rsync_user']}@127.0.0.1:{master.rsyncd_port}/{project}/",
+                   destination=str(destination), password=password or credentials["rsync_password"], timeout=30)
+    return RsyncRunner(kill_grace=1).run(job, str(destination) + ".log")
+
+
+def test_the_daemon_serves_enrolled_slaves_only_and_is_restarted_when_it_dies(master_factory, tmp_path, upstream):
+    from tests.integration.conftest import ApiClient
+    master = master_factory(tmp_path / "data", extra_env={"MIRRORSYNC_JOIN_TOKEN": DEFAULT_JOIN_TOKEN})
+    api = ApiClient(master.url, master.admin_token)
+    credentials = requests.post(master.url + "/api/v1/slaves/register", timeout=5,
+                                json={"name": "probe", "url": "http://127.0.0.1:9"},
+                                headers={"Authorization": f"Bearer {DEFAULT_JOIN_TOKEN}"}).json()
+    api.post("/api/v1/projects", json={"name": "served", "upstream": upstream.url})
+    run = wait_run_finished(master.url, master.admin_token, api.post("/api/v1/projects/served/syncs").json()["id"])
+    assert run["state"] == "failed" and "probe (unreachable)" in run["error"]
+
+    assert pull_from_master(master, credentials, "served", tmp_path / "copy").ok
+    assert_trees_equal(upstream.tree, tmp_path / "copy")
+    wrong = pull_from_master(master, credentials, "served", tmp_path / "wrong", password="guess")
+    assert not wrong.ok and "auth failed" in wrong.error
+
+    [daemon] = wait_for(lambda: daemon_children(master.pid), 10, message="the managed rsync daemon")
+    os.kill(daemon, signal.SIGKILL)
+    restarted = wait_for(lambda: [pid for pid in daemon_children(master.pid) if pid != daemon], 15,
+                         message="the rsync daemon to be restarted")
+    assert restarted
+    result = wait_for(lambda: (r := pull_from_master(master, credentials, "served", tmp_path / "again")).ok and r,
+                      10, interval=0.2, message="a pull from the restarted daemon")
+    assert result.ok
+    assert "restarting it" in master.log_text()
+
+    api.delete("/api/v1/slaves/probe")
+    wait_for(lambda: not pull_from_master(master, credentials, "served", tmp_path / "gone").ok, 10,
+             interval=0.2, message="a deleted slave to be locked out of the daemon")
