@@ -22,7 +22,8 @@ def verify_slave_signature():
         return
     name = (request.view_args or {}).get("name", "")
     g.slave = slaves.authenticate_slave(name, request.headers, request.method,
-                                        request.full_path.rstrip("?"), request.get_data(cache=True))
+                                        request.script_root + request.full_path.rstrip("?"),
+                                        request.get_data(cache=True))
 
 
 class SlaveView:

@@ -23,9 +23,14 @@ FINAL_SLAVE_STATES = frozenset({SlaveRunState.SUCCESS.value, SlaveRunState.FAILE
 REPORTED_STATES = frozenset({SlaveRunState.SUCCESS.value, SlaveRunState.FAILED.value})
 
 
+def _rsyncd_host(address):
+    """An IPv6 address goes in brackets, as in an rsync URL."""
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
 def _order(run_id, project, catchup=False):
     config = current_app.config
-    return {"run_id": run_id, "project": project.name, "rsyncd_host": config["RSYNCD_ADDRESS"],
+    return {"run_id": run_id, "project": project.name, "rsyncd_host": _rsyncd_host(config["RSYNCD_ADDRESS"]),
             "rsyncd_port": config["RSYNCD_PORT"], "timeout": project.timeout, "catchup": catchup}
 
 

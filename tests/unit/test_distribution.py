@@ -306,3 +306,12 @@ def test_a_restart_leaves_distributing_runs_waiting_and_resends_orders_that_neve
     report(client, one, clock, run_id)
     report(client, two, clock, run_id)
     assert get_run(client, admin, run_id)["state"] == "success"
+
+
+def test_an_ipv6_rsync_address_reaches_slaves_in_brackets(app, client, admin, make_project, fake_slaves):
+    app.config["RSYNCD_ADDRESS"] = "2001:db8::1"
+    make_project()
+    enroll(client, "one")
+    pull(app, client, admin)
+    [(_, order)] = fake_slaves.orders
+    assert order["rsyncd_host"] == "[2001:db8::1]"
