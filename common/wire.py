@@ -7,6 +7,9 @@ from marshmallow import Schema, ValidationError, fields, validate
 from common.validation import validate_host, validate_slug
 
 SLAVE_REPORT_STATES = ("syncing", "success", "failed")
+# How a slave publishes a new tree: rsync's --delay-updates in place, or a
+# snapshot built beside the old one and swapped in by renaming one symlink.
+PUBLISH_MODES = ("delay", "atomic")
 
 
 def validate_http_url(value):
@@ -47,6 +50,7 @@ class OrderSchema(Schema):
     rsyncd_port = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=65535))
     timeout = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=30 * 86400))
     catchup = fields.Boolean(load_default=False)
+    publish = fields.String(load_default="delay", validate=validate.OneOf(PUBLISH_MODES))
 
 
 class ReportSchema(Schema):

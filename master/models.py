@@ -23,6 +23,13 @@ class Project(db.Model):
     excludes = sa.Column(sa.JSON, nullable=False, default=list)
     timeout = sa.Column(sa.Integer, nullable=False)
     upstream_password = sa.Column(sa.String(256))
+    # How slaves publish a new tree: "delay" (rsync --delay-updates in place) or
+    # "atomic" (a snapshot swapped in by renaming one symlink).
+    publish = sa.Column(sa.String(8), nullable=False, default="delay")
+    # Further tries after a transient upstream failure, with exponential backoff.
+    retries = sa.Column(sa.Integer, nullable=False, default=3)
+    # Up to this many seconds of random delay on each scheduled start.
+    splay = sa.Column(sa.Integer, nullable=False, default=0)
     # Read-only fields kept up to date by services.runs.move_run, so that
     # listing projects never scans run history.
     last_state = sa.Column(sa.String(16))
@@ -60,6 +67,11 @@ class Run(db.Model):
     state = sa.Column(sa.String(16), nullable=False, default=RunState.QUEUED.value)
     # How many further triggers were folded into this run while it was queued.
     coalesced = sa.Column(sa.Integer, nullable=False, default=0)
+    # 1 for a first try; a retry of run ``retry_of`` has the next number and
+    # waits in the queue until ``not_before``.
+    attempt = sa.Column(sa.Integer, nullable=False, default=1)
+    retry_of = sa.Column(sa.Integer)
+    not_before = sa.Column(UTCDateTime)
     created_at = sa.Column(UTCDateTime, nullable=False)
     started_at = sa.Column(UTCDateTime)
     finished_at = sa.Column(UTCDateTime)

@@ -4,6 +4,7 @@ from marshmallow import Schema, fields, validate
 
 from common.validation import (public_rsync_url, validate_pattern, validate_rsync_option, validate_rsync_url,
                                validate_secret, validate_slug)
+from common.wire import PUBLISH_MODES
 from master.schedules import validate_crontab
 
 MAX_TIMEOUT = 30 * 86400
@@ -33,6 +34,13 @@ class ProjectSchema(Schema):
                              validate=validate.Range(min=1, max=MAX_TIMEOUT),
                              metadata={"description": "wall-clock limit of one pull, in seconds"})
     upstream_password = fields.String(load_only=True, allow_none=True, validate=validate_secret)
+    publish = fields.String(load_default="delay", validate=validate.OneOf(PUBLISH_MODES), metadata={
+        "description": "how slaves publish a new tree: 'delay' (in place, rsync --delay-updates) or "
+                       "'atomic' (a snapshot swapped in by renaming one symlink)"})
+    retries = fields.Integer(strict=True, load_default=3, validate=validate.Range(min=0, max=10), metadata={
+        "description": "further tries after a transient upstream failure, with exponential backoff"})
+    splay = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=86400), metadata={
+        "description": "up to this many seconds of random delay on each scheduled start"})
     has_password = fields.Method("_has_password", dump_only=True)
     status = fields.String(dump_only=True)
     last_success = fields.DateTime(dump_only=True)
@@ -81,6 +89,11 @@ class RunSchema(Schema):
     state = fields.String(dump_only=True)
     coalesced = fields.Integer(dump_only=True, metadata={
         "description": "how many further triggers were folded into this run while it was queued"})
+    attempt = fields.Integer(dump_only=True, metadata={"description": "1 for a first try, then 2, 3..."})
+    retry_of = fields.Integer(dump_only=True, allow_none=True, metadata={
+        "description": "the run this one retries"})
+    not_before = fields.DateTime(dump_only=True, allow_none=True, metadata={
+        "description": "a queued retry waits until then"})
     created_at = fields.DateTime(dump_only=True)
     started_at = fields.DateTime(dump_only=True)
     finished_at = fields.DateTime(dump_only=True)
