@@ -59,6 +59,12 @@ CATCHUP_INTERVAL = 15
 POLL_INTERVAL = 1.0
 # Seconds between the scheduler's reconciliations of its timers with the database.
 RECONCILE_INTERVAL = 5.0
+# A transient upstream failure (connection refused, I/O timeout, rsync exit
+# 5, 10, 12, 30, 35) is retried after RETRY_BASE_DELAY * 2^(attempt-1)
+# seconds, jittered to 50-100% and capped at RETRY_MAX_DELAY, up to the
+# project's ``retries``.
+RETRY_BASE_DELAY = 30
+RETRY_MAX_DELAY = 1800
 # Default wall-clock limit, in seconds, for one upstream pull of a new project.
 DEFAULT_TIMEOUT = 21600
 # Largest request body the API accepts, in bytes.

@@ -99,6 +99,8 @@ PARSERS = {
     "RECONCILE_INTERVAL": _number(float, 0.05, 600),
     "LOG_RETENTION": _number(int, 1, 100000),
     "DEFAULT_TIMEOUT": _number(int, 1, 30 * 86400),
+    "RETRY_BASE_DELAY": _number(float, 0, 86400),
+    "RETRY_MAX_DELAY": _number(float, 0, 7 * 86400),
     "MAX_CONTENT_LENGTH": _number(int, 1024, 64 * 1024 * 1024),
     "MASTER_URL": _url,
     "SLAVE_NAME": _optional_text,

@@ -65,7 +65,7 @@ class ScheduleKeeper:
         self.on_queued = on_queued
         self.timezone = "UTC"
         self.scheduler = BackgroundScheduler(timezone=self.timezone)
-        self._schedules = {}   # project id -> crontab text it is scheduled with
+        self._schedules = {}   # project id -> (crontab, splay) it is scheduled with
 
     def start(self, paused=False):
         self.scheduler.start(paused=paused)
@@ -87,29 +87,29 @@ class ScheduleKeeper:
         try:
             with self.app.app_context():
                 rows = db.session.execute(
-                    sa.select(Project.id, Project.schedule).where(Project.enabled.is_(True),
-                                                                  Project.schedule.is_not(None))).all()
+                    sa.select(Project.id, Project.schedule, Project.splay).where(
+                        Project.enabled.is_(True), Project.schedule.is_not(None))).all()
         except Exception:
             log.exception("scheduler: reading projects failed; keeping the current timers")
             return
-        wanted = {row.id: row.schedule for row in rows}
+        wanted = {row.id: (row.schedule, row.splay) for row in rows}
         for project_id in set(self._schedules) - set(wanted):
             self.scheduler.remove_job(f"project-{project_id}")
             del self._schedules[project_id]
             log.info("scheduler: project %s unscheduled", project_id)
-        for project_id, schedule in wanted.items():
-            if self._schedules.get(project_id) == schedule:
+        for project_id, (schedule, splay) in wanted.items():
+            if self._schedules.get(project_id) == (schedule, splay):
                 continue
             try:
-                trigger = parse_crontab(schedule, self.timezone)
+                trigger = parse_crontab(schedule, self.timezone, splay)
             except ValueError as error:  # only possible if the row was written around the API
                 log.error("scheduler: project %s has a bad schedule %r: %s", project_id, schedule, error)
                 continue
             self.scheduler.add_job(self.fire, trigger, args=[project_id], id=f"project-{project_id}",
                                    replace_existing=True, max_instances=1, coalesce=True,
                                    misfire_grace_time=300)
-            self._schedules[project_id] = schedule
-            log.info("scheduler: project %s scheduled %r", project_id, schedule)
+            self._schedules[project_id] = (schedule, splay)
+            log.info("scheduler: project %s scheduled %r (splay %s s)", project_id, schedule, splay)
 
     def fire(self, project_id):
         with self.app.app_context():

@@ -37,14 +37,17 @@ def _crontab_weekdays(field):
     return ",".join(dict.fromkeys(items))
 
 
-def parse_crontab(expression, timezone="UTC"):
-    """Return a CronTrigger for a 5-field crontab; raises ValueError when it is not one."""
+def parse_crontab(expression, timezone="UTC", splay=None):
+    """Return a CronTrigger for a 5-field crontab, fired up to ``splay`` seconds late at random.
+
+    Raises ValueError when it is not a crontab.
+    """
     fields = expression.split()
     if len(fields) != 5:
         raise ValueError(f"a crontab has 5 fields (minute hour day month weekday), got {len(fields)}")
     fields[4] = _crontab_weekdays(fields[4])
     return CronTrigger(minute=fields[0], hour=fields[1], day=fields[2], month=fields[3],
-                       day_of_week=fields[4], timezone=timezone)
+                       day_of_week=fields[4], timezone=timezone, jitter=splay or None)
 
 
 def validate_crontab(value):

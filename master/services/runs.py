@@ -1,13 +1,15 @@
 """Runs: creation with coalescing, the one state-moving function, claiming and reading."""
 
+import datetime
 import logging
+import random
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from common import runlogs
 from common.errors import Conflict, Gone, NotFound
-from common.states import ACTIVE_RUN_STATES, RUN_TRANSITIONS, RunState
+from common.states import ACTIVE_RUN_STATES, RUN_TRANSITIONS, RunState, Trigger
 from master.db import db
 from master.models import Project, Run
 from master.paths import logs_root
@@ -90,9 +92,10 @@ def request_sync(project, trigger):
         queued = db.session.execute(
             sa.select(Run).where(Run.project_id == project.id, Run.state == QUEUED)).scalar_one_or_none()
         if queued is not None:
+            # A trigger does not wait for a retry's backoff: the queued run is due now.
             bumped = db.session.execute(
                 sa.update(Run).where(Run.id == queued.id, Run.state == QUEUED)
-                .values(coalesced=Run.coalesced + 1))
+                .values(coalesced=Run.coalesced + 1, not_before=None))
             db.session.commit()
             if bumped.rowcount == 1:
                 db.session.refresh(queued)
@@ -114,14 +117,37 @@ def request_sync(project, trigger):
     raise Conflict(f"Project {project.name!r} is being triggered too often; try again.")
 
 
+def retry_delay(attempt, base, cap, rng=random):
+    """Seconds before try number ``attempt + 1``: exponential, jittered to 50-100%, capped."""
+    return min(cap, base * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.0)
+
+
+def queue_retry(run, delay):
+    """Queue the next try of a failed run after ``delay`` seconds; returns it, or None when a
+    run is already queued for the project (that one will pull anyway)."""
+    retry = Run(project_id=run.project_id, trigger=Trigger.RETRY.value, state=QUEUED, created_at=now(),
+                attempt=run.attempt + 1, retry_of=run.id,
+                not_before=now() + datetime.timedelta(seconds=delay))
+    db.session.add(retry)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return None
+    log.info("run %s of %s: retry %s queued for %s", run.id, run.project.name, retry.id,
+             retry.not_before.isoformat())
+    return retry
+
+
 def claim_queued_runs(limit):
     """Move up to ``limit`` queued runs of idle projects to syncing and return them, oldest first."""
     if limit <= 0:
         return []
     busy = sa.select(Run.project_id).where(Run.state.in_(ACTIVE_VALUES))
+    due = sa.or_(Run.not_before.is_(None), Run.not_before <= now())
     candidates = db.session.execute(
         sa.select(Run).join(Project).where(Run.state == QUEUED, Project.enabled.is_(True),
-                                           Run.project_id.not_in(busy))
+                                           Run.project_id.not_in(busy), due)
         .order_by(Run.id).limit(limit)).scalars().all()
     claimed = []
     for run in candidates:

@@ -2,12 +2,14 @@
 
 import logging
 
+import sqlalchemy as sa
 from flask import current_app
 
-from common.rsync import RsyncJob
-from common.states import RunState, Trigger
 from common import runlogs
+from common.rsync import TRANSIENT_EXIT_CODES, RsyncJob
+from common.states import RunState, Trigger
 from master.db import db
+from master.models import Run
 from master.paths import logs_root, project_tree
 from master.seams import current_seams
 from master.services import distribution, runs
@@ -50,8 +52,27 @@ def start_upstream_sync(run_id, cancel=None):
         distribution.dispatch_to_slaves(run_id, dict(outcome, warning=result.warning))
     else:
         runs.move_run(run, RunState.FAILED, error=result.error, **outcome)
+        _retry_if_transient(runs.get_run(run_id), result)
     runlogs.prune_logs(logs_root(), project.name, config["LOG_RETENTION"])
     return runs.get_run(run_id)
+
+
+def _retry_if_transient(run, result):
+    """Queue another try after a transient failure, within the project's ``retries``."""
+    project = run.project
+    if result.exit_code not in TRANSIENT_EXIT_CODES or result.timed_out:
+        return None
+    if run.attempt > project.retries or not project.enabled:
+        return None
+    config = current_app.config
+    delay = runs.retry_delay(run.attempt, config["RETRY_BASE_DELAY"], config["RETRY_MAX_DELAY"])
+    retry = runs.queue_retry(run, delay)
+    if retry is not None:
+        db.session.execute(sa.update(Run).where(Run.id == run.id).values(
+            warning=f"transient failure: retrying as run {retry.id} (attempt {retry.attempt} of "
+                    f"{project.retries + 1}) after {delay:.0f} s"))
+        db.session.commit()
+    return retry
 
 
 def recover_interrupted_runs(kill_process_group):

@@ -37,6 +37,10 @@ def test_reconcile_adds_changes_and_drops_timers(app, client, admin, make_projec
     fire = keeper.scheduled()[hourly]
     assert (fire.hour, fire.minute) == (2, 30)
 
+    client.patch("/api/v1/projects/hourly", json={"splay": 120}, headers=admin)
+    keeper.reconcile()
+    assert keeper.scheduler.get_job(f"project-{hourly}").trigger.jitter == 120
+
     client.patch("/api/v1/projects/hourly", json={"enabled": False}, headers=admin)
     keeper.reconcile()
     assert keeper.scheduled() == {}
