@@ -59,8 +59,8 @@ def _stat_value(key, value):
     return _show(value)
 
 
-def describe_run(run):
-    """Several lines describing one run: state, times, stats and one line per slave."""
+def describe_run(run, list_slaves=True):
+    """Several lines describing one run: state, times, stats and, unless told not to, one line per slave."""
     lines = [
         f"run {run.get('id')} of project {run.get('project')} ({_show(run.get('trigger'))} trigger)",
         f"  state:     {run.get('state')}",
@@ -81,10 +81,51 @@ def describe_run(run):
         lines += [f"    {key:<{width}}  {_stat_value(key, stats[key])}" for key in sorted(stats)]
     slaves = run.get("slaves") or []
     lines.append(f"  slaves:    {len(slaves) if slaves else 'none'}")
-    for slave in slaves:
+    for slave in slaves if list_slaves else ():
         detail = f" ({slave['error']})" if slave.get("error") else ""
         lines.append(f"    {slave.get('slave')}: {slave.get('state')}{detail}")
     return "\n".join(lines)
+
+
+def _clock(value):
+    """An API timestamp as 'HH:MM:SS' UTC, or '-'."""
+    moment = parse_time(value)
+    return moment.astimezone(timezone.utc).strftime("%H:%M:%S") if moment else "-"
+
+
+def _slave_duration(entry):
+    started, finished = parse_time(entry.get("started_at")), parse_time(entry.get("finished_at"))
+    if started is None or finished is None:
+        return None
+    return (finished - started).total_seconds()
+
+
+def slave_table(run):
+    """A fixed-width table of the run's per-slave results, one slave a row; times in UTC."""
+    headers = ("SLAVE", "STATE", "STARTED UTC", "FINISHED UTC", "DURATION", "TRANSFERRED", "EXIT", "ERROR")
+    rows = [
+        (
+            entry.get("slave"),
+            entry.get("state"),
+            _clock(entry.get("started_at")),
+            _clock(entry.get("finished_at")),
+            human_duration(_slave_duration(entry)),
+            (entry.get("stats") or {}).get("files_transferred"),
+            entry.get("exit_code"),
+            entry.get("error"),
+        )
+        for entry in run.get("slaves") or []
+    ]
+    return _table(headers, rows)
+
+
+def _table(headers, rows):
+    rows = [tuple(_show(cell) for cell in row) for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+        for row in [headers, *rows]
+    )
 
 
 def describe_project(project):
@@ -123,9 +164,4 @@ def project_table(projects):
         )
         for project in projects
     ]
-    rows = [tuple(_show(cell) for cell in row) for row in rows]
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-        for row in [headers, *rows]
-    )
+    return _table(headers, rows)

@@ -145,15 +145,53 @@ def test_unreachable_master_is_one_clear_line():
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.slow
-def test_demo_once_syncs_and_cleans_up(tmp_path):
-    demo_dir = tmp_path / "demo"
-    result = run_example("demo.py", "--once", "--dir", str(demo_dir), timeout=180)
-    out = ok(result)
-    assert "state:     success" in out
-    assert f"synced tree: {demo_dir / 'data' / 'demo'}" in out
-    assert (demo_dir / "data" / "demo" / "small.txt").is_file()
+def processes_mentioning(text):
+    """Pids of live processes whose command line or environment contains ``text`` (Linux /proc)."""
+    needle = text.encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                argv = cmdline.read()
+            with open(f"/proc/{entry.name}/environ", "rb") as environ:
+                env = environ.read()
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if needle in argv or needle in env:
+            found.append(int(entry.name))
+    return found
 
-    master_url = re.search(r"master is up at (http://\S+)", out).group(1)
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"{master_url}/healthz", timeout=2)
+
+@pytest.mark.slow
+def test_demo_once_shows_an_upstream_change_reaching_both_slaves_and_cleans_up(tmp_path):
+    demo_dir = tmp_path / "demo"
+    out = ok(run_example("demo.py", "--once", "--dir", str(demo_dir), timeout=90))
+
+    slaves = ("mirror1", "mirror2")
+    for name in slaves:
+        assert re.search(rf"^  {name}: online, ", out, re.MULTILINE), out
+    runs = re.findall(r"^run (\d+) of project demo .*\n  state:     (\w+)$", out, re.MULTILINE)
+    assert [state for _, state in runs] == ["success", "success"], out
+    second_run = runs[1][0]
+    for name in slaves:
+        # One row per run in the per-slave results tables.
+        assert len(re.findall(rf"^  {name}\s+success\s+\d\d:\d\d:\d\d\s", out, re.MULTILINE)) == 2, out
+        assert f"    => the change reached {name}\n" in out
+        assert f"  {name}: fresh at run {second_run} " in out
+
+    news = re.search(r"^changed the upstream: added (NEWS-\S+\.txt), deleted (\S+), modified", out, re.MULTILINE)
+    for name in slaves:
+        tree = demo_dir / name / "public" / "demo"
+        assert f"  {name:<8} {tree}\n" in out
+        assert (tree / news.group(1)).is_file()
+        assert not (tree / news.group(2)).exists()
+    assert f"  master   {demo_dir / 'data' / 'demo'}\n" in out
+
+    urls = re.findall(r"(?:master|slave \w+) is up at (http://\S+)", out)
+    assert len(urls) == 3, out
+    for url in urls:
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/healthz", timeout=2)
+    assert processes_mentioning(str(demo_dir)) == [], "the demo left processes behind"
