@@ -16,14 +16,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# What a mirror needs: an exact copy (--archive --hard-links --delete), switched over
-# at the end so readers never see half a tree (--delay-updates), no symlink that
-# points out of the tree (--safe-links), owners kept as numbers (--numeric-ids), and
-# a --stats block with plain digits that parse_stats can read (--no-human-readable).
+# What a mirror needs: an exact copy (--archive --hard-links --delete-delay), switched
+# over at the end so readers never see half a tree (--delay-updates; --delete-delay
+# removes files only once the transfer completed, so a pull that dies midway, from a
+# full disk or a kill, leaves every old file in place), no symlink that points out of
+# the tree (--safe-links), owners kept as numbers (--numeric-ids), and a --stats
+# block with plain digits that parse_stats can read (--no-human-readable).
 DEFAULT_OPTIONS = (
     "--archive",
     "--hard-links",
-    "--delete",
+    "--delete-delay",
     "--delay-updates",
     "--safe-links",
     "--numeric-ids",

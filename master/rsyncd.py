@@ -9,8 +9,10 @@ live as soon as the files are rewritten: no restart needed.
 import ipaddress
 import logging
 import os
+import signal
 import tempfile
 import threading
+import time
 
 import sqlalchemy as sa
 from flask import current_app
@@ -130,9 +132,38 @@ class RsyncDaemonManager:
         self._thread = None
         self._log = None
 
+    def _pid_path(self):
+        return os.path.join(state_dir(self.app.config["DATA_DIR"]), "rsyncd.pid")
+
+    def _end_leftover(self):
+        """A master killed with SIGKILL leaves its daemon behind, holding the port: end it.
+
+        Only a process that is an rsync daemon on this DATA_DIR's config is touched.
+        """
+        config_path, _ = config_paths(self.app.config["DATA_DIR"])
+        try:
+            with open(self._pid_path()) as pid_file:
+                pid = int(pid_file.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if b"--daemon" not in argv or f"--config={config_path}".encode() not in argv:
+            return
+        log.warning("ending the rsync daemon (pid %s) a previous master left running", pid)
+        try:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+                time.sleep(0.05)
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
     def start(self):
         with self.app.app_context():
             write_config()
+        self._end_leftover()
         self._spawn()
         self._thread = threading.Thread(target=self._watch, name="rsyncd", daemon=True)
         self._thread.start()
@@ -144,6 +175,8 @@ class RsyncDaemonManager:
             self._log = open(os.path.join(state_dir(config["DATA_DIR"]), "rsyncd.out"), "ab")
         self.process = rsync.start_daemon(config_path, config["RSYNCD_PORT"], bind_address(config),
                                           config["RSYNC_BINARY"], log_file=self._log)
+        with open(self._pid_path(), "w") as pid_file:
+            pid_file.write(str(self.process.pid))
         log.info("rsync daemon started on port %s (pid %s)", config["RSYNCD_PORT"], self.process.pid)
 
     def _watch(self):

@@ -61,3 +61,28 @@ def test_the_daemon_serves_enrolled_slaves_only_and_is_restarted_when_it_dies(ma
     api.delete("/api/v1/slaves/probe")
     wait_for(lambda: not pull_from_master(master, credentials, "served", tmp_path / "gone").ok, 10,
              interval=0.2, message="a deleted slave to be locked out of the daemon")
+
+
+def test_a_master_killed_with_sigkill_leaves_no_daemon_in_the_way_of_its_restart(master_factory, tmp_path, upstream):
+    from tests.integration.conftest import ApiClient
+    from tests.support.processes import free_port
+    env = {"MIRRORSYNC_JOIN_TOKEN": DEFAULT_JOIN_TOKEN, "MIRRORSYNC_RSYNCD_PORT": str(free_port())}
+    master = master_factory(tmp_path / "data", extra_env=env)
+    credentials = requests.post(master.url + "/api/v1/slaves/register", timeout=5,
+                                json={"name": "probe", "url": "http://127.0.0.1:9"},
+                                headers={"Authorization": f"Bearer {DEFAULT_JOIN_TOKEN}"}).json()
+    api = ApiClient(master.url, master.admin_token)
+    api.post("/api/v1/projects", json={"name": "served", "upstream": upstream.url})
+    wait_run_finished(master.url, master.admin_token, api.post("/api/v1/projects/served/syncs").json()["id"])
+    [old_daemon] = wait_for(lambda: daemon_children(master.pid), 10, message="the managed rsync daemon")
+    master.kill9(whole_session=False)  # only the master: its daemon lives on, holding the port
+    assert os.path.exists(f"/proc/{old_daemon}")
+
+    master = master_factory(tmp_path / "data", extra_env=env)
+    wait_for(lambda: not os.path.exists(f"/proc/{old_daemon}") or
+             open(f"/proc/{old_daemon}/stat").read().split()[2] == "Z", 15,
+             message="the leftover daemon to be ended")
+    wait_for(lambda: (r := pull_from_master(master, credentials, "served", tmp_path / "after")).ok and r,
+                      15, interval=0.2, message="a pull from the restarted master's daemon")
+    assert_trees_equal(upstream.tree, tmp_path / "after")
+    assert "a previous master left running" in master.log_text()

@@ -11,7 +11,7 @@ def test_mirroring_defaults_come_first():
     argv = build_command(RsyncJob(SOURCE, "/srv/debian"))
     assert argv[0] == "rsync"
     assert argv[1:1 + len(DEFAULT_OPTIONS)] == list(DEFAULT_OPTIONS)
-    for option in ("--archive", "--hard-links", "--delete", "--delay-updates", "--safe-links",
+    for option in ("--archive", "--hard-links", "--delete-delay", "--delay-updates", "--safe-links",
                    "--numeric-ids", "--stats", "--no-human-readable"):
         assert option in DEFAULT_OPTIONS
 
