@@ -50,6 +50,17 @@ class Conflict(MirrorSyncError):
     code = "conflict"
 
 
+class UnsupportedMediaType(MirrorSyncError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class NotEnrolled(MirrorSyncError):
+    """A slave was called before it enrolled with the master."""
+    status = 503
+    code = "not_enrolled"
+
+
 class Gone(MirrorSyncError):
     status = 410
     code = "gone"

@@ -4,7 +4,7 @@ from marshmallow import Schema, fields, validate
 
 from common.validation import (public_rsync_url, validate_pattern, validate_rsync_option, validate_rsync_url,
                                validate_secret, validate_slug)
-from common.wire import PUBLISH_MODES
+from common.wire import PUBLISH_MODES, StatsSchema
 from master.schedules import validate_crontab
 
 MAX_TIMEOUT = 30 * 86400
@@ -60,16 +60,6 @@ class ProjectPatchSchema(ProjectSchema):
         exclude = ("name",)
 
 
-class RunStatsSchema(Schema):
-    files_total = fields.Integer(allow_none=True)
-    files_created = fields.Integer(allow_none=True)
-    files_deleted = fields.Integer(allow_none=True)
-    files_transferred = fields.Integer(allow_none=True)
-    total_size = fields.Integer(allow_none=True)
-    bytes_sent = fields.Integer(allow_none=True)
-    bytes_received = fields.Integer(allow_none=True)
-
-
 class SlaveRunSchema(Schema):
     slave = fields.String()
     state = fields.String()
@@ -79,7 +69,7 @@ class SlaveRunSchema(Schema):
     finished_at = fields.DateTime()
     exit_code = fields.Integer(allow_none=True)
     error = fields.String(allow_none=True)
-    stats = fields.Nested(RunStatsSchema, allow_none=True)
+    stats = fields.Nested(StatsSchema, allow_none=True)
 
 
 class RunSchema(Schema):
@@ -101,7 +91,7 @@ class RunSchema(Schema):
     exit_code = fields.Integer(dump_only=True, allow_none=True)
     error = fields.String(dump_only=True, allow_none=True)
     warning = fields.String(dump_only=True, allow_none=True)
-    stats = fields.Nested(RunStatsSchema, dump_only=True, allow_none=True)
+    stats = fields.Nested(StatsSchema, dump_only=True, allow_none=True)
     slaves = fields.List(fields.Nested(SlaveRunSchema), dump_only=True, dump_default=list)
 
     def _duration(self, run):

@@ -11,7 +11,8 @@ from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from common.errors import BadRequest, ConfigError, MirrorSyncError, NotFound, Unauthorized, ValidationFailed
+from common.errors import (BadRequest, ConfigError, MirrorSyncError, NotEnrolled, NotFound, Unauthorized,
+                           UnsupportedMediaType, ValidationFailed)
 from common.signing import SignatureError, verify_signature
 from common.wire import order_schema
 from slave.syncs import public_record
@@ -19,16 +20,6 @@ from slave.syncs import public_record
 log = logging.getLogger(__name__)
 
 blp = Blueprint("slave_api", __name__)
-
-
-class NotEnrolled(MirrorSyncError):
-    status = 503
-    code = "not_enrolled"
-
-
-class UnsupportedMediaType(MirrorSyncError):
-    status = 415
-    code = "unsupported_media_type"
 
 
 def _services():

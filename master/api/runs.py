@@ -3,8 +3,6 @@
 from flask import Response
 from flask.views import MethodView
 
-from common.errors import Gone
-from common import runlogs
 from master.api import ApiBlueprint
 from master.auth import authorize_request
 from master.schemas import MAX_ID, LogArgs, RunSchema
