@@ -265,6 +265,26 @@ def start_scheduler(data_dir, admin_token=DEFAULT_ADMIN_TOKEN, extra_env=None,
 DEFAULT_JOIN_TOKEN = "test-join-token"
 
 
+def slave_env(root, name, master_url, port, join_token=DEFAULT_JOIN_TOKEN, extra_env=None):
+    """The environment of a slave with PUBLIC_DIR and STATE_DIR under ``root``, fast timers."""
+    root = Path(root)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MIRRORSYNC_")}
+    env.update(
+        PYTHONUNBUFFERED="1",
+        MIRRORSYNC_MASTER_URL=master_url,
+        MIRRORSYNC_JOIN_TOKEN=join_token,
+        MIRRORSYNC_SLAVE_NAME=name,
+        MIRRORSYNC_API_HOST="127.0.0.1",
+        MIRRORSYNC_API_PORT=str(port),
+        MIRRORSYNC_PUBLIC_DIR=str(root / "public"),
+        MIRRORSYNC_STATE_DIR=str(root / "state"),
+        MIRRORSYNC_HEARTBEAT_INTERVAL="0.3",
+        MIRRORSYNC_REPORT_RETRY_MAX="0.5",
+    )
+    env.update({key: str(value) for key, value in (extra_env or {}).items()})
+    return env
+
+
 class SlaveProcess(ServiceProcess):
     """``python -m slave`` with its own PUBLIC_DIR and STATE_DIR under ``root``."""
 
@@ -275,22 +295,8 @@ class SlaveProcess(ServiceProcess):
         self.url = f"http://127.0.0.1:{self.port}"
         self.public_dir = self.root / "public"
         self.state_dir = self.root / "state"
-        env = {key: value for key, value in os.environ.items() if not key.startswith("MIRRORSYNC_")}
-        env.update(
-            PYTHONUNBUFFERED="1",
-            MIRRORSYNC_MASTER_URL=master_url,
-            MIRRORSYNC_JOIN_TOKEN=join_token,
-            MIRRORSYNC_SLAVE_NAME=name,
-            MIRRORSYNC_API_HOST="127.0.0.1",
-            MIRRORSYNC_API_PORT=str(self.port),
-            MIRRORSYNC_PUBLIC_DIR=str(self.public_dir),
-            MIRRORSYNC_STATE_DIR=str(self.state_dir),
-            MIRRORSYNC_HEARTBEAT_INTERVAL="0.3",
-            MIRRORSYNC_REPORT_RETRY_MAX="0.5",
-        )
-        env.update({key: str(value) for key, value in (extra_env or {}).items()})
-        self.env = env
-        super().__init__([sys.executable, "-m", "slave"], env, _log_dir_for(self.root, log_dir), name=name)
+        self.env = slave_env(self.root, name, master_url, self.port, join_token, extra_env)
+        super().__init__([sys.executable, "-m", "slave"], self.env, _log_dir_for(self.root, log_dir), name=name)
 
     def tree(self, project):
         return self.public_dir / project
