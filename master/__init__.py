@@ -44,6 +44,10 @@ def create_app(test_config=None):
         API_TITLE="mirror-sync master",
         API_VERSION="v1",
         OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
         JSON_SORT_KEYS=False,
     )
     app.extensions["mirrorsync"] = Seams(

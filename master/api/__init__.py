@@ -92,6 +92,7 @@ def register_api(app):
     from master.api import health, projects, runs, slaves, status
 
     api.init_app(app)
+    api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     app.register_error_handler(MirrorSyncError, handle_domain_error)
     for blueprint in (projects.blp, runs.blp, status.blp, slaves.channel, slaves.blp):
         api.register_blueprint(blueprint, url_prefix="/api/v1")
