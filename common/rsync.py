@@ -6,6 +6,7 @@ through ``RSYNC_PASSWORD`` in its environment only: never argv, never a log line
 
 import collections
 import dataclasses
+import logging
 import os
 import re
 import shlex
@@ -108,11 +109,15 @@ class RsyncResult:
     stats: RsyncStats
 
 
-def build_command(job, binary="rsync"):
-    """The argv list for ``job``: defaults, job options, excludes, then ``--`` and the two paths."""
+def build_command(job, binary="rsync", progress=False):
+    """The argv list for ``job``: defaults, job options, excludes, then ``--`` and the two paths.
+
+    With ``progress``, rsync also prints whole-transfer progress (``--info=progress2``).
+    """
     return [
         binary,
         *DEFAULT_OPTIONS,
+        *(("--info=progress2",) if progress else ()),
         *job.options,
         *(f"--exclude={pattern}" for pattern in job.excludes),
         # rsync 3.x stops option parsing at "--", so a path can never be read as a flag.
@@ -215,14 +220,14 @@ class RsyncRunner:
         self.kill_grace = kill_grace
 
     def run(self, job, log_path, on_spawn: Callable[[int], None] | None = None,
-            cancel: threading.Event | None = None):
+            cancel: threading.Event | None = None, on_progress: Callable[[dict], None] | None = None):
         """Run ``job``, appending its output to ``log_path``; rsync failures come back in the result.
 
         ``on_spawn(pid)`` is called as soon as rsync started (its pid is also its process
         group). Setting ``cancel`` or passing ``job.timeout`` ends rsync's whole process group.
         Raises OSError only when ``log_path`` cannot be written.
         """
-        argv = build_command(job, self.binary)
+        argv = build_command(job, self.binary, progress=on_progress is not None)
         log = _RunLog(log_path)
         try:
             log.write(f"$ {shlex.join(argv)}")
@@ -245,13 +250,13 @@ class RsyncRunner:
                 return log.finish(_not_started(f"rsync binary {self.binary!r} not found"))
             except OSError as exc:
                 return log.finish(_not_started(f"rsync binary {self.binary!r} could not be started: {exc.strerror}"))
-            return log.finish(self._supervise(process, job, log, on_spawn, cancel))
+            return log.finish(self._supervise(process, job, log, on_spawn, cancel, on_progress))
         finally:
             log.close()
 
-    def _supervise(self, process, job, log, on_spawn, cancel):
+    def _supervise(self, process, job, log, on_spawn, cancel, on_progress=None):
         tail = _OutputTail()
-        reader = threading.Thread(target=_copy_output, args=(process.stdout, log, tail),
+        reader = threading.Thread(target=_copy_output, args=(process.stdout, log, tail, on_progress),
                                   name=f"rsync-output-{process.pid}", daemon=True)
         reader.start()
         stop_reason = None
@@ -358,12 +363,64 @@ class _OutputTail:
         return "\n".join([*self._errors.values(), *self._lines])
 
 
-def _copy_output(stream, log, tail):
+# "  1234567  45%  12.34MB/s  0:00:05 (xfr#3, to-chk=10/20)", one per \r, from --info=progress2.
+_PROGRESS = re.compile(r"^\s*([\d,]+)\s+(\d+)%\s+(\S+/s)\s+(\d+:\d\d:\d\d)"
+                       r"(?:\s+\(xfr#(\d+), (?:ir|to)-chk=(\d+)/(\d+)\))?\s*$")
+PROGRESS_EVERY = 1.0  # seconds between two progress callbacks
+
+
+def parse_progress(line):
+    """A progress2 line as a dict (bytes, percent, rate, eta, files_transferred), or None."""
+    match = _PROGRESS.match(line)
+    if match is None:
+        return None
+    done, percent, rate, eta, transferred, to_check, total = match.groups()
+    progress = {"bytes": int(done.replace(",", "")), "percent": int(percent), "rate": rate, "eta": eta}
+    if transferred is not None:
+        progress.update(files_transferred=int(transferred), files_to_check=int(to_check),
+                        files_total=int(total))
+    return progress
+
+
+def _output_lines(stream):
+    """rsync's output split on newlines and on the carriage returns progress lines end with."""
+    pending = b""
+    for chunk in iter(lambda: stream.read1(65536), b""):
+        parts = re.split(rb"[\r\n]", pending + chunk)
+        pending = parts.pop()
+        yield from parts
+    if pending:
+        yield pending
+
+
+def _copy_output(stream, log, tail, on_progress=None):
+    last_report = 0.0
+    latest = None
     with stream:
-        for raw in stream:
-            line = raw.decode("utf-8", "backslashreplace").rstrip("\r\n")
+        for raw in _output_lines(stream):
+            line = raw.decode("utf-8", "backslashreplace")
+            progress = parse_progress(line) if on_progress is not None else None
+            if progress is not None:
+                # Progress goes to the run, not the log: a long pull prints thousands of these.
+                latest = progress
+                if time.monotonic() - last_report >= PROGRESS_EVERY:
+                    last_report = time.monotonic()
+                    _report_progress(on_progress, progress)
+                continue
+            if not line:
+                continue
             tail.add(line)
             log.write(line, from_output=True)
+    if latest is not None:
+        _report_progress(on_progress, latest)
+
+
+def _report_progress(on_progress, progress):
+    # Progress is a nicety: a failing callback must never stop the log and the stats.
+    try:
+        on_progress(progress)
+    except Exception:
+        logging.getLogger(__name__).exception("progress callback failed")
 
 
 def _child_environment(password):

@@ -79,6 +79,8 @@ class Run(db.Model):
     error = sa.Column(sa.Text)
     warning = sa.Column(sa.Text)
     stats = sa.Column(sa.JSON)
+    # Latest whole-transfer progress of the upstream pull (bytes, percent, rate, eta).
+    progress = sa.Column(sa.JSON)
     # Process group of the running rsync, so a restarted executor can end an orphan.
     pid = sa.Column(sa.Integer)
 

@@ -92,6 +92,8 @@ class RunSchema(Schema):
     error = fields.String(dump_only=True, allow_none=True)
     warning = fields.String(dump_only=True, allow_none=True)
     stats = fields.Nested(StatsSchema, dump_only=True, allow_none=True)
+    progress = fields.Dict(dump_only=True, allow_none=True, metadata={
+        "description": "latest progress of the upstream pull: bytes, percent, rate, eta, files"})
     slaves = fields.List(fields.Nested(SlaveRunSchema), dump_only=True, dump_default=list)
 
     def _duration(self, run):

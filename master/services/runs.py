@@ -158,6 +158,12 @@ def claim_queued_runs(limit):
     return claimed
 
 
+def record_progress(run_id, progress):
+    db.session.execute(sa.update(Run).where(Run.id == run_id, Run.state == RunState.SYNCING.value)
+                       .values(progress=progress))
+    db.session.commit()
+
+
 def record_pid(run_id, pid):
     db.session.execute(sa.update(Run).where(Run.id == run_id).values(pid=pid))
     db.session.commit()

@@ -23,6 +23,16 @@ def upstream_job(project):
                     password=project.upstream_password, timeout=project.timeout)
 
 
+def _progress_recorder(run_id):
+    """A progress callback for the runner, which calls it from its own output thread."""
+    app = current_app._get_current_object()
+
+    def record(progress):
+        with app.app_context():
+            runs.record_progress(run_id, progress)
+    return record
+
+
 def start_upstream_sync(run_id, cancel=None):
     """Pull the project of a syncing run from its upstream and finish the run.
 
@@ -35,7 +45,8 @@ def start_upstream_sync(run_id, cancel=None):
     path = runlogs.log_path(logs_root(), project.name, run.id)
     try:
         result = current_seams().rsync_runner.run(
-            upstream_job(project), path, on_spawn=lambda pid: runs.record_pid(run_id, pid), cancel=cancel)
+            upstream_job(project), path, on_spawn=lambda pid: runs.record_pid(run_id, pid), cancel=cancel,
+            on_progress=_progress_recorder(run_id))
     except Exception as error:  # a bug must not leave the run syncing forever
         log.exception("run %s of %s: the rsync runner failed", run_id, project.name)
         db.session.rollback()

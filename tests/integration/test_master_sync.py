@@ -27,7 +27,7 @@ def sync(api, master, name, timeout=30):
 
 
 def rsync_processes():
-    """pid -> argv of every rsync process on the machine."""
+    """pid -> argv of every rsync client process on the machine (daemons left out)."""
     found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -35,7 +35,7 @@ def rsync_processes():
                 argv = cmdline.read().split(b"\0")
         except OSError:
             continue
-        if argv and os.path.basename(argv[0]).startswith(b"rsync"):
+        if argv and os.path.basename(argv[0]).startswith(b"rsync") and b"--daemon" not in argv:
             found[int(pid)] = argv
     return found
 
@@ -156,6 +156,9 @@ def test_sigterm_interrupts_the_pull_and_a_restart_resumes_it(master_factory, tm
         run = api.post("/api/v1/projects/resume/syncs").json()
         wait_for(lambda: api.get(f"/api/v1/runs/{run['id']}").json()["state"] == "syncing", 10,
                  message="the run to start syncing")
+        # A long pull shows how far it got.
+        wait_for(lambda: (api.get(f"/api/v1/runs/{run['id']}").json()["progress"] or {}).get("bytes", 0) > 0,
+                 10, message="progress of the running pull")
         os.kill(master.pid, signal.SIGTERM)
         wait_for(lambda: not master.is_running(), 20, message="the master to exit after SIGTERM")
         wait_for(lambda: not rsync_of(data_dir), 10, message="the interrupted rsync to be gone")

@@ -31,7 +31,7 @@ class FakeRsyncRunner:
     def wait_started(self, timeout=5):
         return self.started.acquire(timeout=timeout)
 
-    def run(self, job, log_path, on_spawn=None, cancel=None):
+    def run(self, job, log_path, on_spawn=None, cancel=None, on_progress=None):
         with self._lock:
             self.jobs.append(job)
             code = self.exit_codes.pop(0) if len(self.exit_codes) > 1 else self.exit_codes[0]
@@ -43,6 +43,12 @@ class FakeRsyncRunner:
                 log.write(f"fake rsync {job.source} -> {job.destination}\n")
             if on_spawn:
                 on_spawn(os.getpid())
+            if on_progress:
+                # Like the real runner, progress arrives from another thread than the caller's.
+                reporter = threading.Thread(target=on_progress, args=(
+                    {"bytes": 50, "percent": 50, "rate": "1.00kB/s", "eta": "0:00:01"},))
+                reporter.start()
+                reporter.join()
             self.started.release()
             if self.hold:
                 while not self._release.wait(0.02):

@@ -248,3 +248,17 @@ def test_run_history_is_paginated_newest_first(app, client, admin, make_project)
     assert [run["id"] for run in page] == ids[::-1][:2]
     older = client.get(f"/api/v1/projects/debian/runs?limit=2&before={page[-1]['id']}", headers=admin).json
     assert [run["id"] for run in older] == ids[::-1][2:4]
+
+
+def test_a_syncing_run_shows_the_progress_of_its_pull(app, client, admin, make_project, fake_rsync):
+    fake_rsync.hold = True
+    make_project()
+    run = trigger(client, admin)
+    executor = Executor(app)
+    executor._claim_and_start()
+    assert fake_rsync.wait_started()
+    syncing = get_run(client, admin, run["id"])
+    assert syncing["state"] == "syncing"
+    assert syncing["progress"] == {"bytes": 50, "percent": 50, "rate": "1.00kB/s", "eta": "0:00:01"}
+    fake_rsync.release()
+    executor.stop(timeout=5)

@@ -1,0 +1,68 @@
+"""Whole-transfer progress from rsync --info=progress2, kept out of the run log."""
+
+import io
+
+import pytest
+
+from common.rsync import _copy_output, _output_lines, parse_progress
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("         32768   0%    0.00kB/s    0:00:00",
+     {"bytes": 32768, "percent": 0, "rate": "0.00kB/s", "eta": "0:00:00"}),
+    ("     8,000,000 100%    2.97MB/s    0:00:02 (xfr#2, to-chk=0/3)",
+     {"bytes": 8000000, "percent": 100, "rate": "2.97MB/s", "eta": "0:00:02", "files_transferred": 2,
+      "files_to_check": 0, "files_total": 3}),
+    ("  1234  5%  1.00MB/s  1:02:03 (xfr#1, ir-chk=1000/2000)",
+     {"bytes": 1234, "percent": 5, "rate": "1.00MB/s", "eta": "1:02:03", "files_transferred": 1,
+      "files_to_check": 1000, "files_total": 2000}),
+])
+def test_progress_lines_are_parsed(line, expected):
+    assert parse_progress(line) == expected
+
+
+@pytest.mark.parametrize("line", ["Number of files: 3", "100% done", "rsync: connection refused", "",
+                                  "sent 93 bytes  received 206 bytes  598.00 bytes/sec"])
+def test_other_lines_are_not_progress(line):
+    assert parse_progress(line) is None
+
+
+def test_carriage_returns_split_progress_updates():
+    stream = io.BytesIO(b"\r  10  1%  1kB/s  0:00:09\r  20  2%  1kB/s  0:00:08\nfile.txt\nlast")
+    assert list(_output_lines(stream)) == [b"", b"  10  1%  1kB/s  0:00:09", b"  20  2%  1kB/s  0:00:08",
+                                          b"file.txt", b"last"]
+
+
+def test_progress_goes_to_the_callback_and_the_rest_to_the_log():
+    class Log:
+        lines = []
+
+        def write(self, line, from_output=False):
+            self.lines.append(line)
+
+    class Tail:
+        def add(self, line):
+            pass
+    seen = []
+    stream = io.BytesIO(b"\r  10  1%  1kB/s  0:00:09\r  20  100%  1kB/s  0:00:00\nNumber of files: 3\n")
+    _copy_output(stream, Log(), Tail(), seen.append)
+    assert Log.lines == ["Number of files: 3"]
+    assert seen[0]["bytes"] == 10 and seen[-1]["bytes"] == 20, "the first and the final update are reported"
+
+
+def test_a_failing_progress_callback_never_stops_the_log():
+    class Log:
+        lines = []
+
+        def write(self, line, from_output=False):
+            self.lines.append(line)
+
+    class Tail:
+        def add(self, line):
+            pass
+
+    def broken(progress):
+        raise RuntimeError("no database here")
+    stream = io.BytesIO(b"\r  10  1%  1kB/s  0:00:09\nNumber of files: 3\nTotal bytes sent: 9\n")
+    _copy_output(stream, Log(), Tail(), broken)
+    assert Log.lines == ["Number of files: 3", "Total bytes sent: 9"]
