@@ -40,6 +40,12 @@ class Project(db.Model):
     # Newest run whose upstream pull succeeded: the tree DATA_DIR/<name> holds,
     # which catching-up slaves get.
     tree_run_id = sa.Column(sa.Integer)
+    tree_at = sa.Column(UTCDateTime)  # when that pull finished
+    # Finished runs by final state ({"success": 12, "failed": 1}), for metrics without counting history.
+    run_totals = sa.Column(sa.JSON)
+    # Seconds and bytes of the newest finished run.
+    last_duration = sa.Column(sa.Float)
+    last_bytes = sa.Column(sa.BigInteger)
     created_at = sa.Column(UTCDateTime, nullable=False)
     updated_at = sa.Column(UTCDateTime, nullable=False)
 

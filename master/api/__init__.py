@@ -89,7 +89,7 @@ def handle_domain_error(error):
 
 
 def register_api(app):
-    from master.api import health, projects, runs, slaves, status
+    from master.api import feeds, health, projects, runs, slaves, status
 
     api.init_app(app)
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
@@ -97,3 +97,4 @@ def register_api(app):
     for blueprint in (projects.blp, runs.blp, status.blp, slaves.channel, slaves.blp):
         api.register_blueprint(blueprint, url_prefix="/api/v1")
     app.register_blueprint(health.blp)
+    app.register_blueprint(feeds.blp)

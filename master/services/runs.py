@@ -58,11 +58,15 @@ def move_run(run, state, **fields):
     # The master's tree is new once the upstream pull succeeded, whether or not slaves follow.
     if current is RunState.SYNCING and state in (RunState.DISTRIBUTING, RunState.SUCCESS):
         project_values["tree_run_id"] = run.id
+        project_values["tree_at"] = stamp
         total_size = (fields.get("stats") or {}).get("total_size")
         if total_size is not None:
             project_values["size"] = total_size
     if state in GOOD_RUN_STATES:
         project_values["last_success"] = stamp
+    if state.is_final and run.started_at is not None:
+        project_values["last_duration"] = (stamp - run.started_at).total_seconds()
+        project_values["last_bytes"] = ((fields.get("stats") or run.stats or {}).get("bytes_received"))
     # A queued follow-up that is cancelled must not hide the run still going on.
     if not (current is RunState.QUEUED and state.is_final and has_active_run(run.project_id, run.id)):
         project_values["last_state"] = state.value
@@ -72,6 +76,12 @@ def move_run(run, state, **fields):
     if result.rowcount != 1:
         db.session.rollback()
         raise StaleRun(f"run {run.id} is no longer {current.value}")
+    if state.is_final:
+        # Row-locked on PostgreSQL; SQLite serializes writers anyway.
+        totals = dict(db.session.execute(sa.select(Project.run_totals).where(
+            Project.id == run.project_id).with_for_update()).scalar() or {})
+        totals[state.value] = totals.get(state.value, 0) + 1
+        project_values["run_totals"] = totals
     if project_values:
         db.session.execute(sa.update(Project).where(Project.id == run.project_id).values(**project_values))
     db.session.commit()
