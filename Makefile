@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
-# Touched after a successful install; newer requirement files make it stale.
+# Touched after a successful install; newer requirement files or pyproject.toml make it stale.
 INSTALLED := $(VENV)/.installed
 
 .PHONY: setup test demo clean rsync
@@ -16,8 +16,9 @@ rsync:
 $(VENV_PYTHON):
 	$(PYTHON) -m venv $(VENV)
 
-$(INSTALLED): requirements.txt requirements-dev.txt | $(VENV_PYTHON)
+$(INSTALLED): requirements.txt requirements-dev.txt pyproject.toml | $(VENV_PYTHON)
 	$(VENV_PYTHON) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	$(VENV_PYTHON) -m pip install --disable-pip-version-check --no-deps -q -e .
 	touch $@
 
 test: setup

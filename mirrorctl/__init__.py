@@ -1,0 +1,1 @@
+"""mirrorctl: the command line for a mirror-sync master's REST API."""
