@@ -23,6 +23,14 @@ MAX_CONCURRENT_SYNCS = 4
 LOG_RETENTION = 100
 # A signed request older or newer than this many seconds is refused.
 SIGNATURE_MAX_AGE = 300
+# HTTPS between master and slaves. CA_BUNDLE: a PEM file of the CAs whose
+# certificates this process trusts when it calls the other side (None: the
+# system's). TLS_CERT_FILE/TLS_KEY_FILE: serve the built-in server
+# (python -m master / python -m slave) over HTTPS; under gunicorn use its
+# --certfile/--keyfile instead.
+CA_BUNDLE = None
+TLS_CERT_FILE = None
+TLS_KEY_FILE = None
 # rsync program to run (a bare name is looked up on PATH).
 RSYNC_BINARY = "rsync"
 

@@ -63,6 +63,15 @@ def _directory(name, value):
     return os.path.abspath(_text(name, value))
 
 
+def _optional_file(name, value):
+    if value is None or value == "":
+        return None
+    path = os.path.abspath(_text(name, value))
+    if not os.path.isfile(path):
+        raise ConfigError(f"{name} must name a readable file, got {value!r}")
+    return path
+
+
 def _database_url(name, value):
     if value is None or value == "":
         return None
@@ -87,6 +96,9 @@ PARSERS = {
     "RSYNCD_ADDRESS": _text,
     "RSYNCD_BIND": _optional_text,
     "SIGNATURE_MAX_AGE": _number(int, 10, 86400),
+    "CA_BUNDLE": _optional_file,
+    "TLS_CERT_FILE": _optional_file,
+    "TLS_KEY_FILE": _optional_file,
     "HEARTBEAT_TIMEOUT": _number(float, 0.1, 86400),
     "DISPATCH_WORKERS": _number(int, 1, 512),
     "DISPATCH_TIMEOUT": _number(float, 0.1, 300),
@@ -125,13 +137,28 @@ def load_settings(role, overrides=None, environ=None):
         if name in overrides:
             raw = overrides[name]
         values[name] = parse(name, raw)
+    if bool(values["TLS_CERT_FILE"]) != bool(values["TLS_KEY_FILE"]):
+        raise ConfigError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
     if values["API_PORT"] is None:
         values["API_PORT"] = ROLE_PORTS[role]
     if role == "slave":
         values["SLAVE_NAME"] = values["SLAVE_NAME"] or socket.gethostname()
-        values["SLAVE_URL"] = values["SLAVE_URL"] or f"http://{values['API_HOST']}:{values['API_PORT']}"
+        scheme = "https" if values["TLS_CERT_FILE"] else "http"
+        values["SLAVE_URL"] = values["SLAVE_URL"] or f"{scheme}://{values['API_HOST']}:{values['API_PORT']}"
     # Objects that are not settings (fakes for seams) pass through untouched.
     for name, value in overrides.items():
         if name not in PARSERS:
             values[name] = value
     return values
+
+
+def tls_verify(settings):
+    """What requests' ``verify`` should be: the configured CA bundle, or the system's CAs."""
+    return settings["CA_BUNDLE"] or True
+
+
+def tls_context(settings):
+    """The (cert, key) pair for werkzeug's built-in server, or None for plain HTTP."""
+    if settings["TLS_CERT_FILE"]:
+        return settings["TLS_CERT_FILE"], settings["TLS_KEY_FILE"]
+    return None

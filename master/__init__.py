@@ -9,7 +9,7 @@ import os
 from flask import Flask, jsonify
 
 from common.clock import SystemClock
-from common.config import load_settings
+from common.config import load_settings, tls_verify
 from common.rsync import RsyncRunner
 from master.db import db, init_database
 from master.paths import default_database_url, state_dir
@@ -53,7 +53,8 @@ def create_app(test_config=None):
     app.extensions["mirrorsync"] = Seams(
         clock=clock, rsync_runner=runner or RsyncRunner(binary=settings["RSYNC_BINARY"]),
         slave_client=slave_client or SlaveClient(workers=settings["DISPATCH_WORKERS"],
-                                                 timeout=settings["DISPATCH_TIMEOUT"]))
+                                                 timeout=settings["DISPATCH_TIMEOUT"],
+                                                 verify=tls_verify(settings)))
 
     db.init_app(app)
     from master.api import register_api

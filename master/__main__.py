@@ -9,6 +9,7 @@ import threading
 import click
 from werkzeug.serving import make_server
 
+from common.config import tls_context
 from common.errors import ConfigError, MirrorSyncError
 from common.states import Role
 
@@ -51,7 +52,8 @@ def serve():
         service.stop()
         raise click.ClickException(f"RSYNC_BINARY: cannot start the rsync daemon: {error.strerror}")
     try:
-        server = make_server(app.config["API_HOST"], app.config["API_PORT"], app, threaded=True)
+        server = make_server(app.config["API_HOST"], app.config["API_PORT"], app, threaded=True,
+                             ssl_context=tls_context(app.config))
     except OSError as error:
         service.stop()
         daemon.stop()
@@ -61,7 +63,8 @@ def serve():
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="api", daemon=True)
     thread.start()
-    log.info("master API listening on http://%s:%s", app.config["API_HOST"], app.config["API_PORT"])
+    scheme = "https" if tls_context(app.config) else "http"
+    log.info("master API listening on %s://%s:%s", scheme, app.config["API_HOST"], app.config["API_PORT"])
     wait_for_signal()
     server.shutdown()
     server.server_close()

@@ -14,7 +14,7 @@ from flask import Flask
 from marshmallow import ValidationError
 
 from common.clock import SystemClock
-from common.config import load_settings
+from common.config import load_settings, tls_verify
 from common.errors import ConfigError
 from common.rsync import RsyncRunner
 from common.signing import SqliteNonceStore
@@ -145,7 +145,7 @@ def create_app(test_config=None):
     services = SlaveServices(
         settings, clock,
         runner or RsyncRunner(binary=settings["RSYNC_BINARY"]),
-        client or MasterClient(settings["MASTER_URL"], settings["JOIN_TOKEN"]))
+        client or MasterClient(settings["MASTER_URL"], settings["JOIN_TOKEN"], verify=tls_verify(settings)))
     if services.credentials.load() is None and not settings["JOIN_TOKEN"]:
         raise ConfigError("JOIN_TOKEN must be set: this slave is not enrolled yet "
                           f"(no {services.credentials.path})")

@@ -11,6 +11,7 @@ import threading
 
 from werkzeug.serving import make_server
 
+from common.config import tls_context
 from common.errors import ConfigError
 from slave.master_client import EnrollmentRefused
 
@@ -48,7 +49,8 @@ def main():
         return 0
 
     try:
-        server = make_server(config["API_HOST"], config["API_PORT"], app, threaded=True)
+        server = make_server(config["API_HOST"], config["API_PORT"], app, threaded=True,
+                             ssl_context=tls_context(config))
     except OSError as error:
         services.stop()
         return fail(f"API_PORT: cannot listen on {config['API_HOST']}:{config['API_PORT']}: {error.strerror}", 2)
@@ -56,7 +58,8 @@ def main():
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="api", daemon=True).start()
     services.start_background()
-    log.info("slave %s listening on http://%s:%s", credentials.name, config["API_HOST"], config["API_PORT"])
+    log.info("slave %s listening on %s://%s:%s", credentials.name, "https" if tls_context(config) else "http",
+             config["API_HOST"], config["API_PORT"])
 
     while not stop.wait(3600):
         pass

@@ -28,10 +28,11 @@ class EnrollmentRefused(Exception):
 class MasterClient:
     """Calls the master's API over HTTP; safe to share between threads."""
 
-    def __init__(self, master_url, join_token=None, timeout=TIMEOUT):
+    def __init__(self, master_url, join_token=None, timeout=TIMEOUT, verify=True):
         self.master_url = master_url.rstrip("/")
         self.join_token = join_token
         self.timeout = timeout
+        self.verify = verify  # a CA bundle path, or True for the system's CAs
         self._local = threading.local()
 
     def register(self, name, url):
@@ -85,7 +86,7 @@ class MasterClient:
     def _post(self, path, body, headers=None, auth=None):
         try:
             return self._session().post(f"{self.master_url}{path}", json=body, headers=headers, auth=auth,
-                                        timeout=self.timeout)
+                                        timeout=self.timeout, verify=self.verify)
         except requests.RequestException as error:
             raise MasterUnavailable(f"cannot reach the master at {self.master_url}: "
                                     f"{type(error).__name__}") from None

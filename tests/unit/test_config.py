@@ -28,6 +28,8 @@ def test_environment_overrides_defaults_and_overrides_win():
     ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be one of"),
     ("DATABASE_URL", "mysql://x", "DATABASE_URL must be"),
     ("MASTER_URL", "ftp://x", "MASTER_URL must be"),
+    ("CA_BUNDLE", "/no/such/ca.pem", "CA_BUNDLE must name a readable file"),
+    ("TLS_CERT_FILE", __file__, "TLS_CERT_FILE and TLS_KEY_FILE must be set together"),
 ])
 def test_a_bad_setting_names_itself(name, value, words):
     with pytest.raises(ConfigError, match=words):
