@@ -77,6 +77,7 @@ class Run(db.Model):
     # waits in the queue until ``not_before``.
     attempt = sa.Column(sa.Integer, nullable=False, default=1)
     retry_of = sa.Column(sa.Integer)
+    retried_by = sa.Column(sa.Integer)  # the run that tries again after this one failed
     not_before = sa.Column(UTCDateTime)
     created_at = sa.Column(UTCDateTime, nullable=False)
     started_at = sa.Column(UTCDateTime)

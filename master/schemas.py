@@ -82,6 +82,8 @@ class RunSchema(Schema):
     attempt = fields.Integer(dump_only=True, metadata={"description": "1 for a first try, then 2, 3..."})
     retry_of = fields.Integer(dump_only=True, allow_none=True, metadata={
         "description": "the run this one retries"})
+    retried_by = fields.Integer(dump_only=True, allow_none=True, metadata={
+        "description": "the run that tries again after this one failed"})
     not_before = fields.DateTime(dump_only=True, allow_none=True, metadata={
         "description": "a queued retry waits until then"})
     created_at = fields.DateTime(dump_only=True)

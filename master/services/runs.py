@@ -214,6 +214,6 @@ def read_run_log(run_id, offset=0):
     chunk = runlogs.read_log(logs_root(), run.project_name, run.id, offset)
     if chunk is not None:
         return chunk
-    if run.state == QUEUED:
-        return b"", 0
+    if run.state in (QUEUED, RunState.SYNCING.value):
+        return b"", 0  # not written yet
     raise Gone(f"The log of run {run_id} is no longer kept (LOG_RETENTION) or was never written.")

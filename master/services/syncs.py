@@ -2,14 +2,12 @@
 
 import logging
 
-import sqlalchemy as sa
 from flask import current_app
 
 from common import runlogs
 from common.rsync import TRANSIENT_EXIT_CODES, RsyncJob
 from common.states import RunState, Trigger
 from master.db import db
-from master.models import Run
 from master.paths import logs_root, project_tree
 from master.seams import current_seams
 from master.services import distribution, runs
@@ -62,8 +60,13 @@ def start_upstream_sync(run_id, cancel=None):
     elif result.ok:
         distribution.dispatch_to_slaves(run_id, dict(outcome, warning=result.warning))
     else:
+        # The retry is queued first, so the failed run names it in the same update.
+        retry = _retry_if_transient(run, result)
+        if retry is not None:
+            outcome.update(retried_by=retry.id, warning=(
+                f"transient failure: retrying as run {retry.id} (attempt {retry.attempt} of "
+                f"{project.retries + 1}) at {retry.not_before.isoformat()}"))
         runs.move_run(run, RunState.FAILED, error=result.error, **outcome)
-        _retry_if_transient(runs.get_run(run_id), result)
     runlogs.prune_logs(logs_root(), project.name, config["LOG_RETENTION"])
     return runs.get_run(run_id)
 
@@ -77,13 +80,7 @@ def _retry_if_transient(run, result):
         return None
     config = current_app.config
     delay = runs.retry_delay(run.attempt, config["RETRY_BASE_DELAY"], config["RETRY_MAX_DELAY"])
-    retry = runs.queue_retry(run, delay)
-    if retry is not None:
-        db.session.execute(sa.update(Run).where(Run.id == run.id).values(
-            warning=f"transient failure: retrying as run {retry.id} (attempt {retry.attempt} of "
-                    f"{project.retries + 1}) after {delay:.0f} s"))
-        db.session.commit()
-    return retry
+    return runs.queue_retry(run, delay)
 
 
 def recover_interrupted_runs(kill_process_group):

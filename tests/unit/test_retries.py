@@ -36,6 +36,7 @@ def test_a_transient_failure_is_retried_after_a_backoff(app, client, admin, make
     failed, retry = history(client, admin)
     assert failed["state"] == "failed" and failed["id"] == first["id"]
     assert f"retrying as run {retry['id']}" in failed["warning"]
+    assert failed["retried_by"] == retry["id"]
     assert (retry["state"], retry["trigger"], retry["attempt"], retry["retry_of"]) == (
         "queued", "retry", 2, failed["id"])
     wait = (datetime.datetime.fromisoformat(retry["not_before"]) - clock.now()).total_seconds()
@@ -69,6 +70,7 @@ def test_retries_stop_at_the_projects_limit_and_every_attempt_is_a_visible_run(
     assert [(run["attempt"], run["trigger"], run["state"]) for run in attempts] == [
         (1, "manual", "failed"), (2, "retry", "failed"), (3, "retry", "failed")]
     assert [run["retry_of"] for run in attempts] == [None, attempts[0]["id"], attempts[1]["id"]]
+    assert [run["retried_by"] for run in attempts] == [attempts[1]["id"], attempts[2]["id"], None]
     assert attempts[-1]["warning"] is None, "the last attempt queues nothing"
 
 

@@ -262,3 +262,12 @@ def test_a_syncing_run_shows_the_progress_of_its_pull(app, client, admin, make_p
     assert syncing["progress"] == {"bytes": 50, "percent": 50, "rate": "1.00kB/s", "eta": "0:00:01"}
     fake_rsync.release()
     executor.stop(timeout=5)
+
+
+def test_the_log_of_a_run_that_just_started_is_empty_not_gone(app, client, admin, make_project):
+    make_project()
+    run = trigger(client, admin)
+    with app.app_context():
+        runs.claim_queued_runs(1)  # syncing, and rsync has not written a line yet
+    log = client.get(f"/api/v1/runs/{run['id']}/log", headers=admin)
+    assert log.status_code == 200 and log.data == b""
