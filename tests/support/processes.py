@@ -247,7 +247,8 @@ def start_gunicorn_master(data_dir, workers=3, port=None, admin_token=DEFAULT_AD
                           extra_env=None, log_dir=None, timeout=30):
     """Start the API alone under gunicorn with ``workers`` workers and wait for /healthz."""
     port = port or free_port()
-    argv = [sys.executable, "-m", "gunicorn", "-w", str(workers),
+    # Each gunicorn would otherwise share one control socket in $HOME with every other test's.
+    argv = [sys.executable, "-m", "gunicorn", "--no-control-socket", "-w", str(workers),
             "-b", f"127.0.0.1:{port}", "master:create_app()"]
     master = MasterProcess(argv, "gunicorn-master", data_dir, admin_token, port,
                            extra_env, log_dir)
