@@ -4,9 +4,11 @@ Any process of the slave (say, several gunicorn workers) may accept an order,
 but pulls run in exactly one of them: the one holding STATE_DIR/worker.lock.
 Another process writes the order's record and leaves a marker in
 STATE_DIR/orders/ for it. Records in STATE_DIR/syncs/<run_id>.json say what
-became of each order and survive restarts.
+became of each order and survive restarts. How a pulled tree goes public
+(in place, or as a snapshot swapped in) is slave/publishing.py's job.
 """
 
+import dataclasses
 import datetime
 import fcntl
 import logging
@@ -20,6 +22,7 @@ from common.errors import Conflict
 from common.rsync import RsyncJob, RsyncResult, RsyncStats
 from common.runlogs import log_path, prune_logs
 from slave.credentials import create_json_exclusively, ensure_private_dir, read_json, write_json_atomically
+from slave.publishing import DELAY, Publisher, PublishError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,10 @@ def _iso(moment):
     return moment.astimezone(datetime.timezone.utc).isoformat()
 
 
+def _failure(error):
+    return RsyncResult(None, False, None, error, False, False, RsyncStats())
+
+
 def _clip(text):
     return text if text is None or len(text) <= _MAX_TEXT else text[:_MAX_TEXT - 1] + "…"
 
@@ -74,8 +81,9 @@ class SyncRecords:
             "catchup": order.get("catchup", False), "accepted_at": _iso(accepted_at),
             "started_at": None, "finished_at": None, "exit_code": None, "error": None,
             "warning": None, "stats": None,
+            # Kept so that a pull run after a restart publishes the way the master asked.
             "order": {"rsyncd_host": order["rsyncd_host"], "rsyncd_port": order["rsyncd_port"],
-                      "timeout": order["timeout"]},
+                      "timeout": order["timeout"], "publish": order.get("publish", DELAY)},
         }
         if create_json_exclusively(self._path(order["run_id"]), record, mode=0o600):
             return record, True
@@ -150,6 +158,7 @@ class SyncWorker:
     def __init__(self, *, state_dir, public_dir, runner, records, outbox, credentials, clock,
                  max_concurrent, log_retention):
         self.public_dir = public_dir
+        self.publisher = Publisher(public_dir, clock)
         self.runner = runner
         self.records = records
         self.outbox = outbox
@@ -198,6 +207,10 @@ class SyncWorker:
         return True
 
     def _recover(self):
+        try:
+            self.publisher.remove_leftovers()
+        except OSError as error:
+            log.error("cannot look for snapshots left by an unfinished pull: %s", error)
         for record in self.records.unfinished():
             if record["state"] == SYNCING:
                 log.warning("run %s (%s) was cut short by a stop; reporting it as failed",
@@ -332,7 +345,7 @@ class SyncWorker:
             record = self._update(run_id, state=SYNCING, started_at=started_at)
             if record is not None:
                 self.outbox.put(report_of(record))
-        result = self._pull(order, pull.cancel)
+        result, previous = self._pull(order, pull.cancel)
         error = INTERRUPTED if result.cancelled and self._stopping else result.error
         state = SUCCESS if result.ok else FAILED
         self._finish_records(run_ids, state, finished_at=_iso(self.clock.now()), exit_code=result.exit_code,
@@ -341,27 +354,45 @@ class SyncWorker:
             log.info("pulled %s for run %s", project, order["run_id"])
         else:
             log.warning("pull of %s for run %s failed: %s", project, order["run_id"], error)
+        if result.ok:
+            # After the report: deleting a whole old tree can take a while.
+            self.publisher.prune(project, previous)
         self.records.prune(KEEP_RECORDS)
 
     def _pull(self, order, cancel):
+        """Pull ``order``'s tree and publish it; returns (RsyncResult, the snapshot kept as previous tree)."""
         credentials = self.credentials()
         if credentials is None:
-            return RsyncResult(None, False, None, "this slave is not enrolled", False, False, RsyncStats())
+            return _failure("this slave is not enrolled"), None
         project = order["project"]
+        try:
+            publication = self.publisher.prepare(project, order["run_id"], order.get("publish", DELAY))
+        except (PublishError, OSError) as error:
+            return _failure(f"the tree cannot be published: {error}"), None
         job = RsyncJob(
             source=rsync_source(credentials.rsync_user, order["rsyncd_host"], order["rsyncd_port"], project),
-            destination=os.path.join(self.public_dir, project),
+            destination=publication.destination,
+            options=publication.options,
             password=credentials.rsync_password,
             timeout=order["timeout"],
         )
         try:
-            return self.runner.run(job, log_path(self.logs_root, project, order["run_id"]), cancel=cancel)
+            result = self.runner.run(job, log_path(self.logs_root, project, order["run_id"]), cancel=cancel)
         except Exception as error:
             log.exception("rsync for run %s could not run", order["run_id"])
-            return RsyncResult(None, False, None, f"the pull could not run: {error}", False, False,
-                               RsyncStats())
+            result = _failure(f"the pull could not run: {error}")
         finally:
             prune_logs(self.logs_root, project, self.log_retention)
+        if not result.ok:
+            self.publisher.abort(publication)
+            return result, None
+        try:
+            return result, self.publisher.commit(publication)
+        except (PublishError, OSError) as error:
+            log.error("the tree of %s for run %s could not be published: %s", project, order["run_id"], error)
+            self.publisher.abort(publication)
+            return dataclasses.replace(result, ok=False, warning=None,
+                                       error=f"the tree could not be published: {error}"), None
 
     def _finish_records(self, run_ids, state, **outcome):
         for run_id in run_ids:
