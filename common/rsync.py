@@ -461,6 +461,31 @@ def _with_trailing_slash(path):
     return path if path.endswith("/") else f"{path}/"
 
 
+def end_orphaned_rsync(pgid, grace=5.0):
+    """End the process group of an rsync a dead parent (executor or slave) left behind.
+
+    Only a process that is still rsync is touched: a pid reused by anything else is left alone.
+    """
+    try:
+        with open(f"/proc/{int(pgid)}/cmdline", "rb") as cmdline:
+            argv0 = cmdline.read().split(b"\0", 1)[0]
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return False
+    if not os.path.basename(argv0).startswith(b"rsync"):
+        return False  # the pid was reused by something else: leave it alone
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            os.killpg(pgid, 0)
+            time.sleep(0.05)
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    logging.getLogger(__name__).warning("ended orphaned rsync process group %s", pgid)
+    return True
+
+
 def daemon_command(config_path, port, address=None, binary="rsync"):
     """The argv of an rsync daemon in the foreground, for a service manager or a parent to supervise."""
     argv = [binary, "--daemon", "--no-detach", f"--config={config_path}", f"--port={int(port)}"]

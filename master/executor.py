@@ -1,36 +1,13 @@
 """The executor: claims queued runs and pulls them, at most MAX_CONCURRENT_SYNCS at a time."""
 
 import logging
-import os
-import signal
 import threading
 import time
 
+from common.rsync import end_orphaned_rsync
 from master.services import syncs
 
 log = logging.getLogger(__name__)
-
-
-def end_orphaned_rsync(pgid, grace=5.0):
-    """End the process group of an rsync a dead executor left behind (only if it is still rsync)."""
-    try:
-        with open(f"/proc/{int(pgid)}/cmdline", "rb") as cmdline:
-            argv0 = cmdline.read().split(b"\0", 1)[0]
-    except (FileNotFoundError, ProcessLookupError, ValueError):
-        return False
-    if not os.path.basename(argv0).startswith(b"rsync"):
-        return False  # the pid was reused by something else: leave it alone
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            os.killpg(pgid, 0)
-            time.sleep(0.05)
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    log.warning("ended orphaned rsync process group %s", pgid)
-    return True
 
 
 class Executor:

@@ -14,7 +14,8 @@ def test_a_slave_under_gunicorn_enrolls_once_and_pulls_each_order_once(master_fa
     api = ApiClient(master.url, master.admin_token)
     port = free_port()
     env = slave_env(tmp_path / "mirror1", "mirror1", master.url, port)
-    server = ServiceProcess([sys.executable, "-m", "gunicorn", "--no-control-socket", "-w", "3", "-b", f"127.0.0.1:{port}",
+    server = ServiceProcess([sys.executable, "-m", "gunicorn", "--no-control-socket", "-w", "3",
+                             "-b", f"127.0.0.1:{port}",
                              "slave:create_app()"], env, tmp_path / "logs", name="gunicorn-slave")
     try:
         server.wait_healthy(f"http://127.0.0.1:{port}/healthz", timeout=30)
