@@ -122,10 +122,9 @@ def test_a_transient_upstream_failure_is_retried_and_the_retry_succeeds_once_ups
     assert (retry["trigger"], retry["state"], retry["attempt"], retry["retry_of"]) == (
         "retry", "queued", 2, first["id"]), retry
     assert retry["not_before"] is not None and when(retry["not_before"]) > when(first["finished_at"]), retry
-    # The failed run names its retry once the retry is queued (a moment after the failure).
-    warning = wait_for(lambda: api.get(f"/api/v1/runs/{first['id']}").json()["warning"], 5,
-                       message="the failed run's warning naming its retry")
-    assert f"retrying as run {retry['id']}" in warning and "attempt 2 of 4" in warning, warning
+    first = api.get(f"/api/v1/runs/{first['id']}").json()
+    assert first["retried_by"] == retry["id"], first
+    assert f"retrying as run {retry['id']}" in first["warning"] and "attempt 2 of 4" in first["warning"], first
 
     restart_on_same_port(request, daemon, tmp_path / "logs")
     final = wait_run_finished(master.url, master.admin_token, retry["id"], timeout=30)
@@ -162,8 +161,9 @@ def test_retries_stop_at_the_projects_limit(master_factory, tmp_path):
     history = runs_of(api, "gone")
     assert [(run["id"], run["state"], run["attempt"]) for run in history] == [
         (retry["id"], "failed", 2), (first["id"], "failed", 1)], "retries went past the project's limit"
-    assert "retrying" in api.get(f"/api/v1/runs/{first['id']}").json()["warning"]
-    assert history[0]["warning"] is None, "the last allowed try must not announce another"
+    assert api.get(f"/api/v1/runs/{first['id']}").json()["retried_by"] == retry["id"]
+    assert (history[0]["retried_by"], history[0]["warning"]) == (None, None), \
+        "the last allowed try must not announce another"
     assert api.get("/api/v1/projects/gone").json()["status"] == "failed"
 
 
