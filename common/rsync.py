@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -250,7 +251,12 @@ class RsyncRunner:
                 return log.finish(_not_started(f"rsync binary {self.binary!r} not found"))
             except OSError as exc:
                 return log.finish(_not_started(f"rsync binary {self.binary!r} could not be started: {exc.strerror}"))
-            return log.finish(self._supervise(process, job, log, on_spawn, cancel, on_progress))
+            result = self._supervise(process, job, log, on_spawn, cancel, on_progress)
+            if not result.ok:
+                removed = remove_partial_updates(job.destination)
+                if removed:
+                    log.write(f"# removed {removed} unfinished --delay-updates folder(s) ({DELAY_DIR})")
+            return log.finish(result)
         finally:
             log.close()
 
@@ -459,6 +465,35 @@ def _signal_name(signum):
 
 def _with_trailing_slash(path):
     return path if path.endswith("/") else f"{path}/"
+
+
+# Where --delay-updates keeps new files until the end of a transfer, in each directory.
+DELAY_DIR = ".~tmp~"
+
+
+def remove_partial_updates(destination):
+    """Delete the DELAY_DIR folders a failed or killed pull left in ``destination``; returns how many.
+
+    They hold half-transferred files, which would be served to visitors and,
+    after a full disk, keep the disk full so that the next pull fails too.
+    Symlinks are never followed.
+    """
+    removed = 0
+    stack = [os.fspath(destination)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.name == DELAY_DIR:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed += 1
+            else:
+                stack.append(entry.path)
+    return removed
 
 
 def end_orphaned_rsync(pgid, grace=5.0):

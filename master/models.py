@@ -41,6 +41,9 @@ class Project(db.Model):
     # which catching-up slaves get.
     tree_run_id = sa.Column(sa.Integer)
     tree_at = sa.Column(UTCDateTime)  # when that pull finished
+    # A pull died after it may have changed DATA_DIR/<name> (rsync applies directories, links
+    # and modes as it goes): until a pull succeeds, no slave is sent this tree to catch up.
+    tree_dirty = sa.Column(sa.Boolean, nullable=False, default=False)
     # Finished runs by final state ({"success": 12, "failed": 1}), for metrics without counting history.
     run_totals = sa.Column(sa.JSON)
     # Seconds and bytes of the newest finished run.

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from common.errors import Conflict
-from common.rsync import RsyncJob, RsyncResult, RsyncStats
+from common.rsync import RsyncJob, RsyncResult, RsyncStats, end_orphaned_rsync, remove_partial_updates
 from common.runlogs import log_path, prune_logs
 from slave.credentials import create_json_exclusively, ensure_private_dir, read_json, write_json_atomically
 from slave.publishing import DELAY, Publisher, PublishError
@@ -44,6 +44,12 @@ def rsync_source(user, host, port, project):
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"rsync://{user}@{host}:{port}/{project}/"
+
+
+def _order_fields(order):
+    """What a record keeps of its order, to pull it again after a restart."""
+    return {"rsyncd_host": order["rsyncd_host"], "rsyncd_port": order["rsyncd_port"],
+            "timeout": order["timeout"], "publish": order.get("publish", DELAY)}
 
 
 def public_record(record):
@@ -82,8 +88,7 @@ class SyncRecords:
             "started_at": None, "finished_at": None, "exit_code": None, "error": None,
             "warning": None, "stats": None,
             # Kept so that a pull run after a restart publishes the way the master asked.
-            "order": {"rsyncd_host": order["rsyncd_host"], "rsyncd_port": order["rsyncd_port"],
-                      "timeout": order["timeout"], "publish": order.get("publish", DELAY)},
+            "order": _order_fields(order),
         }
         if create_json_exclusively(self._path(order["run_id"]), record, mode=0o600):
             return record, True
@@ -215,8 +220,11 @@ class SyncWorker:
             if record["state"] == SYNCING:
                 log.warning("run %s (%s) was cut short by a stop; reporting it as failed",
                             record["run_id"], record["project"])
+                if record.get("pid"):
+                    end_orphaned_rsync(record["pid"])  # a killed slave's rsync outlives it
+                remove_partial_updates(os.path.join(self.public_dir, record["project"]))
                 self._finish_records([record["run_id"]], FAILED, finished_at=_iso(self.clock.now()),
-                                     error=INTERRUPTED)
+                                     error=INTERRUPTED, pid=None)
             else:
                 self._submit(record)
         self.take_queued()
@@ -235,8 +243,22 @@ class SyncWorker:
             if record["project"] != order["project"]:
                 raise Conflict(f"Run {order['run_id']} was ordered before for project {record['project']!r}.",
                                {"project": [f"Run {order['run_id']} is of project {record['project']!r}."]})
-            return record
-        log.info("accepted run %s of %s", order["run_id"], order["project"])
+            if record["state"] == SUCCESS:
+                # The master asks again, so it has not counted the result: say it once more.
+                self.outbox.put(report_of(record))
+                return record
+            if record["state"] != FAILED:
+                return record  # accepted or pulling: that pull answers this order too
+            # A catch-up of a run whose pull failed or was cut short: pull it again.
+            record = self._update(order["run_id"], state=ACCEPTED, catchup=order.get("catchup", False),
+                                  accepted_at=_iso(self.clock.now()), started_at=None, finished_at=None,
+                                  exit_code=None, error=None, warning=None, stats=None, pid=None,
+                                  order=_order_fields(order))
+            if record is None:
+                raise Conflict(f"Run {order['run_id']} was ordered before but its record is unreadable.")
+            log.info("accepted run %s of %s again: its last pull failed", order["run_id"], order["project"])
+        else:
+            log.info("accepted run %s of %s", order["run_id"], order["project"])
         if self.is_leader:
             self._submit(record)
         else:
@@ -345,11 +367,12 @@ class SyncWorker:
             record = self._update(run_id, state=SYNCING, started_at=started_at)
             if record is not None:
                 self.outbox.put(report_of(record))
-        result, previous = self._pull(order, pull.cancel)
+        result, previous = self._pull(order, pull.cancel, run_ids)
         error = INTERRUPTED if result.cancelled and self._stopping else result.error
         state = SUCCESS if result.ok else FAILED
         self._finish_records(run_ids, state, finished_at=_iso(self.clock.now()), exit_code=result.exit_code,
-                             error=_clip(error), warning=_clip(result.warning), stats=result.stats.to_dict())
+                             error=_clip(error), warning=_clip(result.warning), stats=result.stats.to_dict(),
+                             pid=None)
         if result.ok:
             log.info("pulled %s for run %s", project, order["run_id"])
         else:
@@ -359,7 +382,7 @@ class SyncWorker:
             self.publisher.prune(project, previous)
         self.records.prune(KEEP_RECORDS)
 
-    def _pull(self, order, cancel):
+    def _pull(self, order, cancel, run_ids=()):
         """Pull ``order``'s tree and publish it; returns (RsyncResult, the snapshot kept as previous tree)."""
         credentials = self.credentials()
         if credentials is None:
@@ -377,7 +400,8 @@ class SyncWorker:
             timeout=order["timeout"],
         )
         try:
-            result = self.runner.run(job, log_path(self.logs_root, project, order["run_id"]), cancel=cancel)
+            result = self.runner.run(job, log_path(self.logs_root, project, order["run_id"]), cancel=cancel,
+                                     on_spawn=lambda pid: self._note_pid(run_ids, pid))
         except Exception as error:
             log.exception("rsync for run %s could not run", order["run_id"])
             result = _failure(f"the pull could not run: {error}")
@@ -393,6 +417,11 @@ class SyncWorker:
             self.publisher.abort(publication)
             return dataclasses.replace(result, ok=False, warning=None,
                                        error=f"the tree could not be published: {error}"), None
+
+    def _note_pid(self, run_ids, pid):
+        """Remember rsync's process group, so a restart after a crash can end it."""
+        for run_id in run_ids:
+            self._update(run_id, pid=pid)
 
     def _finish_records(self, run_ids, state, **outcome):
         for run_id in run_ids:

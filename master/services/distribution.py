@@ -190,7 +190,7 @@ def catch_up_slaves():
     retry_after = datetime.timedelta(seconds=4 * config["CATCHUP_INTERVAL"])
     busy = sa.select(Run.project_id).where(Run.state.in_(runs.ACTIVE_VALUES))
     projects = db.session.execute(sa.select(Project).where(
-        Project.enabled.is_(True), Project.tree_run_id.is_not(None),
+        Project.enabled.is_(True), Project.tree_run_id.is_not(None), Project.tree_dirty.is_(False),
         Project.id.not_in(busy))).scalars().all()
     if not projects:
         return 0

@@ -34,6 +34,11 @@ def has_active_run(project_id, except_run_id=None):
     return db.session.execute(query.limit(1)).first() is not None
 
 
+def _has_queued_run(project_id):
+    query = sa.select(Run.id).where(Run.project_id == project_id, Run.state == QUEUED)
+    return db.session.execute(query.limit(1)).first() is not None
+
+
 def move_run(run, state, **fields):
     """Move ``run`` to ``state``, stamp its times, update its project's read-only fields, commit.
 
@@ -59,16 +64,25 @@ def move_run(run, state, **fields):
     if current is RunState.SYNCING and state in (RunState.DISTRIBUTING, RunState.SUCCESS):
         project_values["tree_run_id"] = run.id
         project_values["tree_at"] = stamp
+        project_values["tree_dirty"] = False
         total_size = (fields.get("stats") or {}).get("total_size")
         if total_size is not None:
             project_values["size"] = total_size
+    elif current is RunState.SYNCING and state.is_final:
+        project_values["tree_dirty"] = True
     if state in GOOD_RUN_STATES:
         project_values["last_success"] = stamp
     if state.is_final and run.started_at is not None:
         project_values["last_duration"] = (stamp - run.started_at).total_seconds()
         project_values["last_bytes"] = ((fields.get("stats") or run.stats or {}).get("bytes_received"))
-    # A queued follow-up that is cancelled must not hide the run still going on.
-    if not (current is RunState.QUEUED and state.is_final and has_active_run(run.project_id, run.id)):
+    # The status is the active run's state while there is one, else the newest run's: a
+    # cancelled follow-up must not hide a run still going on, and a run that ends with a
+    # follow-up queued behind it hands the status to that one.
+    if current is RunState.QUEUED and state.is_final and has_active_run(run.project_id, run.id):
+        pass
+    elif current.is_active and state.is_final and _has_queued_run(run.project_id):
+        project_values["last_state"] = QUEUED
+    else:
         project_values["last_state"] = state.value
 
     result = db.session.execute(

@@ -4,7 +4,7 @@ import logging
 
 from flask import current_app
 
-from common import runlogs
+from common import rsync, runlogs
 from common.rsync import TRANSIENT_EXIT_CODES, RsyncJob
 from common.states import RunState, Trigger
 from master.db import db
@@ -13,6 +13,9 @@ from master.seams import current_seams
 from master.services import distribution, runs
 
 log = logging.getLogger(__name__)
+
+# What an upstream rsync daemon says when the project's settings, not the network, are wrong.
+PERMANENT_DAEMON_ERRORS = ("auth failed", "unknown module", "access denied", "chroot failed")
 
 
 def upstream_job(project):
@@ -76,6 +79,8 @@ def _retry_if_transient(run, result):
     project = run.project
     if result.exit_code not in TRANSIENT_EXIT_CODES or result.timed_out:
         return None
+    if any(marker in (result.error or "").lower() for marker in PERMANENT_DAEMON_ERRORS):
+        return None  # exit 5 also covers a wrong password or module: trying again will not help
     if run.attempt > project.retries or not project.enabled:
         return None
     config = current_app.config
@@ -97,6 +102,7 @@ def recover_interrupted_runs(kill_process_group):
             continue
         if run.pid:
             kill_process_group(run.pid)
+        rsync.remove_partial_updates(project_tree(run.project.name))
         project = run.project
         try:
             runs.move_run(run, RunState.INTERRUPTED, pid=None,

@@ -302,10 +302,11 @@ def test_a_full_disk_fails_the_pull_with_its_cause_and_the_master_keeps_serving_
 
 
 HALF_TREE = (
-    "a pull that dies midway (here on a full disk) leaves a half-updated tree: rsync delays only "
-    "regular-file contents (--delay-updates) and deletions (--delete-delay); new directories, symlink "
-    "targets, modes and file<->directory swaps are applied at once, so a file that became a directory "
-    "upstream is already gone and a directory that became a file is removed")
+    "a limit of pulling in place: a pull that dies midway (here on a full disk) leaves a half-updated "
+    "tree, because rsync delays only regular-file contents (--delay-updates) and deletions "
+    "(--delete-delay); new directories, symlink targets, modes and file<->directory swaps are applied "
+    "at once. Slaves avoid it with publish: atomic (test_with_atomic_publishing_...); the master's own "
+    "tree is marked dirty and no slave is sent it to catch up until a pull succeeds")
 
 
 @pytest.mark.slow
@@ -320,10 +321,6 @@ def test_a_pull_that_dies_on_a_full_disk_leaves_the_previous_tree_exactly_as_it_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "a pull that hit a full disk leaves its partial files in DATA_DIR/<project>/.~tmp~ "
-    "(rsync --delay-updates' temp dir); they keep the disk full, so the next pull fails "
-    "with ENOSPC again even after the upstream shrank back, and they are never removed"))
 def test_after_a_full_disk_the_next_pull_recovers_once_the_tree_fits_again(full_master_disk):
     master, api, tree, gen1 = full_master_disk
     tight_tree = master.data_dir / "tight"
@@ -392,11 +389,39 @@ def test_a_full_disk_on_one_slave_fails_its_part_only_with_its_cause(full_slave_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=HALF_TREE + "; on a slave in delay mode visitors also see "
-                   "rsync's .~tmp~ dirs with the partial files of the failed pull")
+@pytest.mark.xfail(strict=True, reason=HALF_TREE)
 def test_a_slave_pull_that_dies_on_a_full_disk_leaves_the_public_tree_as_it_was(full_slave_disk):
     master, api, slaves, tree, gen1 = full_slave_disk
     grow(tree)
     run = sync(api, master, "tight", timeout=60)
     assert run["state"] == "partial" and by_slave(run)["mirror1"]["state"] == "failed", run
     assert_trees_equal(gen1, slaves["mirror1"].tree("tight"), ignore=(".",))
+
+
+@pytest.mark.slow
+def test_with_atomic_publishing_a_full_slave_disk_leaves_the_published_tree_exactly_as_it_was(
+        request, small_disk, master_factory, upstream_tree, tmp_path):
+    """The cure for the gap above: a slave's whole PUBLIC_DIR on the small disk, publish: atomic."""
+    small_disk(tmp_path / "mirror1" / "public")
+    master = master_factory(tmp_path / "master", extra_env=SLAVE_MASTER_ENV)
+    api = ApiClient(master.url, master.admin_token)
+    slave = track(request, start_slave(tmp_path / "mirror1", "mirror1", master.url, log_dir=tmp_path / "logs"))
+    request.addfinalizer(slave.stop)
+    wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
+             message="mirror1 online")
+    daemon, tree = upstream_tree
+    create_project(api, "tight", daemon.url(MODULE), publish="atomic")
+    first = sync(api, master, "tight")
+    assert first["state"] == "success", first
+    gen1 = snapshot(tree, tmp_path / "gen1")
+    assert_trees_equal(gen1, slave.tree("tight").resolve())
+
+    grow(tree)
+    run = sync(api, master, "tight", timeout=60)
+    entry = by_slave(run)["mirror1"]
+    assert entry["state"] == "failed" and NO_SPACE in entry["error"], entry
+    # Visitors still see the whole previous tree: names, contents, links, modes and times.
+    assert_trees_equal(gen1, slave.tree("tight").resolve())
+    assert rsync_leftovers(slave.tree("tight").resolve()) == []
+    snapshots = tmp_path / "mirror1" / "public" / ".mirrorsync-snapshots" / "tight"
+    assert not [p.name for p in snapshots.iterdir() if p.name.endswith(".partial")], "the failed snapshot stays"

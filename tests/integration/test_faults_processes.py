@@ -32,10 +32,6 @@ UPSTREAM_BWLIMIT = 500
 SLAVE_BWLIMIT = 250
 
 
-class KnownBug(AssertionError):
-    """The one failure an xfail test below expects; any other failure there fails the test for real."""
-
-
 def _track(request, service):
     request.node.stash.setdefault(STARTED_PROCESSES, []).append(service)
     return service
@@ -390,13 +386,9 @@ def test_a_slave_killed_mid_pull_times_out_and_keeps_a_whole_tree(slave_cluster)
     assert assert_whole_generation(cluster.victim.tree("crash"), gen1, gen2) in ("generation 1", "generation 2")
 
 
-CATCH_UP_BUG = ("slave/syncs.py SyncWorker.accept: an order for a run id the slave already recorded is "
-                "answered 202 and dropped, so the catch-up order for the run its cut-short pull belonged to "
-                "is never pulled; the entry sits dispatched until its deadline, again and again")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=CATCH_UP_BUG)
 @pytest.mark.parametrize("fault", ["kill9", "sigterm"])
 def test_a_slave_cut_short_mid_pull_catches_up_after_a_restart(lone_slave_cluster, fault):
     cluster = lone_slave_cluster
@@ -424,8 +416,8 @@ def test_a_slave_cut_short_mid_pull_catches_up_after_a_restart(lone_slave_cluste
         # Another attempt means the accepted one came to nothing by its deadline.
         return entry if entry["attempts"] > attempt or entry["state"] in FINAL_SLAVE_STATES else None
     entry = wait_for(outcome, TIMEOUT + 10, message="the catch-up order mirror2 accepted to end")
-    if entry["state"] != "success":
-        raise KnownBug(f"the catch-up order mirror2 accepted (attempt {attempt}) never led to a pull: {entry}")
+    assert entry["state"] == "success", \
+        f"the catch-up order mirror2 accepted (attempt {attempt}) never led to a pull: {entry}"
     wait_for(lambda: cluster.freshness("again", "mirror2").get("state") == "fresh", 5,
              message="mirror2 fresh in the status feed")
     assert cluster.freshness("again", "mirror2")["run_id"] == run["id"]
@@ -437,7 +429,6 @@ ORPHAN_BUG = ("slave/syncs.py and slave/__init__.py: a slave never records its r
               "PUBLIC_DIR and the restarted slave does not end it, unlike master/executor.end_orphaned_rsync")
 
 
-@pytest.mark.xfail(strict=True, raises=KnownBug, reason=ORPHAN_BUG)
 def test_a_restarted_slave_ends_the_rsync_its_killed_predecessor_left(lone_slave_cluster):
     cluster = lone_slave_cluster
     _, _, run = cluster.start_generation_2("orphan")
@@ -447,10 +438,7 @@ def test_a_restarted_slave_ends_the_rsync_its_killed_predecessor_left(lone_slave
     assert orphans, "the slave's rsync runs in its own session and outlives a kill -9 of the slave"
     cluster.restart_victim()
     # The orphan has most of 16 s of pulling ahead: gone within 4 s of the restart means it was ended.
-    try:
-        wait_gone(orphans, 4, "the rsync left by the killed slave")
-    except TimeoutError as error:
-        raise KnownBug(str(error)) from None
+    wait_gone(orphans, 4, "the rsync left by the killed slave")
 
 
 def test_sigterm_to_a_slave_mid_pull_reports_it_interrupted_and_leaves_no_rsync(cluster_without_catch_up):

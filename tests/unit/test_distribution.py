@@ -315,3 +315,20 @@ def test_an_ipv6_rsync_address_reaches_slaves_in_brackets(app, client, admin, ma
     pull(app, client, admin)
     [(_, order)] = fake_slaves.orders
     assert order["rsyncd_host"] == "[2001:db8::1]"
+
+
+def test_no_catch_up_from_a_tree_a_dying_pull_may_have_half_changed(
+        app, client, admin, make_project, fake_rsync, fake_slaves, clock):
+    fake_rsync.exit_codes = [0, 11, 0]
+    make_project()
+    one = enroll(client, "one")
+    fake_slaves.outcomes = {"one": "unreachable"}
+    good = pull(app, client, admin)
+    assert get_run(client, admin, good)["state"] == "failed"  # the only slave missed it
+    pull(app, client, admin)  # the next upstream pull dies midway (disk full)
+    heartbeat(client, one, clock)
+    fake_slaves.outcomes, fake_slaves.orders = {}, []
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 0, "DATA_DIR may hold a mix of two trees"
+    pull(app, client, admin)  # a good pull makes the tree whole again, and orders go out as usual
+    assert [name for name, _ in fake_slaves.orders] == ["one"]

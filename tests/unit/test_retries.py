@@ -104,3 +104,18 @@ def test_splay_spreads_a_hundred_hourly_projects_over_the_window():
     assert offsets[-1] - offsets[0] > 300
     unsplayed = {parse_crontab("0 * * * *").get_next_fire_time(None, start) for _ in range(100)}
     assert unsplayed == {hour}
+
+
+@pytest.mark.parametrize("daemon_says", ["@ERROR: auth failed on module debian", "@ERROR: Unknown module 'debain'"])
+def test_exit_5_from_a_wrong_password_or_module_is_not_retried(app, client, admin, make_project, daemon_says):
+    from common.rsync import result_from_exit
+
+    class Refusing:
+        def run(self, job, log_path, **kwargs):
+            return result_from_exit(5, daemon_says)
+    app.extensions["mirrorsync"].rsync_runner = Refusing()
+    make_project(retries=3)
+    trigger(client, admin)
+    execute_due(app)
+    [failed] = history(client, admin)
+    assert failed["state"] == "failed" and failed["retried_by"] is None

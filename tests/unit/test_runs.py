@@ -271,3 +271,16 @@ def test_the_log_of_a_run_that_just_started_is_empty_not_gone(app, client, admin
         runs.claim_queued_runs(1)  # syncing, and rsync has not written a line yet
     log = client.get(f"/api/v1/runs/{run['id']}/log", headers=admin)
     assert log.status_code == 200 and log.data == b""
+
+
+def test_a_run_ending_with_a_follow_up_queued_hands_the_status_to_it(app, client, admin, make_project):
+    make_project()
+    trigger(client, admin)
+    with app.app_context():
+        [claimed] = runs.claim_queued_runs(1)
+        run_id = claimed.id
+    trigger(client, admin)  # the follow-up
+    assert client.get("/api/v1/projects/debian", headers=admin).json["status"] == "syncing"
+    with app.app_context():
+        syncs.start_upstream_sync(run_id)
+    assert client.get("/api/v1/projects/debian", headers=admin).json["status"] == "queued"

@@ -435,3 +435,30 @@ def test_run_logs_are_kept_per_project(tmp_path, make_slave):
         order(client, an_order(run_id))
         wait_idle(app)
     assert sorted(os.listdir(tmp_path / "state" / "logs" / "debian")) == ["2.log", "3.log"]
+
+
+def test_a_run_whose_pull_failed_is_pulled_again_when_ordered_again(make_slave):
+    failing = FakeRsyncRunner(exit_codes=[10, 0])
+    app = make_slave(rsync_runner=failing)
+    client = app.test_client()
+    order(client, an_order())
+    wait_idle(app)
+    assert services(app).worker.records.get(7)["state"] == "failed"
+    again = order(client, an_order(catchup=True))
+    assert again.status_code == 202
+    wait_idle(app)
+    assert len(failing.jobs) == 2, "a catch-up of a failed run must pull again"
+    record = services(app).worker.records.get(7)
+    assert record["state"] == "success" and record["catchup"] is True
+
+
+def test_a_pull_remembers_rsyncs_process_group_until_it_ends(make_slave):
+    held = FakeRsyncRunner(hold=True)
+    app = make_slave(rsync_runner=held)
+    client = app.test_client()
+    order(client, an_order())
+    assert held.wait_started()
+    assert services(app).worker.records.get(7)["pid"] == os.getpid()  # what the fake reports as rsync's pid
+    held.release()
+    wait_idle(app)
+    assert services(app).worker.records.get(7)["pid"] is None
