@@ -75,8 +75,16 @@ RETRY_BASE_DELAY = 30
 RETRY_MAX_DELAY = 1800
 # Default wall-clock limit, in seconds, for one upstream pull of a new project.
 DEFAULT_TIMEOUT = 21600
+# An address that fails authentication (bearer token, join token or a slave's
+# signature) AUTH_FAILURE_LIMIT times within AUTH_FAILURE_WINDOW seconds gets
+# 429 Too Many Requests until the window ends.
+AUTH_FAILURE_LIMIT = 20
+AUTH_FAILURE_WINDOW = 60
 # Largest request body the API accepts, in bytes.
 MAX_CONTENT_LENGTH = 65536
+# Whether the HTML status pages (/, /projects/<name>, /runs/<id>) are open to
+# anyone; False asks for a bearer API token, like the API.
+STATUS_PUBLIC = True
 
 # --- slave --------------------------------------------------------------
 

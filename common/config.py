@@ -72,6 +72,22 @@ def _optional_file(name, value):
     return path
 
 
+TRUE_WORDS = ("1", "true", "yes")
+FALSE_WORDS = ("0", "false", "no")
+
+
+def _boolean(name, value):
+    """A bool as given by overrides, or one of 1/0/true/false/yes/no from the environment."""
+    if isinstance(value, bool):
+        return value
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name} must be one of {'/'.join(TRUE_WORDS + FALSE_WORDS)}, got {value!r}")
+
+
 def _database_url(name, value):
     if value is None or value == "":
         return None
@@ -114,6 +130,9 @@ PARSERS = {
     "RETRY_BASE_DELAY": _number(float, 0, 86400),
     "RETRY_MAX_DELAY": _number(float, 0, 7 * 86400),
     "MAX_CONTENT_LENGTH": _number(int, 1024, 64 * 1024 * 1024),
+    "STATUS_PUBLIC": _boolean,
+    "AUTH_FAILURE_LIMIT": _number(int, 1, 1000000),
+    "AUTH_FAILURE_WINDOW": _number(float, 1, 86400),
     "MASTER_URL": _url,
     "SLAVE_NAME": _optional_text,
     "SLAVE_URL": _optional(_url),

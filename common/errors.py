@@ -61,6 +61,16 @@ class NotEnrolled(MirrorSyncError):
     code = "not_enrolled"
 
 
+class TooManyRequests(MirrorSyncError):
+    """Too many failed authentications from one address; ``retry_after`` is in seconds."""
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message, retry_after):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Gone(MirrorSyncError):
     status = 410
     code = "gone"

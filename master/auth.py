@@ -1,10 +1,12 @@
 """Bearer-token checks for API blueprints: readers may GET, only admins may change things."""
 
+import contextlib
+
 from flask import g, request
 
-from common.errors import Forbidden
+from common.errors import Forbidden, Unauthorized
 from common.states import Role
-from master.services import tokens
+from master.services import throttle, tokens
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -17,9 +19,25 @@ def bearer_token():
     return value.strip() or None
 
 
+@contextlib.contextmanager
+def counted_failures(*errors):
+    """Refuse an address over its limit of failed authentications, and count the failures in here.
+
+    Raises TooManyRequests, or whichever of ``errors`` the body raised.
+    """
+    address = request.remote_addr or "unknown"
+    throttle.check_address(address)
+    try:
+        yield
+    except errors:
+        throttle.record_failure(address)
+        raise
+
+
 def authorize_request():
-    """before_request hook: raises Unauthorized or Forbidden."""
-    token = tokens.authenticate(bearer_token())
+    """before_request hook: raises Unauthorized, Forbidden or TooManyRequests."""
+    with counted_failures(Unauthorized):
+        token = tokens.authenticate(bearer_token())
     if request.method not in SAFE_METHODS and token.role != Role.ADMIN.value:
         raise Forbidden("This call needs an admin token; this token is read-only.")
     g.api_token = token

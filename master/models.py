@@ -201,3 +201,13 @@ class Nonce(db.Model):
     key_id = sa.Column(sa.String(128), primary_key=True)
     nonce = sa.Column(sa.String(128), primary_key=True)
     expires_at = sa.Column(sa.Integer, nullable=False, index=True)
+
+
+class AuthFailure(db.Model):
+    """Failed authentications per client address in the current window, shared by every worker."""
+
+    __tablename__ = "auth_failures"
+
+    address = sa.Column(sa.String(64), primary_key=True)
+    count = sa.Column(sa.Integer, nullable=False)
+    window_start = sa.Column(UTCDateTime, nullable=False)

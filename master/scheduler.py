@@ -23,7 +23,7 @@ from master.executor import Executor
 from master.models import Project
 from master.schedules import parse_crontab
 from master import rsyncd
-from master.services import distribution, runs, slaves
+from master.services import distribution, runs, slaves, throttle
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ def sweep_distribution(app):
             distribution.expire_overdue_entries()
             distribution.catch_up_slaves()
             slaves.purge_nonces()
+            throttle.purge_expired()
     except Exception:
         log.exception("distribution sweep failed; retrying at the next interval")
 

@@ -85,7 +85,10 @@ api = MirrorSyncApi()
 
 
 def handle_domain_error(error):
-    return jsonify(error.to_dict()), error.status
+    response = jsonify(error.to_dict())
+    if getattr(error, "retry_after", None):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response, error.status
 
 
 def register_api(app):

@@ -3,9 +3,10 @@
 from flask import g, request
 from flask.views import MethodView
 
+from common.errors import Forbidden, Unauthorized
 from common.wire import HeartbeatSchema, RegistrationSchema, ReportSchema
 from master.api import ApiBlueprint
-from master.auth import authorize_request, bearer_token
+from master.auth import authorize_request, bearer_token, counted_failures
 from master.schemas import SlavePatchSchema, SlaveSchema
 from master.services import distribution, slaves
 
@@ -21,9 +22,10 @@ def verify_slave_signature():
     if request.endpoint == "slave_channel.Registration":
         return
     name = (request.view_args or {}).get("name", "")
-    g.slave = slaves.authenticate_slave(name, request.headers, request.method,
-                                        request.script_root + request.full_path.rstrip("?"),
-                                        request.get_data(cache=True))
+    with counted_failures(Unauthorized):
+        g.slave = slaves.authenticate_slave(name, request.headers, request.method,
+                                            request.script_root + request.full_path.rstrip("?"),
+                                            request.get_data(cache=True))
 
 
 class SlaveView:
@@ -65,7 +67,8 @@ class Registration(MethodView):
     @channel.arguments(RegistrationSchema)
     def post(self, data):
         """Enroll with ``Authorization: Bearer <JOIN_TOKEN>``; answers the slave's credentials once."""
-        _, credentials = slaves.register_slave(bearer_token(), data["name"], data["url"])
+        with counted_failures(Forbidden):
+            _, credentials = slaves.register_slave(bearer_token(), data["name"], data["url"])
         return credentials, 201
 
 
