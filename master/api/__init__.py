@@ -92,12 +92,12 @@ def handle_domain_error(error):
 
 
 def register_api(app):
-    from master.api import feeds, health, projects, runs, slaves, status
+    from master.api import feeds, health, projects, runs, slaves, status, tokens
 
     api.init_app(app)
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     app.register_error_handler(MirrorSyncError, handle_domain_error)
-    for blueprint in (projects.blp, runs.blp, status.blp, slaves.channel, slaves.blp):
+    for blueprint in (projects.blp, runs.blp, status.blp, slaves.channel, slaves.blp, tokens.blp):
         api.register_blueprint(blueprint, url_prefix="/api/v1")
     app.register_blueprint(health.blp)
     app.register_blueprint(feeds.blp)

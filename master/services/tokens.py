@@ -62,11 +62,17 @@ def list_tokens():
     return db.session.execute(sa.select(ApiToken).order_by(ApiToken.id)).scalars().all()
 
 
-def revoke_token(token_id):
+def get_token(token_id):
     """Raises NotFound."""
     token = db.session.get(ApiToken, token_id)
     if token is None:
         raise NotFound(f"There is no token {token_id}.")
+    return token
+
+
+def revoke_token(token_id):
+    """Raises NotFound."""
+    token = get_token(token_id)
     if token.revoked_at is None:
         token.revoked_at = now()
         db.session.commit()
