@@ -116,8 +116,9 @@ class MirrorSyncClient:
     def trigger_sync(self, name):
         return self.request("POST", f"/api/v1/projects/{_segment(name)}/syncs").json()
 
-    def project_runs(self, name):
-        return self.request("GET", f"/api/v1/projects/{_segment(name)}/runs").json()
+    def project_runs(self, name, limit=None):
+        params = {"limit": limit} if limit is not None else None
+        return self.request("GET", f"/api/v1/projects/{_segment(name)}/runs", params=params).json()
 
     def get_run(self, run_id):
         return self.request("GET", f"/api/v1/runs/{_segment(run_id)}").json()
@@ -125,6 +126,34 @@ class MirrorSyncClient:
     def run_log(self, run_id):
         return self.request("GET", f"/api/v1/runs/{_segment(run_id)}/log",
                             headers={"Accept": "text/plain"}).text
+
+    def run_log_from(self, run_id, offset):
+        """The log's bytes from ``offset`` and the offset to ask for next (``X-Next-Offset``)."""
+        response = self.request("GET", f"/api/v1/runs/{_segment(run_id)}/log", params={"offset": offset},
+                                headers={"Accept": "text/plain"})
+        return response.content, int(response.headers.get("X-Next-Offset", offset + len(response.content)))
+
+    def list_slaves(self):
+        return self.request("GET", "/api/v1/slaves").json()
+
+    def update_slave(self, name, changes):
+        return self.request("PATCH", f"/api/v1/slaves/{_segment(name)}", json=changes).json()
+
+    def delete_slave(self, name):
+        self.request("DELETE", f"/api/v1/slaves/{_segment(name)}")
+
+    def status_feed(self):
+        """The public feed; it needs no token."""
+        return self.request("GET", "/api/v1/status").json()
+
+    def list_tokens(self):
+        return self.request("GET", "/api/v1/tokens").json()
+
+    def create_token(self, token):
+        return self.request("POST", "/api/v1/tokens", json=token).json()
+
+    def revoke_token(self, token_id):
+        return self.request("DELETE", f"/api/v1/tokens/{_segment(token_id)}").json()
 
 
 def _segment(value):

@@ -165,3 +165,87 @@ def project_table(projects):
         for project in projects
     ]
     return _table(headers, rows)
+
+
+def _retry_links(run):
+    links = []
+    if run.get("retry_of"):
+        links.append(f"retry of {run['retry_of']}")
+    if run.get("retried_by"):
+        links.append(f"retried by {run['retried_by']}")
+    return ", ".join(links)
+
+
+def run_table(runs):
+    """A fixed-width table, one run a row, newest first as the API gives them; times in UTC."""
+    headers = ("RUN", "TRIGGER", "STATE", "ATTEMPT", "CREATED", "DURATION", "EXIT", "RETRIES", "ERROR")
+    rows = [
+        (
+            run.get("id"),
+            run.get("trigger"),
+            run.get("state"),
+            run.get("attempt"),
+            run.get("created_at"),
+            human_duration(run_duration(run)),
+            run.get("exit_code"),
+            _retry_links(run),
+            run.get("error"),
+        )
+        for run in runs
+    ]
+    return _table(headers, rows)
+
+
+def slave_list_table(slaves):
+    """A fixed-width table, one slave a row."""
+    headers = ("NAME", "STATE", "ENABLED", "LAST SEEN", "URL")
+    rows = [
+        (
+            slave.get("name"),
+            slave.get("state"),
+            "yes" if slave.get("enabled") else "no",
+            slave.get("last_seen"),
+            slave.get("url"),
+        )
+        for slave in slaves
+    ]
+    return _table(headers, rows)
+
+
+def token_table(tokens):
+    """A fixed-width table, one token a row; the token values themselves are never listed."""
+    headers = ("ID", "NAME", "ROLE", "CREATED", "EXPIRES", "LAST USED", "REVOKED")
+    rows = [
+        (
+            token.get("id"),
+            token.get("name"),
+            token.get("role"),
+            token.get("created_at"),
+            token.get("expires_at") or "never",
+            token.get("last_used_at") or "never",
+            token.get("revoked_at"),
+        )
+        for token in tokens
+    ]
+    return _table(headers, rows)
+
+
+def describe_status(entry):
+    """Lines for one project of the public feed: its state, then one line per slave's freshness."""
+    lines = [
+        f"{entry.get('name')}: {entry.get('status')}",
+        f"  upstream:     {_show(entry.get('upstream'))}",
+        f"  last success: {_show(entry.get('last_success'))}",
+        f"  next run:     {_show(entry.get('next_run'))}",
+        f"  size:         {human_size(entry.get('size'))}",
+    ]
+    slaves = entry.get("slaves") or {}
+    if not slaves:
+        lines.append("  slaves:       none")
+    for name in sorted(slaves):
+        held = slaves[name] or {}
+        since = f" since {held['since']}" if held.get("since") else ""
+        run = f" at run {held['run_id']}" if held.get("run_id") is not None else ""
+        error = f" ({held['last_error']})" if held.get("last_error") else ""
+        lines.append(f"  slave {name}: {held.get('state')}{run}{since}{error}")
+    return "\n".join(lines)
