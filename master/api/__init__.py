@@ -92,7 +92,7 @@ def handle_domain_error(error):
 
 
 def register_api(app):
-    from master.api import feeds, health, projects, runs, slaves, status, tokens
+    from master.api import feeds, health, pages, projects, runs, slaves, status, tokens
 
     api.init_app(app)
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
@@ -101,3 +101,4 @@ def register_api(app):
         api.register_blueprint(blueprint, url_prefix="/api/v1")
     app.register_blueprint(health.blp)
     app.register_blueprint(feeds.blp)
+    app.register_blueprint(pages.blp)

@@ -1,0 +1,121 @@
+"""HTML status pages rendered on the server: /, /projects/<name> and /runs/<id>.
+
+They refresh themselves with a meta tag, so they work with JavaScript off. With
+STATUS_PUBLIC false they need a bearer token, like the API.
+"""
+
+import datetime
+
+from flask import Blueprint, current_app, render_template
+
+from common.errors import MirrorSyncError, NotFound
+from master.auth import authorize_request
+from master.schemas import MAX_ID
+from master.seams import now
+from master.services import pages
+
+blp = Blueprint("pages", __name__)
+REFRESH_SECONDS = 10
+BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+@blp.before_request
+def require_token_unless_public():
+    if not current_app.config["STATUS_PUBLIC"]:
+        authorize_request()
+
+
+@blp.errorhandler(MirrorSyncError)
+def error_page(error):
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:
+        headers["Retry-After"] = str(retry_after)
+    return render_template("error.html", error=error), error.status, headers
+
+
+@blp.get("/")
+def index():
+    slave_names, rows = pages.overview()
+    return render_template("index.html", slave_names=slave_names, rows=rows, slaves=pages.slave_list(),
+                           refresh=REFRESH_SECONDS)
+
+
+@blp.get("/projects/<name>")
+def project(name):
+    row, recent = pages.project_detail(name)
+    return render_template("project.html", row=row, runs=recent, refresh=REFRESH_SECONDS)
+
+
+@blp.get("/runs/<run_id>")
+def run(run_id):
+    # Any text is accepted here so that a bad id gets this page's 404, not the API's JSON one.
+    if not (run_id.isascii() and run_id.isdigit() and len(run_id) <= 19 and 0 < int(run_id) <= MAX_ID):
+        raise NotFound(f"There is no run {run_id}.")
+    found, tail = pages.run_detail(int(run_id))
+    final = pages.run_is_final(found)
+    return render_template("run.html", run=found, tail=tail, refresh=None if final else REFRESH_SECONDS)
+
+
+def _as_utc(moment):
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment
+
+
+def _span(seconds):
+    seconds = abs(int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
+
+
+@blp.app_template_filter("age")
+def age(moment):
+    """'3 h ago', 'in 5 min' or 'never'."""
+    if moment is None:
+        return "never"
+    delta = (now() - _as_utc(moment)).total_seconds()
+    if abs(delta) < 5:
+        return "just now"
+    return f"{_span(delta)} ago" if delta > 0 else f"in {_span(delta)}"
+
+
+@blp.app_template_filter("iso")
+def iso(moment):
+    if moment is None:
+        return ""
+    return _as_utc(moment).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@blp.app_template_filter("human_size")
+def human_size(size):
+    """1288490189 -> '1.2 GiB'."""
+    if size is None:
+        return "unknown"
+    value = float(size)
+    for unit in BINARY_UNITS:
+        if value < 1024 or unit == BINARY_UNITS[-1]:
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+@blp.app_template_filter("duration")
+def duration(run_or_none):
+    """How long a run took (or has taken so far), as '1 h 2 min 3 s'."""
+    if run_or_none is None or run_or_none.started_at is None:
+        return ""
+    end = run_or_none.finished_at or now()
+    seconds = max(0, int((_as_utc(end) - _as_utc(run_or_none.started_at)).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{hours} h"] if hours else []
+    if hours or minutes:
+        parts.append(f"{minutes} min")
+    parts.append(f"{seconds} s")
+    return " ".join(parts)
