@@ -108,7 +108,9 @@ def build_world(root):
     clock, fake_rsync, fake_slaves = FakeClock(), FakeRsyncRunner(), FakeSlaveClient()
     app = create_app({"DATA_DIR": str(root / "data"), "ADMIN_TOKEN": ADMIN_TOKEN, "JOIN_TOKEN": JOIN_TOKEN,
                       "LOG_LEVEL": "CRITICAL", "CLOCK": clock, "RSYNC_RUNNER": fake_rsync,
-                      "SLAVE_CLIENT": fake_slaves})
+                      "SLAVE_CLIENT": fake_slaves,
+                      # Hundreds of refused signatures come from one test address: no throttling here.
+                      "AUTH_FAILURE_LIMIT": 1000000})
     client = app.test_client()
     response = client.post("/api/v1/projects", json={"name": "debian",
                                                      "upstream": "rsync://mirror.example.org/debian"},
