@@ -47,17 +47,31 @@ def _send(run_id, project, slaves, catchup=False):
     targets = [(OrderTarget(s.name, s.url, s.signing_key), order) for s in slaves]
     outcomes = current_seams().slave_client.send_orders(targets)
     stamp = now()
+    _note_attempts(slaves, project, stamp)
     for outcome in outcomes:
-        values = {"state": outcome.state, "dispatched_at": stamp, "error": outcome.error}
+        entry = sa.and_(SlaveRun.run_id == run_id, SlaveRun.slave_name == outcome.name)
+        # A fast slave may have reported before this line: the time is recorded whatever the state...
+        db.session.execute(sa.update(SlaveRun).where(entry, SlaveRun.dispatched_at.is_(None))
+                           .values(dispatched_at=stamp))
+        values = {"state": outcome.state, "error": outcome.error}
         if not outcome.accepted:
             values["finished_at"] = stamp
             log.warning("run %s: order to %s failed: %s", run_id, outcome.name, outcome.error)
-        # Only a pending entry moves: a fast slave may already have reported.
-        db.session.execute(sa.update(SlaveRun).where(
-            SlaveRun.run_id == run_id, SlaveRun.slave_name == outcome.name,
-            SlaveRun.state == SlaveRunState.PENDING.value).values(**values))
+        # ...but only a pending entry changes state.
+        db.session.execute(sa.update(SlaveRun).where(entry, SlaveRun.state == SlaveRunState.PENDING.value)
+                           .values(**values))
     db.session.commit()
     return outcomes
+
+
+def _note_attempts(slaves, project, stamp):
+    """Remember when each slave was last ordered to pull ``project`` (catch-up waits after it)."""
+    for slave in slaves:
+        held = db.session.get(SlaveProject, (slave.id, project.id))
+        if held is None:
+            db.session.add(SlaveProject(slave_id=slave.id, project_id=project.id, last_attempt_at=stamp))
+        else:
+            held.last_attempt_at = stamp
 
 
 def dispatch_to_slaves(run_id, upstream_outcome):
@@ -209,18 +223,14 @@ def catch_up_slaves():
                 continue
             if (slave.id, run_id) in in_flight:
                 continue
-            if held is not None and held.last_attempt_at and stamp - held.last_attempt_at < retry_after:
-                continue
+            if held is not None and held.last_attempt_at and (
+                    stamp - held.last_attempt_at < retry_after or slave.last_seen <= held.last_attempt_at):
+                continue  # tried lately, or not heard from since: a slave must show it is back
             laggards.append(slave)
         if not laggards:
             continue
         for slave in laggards:
             _reopen_entry(run_id, project, slave, stamp)
-            held = freshness.get((slave.id, project.id))
-            if held is None:
-                held = SlaveProject(slave_id=slave.id, project_id=project.id)
-                db.session.add(held)
-            held.last_attempt_at = stamp
         db.session.commit()
         log.info("catch-up: ordering %s to pull run %s of %s", ", ".join(s.name for s in laggards),
                  run_id, project.name)
@@ -238,7 +248,8 @@ def _reopen_entry(run_id, project, slave, stamp):
     entry.state = SlaveRunState.PENDING.value
     entry.attempts = (entry.attempts or 0) + 1
     entry.deadline = _deadline(project, stamp)
-    entry.started_at = entry.finished_at = entry.exit_code = entry.error = entry.stats = None
+    entry.dispatched_at = entry.started_at = entry.finished_at = entry.exit_code = entry.error = None
+    entry.stats = None
 
 
 def freshness_by_project():

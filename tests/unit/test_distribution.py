@@ -151,6 +151,7 @@ def test_a_slave_that_missed_a_run_catches_up_when_it_comes_back(
     fake_slaves.outcomes = {}
     with app.app_context():
         assert distribution.catch_up_slaves() == 0, "an offline slave is not ordered"
+    clock.advance(4 * app.config["CATCHUP_INTERVAL"] + 1)
     heartbeat(client, late, clock)
     heartbeat(client, one, clock)
     with app.app_context():
@@ -173,6 +174,10 @@ def test_a_slave_whose_pull_failed_is_retried_after_a_pause(app, client, admin, 
     report(client, one, clock, run_id, state="failed")
     heartbeat(client, one, clock)
     fake_slaves.orders.clear()
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 0, "right after an attempt, catch-up waits a while"
+    clock.advance(4 * app.config["CATCHUP_INTERVAL"] + 1)
+    heartbeat(client, one, clock)
     with app.app_context():
         assert distribution.catch_up_slaves() == 1
     report(client, one, clock, run_id, state="failed")
@@ -332,3 +337,38 @@ def test_no_catch_up_from_a_tree_a_dying_pull_may_have_half_changed(
         assert distribution.catch_up_slaves() == 0, "DATA_DIR may hold a mix of two trees"
     pull(app, client, admin)  # a good pull makes the tree whole again, and orders go out as usual
     assert [name for name, _ in fake_slaves.orders] == ["one"]
+
+
+def test_a_report_faster_than_the_dispatch_bookkeeping_keeps_the_dispatch_time(
+        app, client, admin, make_project, fake_slaves, clock):
+    make_project()
+    one = enroll(client, "one")
+
+    class Eager:
+        """A slave so quick that its "syncing" report lands before send_orders returns."""
+
+        def send_orders(self, orders):
+            outcomes = fake_slaves.send_orders(orders)
+            for target, order in orders:
+                report(client, one, clock, order["run_id"], state="syncing")
+            return outcomes
+    app.extensions["mirrorsync"].slave_client = Eager()
+    run_id = pull(app, client, admin)
+    entry = get_run(client, admin, run_id)["slaves"][0]
+    assert entry["state"] == "syncing" and entry["dispatched_at"] is not None
+
+
+def test_a_slave_unreachable_at_fan_out_gets_no_catch_up_before_it_is_heard_from_again(
+        app, client, admin, make_project, fake_slaves, clock):
+    make_project()
+    late = enroll(client, "late")
+    heartbeat(client, late, clock)  # online, as far as the master knows...
+    fake_slaves.outcomes = {"late": "unreachable"}  # ...but it went away just now
+    pull(app, client, admin)
+    clock.advance(4 * app.config["CATCHUP_INTERVAL"] + 1)
+    fake_slaves.orders.clear()
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 0, "no heartbeat since the failed order: still away"
+    heartbeat(client, late, clock)
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 1
