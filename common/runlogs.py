@@ -38,6 +38,8 @@ def read_log(root, project_name, run_id, offset=0, limit=1024 * 1024):
     """Return (bytes, next_offset) from ``offset``, or None when the log does not exist."""
     try:
         with open(log_path(root, project_name, run_id), "rb") as log:
+            if offset >= os.fstat(log.fileno()).st_size:
+                return b"", offset  # nothing new yet (and no seek a filesystem could refuse)
             log.seek(offset)
             data = log.read(limit)
     except FileNotFoundError:

@@ -12,20 +12,56 @@ SLAVE_REPORT_STATES = ("syncing", "success", "failed")
 PUBLISH_MODES = ("delay", "atomic")
 
 
+MAX_ID = 2**63 - 1  # what a 64-bit id column holds
+_URL = re.compile(r"^(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::([0-9]{1,5}))?(/[A-Za-z0-9._~-]+)*/?$")
+# Control characters other than tab and newline: terminal escapes, NUL...
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def validate_http_url(value):
-    if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(:\d{1,5})?(/[A-Za-z0-9._~/-]*)?", value or "") \
-            or len(value) > 512:
-        raise ValidationError("Must be an http:// or https:// URL of this host, such as http://mirror1:7000.")
+    """An http(s) URL of a host: a valid host name or address, a port 1-65535, a plain path."""
+    message = "Must be an http:// or https:// URL of this host, such as http://mirror1:7000."
+    match = _URL.match(value or "")
+    if not match or len(value) > 512:
+        raise ValidationError(message)
+    host, port = match.group(2), match.group(3)
+    path = value[match.end(3) if port else match.end(2):]
+    validate_host(host)
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise ValidationError("The port must be between 1 and 65535.")
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise ValidationError(message)
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON true or false only; marshmallow's Boolean also takes "yes", 1 and "on"."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class ReportText(fields.String):
+    """Text a slave copied from rsync's output: control characters become U+FFFD, not errors,
+    so a file name with an escape sequence in it cannot make a report unacceptable."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return _CONTROL.sub("\ufffd", super()._deserialize(value, attr, data, **kwargs))
+
+
+def _count():
+    return fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0, max=MAX_ID))
 
 
 class StatsSchema(Schema):
-    files_total = fields.Integer(allow_none=True)
-    files_created = fields.Integer(allow_none=True)
-    files_deleted = fields.Integer(allow_none=True)
-    files_transferred = fields.Integer(allow_none=True)
-    total_size = fields.Integer(allow_none=True)
-    bytes_sent = fields.Integer(allow_none=True)
-    bytes_received = fields.Integer(allow_none=True)
+    files_total = _count()
+    files_created = _count()
+    files_deleted = _count()
+    files_transferred = _count()
+    total_size = _count()
+    bytes_sent = _count()
+    bytes_received = _count()
 
 
 class RegistrationSchema(Schema):
@@ -44,25 +80,27 @@ class CredentialsSchema(Schema):
 
 class OrderSchema(Schema):
     """Master -> slave: pull this run's tree of ``project`` from the master's rsync daemon."""
-    run_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    run_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=MAX_ID))
     project = fields.String(required=True, validate=validate_slug)
     rsyncd_host = fields.String(required=True, validate=validate_host)
     rsyncd_port = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=65535))
     timeout = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=30 * 86400))
-    catchup = fields.Boolean(load_default=False)
+    catchup = StrictBoolean(load_default=False)
     publish = fields.String(load_default="delay", validate=validate.OneOf(PUBLISH_MODES))
 
 
 class ReportSchema(Schema):
     """Slave -> master: what became of one order."""
-    run_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    run_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=MAX_ID))
     project = fields.String(required=True, validate=validate_slug)
     state = fields.String(required=True, validate=validate.OneOf(SLAVE_REPORT_STATES))
-    started_at = fields.DateTime(allow_none=True, load_default=None)
-    finished_at = fields.DateTime(allow_none=True, load_default=None)
-    exit_code = fields.Integer(allow_none=True, load_default=None)
-    error = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=4000))
-    warning = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=4000))
+    started_at = fields.AwareDateTime(allow_none=True, load_default=None)
+    finished_at = fields.AwareDateTime(allow_none=True, load_default=None)
+    # rsync's exit code, or minus the signal that killed it.
+    exit_code = fields.Integer(allow_none=True, load_default=None, strict=True,
+                               validate=validate.Range(min=-64, max=255))
+    error = ReportText(allow_none=True, load_default=None, validate=validate.Length(max=4000))
+    warning = ReportText(allow_none=True, load_default=None, validate=validate.Length(max=4000))
     stats = fields.Nested(StatsSchema, allow_none=True, load_default=None)
 
 

@@ -4,20 +4,10 @@ from marshmallow import Schema, fields, validate
 
 from common.validation import (public_rsync_url, validate_pattern, validate_rsync_option, validate_rsync_url,
                                validate_secret, validate_slug)
-from common.wire import PUBLISH_MODES, StatsSchema
+from common.wire import MAX_ID, PUBLISH_MODES, StatsSchema, StrictBoolean
 from master.schedules import validate_crontab
 
 MAX_TIMEOUT = 30 * 86400
-MAX_ID = 2**63 - 1  # what a 64-bit id column can hold
-
-
-class StrictBoolean(fields.Boolean):
-    """JSON true or false only; marshmallow's Boolean also takes "yes", 1 and "on"."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, bool):
-            raise self.make_error("invalid", input=value)
-        return value
 
 
 class ProjectSchema(Schema):
@@ -104,13 +94,22 @@ class RunSchema(Schema):
         return round((run.finished_at - run.started_at).total_seconds(), 3)
 
 
+class AsciiInteger(fields.Integer):
+    """An integer from a query string, in ASCII digits only (Python's int() also reads "１")."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and not value.isascii():
+            raise self.make_error("invalid", input=value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class RunListArgs(Schema):
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    before = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_ID))
+    limit = AsciiInteger(load_default=50, validate=validate.Range(min=1, max=500))
+    before = AsciiInteger(load_default=None, validate=validate.Range(min=1, max=MAX_ID))
 
 
 class LogArgs(Schema):
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
+    offset = AsciiInteger(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
 
 
 class SlaveSchema(Schema):

@@ -7,8 +7,10 @@ from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields
 from webargs import core
 from webargs.flaskparser import FlaskParser, abort, is_json_request
+from werkzeug.routing import BaseConverter, ValidationError
 
 from common.errors import MirrorSyncError
+from common.wire import MAX_ID
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +93,28 @@ def handle_domain_error(error):
     return response, error.status
 
 
+class IdConverter(BaseConverter):
+    """``<id:run_id>``: ASCII digits that fit a 64-bit id (werkzeug's int also takes "１")."""
+
+    regex = r"[0-9]{1,19}"
+
+    def to_python(self, value):
+        number = int(value)
+        if number > MAX_ID:
+            raise ValidationError()  # no such route: a 404
+        return number
+
+    def to_url(self, value):
+        return str(int(value))
+
+
 def register_api(app):
     from master.api import feeds, health, pages, projects, runs, slaves, status, tokens
 
+    app.url_map.converters["id"] = IdConverter
     api.init_app(app)
+    api.register_converter(IdConverter, lambda converter: {"type": "integer", "minimum": 0,
+                                                           "maximum": MAX_ID})
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     app.register_error_handler(MirrorSyncError, handle_domain_error)
     for blueprint in (projects.blp, runs.blp, status.blp, slaves.channel, slaves.blp, tokens.blp):

@@ -5,21 +5,21 @@ from flask.views import MethodView
 
 from master.api import ApiBlueprint
 from master.auth import authorize_request
-from master.schemas import MAX_ID, LogArgs, RunSchema
+from master.schemas import LogArgs, RunSchema
 from master.services import runs
 
 blp = ApiBlueprint("runs", __name__, description="Sync runs")
 blp.before_request(authorize_request)
 
 
-@blp.route(f"/runs/<int(max={MAX_ID}):run_id>")
+@blp.route("/runs/<id:run_id>")
 class Run(MethodView):
     @blp.response(200, RunSchema)
     def get(self, run_id):
         return runs.get_run(run_id)
 
 
-@blp.route(f"/runs/<int(max={MAX_ID}):run_id>/log")
+@blp.route("/runs/<id:run_id>/log")
 class RunLog(MethodView):
     @blp.arguments(LogArgs, location="query")
     @blp.response(200, content_type="text/plain")

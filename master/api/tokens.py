@@ -8,7 +8,6 @@ from common.errors import Forbidden
 from common.states import Role
 from master.api import ApiBlueprint
 from master.auth import authorize_request
-from master.schemas import MAX_ID
 from master.services import tokens
 
 blp = ApiBlueprint("tokens", __name__, description="API tokens (admins only)")
@@ -55,7 +54,7 @@ class Tokens(MethodView):
         return token, {"Location": url_for("tokens.Token", token_id=token.id)}
 
 
-@blp.route(f"/tokens/<int(max={MAX_ID}):token_id>")
+@blp.route("/tokens/<id:token_id>")
 class Token(MethodView):
     @blp.response(200, TokenSchema)
     def get(self, token_id):
