@@ -496,10 +496,12 @@ def remove_partial_updates(destination):
     return removed
 
 
-def end_orphaned_rsync(pgid, grace=5.0):
+def end_orphaned_rsync(pgid, grace=1.0):
     """End the process group of an rsync a dead parent (executor or slave) left behind.
 
     Only a process that is still rsync is touched: a pid reused by anything else is left alone.
+    The grace before SIGKILL is short: an orphan's work is thrown away anyway, and an rsync
+    receiver can sit out a SIGTERM for a long while.
     """
     try:
         with open(f"/proc/{int(pgid)}/cmdline", "rb") as cmdline:
