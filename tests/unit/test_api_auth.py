@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from tests.support.fakes import FakeRsyncRunner
+from tests.support.api_errors import assert_error_shape
 
 PROJECT = "/api/v1/projects/debian"
 NEW_PROJECT = {"name": "ubuntu", "upstream": "rsync://mirror.example.org/ubuntu"}
@@ -77,14 +78,6 @@ def snapshot(client, admin, run):
     """What a refused call must leave alone: the projects and the run."""
     return (client.get("/api/v1/projects", headers=admin).get_json(),
             client.get(f"/api/v1/runs/{run}", headers=admin).get_json())
-
-
-def assert_error_shape(response, status):
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert set(body) == {"error", "message", "fields"}, body
-    assert body["error"] and body["message"]
-    return body
 
 
 @pytest.mark.parametrize("kind", ["no-token", "bad-token", "revoked", "expired", "readonly", "admin"])

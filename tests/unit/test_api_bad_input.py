@@ -13,6 +13,7 @@ import pytest
 from common.clock import FakeClock
 from master.schemas import MAX_TIMEOUT
 from tests.support.fakes import FakeRsyncRunner
+from tests.support.api_errors import assert_error_shape
 
 PROJECTS = "/api/v1/projects"
 TABLE_TOKEN = "table-admin-token"
@@ -396,23 +397,6 @@ def list_projects(client, headers=TABLE_ADMIN):
     response = client.get(PROJECTS, headers=headers)
     assert response.status_code == 200
     return response.get_json()
-
-
-def assert_error_shape(response, status=None, field=None):
-    text = response.get_data(as_text=True)
-    assert 400 <= response.status_code < 500, (response.status_code, text)
-    if status is not None:
-        assert response.status_code == status, text
-    body = response.get_json()
-    assert isinstance(body, dict), text
-    assert set(body) == {"error", "message", "fields"}, body
-    assert isinstance(body["error"], str) and body["error"]
-    assert isinstance(body["message"], str) and body["message"]
-    assert isinstance(body["fields"], dict)
-    assert "Traceback" not in text
-    if field is not None:
-        assert field in body["fields"], body
-    return body
 
 
 def assert_secret_not_echoed(response, field, value):

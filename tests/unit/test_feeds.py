@@ -83,7 +83,8 @@ def test_metrics_per_project_parse_with_prometheus_own_parser(app, client, admin
 
 def test_metrics_per_slave_show_last_seen_and_lag(app, client, admin, make_project, clock):
     make_project()
-    one, late = enroll(client, "one"), enroll(client, "late")
+    one = enroll(client, "one")
+    enroll(client, "late")
     heartbeat(client, one, clock)
     run = pull(app, client, admin)
     report(client, one, clock, run["id"])

@@ -20,6 +20,7 @@ from common.signing import signature_headers
 from master.services import syncs
 from tests.conftest import ADMIN_TOKEN, JOIN_TOKEN
 from tests.support.fakes import FakeRsyncRunner
+from tests.support.api_errors import assert_error_shape
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 JOIN = {"Authorization": f"Bearer {JOIN_TOKEN}"}
@@ -52,23 +53,6 @@ WRONG_TYPES = [
 
 def cases(*groups):
     return [pytest.param(value, id=case_id) for group in groups for case_id, value in group]
-
-
-def assert_error_shape(response, status=None, field=None):
-    text = response.get_data(as_text=True)
-    assert 400 <= response.status_code < 500, (response.status_code, text)
-    if status is not None:
-        assert response.status_code == status, text
-    body = response.get_json()
-    assert isinstance(body, dict), text
-    assert set(body) == {"error", "message", "fields"}, body
-    assert isinstance(body["error"], str) and body["error"]
-    assert isinstance(body["message"], str) and body["message"]
-    assert isinstance(body["fields"], dict)
-    assert "Traceback" not in text
-    if field is not None:
-        assert field in body["fields"], body
-    return body
 
 
 # --- master helpers -------------------------------------------------------------------

@@ -14,6 +14,7 @@ from slave import create_app
 from slave.credentials import Credentials, CredentialStore
 from slave.syncs import INTERRUPTED, SyncRecords
 from tests.support.fakes import FakeRsyncRunner
+from tests.support.api_errors import assert_error_shape
 
 NAME = "mirror1"
 SIGNING_KEY = "order-signing-key"
@@ -105,13 +106,6 @@ def outbox(app):
     return services(app).outbox.pending()
 
 
-def assert_error_shape(response, status, code=None):
-    assert response.status_code == status, response.json
-    assert set(response.json) == {"error", "message", "fields"}
-    if code:
-        assert response.json["error"] == code
-
-
 def test_a_signed_order_is_accepted_at_once_and_pulled_with_the_slaves_identity(tmp_path, make_slave):
     held = FakeRsyncRunner(hold=True)
     app = make_slave(rsync_runner=held)
@@ -191,7 +185,7 @@ def test_an_order_without_a_good_signature_is_refused_and_nothing_happens(tmp_pa
         headers = signature_headers(NAME, SIGNING_KEY, "POST", "/api/v1/syncs", raw)
         response = client.post("/api/v1/syncs", data=raw.replace(b"debian", b"ubuntu"),
                                headers=headers, content_type="application/json")
-    assert_error_shape(response, 401, "unauthorized")
+    assert_error_shape(response, 401, code="unauthorized")
     assert "Signature refused" in response.json["message"]
     wait_idle(slave)
     assert runner.jobs == []
@@ -238,7 +232,7 @@ def test_a_replay_is_refused_by_a_restarted_slave(make_slave):
 ])
 def test_an_invalid_order_is_refused_naming_the_field(slave, client, runner, changes, field):
     response = order(client, an_order(**changes))
-    assert_error_shape(response, 422, "validation_error")
+    assert_error_shape(response, 422, code="validation_error")
     assert field in response.json["fields"]
     assert field in response.json["message"]
     assert runner.jobs == []
@@ -274,7 +268,7 @@ def test_an_oversized_body_is_refused(make_slave):
 def test_an_order_before_enrollment_is_refused_with_503(make_slave, runner):
     app = make_slave(enrolled=False)
     response = order(app.test_client(), an_order())
-    assert_error_shape(response, 503, "not_enrolled")
+    assert_error_shape(response, 503, code="not_enrolled")
     assert runner.jobs == []
 
 
@@ -291,7 +285,7 @@ def test_the_same_run_ordered_twice_is_pulled_once(slave, client, runner):
 def test_a_run_id_reused_for_another_project_is_a_conflict(slave, client):
     order(client, an_order())
     response = order(client, an_order(project="ubuntu"))
-    assert_error_shape(response, 409, "conflict")
+    assert_error_shape(response, 409, code="conflict")
 
 
 def test_orders_during_a_running_pull_wait_and_share_the_next_pull(make_slave):
@@ -411,7 +405,7 @@ def test_get_sync_needs_a_signature(slave, client):
 
 
 def test_get_sync_of_an_unknown_run_is_404(client):
-    assert_error_shape(record(client, 99), 404, "not_found")
+    assert_error_shape(record(client, 99), 404, code="not_found")
 
 
 def test_healthz_is_public_and_says_whether_the_slave_is_enrolled(make_slave):
