@@ -31,6 +31,6 @@ def test_a_slave_under_gunicorn_enrolls_once_and_pulls_each_order_once(master_fa
         log = server.log_text()
         for run in runs:
             assert log.count(f"pulling served for run {run['id']}") == 1, "each order is pulled exactly once"
-        assert log.count("enrolled with the master") == 1
+        assert log.count("INFO slave.heartbeat: enrolled with the master at") == 1, "one enrollment for all workers"
     finally:
         server.stop()
