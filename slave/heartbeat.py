@@ -20,10 +20,17 @@ def enroll(store, client, name, url, master_url, stop, rng=random.random):
     """
     attempt = 0
     failing = False
+    registered = []
+
+    def register():
+        # Runs only in the process that holds the enrollment lock and finds no credentials.
+        answer = client.register(name, url)
+        registered.append(True)
+        return answer
+
     while not stop.is_set():
-        enrolled_before = store.load() is not None
         try:
-            credentials = store.enroll(lambda: client.register(name, url), master_url)
+            credentials = store.enroll(register, master_url)
         except MasterUnavailable as error:
             if not failing:
                 log.warning("cannot enroll with the master yet (%s); trying again", error)
@@ -32,7 +39,7 @@ def enroll(store, client, name, url, master_url, stop, rng=random.random):
             stop.wait(rng() * min(ENROLL_BACKOFF_MAX, ENROLL_BACKOFF_START * 2 ** min(attempt, 16)))
             attempt += 1
             continue
-        if not enrolled_before:
+        if registered:
             log.info("enrolled with the master at %s as %s", master_url, credentials.name)
         _warn_about_moves(credentials, name, master_url)
         return credentials
