@@ -80,3 +80,17 @@ class FakeSlaveClient:
             error = None if state == "dispatched" else f"{target.name} is {state}"
             results.append(OrderOutcome(target.name, state == "dispatched", state, error))
         return results
+
+
+class FakeMasterClient:
+    """The master as a slave sees it: takes every report and heartbeat; never used to register."""
+
+    def __init__(self):
+        self.reports = []
+
+    def report(self, credentials, body):
+        self.reports.append(body)
+        return "acknowledged"
+
+    def heartbeat(self, credentials, body):
+        return {"status": "ok"}

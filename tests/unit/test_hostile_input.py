@@ -19,7 +19,7 @@ from common.clock import FakeClock
 from common.signing import signature_headers
 from master.services import syncs
 from tests.conftest import ADMIN_TOKEN, JOIN_TOKEN
-from tests.support.fakes import FakeRsyncRunner
+from tests.support.fakes import FakeMasterClient, FakeRsyncRunner
 from tests.support.api_errors import assert_error_shape
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -655,18 +655,6 @@ def an_order(**changes):
             "timeout": 600, "catchup": False, "publish": "delay", **changes}
 
 
-class QuietMaster:
-    def __init__(self):
-        self.reports = []
-
-    def report(self, credentials, body):
-        self.reports.append(body)
-        return "acknowledged"
-
-    def heartbeat(self, credentials, body):
-        return {"status": "ok"}
-
-
 @pytest.fixture
 def slave_world(tmp_path):
     from slave import create_app
@@ -678,7 +666,7 @@ def slave_world(tmp_path):
         name=SLAVE_NAME, signing_key=SLAVE_KEY, rsync_user="ms-mirror1", rsync_password="rsync-pass-word",
         master_url="http://master.example.org:5000"))
     runner = FakeRsyncRunner()
-    master = QuietMaster()
+    master = FakeMasterClient()
     app = create_app({
         "STATE_DIR": str(state_dir), "PUBLIC_DIR": str(root / "public"), "SLAVE_NAME": SLAVE_NAME,
         "SLAVE_URL": "http://mirror1.example.org:7000", "JOIN_TOKEN": "join-token", "LOG_LEVEL": "CRITICAL",

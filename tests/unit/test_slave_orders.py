@@ -13,7 +13,7 @@ from common.wire import report_schema
 from slave import create_app
 from slave.credentials import Credentials, CredentialStore
 from slave.syncs import INTERRUPTED, SyncRecords
-from tests.support.fakes import FakeRsyncRunner
+from tests.support.fakes import FakeMasterClient, FakeRsyncRunner
 from tests.support.api_errors import assert_error_shape
 
 NAME = "mirror1"
@@ -26,20 +26,6 @@ IDENTITY = Credentials(name=NAME, signing_key=SIGNING_KEY, rsync_user="ms-mirror
 def an_order(run_id=7, project="debian", **changes):
     return {"run_id": run_id, "project": project, "rsyncd_host": "master.example.org", "rsyncd_port": 8730,
             "timeout": 600, "catchup": False, **changes}
-
-
-class FakeMasterClient:
-    """Takes every report and heartbeat; never used to register here."""
-
-    def __init__(self):
-        self.reports = []
-
-    def report(self, credentials, body):
-        self.reports.append(body)
-        return "acknowledged"
-
-    def heartbeat(self, credentials, body):
-        return {"status": "ok"}
 
 
 @pytest.fixture
