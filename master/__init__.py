@@ -15,6 +15,7 @@ from master.db import db, init_database
 from master.paths import default_database_url, state_dir
 from master.seams import Seams
 from master.slave_client import SlaveClient
+from master.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ def create_app(test_config=None):
         clock=clock, rsync_runner=runner or RsyncRunner(binary=settings["RSYNC_BINARY"]),
         slave_client=slave_client or SlaveClient(workers=settings["DISPATCH_WORKERS"],
                                                  timeout=settings["DISPATCH_TIMEOUT"],
-                                                 verify=tls_verify(settings)))
+                                                 verify=tls_verify(settings)),
+        wakeups=Wakeups(settings["DATA_DIR"]))
 
     db.init_app(app)
     from master.api import register_api
