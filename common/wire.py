@@ -87,6 +87,9 @@ class OrderSchema(Schema):
     timeout = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=30 * 86400))
     catchup = StrictBoolean(load_default=False)
     publish = fields.String(load_default="delay", validate=validate.OneOf(PUBLISH_MODES))
+    # The run's snapshot inside the project's module (its run id); None: the module root,
+    # as masters that pulled in place served it.
+    snapshot = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(r"^[0-9]{1,19}$"))
 
 
 class ReportSchema(Schema):

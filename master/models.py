@@ -41,8 +41,8 @@ class Project(db.Model):
     # which catching-up slaves get.
     tree_run_id = sa.Column(sa.Integer)
     tree_at = sa.Column(UTCDateTime)  # when that pull finished
-    # A pull died after it may have changed DATA_DIR/<name> (rsync applies directories, links
-    # and modes as it goes): until a pull succeeds, no slave is sent this tree to catch up.
+    # Set by earlier releases, which pulled in place, when a pull died after it may have changed
+    # DATA_DIR/<name>; pulls into snapshots never set it, and the next good pull clears it.
     tree_dirty = sa.Column(sa.Boolean, nullable=False, default=False)
     # Finished runs by final state ({"success": 12, "failed": 1}), for metrics without counting history.
     run_totals = sa.Column(sa.JSON)

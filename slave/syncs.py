@@ -39,17 +39,19 @@ REPORT_FIELDS = ("run_id", "project", "state", "started_at", "finished_at", "exi
 _MAX_TEXT = 4000
 
 
-def rsync_source(user, host, port, project):
-    """The master's rsync daemon module of ``project``, as this slave's rsync user."""
+def rsync_source(user, host, port, project, snapshot=None):
+    """The master's snapshot ``snapshot`` of ``project`` (or the module root), as this slave's rsync user."""
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"rsync://{user}@{host}:{port}/{project}/"
+    path = f"{project}/{snapshot}/" if snapshot else f"{project}/"
+    return f"rsync://{user}@{host}:{port}/{path}"
 
 
 def _order_fields(order):
     """What a record keeps of its order, to pull it again after a restart."""
     return {"rsyncd_host": order["rsyncd_host"], "rsyncd_port": order["rsyncd_port"],
-            "timeout": order["timeout"], "publish": order.get("publish", DELAY)}
+            "timeout": order["timeout"], "publish": order.get("publish", DELAY),
+            "snapshot": order.get("snapshot")}
 
 
 def public_record(record):
@@ -393,7 +395,8 @@ class SyncWorker:
         except (PublishError, OSError) as error:
             return _failure(f"the tree cannot be published: {error}"), None
         job = RsyncJob(
-            source=rsync_source(credentials.rsync_user, order["rsyncd_host"], order["rsyncd_port"], project),
+            source=rsync_source(credentials.rsync_user, order["rsyncd_host"], order["rsyncd_port"], project,
+                                order.get("snapshot")),
             destination=publication.destination,
             options=publication.options,
             password=credentials.rsync_password,

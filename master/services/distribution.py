@@ -32,7 +32,7 @@ def _order(run_id, project, catchup=False):
     config = current_app.config
     return {"run_id": run_id, "project": project.name, "rsyncd_host": _rsyncd_host(config["RSYNCD_ADDRESS"]),
             "rsyncd_port": config["RSYNCD_PORT"], "timeout": project.timeout, "catchup": catchup,
-            "publish": project.publish}
+            "publish": project.publish, "snapshot": str(run_id)}
 
 
 def _deadline(project, stamp):

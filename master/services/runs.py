@@ -60,7 +60,8 @@ def move_run(run, state, **fields):
         values["finished_at"] = stamp
         if run.started_at is not None or state is RunState.SUCCESS:
             project_values["last_ended"] = stamp
-    # The master's tree is new once the upstream pull succeeded, whether or not slaves follow.
+    # The master's tree is new once the upstream pull succeeded, whether or not slaves follow;
+    # a pull that fails only ever wrote a snapshot that was thrown away (master/snapshots.py).
     if current is RunState.SYNCING and state in (RunState.DISTRIBUTING, RunState.SUCCESS):
         project_values["tree_run_id"] = run.id
         project_values["tree_at"] = stamp
@@ -68,8 +69,6 @@ def move_run(run, state, **fields):
         total_size = (fields.get("stats") or {}).get("total_size")
         if total_size is not None:
             project_values["size"] = total_size
-    elif current is RunState.SYNCING and state.is_final:
-        project_values["tree_dirty"] = True
     if state in GOOD_RUN_STATES:
         project_values["last_success"] = stamp
     if state.is_final and run.started_at is not None:

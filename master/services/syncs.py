@@ -1,16 +1,18 @@
 """Upstream pulls: run rsync for a claimed run and record the outcome."""
 
+import dataclasses
 import logging
 
 from flask import current_app
 
-from common import rsync, runlogs
+from common import runlogs
 from common.rsync import TRANSIENT_EXIT_CODES, RsyncJob
 from common.states import RunState, Trigger
 from master.db import db
-from master.paths import logs_root, project_tree
+from master import snapshots
+from master.paths import logs_root
 from master.seams import current_seams
-from master.services import distribution, runs
+from master.services import distribution, runs, snapshots as snapshots_service
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +20,19 @@ log = logging.getLogger(__name__)
 PERMANENT_DAEMON_ERRORS = ("auth failed", "unknown module", "access denied", "chroot failed")
 
 
-def upstream_job(project):
-    return RsyncJob(source=project.upstream, destination=project_tree(project.name),
-                    options=tuple(project.rsync_options or ()), excludes=tuple(project.excludes or ()),
-                    password=project.upstream_password, timeout=project.timeout)
+def upstream_job(project, staging):
+    """The pull of ``project`` into the fresh snapshot ``staging``."""
+    return RsyncJob(source=project.upstream, destination=staging.destination,
+                    options=(*staging.options, *(project.rsync_options or ())),
+                    excludes=tuple(project.excludes or ()), password=project.upstream_password,
+                    timeout=project.timeout)
+
+
+def _stage(project, run_id):
+    """A fresh snapshot to pull into; raises SnapshotError, OSError."""
+    data_dir = current_app.config["DATA_DIR"]
+    snapshots.adopt_in_place_tree(data_dir, project.name, snapshots_service.adopted_name(project))
+    return snapshots.prepare(data_dir, project.name, run_id)
 
 
 def _progress_recorder(run_id):
@@ -45,16 +56,33 @@ def start_upstream_sync(run_id, cancel=None):
     project = run.project
     path = runlogs.log_path(logs_root(), project.name, run.id)
     try:
+        staging = _stage(project, run_id)
+    except (snapshots.SnapshotError, OSError) as error:
+        log.error("run %s of %s: %s", run_id, project.name, error)
+        runs.move_run(run, RunState.FAILED, error=f"the master's tree cannot be prepared: {error}")
+        return runs.get_run(run_id)
+    try:
         result = current_seams().rsync_runner.run(
-            upstream_job(project), path, on_spawn=lambda pid: runs.record_pid(run_id, pid), cancel=cancel,
-            on_progress=_progress_recorder(run_id))
+            upstream_job(project, staging), path, on_spawn=lambda pid: runs.record_pid(run_id, pid),
+            cancel=cancel, on_progress=_progress_recorder(run_id))
     except Exception as error:  # a bug must not leave the run syncing forever
         log.exception("run %s of %s: the rsync runner failed", run_id, project.name)
+        snapshots.abort(staging)
         db.session.rollback()
         runs.move_run(runs.get_run(run_id), RunState.FAILED, error=f"internal error: {error}")
         return runs.get_run(run_id)
+    sealed = None
+    if result.ok:
+        try:
+            sealed = snapshots.commit(staging)
+        except OSError as error:
+            log.error("run %s of %s: the new tree cannot be swapped in: %s", run_id, project.name, error)
+            result = dataclasses.replace(result, ok=False, warning=None,
+                                         error=f"the new tree cannot be swapped in: {error}")
+    if not result.ok:
+        snapshots.abort(staging)  # what slaves and the rsync daemon serve stays the previous tree
     run = runs.get_run(run_id)
-    outcome = dict(exit_code=result.exit_code, stats=result.stats.to_dict(), pid=None)
+    outcome = dict(exit_code=result.exit_code, stats=_stats(result, sealed), pid=None)
     if result.cancelled:
         runs.move_run(run, RunState.INTERRUPTED, error="interrupted: the executor was stopped during the pull",
                       **outcome)
@@ -62,6 +90,7 @@ def start_upstream_sync(run_id, cancel=None):
             runs.request_sync(project, Trigger.RECOVERY)  # picked up again after the restart
     elif result.ok:
         distribution.dispatch_to_slaves(run_id, dict(outcome, warning=result.warning))
+        snapshots_service.prune(project)
     else:
         # The retry is queued first, so the failed run names it in the same update.
         retry = _retry_if_transient(run, result)
@@ -72,6 +101,16 @@ def start_upstream_sync(run_id, cancel=None):
         runs.move_run(run, RunState.FAILED, error=result.error, **outcome)
     runlogs.prune_logs(logs_root(), project.name, config["LOG_RETENTION"])
     return runs.get_run(run_id)
+
+
+def _stats(result, sealed):
+    """rsync's stats; created and deleted counts from the change list, since a pull into a fresh
+    snapshot creates every entry and deletes none as far as rsync can tell."""
+    stats = result.stats.to_dict()
+    if sealed is not None and sealed.changes is not None:
+        stats["files_created"] = sealed.changes.created
+        stats["files_deleted"] = len(sealed.changes.deleted)
+    return stats
 
 
 def _retry_if_transient(run, result):
@@ -102,7 +141,7 @@ def recover_interrupted_runs(kill_process_group):
             continue
         if run.pid:
             kill_process_group(run.pid)
-        rsync.remove_partial_updates(project_tree(run.project.name))
+        snapshots.remove_leftovers(current_app.config["DATA_DIR"], run.project.name)
         project = run.project
         try:
             runs.move_run(run, RunState.INTERRUPTED, pid=None,
@@ -112,6 +151,8 @@ def recover_interrupted_runs(kill_process_group):
         if project.enabled:
             runs.request_sync(project, Trigger.RECOVERY)
         recovered.append(run.id)
+    # After the orphans are gone: trees an earlier release pulled in place become snapshots.
+    snapshots_service.adopt_in_place_trees()
     return recovered
 
 

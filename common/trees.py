@@ -1,0 +1,73 @@
+"""Whole-tree file operations both roles need for snapshots: removing a tree, swapping two paths."""
+
+import ctypes
+import errno
+import functools
+import logging
+import os
+import shutil
+import stat
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def remove_tree(path):
+    """Delete a file, symlink or whole tree; returns whether it went. Logs instead of raising."""
+    try:
+        if os.path.islink(path) or not os.path.isdir(path):
+            os.unlink(path)
+        elif sys.version_info >= (3, 12):
+            shutil.rmtree(path, onexc=_make_writable_and_retry)
+        else:
+            shutil.rmtree(path, onerror=_make_writable_and_retry)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as error:
+        log.error("cannot remove %s: %s", path, error)
+        return False
+
+
+def _make_writable_and_retry(function, path, _error):
+    # Mirrored directories may be read-only (mode 0555), and then their entries cannot
+    # go: open the parent and the entry up to their owner, and try once more.
+    for directory in (os.path.dirname(path), path):
+        if os.path.isdir(directory) and not os.path.islink(directory):
+            os.chmod(directory, stat.S_IMODE(os.lstat(directory).st_mode) | stat.S_IRWXU)
+    if function in (os.unlink, os.remove, os.rmdir):
+        function(path)
+    else:
+        shutil.rmtree(path)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_UNSUPPORTED = frozenset({errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP})
+
+
+def exchange(first, second):
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot.
+
+    Raises OSError for any other failure.
+    """
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), first, None, second)
+
+
+@functools.cache
+def _renameat2():
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None  # not glibc >= 2.28 or a libc that has it
+    function.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
