@@ -7,6 +7,10 @@ import logging
 import os
 import sys
 
+from common.dependencies import require_installed
+
+require_installed()
+
 from flask import Flask, jsonify
 
 from common.clock import SystemClock
