@@ -152,8 +152,11 @@ class RsyncDaemon:
             "use chroot = no",
             "munge symlinks = no",
             "numeric ids = yes",
-            f"uid = {os.getuid()}",
-            f"gid = {os.getgid()}",
+        ]
+        if os.geteuid() == 0:
+            # Only root may switch; anyone else gets "setgroups failed" from a uid/gid line.
+            lines += [f"uid = {os.getuid()}", f"gid = {os.getgid()}"]
+        lines += [
             "strict modes = yes",
             "reverse lookup = no",
             f"read only = {'yes' if self.read_only else 'no'}",
