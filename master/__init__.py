@@ -71,7 +71,6 @@ def _build_app(test_config):
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
         JSON_SORT_KEYS=False,
     )
     app.extensions["mirrorsync"] = Seams(
