@@ -109,3 +109,6 @@ STATE_DIR = "./var/slave"
 HEARTBEAT_INTERVAL = 15
 # Longest wait, in seconds, between two tries to deliver a report.
 REPORT_RETRY_MAX = 60
+# Serve a small public page at / and a tunasync-style /jobs feed of what this
+# slave holds (from its own records), for visitors of this host.
+STATUS_PAGE = False

@@ -170,6 +170,7 @@ PARSERS = {
     "SLAVE_URL": _optional(_url),
     "PUBLIC_DIR": _directory,
     "STATE_DIR": _directory,
+    "STATUS_PAGE": _boolean,
 }
 
 
