@@ -85,6 +85,13 @@ MAX_CONTENT_LENGTH = 65536
 # Whether the HTML status pages (/, /projects/<name>, /runs/<id>) are open to
 # anyone; False asks for a bearer API token, like the API.
 STATUS_PUBLIC = True
+# Who the mirror site is, for visitors and for mirrorz.json: the public base
+# URL where the projects' files are served (None: links go to each project's
+# public_path on the host the page is read from), the site's name and its
+# short name (mirrorz's "abbr", for example TUNA).
+SITE_URL = None
+SITE_NAME = None
+SITE_ABBR = None
 
 # --- slave --------------------------------------------------------------
 
@@ -102,3 +109,6 @@ STATE_DIR = "./var/slave"
 HEARTBEAT_INTERVAL = 15
 # Longest wait, in seconds, between two tries to deliver a report.
 REPORT_RETRY_MAX = 60
+# Serve a small public page at / and a tunasync-style /jobs feed of what this
+# slave holds (from its own records), for visitors of this host.
+STATUS_PAGE = False

@@ -6,6 +6,7 @@ ConfigError whose message is one line naming the setting.
 
 import os
 import socket
+from urllib.parse import urlsplit
 
 import settings as defaults
 from common.errors import ConfigError
@@ -50,6 +51,34 @@ def _url(name, value):
     if not value.startswith(("http://", "https://")):
         raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
     return value.rstrip("/")
+
+
+MAX_SITE_NAME = 100
+MAX_SITE_ABBR = 32
+
+
+def _site_name(name, value):
+    value = _text(name, value)
+    if len(value) > MAX_SITE_NAME or not value.isprintable():
+        raise ConfigError(f"{name} must be printable text of at most {MAX_SITE_NAME} characters")
+    return value
+
+
+def _site_abbr(name, value):
+    value = _text(name, value)
+    if len(value) > MAX_SITE_ABBR or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value):
+        raise ConfigError(f"{name} must be up to {MAX_SITE_ABBR} ASCII letters, digits, '-', '_' or '.', "
+                          f"got {value!r}")
+    return value
+
+
+def _site_url(name, value):
+    value = _url(name, value)
+    parts = urlsplit(value)
+    if not parts.hostname or parts.username or parts.password or parts.query or parts.fragment \
+            or any(c.isspace() or c in "\"<>\\" for c in value):
+        raise ConfigError(f"{name} must be a plain http(s)://host[:port][/path] URL, got {value!r}")
+    return value
 
 
 def _log_level(name, value):
@@ -131,6 +160,9 @@ PARSERS = {
     "RETRY_MAX_DELAY": _number(float, 0, 7 * 86400),
     "MAX_CONTENT_LENGTH": _number(int, 1024, 64 * 1024 * 1024),
     "STATUS_PUBLIC": _boolean,
+    "SITE_URL": _optional(_site_url),
+    "SITE_NAME": _optional(_site_name),
+    "SITE_ABBR": _optional(_site_abbr),
     "AUTH_FAILURE_LIMIT": _number(int, 1, 1000000),
     "AUTH_FAILURE_WINDOW": _number(float, 1, 86400),
     "MASTER_URL": _url,
@@ -138,6 +170,7 @@ PARSERS = {
     "SLAVE_URL": _optional(_url),
     "PUBLIC_DIR": _directory,
     "STATE_DIR": _directory,
+    "STATUS_PAGE": _boolean,
 }
 
 
