@@ -104,6 +104,36 @@ def move_run(run, state, **fields):
     return run
 
 
+def settle_late_success(run, note):
+    """A run that ended partial or failed for its slaves, every part of which has since succeeded,
+    becomes success: ``finished_at`` stays, ``note`` goes into ``warning``. Raises StaleRun."""
+    current = RunState(run.state)
+    warning = "; ".join(text for text in (run.warning, note) if text)
+    result = db.session.execute(
+        sa.update(Run).where(Run.id == run.id, Run.state == current.value)
+        .values(state=RunState.SUCCESS.value, error=None, warning=warning))
+    if result.rowcount != 1:
+        db.session.rollback()
+        raise StaleRun(f"run {run.id} is no longer {current.value}")
+    project = db.session.execute(sa.select(Project).where(Project.id == run.project_id)
+                                 .with_for_update(key_share=True)).scalar_one()
+    totals = dict(project.run_totals or {})
+    totals[current.value] = max(0, totals.get(current.value, 0) - 1)
+    totals[RunState.SUCCESS.value] = totals.get(RunState.SUCCESS.value, 0) + 1
+    values = {"run_totals": totals}
+    newer = db.session.execute(sa.select(Run.id).where(Run.project_id == run.project_id, Run.id > run.id)
+                               .limit(1)).first()
+    if newer is None and project.last_state == current.value:
+        values["last_state"] = RunState.SUCCESS.value
+    if project.last_success is None or project.last_success < run.finished_at:
+        values["last_success"] = run.finished_at
+    db.session.execute(sa.update(Project).where(Project.id == run.project_id).values(**values))
+    db.session.commit()
+    db.session.expire_all()
+    log.info("run %s of %s: %s -> success (%s)", run.id, run.project.name, current.value, note)
+    return run
+
+
 def request_sync(project, trigger):
     """Queue a run of ``project``, or fold the trigger into the one already queued.
 
