@@ -8,6 +8,7 @@ environment, so secrets reach it there and nowhere else.
 import collections
 import os
 import re
+import shlex
 import signal
 import subprocess
 import threading
@@ -212,3 +213,46 @@ def child_environment(extra=None, drop=()):
     env = {name: value for name, value in os.environ.items() if name not in drop}
     env.update(extra or {})
     return env
+
+
+class ProgramRunner:
+    """Runs one program (a sync script, a hook) under supervision, its output appended to a run log."""
+
+    def __init__(self, kill_grace=5.0):
+        self.kill_grace = kill_grace
+
+    def run(self, argv, log_path, *, env, timeout=None, cancel=None, on_spawn=None, cwd=None):
+        """Run ``argv``; returns an Outcome. Raises OSError only when ``log_path`` cannot be written."""
+        log = RunLog(log_path)
+        try:
+            log.write(f"$ {shlex.join(argv)}")
+            outcome = Supervisor(self.kill_grace).run(argv, log, env=env, timeout=timeout, cancel=cancel,
+                                                      on_spawn=on_spawn, cwd=cwd)
+            log.write(f"# {describe(outcome, timeout)}")
+            return outcome
+        finally:
+            log.close()
+
+
+def describe(outcome, timeout=None):
+    """One line saying how a program ended: "exit code 0", "timed out after 5 seconds"..."""
+    if outcome.not_started is not None:
+        return f"not started: {outcome.not_started}"
+    if outcome.cancelled:
+        return "cancelled"
+    if outcome.timed_out:
+        return f"timed out after {timeout:g} seconds"
+    if outcome.exit_code is not None and outcome.exit_code < 0:
+        return f"killed by signal {signal_name(-outcome.exit_code)}"
+    return f"exit code {outcome.exit_code}"
+
+
+# This process's own settings and secrets are no business of a script's.
+_PRIVATE_PREFIXES = ("MIRRORSYNC_",)
+_PRIVATE_NAMES = ("RSYNC_PASSWORD", "PGPASSWORD")
+
+
+def script_environment(extra):
+    """The environment of a sync script or hook: ours without settings or secrets, plus ``extra``."""
+    private = [name for name in os.environ if name.startswith(_PRIVATE_PREFIXES) or name in _PRIVATE_NAMES]
+    return child_environment(extra, drop=private)

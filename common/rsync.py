@@ -80,6 +80,8 @@ class RsyncJob:
     excludes: tuple[str, ...] = ()
     password: str | None = dataclasses.field(default=None, repr=False)
     timeout: float | None = None
+    # False leaves files the source no longer has (stage 1 of a two-stage pull).
+    delete: bool = True
 
 
 @dataclass
@@ -112,9 +114,10 @@ def build_command(job, binary="rsync", progress=False):
 
     With ``progress``, rsync also prints whole-transfer progress (``--info=progress2``).
     """
+    defaults = DEFAULT_OPTIONS if job.delete else tuple(o for o in DEFAULT_OPTIONS if o != "--delete-delay")
     return [
         binary,
-        *DEFAULT_OPTIONS,
+        *defaults,
         *(("--info=progress2",) if progress else ()),
         *job.options,
         *(f"--exclude={pattern}" for pattern in job.excludes),
