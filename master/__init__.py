@@ -22,6 +22,7 @@ from master.db import db, init_database
 from master.paths import default_database_url, state_dir
 from master.seams import Seams
 from master.slave_client import SlaveClient
+from master.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ def _build_app(test_config):
         clock=clock, rsync_runner=runner or RsyncRunner(binary=settings["RSYNC_BINARY"]),
         slave_client=slave_client or SlaveClient(workers=settings["DISPATCH_WORKERS"],
                                                  timeout=settings["DISPATCH_TIMEOUT"],
-                                                 verify=tls_verify(settings)))
+                                                 verify=tls_verify(settings)),
+        wakeups=Wakeups(settings["DATA_DIR"]))
 
     db.init_app(app)
     from master.api import register_api

@@ -13,7 +13,7 @@ from common.states import ACTIVE_RUN_STATES, RUN_TRANSITIONS, RunState, Trigger
 from master.db import db
 from master.models import Project, Run
 from master.paths import logs_root
-from master.seams import now
+from master.seams import current_seams, now
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +147,11 @@ def request_sync(project, trigger):
             sa.select(Run).where(Run.project_id == project.id, Run.state == QUEUED)).scalar_one_or_none()
         if queued is not None:
             # A trigger does not wait for a retry's backoff: the queued run is due now.
+            was_waiting = queued.not_before is not None
             bumped = db.session.execute(
                 sa.update(Run).where(Run.id == queued.id, Run.state == QUEUED)
                 .values(coalesced=Run.coalesced + 1, not_before=None))
-            db.session.commit()
+            _commit_queued(wake=was_waiting)
             if bumped.rowcount == 1:
                 db.session.refresh(queued)
                 return queued, False
@@ -165,10 +166,20 @@ def request_sync(project, trigger):
             continue
         if not has_active_run(project.id):
             project.last_state = QUEUED
-        db.session.commit()
+        _commit_queued()
         log.info("run %s of %s queued (%s)", run.id, project.name, run.trigger)
         return run, True
     raise Conflict(f"Project {project.name!r} is being triggered too often; try again.")
+
+
+def _commit_queued(wake=True):
+    """Commit a queued (or newly due) run and wake the executor at once, whatever process it is in."""
+    wakeups = current_seams().wakeups if wake else None
+    if wakeups is not None:
+        wakeups.before_commit(db.session)
+    db.session.commit()
+    if wakeups is not None:
+        wakeups.after_commit(db.session)
 
 
 def retry_delay(attempt, base, cap, rng=random):
