@@ -180,6 +180,8 @@ def _commit_queued(wake=True):
     db.session.commit()
     if wakeups is not None:
         wakeups.after_commit(db.session)
+
+
 def request_scheduled_syncs(project_ids, trigger=Trigger.SCHEDULE):
     """Queue a run of each enabled project in ``project_ids`` at once, in a few statements.
 
