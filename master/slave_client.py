@@ -7,7 +7,9 @@ import threading
 
 import requests
 
+from common import answers
 from common.signing import HmacAuth
+from common.texts import printable
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +49,33 @@ class SlaveClient:
         return session
 
     def send_order(self, target, order):
-        """POST one signed order; never raises."""
+        """POST one signed order; never raises: whatever the slave answers ends as an outcome."""
         try:
-            response = self._session().post(
-                f"{target.url.rstrip('/')}/api/v1/syncs", json=order, auth=HmacAuth(target.name, target.signing_key),
-                timeout=(self.timeout, self.timeout), verify=self.verify)
+            return self._send_order(target, order)
+        except Exception as error:  # a hostile answer ends this slave's part, never the run
+            log.exception("order to slave %s hit an unexpected error", target.name)
+            return OrderOutcome(target.name, False, "failed",
+                                f"the order could not be sent ({type(error).__name__})")
+
+    def _send_order(self, target, order):
+        url = f"{target.url.rstrip('/')}/api/v1/syncs"
+        try:
+            answer = answers.call(self._session(), "POST", url, (self.timeout, self.timeout), json=order,
+                                  auth=HmacAuth(target.name, target.signing_key), verify=self.verify)
         except requests.RequestException as error:
             reason = type(error).__name__
-            return OrderOutcome(target.name, False, "unreachable", f"slave unreachable at {target.url}: {reason}")
-        if response.status_code == 202:
+            return OrderOutcome(target.name, False, "unreachable",
+                                f"slave unreachable at {printable(target.url, 200)}: {reason}")
+        except answers.MalformedAnswer as error:
+            return OrderOutcome(target.name, False, "failed", f"slave's answer refused: {error}")
+        if answer.status == 202:
             return OrderOutcome(target.name, True, "dispatched")
-        try:
-            message = response.json().get("message") or response.text[:200]
-        except ValueError:
-            message = response.text[:200]
+        if answer.is_redirect:
+            return OrderOutcome(target.name, False, "failed",
+                                f"slave answered a redirect (HTTP {answer.status}); orders never follow one")
+        message = answer.message() or "no explanation"
         return OrderOutcome(target.name, False, "failed",
-                            f"slave refused the order (HTTP {response.status_code}): {message}")
+                            f"slave refused the order (HTTP {answer.status}): {message}")
 
     def _executor(self):
         with self._pool_lock:

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 IN_FLIGHT = (SlaveRunState.PENDING.value, SlaveRunState.DISPATCHED.value, SlaveRunState.SYNCING.value)
 FINAL_SLAVE_STATES = frozenset({SlaveRunState.SUCCESS.value, SlaveRunState.FAILED.value,
                                 SlaveRunState.UNREACHABLE.value, SlaveRunState.TIMEOUT.value})
+# Runs that ended for their slaves' sake; every part succeeding later makes them a success.
+LATE_SUCCESS_STATES = frozenset({RunState.PARTIAL.value, RunState.FAILED.value})
 REPORTED_STATES = frozenset({SlaveRunState.SUCCESS.value, SlaveRunState.FAILED.value})
 
 
@@ -119,9 +121,16 @@ def resend_unsent_orders():
 
 
 def finish_run_if_complete(run_id):
-    """End a distributing run once every slave entry is final: success, partial or failed."""
+    """End a distributing run once every slave entry is final: success, partial or failed.
+
+    A run that ended partial or failed for its slaves becomes success once every part has succeeded.
+    """
     run = db.session.get(Run, run_id)
-    if run is None or run.state != RunState.DISTRIBUTING.value:
+    if run is None:
+        return None
+    if run.state in LATE_SUCCESS_STATES:
+        return _settle_late_success(run)
+    if run.state != RunState.DISTRIBUTING.value:
         return None
     entries = run.slave_runs
     if any(entry.state not in FINAL_SLAVE_STATES for entry in entries):
@@ -137,6 +146,20 @@ def finish_run_if_complete(run_id):
         runs.move_run(run, state, error=error)
     except runs.StaleRun:
         return None  # another worker finished it first
+    return run
+
+
+def _settle_late_success(run):
+    entries = run.slave_runs
+    if not entries or any(entry.state != SlaveRunState.SUCCESS.value for entry in entries):
+        return None
+    late = [entry for entry in entries if entry.finished_at and entry.finished_at > run.finished_at]
+    note = ", ".join(f"{entry.slave_name} got the tree after the run ended ({entry.finished_at.isoformat()})"
+                     for entry in late) or "every slave got the tree after the run ended"
+    try:
+        runs.settle_late_success(run, note)
+    except runs.StaleRun:
+        return None
     return run
 
 
