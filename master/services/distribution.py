@@ -61,7 +61,8 @@ def _send(run_id, project, slaves, catchup=False):
     if accepted:
         db.session.execute(sa.update(SlaveRun).where(
             SlaveRun.run_id == run_id, SlaveRun.slave_name.in_(accepted), pending)
-            .values(state=SlaveRunState.DISPATCHED.value, error=None))
+            .values(state=SlaveRunState.DISPATCHED.value, error=None,
+                    start_deadline=slaves_service.start_deadline(stamp)))
     for outcome in outcomes:
         if outcome.accepted:
             continue
@@ -180,7 +181,8 @@ def record_slave_report(slave, report):
         if entry.state in (SlaveRunState.PENDING.value, SlaveRunState.DISPATCHED.value):
             entry.state = SlaveRunState.SYNCING.value
             entry.started_at = report["started_at"] or stamp
-            db.session.commit()
+        slaves_service.keep_parts_alive(slave, stamp)
+        db.session.commit()
         return True
     entry.state = report["state"]
     entry.started_at = report["started_at"] or entry.started_at
@@ -189,6 +191,7 @@ def record_slave_report(slave, report):
     entry.error = report["error"]
     entry.stats = report["stats"]
     _note_freshness(slave, run, entry)
+    slaves_service.keep_parts_alive(slave, stamp)
     db.session.commit()
     log.info("run %s: slave %s reported %s", run.id, slave.name, entry.state)
     finish_run_if_complete(run.id)
@@ -211,11 +214,16 @@ def expire_overdue_entries():
     """Entries past their deadline end as timeout; runs whose entries are all final end."""
     stamp = now()
     overdue = db.session.execute(sa.select(SlaveRun).where(
-        SlaveRun.state.in_(IN_FLIGHT), SlaveRun.deadline < stamp)).scalars().all()
+        SlaveRun.state.in_(IN_FLIGHT), sa.or_(SlaveRun.deadline < stamp, SlaveRun.start_deadline < stamp))
+    ).scalars().all()
+    silence = current_app.config["SLAVE_START_TIMEOUT"]
     for entry in overdue:
         entry.state = SlaveRunState.TIMEOUT.value
         entry.finished_at = stamp
-        entry.error = "no report from the slave before its deadline"
+        if entry.deadline is not None and entry.deadline < stamp:
+            entry.error = "no report from the slave before its deadline"
+        else:
+            entry.error = f"the slave was not heard from for {silence:g} seconds (SLAVE_START_TIMEOUT)"
         log.warning("run %s: slave %s timed out", entry.run_id, entry.slave_name)
     db.session.commit()
     distributing = db.session.execute(
@@ -234,7 +242,7 @@ def catch_up_slaves():
     config = current_app.config
     stamp = now()
     retry_after = datetime.timedelta(seconds=4 * config["CATCHUP_INTERVAL"])
-    busy = sa.select(Run.project_id).where(Run.state.in_(runs.ACTIVE_VALUES))
+    busy = sa.select(Run.project_id).where(Run.state == RunState.SYNCING.value)
     projects = db.session.execute(sa.select(Project).where(
         Project.enabled.is_(True), Project.tree_run_id.is_not(None), Project.tree_dirty.is_(False),
         Project.id.not_in(busy))).scalars().all()
@@ -280,6 +288,7 @@ def _reopen_entry(run_id, project, slave, stamp):
     entry.state = SlaveRunState.PENDING.value
     entry.attempts = (entry.attempts or 0) + 1
     entry.deadline = _deadline(project, stamp)
+    entry.start_deadline = None
     entry.dispatched_at = entry.started_at = entry.finished_at = entry.exit_code = entry.error = None
     entry.stats = None
 

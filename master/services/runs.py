@@ -34,6 +34,11 @@ def has_active_run(project_id, except_run_id=None):
     return db.session.execute(query.limit(1)).first() is not None
 
 
+def _has_newer_active_run(project_id, run_id):
+    query = sa.select(Run.id).where(Run.project_id == project_id, Run.state.in_(ACTIVE_VALUES), Run.id > run_id)
+    return db.session.execute(query.limit(1)).first() is not None
+
+
 def _has_queued_run(project_id):
     query = sa.select(Run.id).where(Run.project_id == project_id, Run.state == QUEUED)
     return db.session.execute(query.limit(1)).first() is not None
@@ -79,6 +84,8 @@ def move_run(run, state, **fields):
     # follow-up queued behind it hands the status to that one.
     if current is RunState.QUEUED and state.is_final and has_active_run(run.project_id, run.id):
         pass
+    elif state.is_final and _has_newer_active_run(run.project_id, run.id):
+        pass  # a run that ends while the next one already pulls leaves the status to that one
     elif current.is_active and state.is_final and _has_queued_run(run.project_id):
         project_values["last_state"] = QUEUED
     else:
@@ -246,10 +253,14 @@ def queue_retry(run, delay):
 
 
 def claim_queued_runs(limit):
-    """Move up to ``limit`` queued runs of idle projects to syncing and return them, oldest first."""
+    """Move up to ``limit`` queued runs of projects not pulling to syncing and return them, oldest first.
+
+    A project whose previous run is still distributing is not busy: each pull writes a
+    snapshot of its own, so slaves still pulling the previous one are not disturbed.
+    """
     if limit <= 0:
         return []
-    busy = sa.select(Run.project_id).where(Run.state.in_(ACTIVE_VALUES))
+    busy = sa.select(Run.project_id).where(Run.state == RunState.SYNCING.value)
     due = sa.or_(Run.not_before.is_(None), Run.not_before <= now())
     candidates = db.session.execute(
         sa.select(Run).join(Project).where(Run.state == QUEUED, Project.enabled.is_(True),
