@@ -1,7 +1,7 @@
 """What a published tree is, as one list and one digest, so master and slave can compare trees.
 
-A manifest is the sorted list of every entry under a root (the root itself left
-out): path, type, size (regular files), mtime (seconds, not for symlinks), mode
+A manifest is the sorted list of every entry under a root, the root itself as
+".": path, type, size (regular files), mtime (seconds, not for symlinks), mode
 (permission bits, not for symlinks), link target (symlinks) and hard-link group
 (the first path of the files sharing an inode within the tree). It comes from
 one walk that never follows a symlink and never reads a file's content. The
@@ -53,7 +53,8 @@ def _kind(mode):
 def manifest(root):
     """The sorted entries of the tree at ``root`` (followed if it is a symlink). Raises OSError."""
     root = os.path.realpath(os.fspath(root))
-    raw = []
+    top = os.lstat(root)
+    raw = [[".", DIR, None, int(top.st_mtime), stat.S_IMODE(top.st_mode), None, None]]
     inodes = {}
     pending = [""]
     while pending:

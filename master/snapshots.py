@@ -19,6 +19,8 @@ directory) becomes the first snapshot when it is first seen.
 
 import dataclasses
 import errno
+import gzip
+import json
 import logging
 import os
 import re
@@ -34,6 +36,8 @@ SNAPSHOTS_DIR = ".snapshots"
 PARTIAL_SUFFIX = ".partial"
 LEGACY_NAME = "legacy"
 _SWAP_PREFIX = ".swap-"
+MANIFEST_PREFIX = ".manifest-"
+CHANGES_PREFIX = ".changes-"
 _RUN_NAME = re.compile(r"^[0-9]+$")
 # A snapshot is not public until the swap: renaming each file at the end buys nothing.
 SNAPSHOT_OPTIONS = ("--no-delay-updates",)
@@ -147,8 +151,30 @@ class Sealed:
     changes: changes.ChangeList | None   # None: there was no previous tree to compare with
 
 
+def manifest_dir(data_dir, project, name):
+    """Where the manifest of snapshot ``name`` is kept, inside the module: slaves fetch it to name
+    the paths where their tree differs."""
+    return os.path.join(project_snapshots(data_dir, project), f"{MANIFEST_PREFIX}{name}")
+
+
 def manifest_path(data_dir, project, name):
-    return os.path.join(project_snapshots(data_dir, project), f".{name}.manifest.gz")
+    return os.path.join(manifest_dir(data_dir, project, name), "manifest.gz")
+
+
+def changes_dir(data_dir, project, name):
+    """Where the change list from the previous snapshot to ``name`` is kept, inside the module."""
+    return os.path.join(project_snapshots(data_dir, project), f"{CHANGES_PREFIX}{name}")
+
+
+def _write_changes(data_dir, project, name, base, base_digest, change_list):
+    directory = changes_dir(data_dir, project, name)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    body = {"base": base, "base_digest": base_digest, "changed": list(change_list.changed),
+            "deleted": list(change_list.deleted), "touch": [list(pair) for pair in change_list.touch]}
+    tmp = os.path.join(directory, ".changes.gz.tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=3) as out:
+        json.dump(body, out)
+    os.replace(tmp, os.path.join(directory, "changes.gz"))
 
 
 def _manifest_of(data_dir, project, name):
@@ -158,6 +184,7 @@ def _manifest_of(data_dir, project, name):
         return digests.load(path)
     except (OSError, ValueError):
         entries = digests.manifest(snapshot_path(data_dir, project, name))
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         digests.save(entries, path)
         return entries
 
@@ -171,10 +198,13 @@ def commit(staging):
     """
     data_dir, project = staging.data_dir, staging.project
     entries = digests.manifest(staging.destination)
+    os.makedirs(manifest_dir(data_dir, project, staging.name), mode=0o755, exist_ok=True)
     digests.save(entries, manifest_path(data_dir, project, staging.name))
     change_list = None
     if staging.basis is not None:
-        change_list = changes.between(_manifest_of(data_dir, project, staging.basis), entries)
+        base_entries = _manifest_of(data_dir, project, staging.basis)
+        change_list = changes.between(base_entries, entries)
+        _write_changes(data_dir, project, staging.name, staging.basis, digests.digest(base_entries), change_list)
     snapshots = project_snapshots(data_dir, project)
     os.rename(staging.destination, os.path.join(snapshots, staging.name))
     _point_at(data_dir, project, staging.name)
@@ -186,7 +216,8 @@ def commit(staging):
 def abort(staging):
     """Delete what a failed pull wrote; the previous tree is untouched. Never raises."""
     remove_tree(staging.destination)
-    remove_tree(manifest_path(staging.data_dir, staging.project, staging.name))
+    remove_tree(manifest_dir(staging.data_dir, staging.project, staging.name))
+    remove_tree(changes_dir(staging.data_dir, staging.project, staging.name))
 
 
 def _point_at(data_dir, project, name):
@@ -230,7 +261,8 @@ def prune(data_dir, project, keep):
     removed = []
     for name in names(data_dir, project):
         if name not in wanted and remove_tree(snapshot_path(data_dir, project, name)):
-            remove_tree(manifest_path(data_dir, project, name))
+            remove_tree(manifest_dir(data_dir, project, name))
+            remove_tree(changes_dir(data_dir, project, name))
             removed.append(name)
     if removed:
         log.info("pruned snapshots %s of %s: no slave needs them", ", ".join(removed), project)

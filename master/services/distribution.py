@@ -2,13 +2,14 @@
 
 import datetime
 import logging
+import os
 
 import sqlalchemy as sa
 from flask import current_app
 
 from common.errors import NotFound, ValidationFailed
 from common.states import RunState, SlaveRunState
-from master import rsyncd
+from master import rsyncd, snapshots
 from master.db import db
 from master.models import Project, Run, Slave, SlaveProject, SlaveRun
 from master.seams import current_seams, now
@@ -32,9 +33,12 @@ def _rsyncd_host(address):
 
 def _order(run_id, project, catchup=False):
     config = current_app.config
+    run = db.session.get(Run, run_id)
+    has_changes = os.path.isdir(snapshots.changes_dir(config["DATA_DIR"], project.name, str(run_id)))
     return {"run_id": run_id, "project": project.name, "rsyncd_host": _rsyncd_host(config["RSYNCD_ADDRESS"]),
             "rsyncd_port": config["RSYNCD_PORT"], "timeout": project.timeout, "catchup": catchup,
-            "publish": project.publish, "snapshot": str(run_id)}
+            "publish": project.publish, "snapshot": str(run_id), "digest": run.digest if run else None,
+            "changes": has_changes}
 
 
 def _deadline(project, stamp):
@@ -190,12 +194,31 @@ def record_slave_report(slave, report):
     entry.exit_code = report["exit_code"]
     entry.error = report["error"]
     entry.stats = report["stats"]
+    entry.digest = report.get("digest")
+    mismatch = _digest_mismatch(run, entry.digest) if entry.state == SlaveRunState.SUCCESS.value else None
+    if mismatch:
+        entry.state, entry.error = SlaveRunState.FAILED.value, mismatch
+        log.warning("run %s: slave %s published another tree: %s", run.id, slave.name, mismatch)
     _note_freshness(slave, run, entry)
     slaves_service.keep_parts_alive(slave, stamp)
     db.session.commit()
     log.info("run %s: slave %s reported %s", run.id, slave.name, entry.state)
     finish_run_if_complete(run.id)
     return True
+
+
+def _digest_mismatch(run, digest):
+    """Why a reported success is not one: its digest is neither the run's nor a newer run's of
+    the project (a slave that folded orders pulls the newest). None when it matches or either
+    side has no digest (slaves and runs of earlier releases)."""
+    if digest is None or run.digest is None or digest == run.digest:
+        return None
+    newer = db.session.execute(sa.select(Run.id).where(
+        Run.project_id == run.project_id, Run.id > run.id, Run.digest == digest).limit(1)).first()
+    if newer is not None:
+        return None
+    return (f"the slave's published tree ({digest[:19]}) is not run {run.id}'s tree ({run.digest[:19]}); "
+            "it is pulled again in full")
 
 
 def _note_freshness(slave, run, entry):

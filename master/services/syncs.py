@@ -89,7 +89,7 @@ def start_upstream_sync(run_id, cancel=None):
         if project.enabled:
             runs.request_sync(project, Trigger.RECOVERY)  # picked up again after the restart
     elif result.ok:
-        distribution.dispatch_to_slaves(run_id, dict(outcome, warning=result.warning))
+        distribution.dispatch_to_slaves(run_id, dict(outcome, warning=result.warning, digest=sealed.digest))
         snapshots_service.prune(project)
     else:
         # The retry is queued first, so the failed run names it in the same update.

@@ -1,12 +1,15 @@
 """Fan-out with real processes: a silent slave holds nothing hostage, and each slave gets exactly its run's tree."""
 
+import os
+import shutil
+
 import pytest
 import requests
 
 from tests.integration.conftest import ApiClient
 from tests.support.hostile_http import json_answer, scripted_server
 from tests.support.processes import DEFAULT_JOIN_TOKEN, start_slave, wait_for, wait_run_finished
-from tests.support.trees import assert_trees_equal, mutate_tree
+from tests.support.trees import assert_same_with_rsync, assert_trees_equal, mutate_tree
 
 MASTER_ENV = {"MIRRORSYNC_JOIN_TOKEN": DEFAULT_JOIN_TOKEN, "MIRRORSYNC_CATCHUP_INTERVAL": "0.3",
               "MIRRORSYNC_HEARTBEAT_TIMEOUT": "3", "MIRRORSYNC_DISPATCH_TIMEOUT": "2",
@@ -97,3 +100,59 @@ def test_a_dead_slave_is_given_up_after_the_start_timeout_and_its_snapshot_is_pr
     wait_for(lambda: sorted(p.name for p in snapshots.iterdir() if not p.name.startswith(".")) ==
              [str(second["id"])], 20, message=lambda: f"only the newest snapshot left ({list(snapshots.iterdir())})")
     assert_trees_equal(upstream.tree, master.data_dir / "alpha")
+
+
+def more_awkward_changes(root):
+    """What mutate_tree leaves out: a rename, a directory replaced by a symlink, a new hard link."""
+    os.rename(root / "small.txt", root / "small-renamed.txt")
+    shutil.rmtree(root / "a" / "new-dir")
+    os.symlink("big.bin", root / "a" / "new-dir")
+    os.link(root / "new-file.txt", root / "new-file-link.txt")
+
+
+@pytest.fixture
+def synced(master, mirror1, upstream):
+    """mirror1 holds run 1 of project ``tricky``, pulled in full."""
+    api = ApiClient(master.url, master.admin_token)
+    wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
+             message="mirror1 online")
+    assert api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url}).status_code == 201
+    first = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert first["state"] == "success", first
+    assert first["digest"] and first["slaves"][0]["digest"] == first["digest"]
+    return api, first
+
+
+def test_a_change_list_pull_gives_the_same_tree_as_a_full_pull_for_awkward_changes(
+        synced, master, mirror1, upstream, tmp_path):
+    api, first = synced
+    mutate_tree(upstream.tree)
+    more_awkward_changes(upstream.tree)
+    second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert second["state"] == "success", second
+    assert "(change list)" in mirror1.log_text(), "the second pull moved the change list only"
+    assert second["slaves"][0]["digest"] == second["digest"] != first["digest"]
+    assert_trees_equal(upstream.tree, mirror1.tree("tricky"))
+    assert_same_with_rsync(upstream.tree, mirror1.tree("tricky"))
+    # The same as the master's snapshot, which a full pull copies.
+    assert_trees_equal(master.data_dir / "tricky", mirror1.tree("tricky"))
+
+
+def test_a_tampered_slave_tree_is_detected_by_its_digest_and_repaired_by_catch_up(
+        synced, master, mirror1, upstream):
+    api, first = synced
+    public = mirror1.tree("tricky")
+    os.unlink(public / "empty")        # files no change list of the next run will name
+    os.chmod(public / "small.txt", 0o600)
+    (upstream.tree / "new-upstream.txt").write_text("one more file\n")
+    second = trigger(api, "tricky")
+    # mirror1 moves the change list, finds its digest differs, and fails its part naming the paths...
+    wait_for(lambda: f"differs from run {second}'s, first at: 'empty', 'small.txt'" in mirror1.log_text(), 30,
+             message="mirror1 to find its tree differs from the run's")
+    # ...then catch-up orders the run again; the slave pulls in full and the tree is whole again.
+    repaired = wait_for(lambda: (run := api.get(f"/api/v1/runs/{second}").json())["state"] == "success"
+                        and run, 30, message="catch-up to repair mirror1's tree")
+    assert "after the run ended" in repaired["warning"], repaired
+    assert repaired["slaves"][0]["digest"] == repaired["digest"]
+    assert repaired["slaves"][0]["attempts"] == 2
+    assert_trees_equal(upstream.tree, public)

@@ -34,7 +34,7 @@ def test_a_committed_pull_becomes_the_tree_data_dir_points_at(tmp_path):
     os.utime(os.path.join(second.destination, "a.txt"), (os.stat(tmp_path / "debian" / "a.txt").st_mtime,) * 2)
     sealed = snapshots.commit(second)
     assert os.readlink(tmp_path / "debian") == ".snapshots/debian/2"
-    assert sealed.changes.changed == ("b.txt",) and sealed.changes.created == 1
+    assert sealed.changes.changed == (".", "b.txt") and sealed.changes.created == 1  # the root's time too
     assert (tmp_path / ".snapshots" / "debian" / "1" / "a.txt").read_text() == "one", "run 1's tree stays"
 
 
@@ -47,7 +47,7 @@ def test_a_pull_that_dies_leaves_the_previous_tree_and_nothing_else(tmp_path):
     pull(doomed, {"a.txt": "half"})
     snapshots.abort(doomed)
     assert os.readlink(tmp_path / "debian") == ".snapshots/debian/1"
-    assert sorted(os.listdir(tmp_path / ".snapshots" / "debian")) == [".1.manifest.gz", "1"]
+    assert sorted(os.listdir(tmp_path / ".snapshots" / "debian")) == [".manifest-1", "1"]
 
 
 def test_snapshots_no_one_needs_are_pruned_and_the_live_one_never(tmp_path):
@@ -58,7 +58,8 @@ def test_snapshots_no_one_needs_are_pruned_and_the_live_one_never(tmp_path):
         snapshots.commit(staging)
     assert snapshots.prune(data, "debian", keep={"2"}) == ["1", "3"]
     assert snapshots.names(data, "debian") == ["2", "4"]
-    assert not (tmp_path / ".snapshots" / "debian" / ".1.manifest.gz").exists()
+    assert not (tmp_path / ".snapshots" / "debian" / ".manifest-1").exists()
+    assert not (tmp_path / ".snapshots" / "debian" / ".changes-3").exists()
 
 
 def test_a_tree_pulled_in_place_is_adopted_as_the_first_snapshot(tmp_path):
