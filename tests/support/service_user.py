@@ -76,24 +76,20 @@ class ServiceUser:
             os.chown(path, self.uid, self.gid)
             os.chmod(path, mode)
 
-    def process_ids(self):
-        """Pids of every process running as this user now."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and entry.stat().st_uid == self.uid:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-        return found
-
     def end_processes(self):
-        """SIGKILL whatever still runs as this user, so userdel can remove it."""
-        for pid in self.process_ids():
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
+        """SIGKILL whatever the test left running as this user, so userdel can remove it."""
+        if self.uid is not None:
+            end_processes_of(self.uid)
+
+
+def end_processes_of(uid):
+    """SIGKILL, one pid at a time, every process whose owner is ``uid`` (a user made for one test)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == uid:
+                os.kill(int(entry.name), 9)
+        except (OSError, ProcessLookupError):
+            continue
 
 
 def uid_of(pid):
