@@ -17,6 +17,7 @@ import pwd
 import secrets
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from tests.support.processes import REPO_ROOT
@@ -112,6 +113,7 @@ def service_venv():
     venv = VENV_CACHE / f"venv-{key}"
     complete = venv / ".complete"
     if complete.exists():
+        os.utime(complete)  # in use: keeps it from being pruned
         return venv
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         raise ServiceUserError(f"a service venv needs the system's Python at {SYSTEM_PYTHON}")
@@ -131,7 +133,19 @@ def service_venv():
             if done.returncode != 0:
                 raise ServiceUserError(f"{' '.join(argv[:3])} failed: {(done.stderr or done.stdout)[-2000:]}")
         complete.touch()
+        _prune_old_venvs(keep=venv)
     return venv
+
+
+def _prune_old_venvs(keep, older_than=2 * 86400):
+    """Drop venvs of earlier requirements files unused for days (each is ~100 MB)."""
+    for other in VENV_CACHE.glob("venv-*"):
+        try:
+            stale = time.time() - (other / ".complete").stat().st_mtime > older_than
+        except OSError:
+            stale = True
+        if other != keep and stale:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def install_copy(dest, venv):
