@@ -171,7 +171,10 @@ def tools():
 
 @pytest.fixture
 def site(tools, tmp_path):
-    """(base, swap): a private root for the guide's paths, and its user name; both removed at the end."""
+    """(base, swap, venv): a private root for the guide's paths, the swap into it, the install's venv.
+
+    The root, and the user the guide creates, are removed at the end.
+    """
     try:
         venv = service_venv()
     except ServiceUserError as error:
