@@ -75,11 +75,18 @@ RETRY_BASE_DELAY = 30
 RETRY_MAX_DELAY = 1800
 # Default wall-clock limit, in seconds, for one upstream pull of a new project.
 DEFAULT_TIMEOUT = 21600
-# An address that fails authentication (bearer token, join token or a slave's
-# signature) AUTH_FAILURE_LIMIT times within AUTH_FAILURE_WINDOW seconds gets
-# 429 Too Many Requests until the window ends.
+# A network that fails authentication (bearer token or join token)
+# AUTH_FAILURE_LIMIT times within AUTH_FAILURE_WINDOW seconds gets 429 Too Many
+# Requests for its further failures until the window ends.
+# Only failures are limited: a valid token or join token always passes, and signed
+# slave traffic is never counted. Failures count per /24 (IPv4) or /64 (IPv6).
 AUTH_FAILURE_LIMIT = 20
 AUTH_FAILURE_WINDOW = 60
+# How many reverse proxies stand in front of the API (0: none). With N, the client
+# address and scheme are taken from the N-th last X-Forwarded-For/-Proto entry (werkzeug's
+# ProxyFix); never set it higher than the real number of proxies, or clients can pick
+# their own address.
+TRUSTED_PROXIES = 0
 # Largest request body the API accepts, in bytes.
 MAX_CONTENT_LENGTH = 65536
 # Whether the HTML status pages (/, /projects/<name>, /runs/<id>) are open to

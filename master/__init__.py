@@ -7,6 +7,7 @@ import logging
 import os
 
 from flask import Flask, jsonify
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from common.clock import SystemClock
 from common.config import load_settings, tls_verify
@@ -56,6 +57,9 @@ def create_app(test_config=None):
                                                  timeout=settings["DISPATCH_TIMEOUT"],
                                                  verify=tls_verify(settings)))
 
+    if settings["TRUSTED_PROXIES"]:
+        hops = settings["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     db.init_app(app)
     from master.api import register_api
     register_api(app)
