@@ -31,11 +31,16 @@ class OrderOutcome:
 
 
 class SlaveClient:
+    """One pool of dispatch threads for the life of the process, each keeping its HTTP
+    session (and so its keep-alive connections to slaves) from one fan-out to the next."""
+
     def __init__(self, workers=16, timeout=5.0, verify=True):
         self.workers = workers
         self.timeout = timeout
         self.verify = verify
         self._local = threading.local()
+        self._pool = None
+        self._pool_lock = threading.Lock()
 
     def _session(self):
         session = getattr(self._local, "session", None)
@@ -72,10 +77,40 @@ class SlaveClient:
         return OrderOutcome(target.name, False, "failed",
                             f"slave refused the order (HTTP {answer.status}): {message}")
 
+    def _executor(self):
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers,
+                                                                   thread_name_prefix="dispatch")
+            return self._pool
+
+    def warm_up(self):
+        """Start every dispatch thread now, so none is started while orders wait (say, during a pull)."""
+        pool = self._executor()
+        ready = threading.Barrier(self.workers + 1)
+        # Each thread waits at the barrier, so the pool has to start all of them.
+        for _ in range(self.workers):
+            pool.submit(_wait_at, ready)
+        try:
+            ready.wait(timeout=5)
+        except threading.BrokenBarrierError:
+            pass
+
     def send_orders(self, orders):
         """Send [(target, order), ...] in parallel, at most ``workers`` at a time; returns outcomes."""
         if not orders:
             return []
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(self.workers, len(orders)),
-                                                   thread_name_prefix="dispatch") as pool:
-            return list(pool.map(lambda pair: self.send_order(*pair), orders))
+        return list(self._executor().map(lambda pair: self.send_order(*pair), orders))
+
+    def close(self):
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+
+def _wait_at(barrier):
+    try:
+        barrier.wait(timeout=5)
+    except threading.BrokenBarrierError:
+        pass
