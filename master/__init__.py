@@ -17,6 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from common.clock import SystemClock
 from common.config import load_settings, tls_verify
 from common.errors import ConfigError
+from common.headers import install_security_headers
 from common.rsync import RsyncRunner
 from master import schema
 from master.db import db, init_database
@@ -86,6 +87,7 @@ def _build_app(test_config):
         hops = settings["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     db.init_app(app)
+    install_security_headers(app)
     from master.api import register_api
     register_api(app)
 

@@ -20,6 +20,7 @@ from marshmallow import ValidationError
 from common.clock import SystemClock
 from common.config import load_settings, tls_verify
 from common.errors import ConfigError
+from common.headers import install_security_headers
 from common.rsync import RsyncRunner
 from common.signing import SqliteNonceStore
 from common.validation import validate_slug
@@ -159,6 +160,7 @@ def create_app(test_config=None):
     app = Flask(__name__)
     app.config.update(settings)
     app.extensions["mirrorsync_slave"] = services
+    install_security_headers(app)
     from slave.api import register_api
     register_api(app)
     if settings["STATUS_PAGE"]:
