@@ -59,6 +59,9 @@ RSYNCD_ADDRESS = "127.0.0.1"
 # Address the managed rsync daemon binds to; None means RSYNCD_ADDRESS when
 # that is an IP address, else every interface.
 RSYNCD_BIND = None
+# Pulls each module of the master's rsync daemon serves at once (0: no limit); a
+# slave over the limit is told to try later and catches up on a later sweep.
+RSYNCD_MAX_CONNECTIONS = 100
 # Seconds without a heartbeat after which a slave counts as offline.
 HEARTBEAT_TIMEOUT = 60
 # Orders to slaves go out in parallel through this many threads.
