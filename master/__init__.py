@@ -14,6 +14,7 @@ require_installed()
 from flask import Flask, jsonify
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from common import texts
 from common.clock import SystemClock
 from common.config import load_settings, tls_verify
 from common.errors import ConfigError
@@ -30,8 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def configure_logging(level):
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level)
+    texts.configure_logging(level)
     # APScheduler logs every job run at INFO; ours are logged by the services.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -17,6 +17,7 @@ require_installed()
 from flask import Flask
 from marshmallow import ValidationError
 
+from common import texts
 from common.clock import SystemClock
 from common.config import load_settings, tls_verify
 from common.errors import ConfigError
@@ -40,8 +41,7 @@ DUTY_INTERVAL = 0.5
 
 
 def configure_logging(level):
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level)
+    texts.configure_logging(level)
 
 
 class SlaveServices:
