@@ -16,7 +16,8 @@ TIMEOUT = (3.0, 10.0)
 ACKNOWLEDGED = "acknowledged"
 DROPPED = "dropped"
 # Answers to a report that will not change however often it is sent again.
-_REPORT_NEVER_ACCEPTED = frozenset({400, 404, 409, 410, 413, 415, 422})
+# 403: this slave is disabled; the master ended its parts in flight when it was disabled.
+_REPORT_NEVER_ACCEPTED = frozenset({400, 403, 404, 409, 410, 413, 415, 422})
 
 
 class MasterUnavailable(Exception):
