@@ -1,4 +1,4 @@
-"""The one place the master calls slaves: signed orders, sent in parallel through a bounded pool."""
+"""The one place the master calls slaves: signed orders and cancels, sent in parallel through a bounded pool."""
 
 import concurrent.futures
 import dataclasses
@@ -24,7 +24,7 @@ class OrderTarget:
 class OrderOutcome:
     name: str
     accepted: bool
-    state: str            # dispatched, unreachable or failed
+    state: str            # dispatched (cancelled for a cancel), unreachable or failed
     error: str | None = None
 
 
@@ -61,8 +61,30 @@ class SlaveClient:
 
     def send_orders(self, orders):
         """Send [(target, order), ...] in parallel, at most ``workers`` at a time; returns outcomes."""
-        if not orders:
+        return self._in_parallel(lambda pair: self.send_order(*pair), orders)
+
+    def send_cancel(self, target, run_id, project):
+        """POST one signed cancel of ``project``'s run ``run_id``; never raises."""
+        try:
+            response = self._session().post(
+                f"{target.url.rstrip('/')}/api/v1/syncs/{int(run_id)}/cancel", json={"project": project},
+                auth=HmacAuth(target.name, target.signing_key), timeout=(self.timeout, self.timeout),
+                verify=self.verify)
+        except requests.RequestException as error:
+            return OrderOutcome(target.name, False, "unreachable",
+                                f"slave unreachable at {target.url}: {type(error).__name__}")
+        if response.status_code in (202, 404):  # 404: it never got the order, so there is nothing to stop
+            return OrderOutcome(target.name, True, "cancelled")
+        return OrderOutcome(target.name, False, "failed",
+                            f"slave refused the cancel (HTTP {response.status_code}): {response.text[:200]}")
+
+    def send_cancels(self, cancels):
+        """Send [(target, run_id, project), ...] in parallel; returns outcomes."""
+        return self._in_parallel(lambda triple: self.send_cancel(*triple), cancels)
+
+    def _in_parallel(self, call, items):
+        if not items:
             return []
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(self.workers, len(orders)),
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(self.workers, len(items)),
                                                    thread_name_prefix="dispatch") as pool:
-            return list(pool.map(lambda pair: self.send_order(*pair), orders))
+            return list(pool.map(call, items))
