@@ -117,6 +117,11 @@ class SyncRecords:
                    if r is not None and r.get("state") not in FINAL_STATES]
         return sorted(records, key=lambda r: (r.get("accepted_at") or "", r["run_id"]))
 
+    def newest_first(self):
+        """Every readable record, newest run first."""
+        return [record for record in (self.get(run_id) for run_id in reversed(self._run_ids()))
+                if record is not None]
+
     def prune(self, keep=KEEP_RECORDS):
         """Delete finished records beyond the ``keep`` newest orders; returns how many went."""
         doomed = self._keys()[:-keep]

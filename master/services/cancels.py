@@ -31,6 +31,8 @@ def cancel_run(run_id, reason=CANCELLED_BY_ADMIN):
         except runs.StaleRun:
             continue  # the executor or a report moved it in between: look again
         log.warning("run %s of %s cancelled while %s (%s)", run_id, project_name, state.value, reason)
+        if state is RunState.SYNCING:
+            runs.wake_executor()  # it ends the pull at once instead of at its next poll
         if told:
             distribution.tell_slaves_to_cancel(run_id, project_name, told)
         return runs.get_run(run_id)

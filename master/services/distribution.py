@@ -51,30 +51,39 @@ def _send(run_id, project, slaves, catchup=False):
     outcomes = current_seams().slave_client.send_orders(targets)
     stamp = now()
     _note_attempts(slaves, project, stamp)
+    names = [outcome.name for outcome in outcomes]
+    entries = sa.and_(SlaveRun.run_id == run_id, SlaveRun.slave_name.in_(names))
+    # A fast slave may have reported before this line: the time is recorded whatever the state...
+    db.session.execute(sa.update(SlaveRun).where(entries, SlaveRun.dispatched_at.is_(None))
+                       .values(dispatched_at=stamp))
+    # ...but only a pending entry changes state. One statement for all accepted orders, one per refusal.
+    pending = SlaveRun.state == SlaveRunState.PENDING.value
+    accepted = [outcome.name for outcome in outcomes if outcome.accepted]
+    if accepted:
+        db.session.execute(sa.update(SlaveRun).where(
+            SlaveRun.run_id == run_id, SlaveRun.slave_name.in_(accepted), pending)
+            .values(state=SlaveRunState.DISPATCHED.value, error=None))
     for outcome in outcomes:
-        entry = sa.and_(SlaveRun.run_id == run_id, SlaveRun.slave_name == outcome.name)
-        # A fast slave may have reported before this line: the time is recorded whatever the state...
-        db.session.execute(sa.update(SlaveRun).where(entry, SlaveRun.dispatched_at.is_(None))
-                           .values(dispatched_at=stamp))
-        values = {"state": outcome.state, "error": outcome.error}
-        if not outcome.accepted:
-            values["finished_at"] = stamp
-            log.warning("run %s: order to %s failed: %s", run_id, outcome.name, outcome.error)
-        # ...but only a pending entry changes state.
-        db.session.execute(sa.update(SlaveRun).where(entry, SlaveRun.state == SlaveRunState.PENDING.value)
-                           .values(**values))
+        if outcome.accepted:
+            continue
+        log.warning("run %s: order to %s failed: %s", run_id, outcome.name, outcome.error)
+        db.session.execute(sa.update(SlaveRun).where(
+            SlaveRun.run_id == run_id, SlaveRun.slave_name == outcome.name, pending)
+            .values(state=outcome.state, error=outcome.error, finished_at=stamp))
     db.session.commit()
     return outcomes
 
 
 def _note_attempts(slaves, project, stamp):
     """Remember when each slave was last ordered to pull ``project`` (catch-up waits after it)."""
+    ids = [slave.id for slave in slaves]
+    held = {row.slave_id: row for row in db.session.execute(sa.select(SlaveProject).where(
+        SlaveProject.project_id == project.id, SlaveProject.slave_id.in_(ids))).scalars()}
     for slave in slaves:
-        held = db.session.get(SlaveProject, (slave.id, project.id))
-        if held is None:
-            db.session.add(SlaveProject(slave_id=slave.id, project_id=project.id, last_attempt_at=stamp))
+        if slave.id in held:
+            held[slave.id].last_attempt_at = stamp
         else:
-            held.last_attempt_at = stamp
+            db.session.add(SlaveProject(slave_id=slave.id, project_id=project.id, last_attempt_at=stamp))
 
 
 def dispatch_to_slaves(run_id, upstream_outcome):
