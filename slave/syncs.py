@@ -119,7 +119,7 @@ class SyncRecords:
 
     def newest_first(self):
         """Every readable record, newest run first."""
-        return [record for record in (self.get(run_id) for run_id in reversed(self._run_ids()))
+        return [record for record in (self._read(key) for key in reversed(self._keys()))
                 if record is not None]
 
     def prune(self, keep=KEEP_RECORDS):
