@@ -112,6 +112,11 @@ class LogArgs(Schema):
     offset = AsciiInteger(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
 
 
+class DeleteProjectArgs(Schema):
+    force = fields.Boolean(load_default=False, truthy={"true", "1"}, falsy={"false", "0"},
+                           metadata={"description": "cancel a run in progress first, instead of answering 409"})
+
+
 class SlaveSchema(Schema):
     name = fields.String(dump_only=True)
     url = fields.String(dump_only=True)
