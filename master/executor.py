@@ -58,10 +58,9 @@ class Executor:
 
     def _claim_and_start(self):
         free = self._free_slots()
-        if free <= 0:
-            return
         with self.app.app_context():
-            run_ids = syncs.run_ids_to_execute(free)
+            # Forced runs (mirrorctl projects sync --force) start even with no slot free.
+            run_ids = syncs.run_ids_to_execute(max(0, free))
         for run_id in run_ids:
             cancel = threading.Event()
             thread = threading.Thread(target=self._execute, args=(run_id, cancel),

@@ -104,9 +104,10 @@ def move_run(run, state, **fields):
     return run
 
 
-def request_sync(project, trigger):
+def request_sync(project, trigger, force=False):
     """Queue a run of ``project``, or fold the trigger into the one already queued.
 
+    A forced trigger makes the queued run start past MAX_CONCURRENT_SYNCS.
     Returns (run, created). Raises Conflict when the project is disabled.
     """
     if not project.enabled:
@@ -117,16 +118,18 @@ def request_sync(project, trigger):
             sa.select(Run).where(Run.project_id == project.id, Run.state == QUEUED)).scalar_one_or_none()
         if queued is not None:
             # A trigger does not wait for a retry's backoff: the queued run is due now.
+            changes = {"coalesced": Run.coalesced + 1, "not_before": None}
+            if force:
+                changes["force"] = True
             bumped = db.session.execute(
-                sa.update(Run).where(Run.id == queued.id, Run.state == QUEUED)
-                .values(coalesced=Run.coalesced + 1, not_before=None))
+                sa.update(Run).where(Run.id == queued.id, Run.state == QUEUED).values(**changes))
             db.session.commit()
             if bumped.rowcount == 1:
                 db.session.refresh(queued)
                 return queued, False
             continue  # claimed in between: queue a fresh one
         run = Run(project_id=project.id, trigger=str(getattr(trigger, "value", trigger)),
-                  state=QUEUED, created_at=now())
+                  state=QUEUED, created_at=now(), force=bool(force))
         db.session.add(run)
         try:
             db.session.flush()
@@ -164,15 +167,16 @@ def queue_retry(run, delay):
 
 
 def claim_queued_runs(limit):
-    """Move up to ``limit`` queued runs of idle projects to syncing and return them, oldest first."""
-    if limit <= 0:
-        return []
+    """Move up to ``limit`` queued runs of idle projects to syncing, plus every forced one, and return
+    them, oldest first."""
     busy = sa.select(Run.project_id).where(Run.state.in_(ACTIVE_VALUES))
     due = sa.or_(Run.not_before.is_(None), Run.not_before <= now())
-    candidates = db.session.execute(
-        sa.select(Run).join(Project).where(Run.state == QUEUED, Project.enabled.is_(True),
-                                           Run.project_id.not_in(busy), due)
-        .order_by(Run.id).limit(limit)).scalars().all()
+    ready = sa.select(Run).join(Project).where(Run.state == QUEUED, Project.enabled.is_(True),
+                                               Run.project_id.not_in(busy), due)
+    candidates = db.session.execute(ready.where(Run.force.is_(True)).order_by(Run.id)).scalars().all()
+    if limit > 0:
+        candidates += db.session.execute(ready.where(Run.force.is_(False)).order_by(Run.id)
+                                         .limit(limit)).scalars().all()
     claimed = []
     for run in candidates:
         try:
