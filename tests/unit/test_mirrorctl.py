@@ -769,3 +769,20 @@ def test_sync_force_asks_the_master_to_pass_the_concurrency_cap(mirrorctl, fake)
     result = mirrorctl("projects", "sync", "debian", "--force")
     assert result.exit_code == 0, result.output
     assert fake.last()["params"] == {"force": "true"}
+
+
+def test_add_and_edit_set_the_visitor_fields(mirrorctl, fake):
+    fake.on_json("POST", "/projects", dict(PROJECT, description="The universal OS"), 201)
+    fake.on_json("PATCH", "/projects/debian", PROJECT)
+
+    added = mirrorctl("projects", "add", "debian", "--upstream", "rsync://ftp.example.org/debian/",
+                      "--description", "The universal OS", "--help-url", "https://example.org/help/debian/",
+                      "--public-path", "/pub/debian/")
+    assert added.exit_code == 0, added.output
+    assert fake.last("POST")["json"] == {
+        "name": "debian", "upstream": "rsync://ftp.example.org/debian/", "description": "The universal OS",
+        "help_url": "https://example.org/help/debian/", "public_path": "/pub/debian/"}
+    assert "description:" in added.stdout and "The universal OS" in added.stdout
+
+    mirrorctl("projects", "edit", "debian", "--public-path", "/debian")
+    assert fake.last("PATCH")["json"] == {"public_path": "/debian"}
