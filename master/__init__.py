@@ -7,6 +7,10 @@ import logging
 import os
 import sys
 
+from common.dependencies import require_installed
+
+require_installed()
+
 from flask import Flask, jsonify
 
 from common.clock import SystemClock
@@ -18,6 +22,7 @@ from master.db import db, init_database
 from master.paths import default_database_url, state_dir
 from master.seams import Seams
 from master.slave_client import SlaveClient
+from master.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +72,14 @@ def _build_app(test_config):
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
         JSON_SORT_KEYS=False,
     )
     app.extensions["mirrorsync"] = Seams(
         clock=clock, rsync_runner=runner or RsyncRunner(binary=settings["RSYNC_BINARY"]),
         slave_client=slave_client or SlaveClient(workers=settings["DISPATCH_WORKERS"],
                                                  timeout=settings["DISPATCH_TIMEOUT"],
-                                                 verify=tls_verify(settings)))
+                                                 verify=tls_verify(settings)),
+        wakeups=Wakeups(settings["DATA_DIR"]))
 
     db.init_app(app)
     from master.api import register_api

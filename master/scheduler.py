@@ -22,6 +22,7 @@ from master.paths import state_dir
 from master.executor import Executor
 from master.models import Project
 from master.schedules import parse_crontab
+from master.wakeups import WakeupListener
 from master import rsyncd
 from master.services import distribution, runs, slaves, throttle
 
@@ -66,8 +67,17 @@ class ScheduleKeeper:
         self.timezone = "UTC"
         self.scheduler = BackgroundScheduler(timezone=self.timezone)
         self._schedules = {}   # project id -> (crontab, splay) it is scheduled with
+        # Timers that fired and wait to be queued; whoever holds _batch_lock queues them all.
+        self._due = set()
+        self._due_lock = threading.Lock()
+        self._batch_lock = threading.Lock()
+        self._due_event = threading.Event()
+        self._stopping = threading.Event()
+        self._flusher = None
 
     def start(self, paused=False):
+        self._flusher = threading.Thread(target=self._flush_loop, name="schedule-flusher", daemon=True)
+        self._flusher.start()
         self.scheduler.start(paused=paused)
         self.scheduler.add_job(self.reconcile, "interval", id="reconcile",
                                seconds=self.app.config["RECONCILE_INTERVAL"],
@@ -76,6 +86,8 @@ class ScheduleKeeper:
 
     def stop(self):
         self.scheduler.shutdown(wait=False)
+        self._stopping.set()
+        self._due_event.set()
 
     def scheduled(self):
         """Project id -> next fire time of its cron job."""
@@ -105,20 +117,45 @@ class ScheduleKeeper:
             except ValueError as error:  # only possible if the row was written around the API
                 log.error("scheduler: project %s has a bad schedule %r: %s", project_id, schedule, error)
                 continue
-            self.scheduler.add_job(self.fire, trigger, args=[project_id], id=f"project-{project_id}",
+            self.scheduler.add_job(self._timer_fired, trigger, args=[project_id], id=f"project-{project_id}",
                                    replace_existing=True, max_instances=1, coalesce=True,
                                    misfire_grace_time=300)
             self._schedules[project_id] = (schedule, splay)
             log.info("scheduler: project %s scheduled %r (splay %s s)", project_id, schedule, splay)
 
     def fire(self, project_id):
-        with self.app.app_context():
-            project = db.session.get(Project, project_id)
-            if project is None or not project.enabled:
-                return
-            runs.request_sync(project, Trigger.SCHEDULE)
-        if self.on_queued:
+        """Queue a scheduled run of ``project_id`` now, with any other timer that fired meanwhile."""
+        with self._due_lock:
+            self._due.add(project_id)
+        self.flush()
+
+    def _timer_fired(self, project_id):
+        # APScheduler's threads only note the project: the flusher queues a burst in one batch.
+        with self._due_lock:
+            self._due.add(project_id)
+        self._due_event.set()
+
+    def flush(self):
+        """Queue every project whose timer fired and is not queued yet, in one transaction."""
+        with self._batch_lock:
+            with self._due_lock:
+                batch, self._due = self._due, set()
+            if not batch:
+                return 0
+            with self.app.app_context():
+                created = runs.request_scheduled_syncs(batch, Trigger.SCHEDULE)
+        if created and self.on_queued:
             self.on_queued()
+        return created
+
+    def _flush_loop(self):
+        while not self._stopping.is_set():
+            self._due_event.wait()
+            self._due_event.clear()
+            try:
+                self.flush()
+            except Exception:
+                log.exception("scheduler: queueing scheduled runs failed; they wait for their next time")
 
 
 def sweep_distribution(app):
@@ -149,9 +186,13 @@ class SchedulerService:
         self.lock = SchedulerLock(app.config["DATA_DIR"])
         self.executor = Executor(app)
         self.keeper = ScheduleKeeper(app, on_queued=self.executor.wake)
+        self.wakeups = WakeupListener(app, self.executor.wake)
 
     def start(self):
         self.lock.acquire()
+        # Runs queued in this process wake the executor directly; other processes nudge it.
+        self.app.extensions["mirrorsync"].wakeups.register_local(self.executor.wake)
+        self.wakeups.start()
         self.executor.recover()
         render_rsyncd_config(self.app)
         self.keeper.start()
@@ -162,11 +203,16 @@ class SchedulerService:
         self.keeper.scheduler.add_job(render_rsyncd_config, "interval", args=[self.app], id="rsyncd",
                                       seconds=config["RECONCILE_INTERVAL"], max_instances=1, coalesce=True)
         self.executor.start()
+        warm_up = getattr(self.app.extensions["mirrorsync"].slave_client, "warm_up", None)
+        if warm_up is not None:  # the first fan-out must not wait for its threads to start
+            threading.Thread(target=warm_up, name="dispatch-warm-up", daemon=True).start()
         log.info("scheduler started (max %s concurrent syncs)", self.app.config["MAX_CONCURRENT_SYNCS"])
 
     def stop(self):
         log.info("scheduler stopping: ending running pulls")
         self.keeper.stop()
+        self.wakeups.stop()
+        self.app.extensions["mirrorsync"].wakeups.unregister_local(self.executor.wake)
         self.executor.stop()
         self.lock.release()
         log.info("scheduler stopped")

@@ -5,6 +5,7 @@ APScheduler 3.x numbers weekdays from Monday=0, while crontab uses Sunday=0
 means what a crontab user expects.
 """
 
+import functools
 import re
 
 from apscheduler.triggers.cron import CronTrigger
@@ -61,9 +62,14 @@ def validate_crontab(value):
         raise ValidationError("This schedule never fires (no such date).")
 
 
+@functools.lru_cache(maxsize=4096)
+def _cached_trigger(expression, timezone):
+    # Parsing costs far more than asking a parsed trigger; a site has a few dozen distinct schedules.
+    return parse_crontab(expression, timezone)
+
+
 def next_fire_time(expression, now, timezone="UTC"):
     """When a schedule fires next after ``now``, or None for a manual-only project."""
     if not expression:
         return None
-    trigger = parse_crontab(expression, timezone)
-    return trigger.get_next_fire_time(None, now)
+    return _cached_trigger(expression, timezone).get_next_fire_time(None, now)

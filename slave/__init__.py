@@ -10,6 +10,10 @@ import logging
 import os
 import threading
 
+from common.dependencies import require_installed
+
+require_installed()
+
 from flask import Flask
 from marshmallow import ValidationError
 

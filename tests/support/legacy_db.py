@@ -80,7 +80,7 @@ LEGACY_ROWS = {
         dict(id=2, name="grafana", role="readonly", token_hash="0" * 64, created_at=_at(1), expires_at=None,
              revoked_at=_at(4), last_used_at=_at(3)),
     ],
-    "nonces": [dict(key_id="mirror1", nonce="n" * 32, expires_at=4102444800)],
+    "nonces": [dict(key_id="mirror1", nonce="n" * 32, expires_at=2000000000)],
     "auth_failures": [dict(address="192.0.2.1", count=3, window_start=_at(6))],
 }
 

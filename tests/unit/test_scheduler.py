@@ -3,6 +3,7 @@
 import datetime
 
 import pytest
+import sqlalchemy as sa
 
 from common.errors import ConfigError
 from master.db import db
@@ -91,3 +92,34 @@ def test_a_second_scheduler_on_the_same_data_is_refused(app):
     second = SchedulerLock(app.config["DATA_DIR"])
     second.acquire()
     second.release()
+
+
+def test_a_burst_of_timers_is_queued_in_one_batch(app, client, admin, make_project, keeper):
+    names = [f"p{index:03d}" for index in range(120)]
+    for name in names:
+        make_project(name, schedule="0 * * * *")
+    make_project("queued-already", schedule="0 * * * *")
+    make_project("disabled", schedule="0 * * * *", enabled=False)
+    client.post("/api/v1/projects/queued-already/syncs", headers=admin)
+    ids = [project_id(app, name) for name in names + ["queued-already", "disabled"]]
+    statements = []
+    with app.app_context():
+        engine = db.engine
+    listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    sa.event.listen(engine, "before_cursor_execute", listener)
+    try:
+        with keeper._batch_lock:  # the whole burst fires while the flusher is busy
+            for pid in ids:
+                keeper._timer_fired(pid)
+        keeper.flush()  # returns once this batch, or the flusher's, is written
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listener)
+    listed = {p["name"]: p["status"] for p in client.get("/api/v1/projects?limit=1000", headers=admin).json}
+    assert listed == {**{name: "queued" for name in names}, "queued-already": "queued", "disabled": "disabled"}
+    with app.app_context():
+        rows = db.session.execute(sa.select(Run.trigger, Run.coalesced)).all()
+    assert len(rows) == len(names) + 1, "one queued run per enabled project, the earlier one folded in"
+    assert sorted(row.coalesced for row in rows)[-1] == 1 and sum(row.coalesced for row in rows) == 1
+    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO RUNS")]
+    assert len(inserts) == 1, f"{len(inserts)} INSERT statements for {len(names)} runs"
+    assert len(statements) < 20

@@ -31,3 +31,15 @@ def test_next_fire_time_uses_crontab_weekdays(expression, expected):
 def test_bad_crontabs_are_refused(expression):
     with pytest.raises(ValidationError):
         validate_crontab(expression)
+
+
+def test_next_fire_time_parses_each_schedule_once(monkeypatch):
+    from master import schedules
+    parsed = []
+    real = schedules.parse_crontab
+    monkeypatch.setattr(schedules, "parse_crontab", lambda *args: parsed.append(args) or real(*args))
+    schedules._cached_trigger.cache_clear()
+    for minute in range(50):
+        moment = SATURDAY + datetime.timedelta(minutes=minute)
+        assert next_fire_time("7 * * * *", moment) >= moment
+    assert len(parsed) == 1, "the projects list and /metrics read next_run for every project"
