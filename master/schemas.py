@@ -1,6 +1,6 @@
 """marshmallow schemas of the master's API: what comes in is checked, what goes out is shaped."""
 
-from marshmallow import Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from common.validation import (public_rsync_url, validate_description, validate_help_url, validate_pattern,
                                validate_public_path, validate_rsync_option, validate_rsync_url, validate_secret,
@@ -116,6 +116,20 @@ class SyncArgs(Schema):
     force = fields.Boolean(load_default=False, truthy={"true", "1"}, falsy={"false", "0"}, metadata={
         "description": "start even when MAX_CONCURRENT_SYNCS pulls already run (the project's own "
                        "active run is still waited for)"})
+
+
+def _printable_query(value):
+    if not value.isprintable():
+        raise ValidationError("The search must be printable text.")
+
+
+class MirrorListArgs(Schema):
+    """The visitors' page: ``?q=`` words to look for in names and descriptions."""
+
+    class Meta:
+        unknown = EXCLUDE  # a link with tracking parameters still opens the page
+
+    q = fields.String(load_default="", validate=[validate.Length(max=100), _printable_query])
 
 
 class RunListArgs(Schema):
