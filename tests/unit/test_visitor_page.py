@@ -41,10 +41,10 @@ def test_each_mirror_shows_its_files_description_help_state_times_and_size(site,
     assert "The universal operating system" in debian
     assert '<a class="help" href="https://help.example.org/debian/" rel="noopener">help</a>' in debian
     assert '<span class="badge state-success">success</span>' in debian
-    assert '<time datetime="2026-01-01T00:00:00Z">2026-01-01 00:00 UTC</time> <span class="muted">(3 h ago)</span>' \
-        in debian
-    assert '<time datetime="2026-01-01T06:00:00Z">2026-01-01 06:00 UTC</time> <span class="muted">(in 2 h)</span>' \
-        in debian
+    assert ('<span class="when"><time datetime="2026-01-01T00:00:00Z">2026-01-01 00:00 UTC</time> '
+            '<span class="muted">(3 h ago)</span></span>') in debian
+    assert ('<span class="when"><time datetime="2026-01-01T06:00:00Z">2026-01-01 06:00 UTC</time> '
+            '<span class="muted">(in 2 h)</span></span>') in debian
     assert "1.2 KiB" in debian
     assert '<span class="badge state-failed">failed</span>' in row(body, "arch")[1]
     assert '<span class="badge state-paused">paused</span>' in row(body, "fedora")[1]
