@@ -28,6 +28,8 @@ TABLE = [
     ("PATCH", "/api/v1/projects/debian", {"timeout": 60}, {ANON: 401, READER: 403, ADMIN: 200}),
     ("DELETE", "/api/v1/projects/debian", None, {ANON: 401, READER: 403, ADMIN: 204}),
     ("POST", "/api/v1/projects/debian/syncs", None, {ANON: 401, READER: 403, ADMIN: 202}),
+    # Only the project's own push token opens it; API tokens of any role do not.
+    ("POST", "/api/v1/projects/debian/push", None, {ANON: 401, READER: 401, ADMIN: 401}),
     ("GET", "/api/v1/projects/debian/runs", None, {ANON: 401, READER: 200, ADMIN: 200}),
     ("GET", "/api/v1/runs/{run}", None, {ANON: 401, READER: 200, ADMIN: 200}),
     ("GET", "/api/v1/runs/{run}/log", None, {ANON: 401, READER: 200, ADMIN: 200}),
