@@ -87,6 +87,12 @@ DEFAULT_TIMEOUT = 21600
 # 429 Too Many Requests until the window ends.
 AUTH_FAILURE_LIMIT = 20
 AUTH_FAILURE_WINDOW = 60
+# Reverse proxies in front of the master's API (nginx: 1). The master then takes
+# the client's address and scheme from the last TRUSTED_PROXIES entries of
+# X-Forwarded-For / X-Forwarded-Proto, so the failed-login limit counts each
+# client rather than the proxy. 0 (direct clients) ignores those headers, which
+# anyone could send.
+TRUSTED_PROXIES = 0
 # Largest request body the API accepts, in bytes.
 MAX_CONTENT_LENGTH = 65536
 # Name of the master in Debian trace files: it writes project/trace/<MIRROR_NAME>

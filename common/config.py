@@ -201,6 +201,7 @@ PARSERS = {
     "SYNC_SCRIPTS_DIR": _optional_directory,
     "AUTH_FAILURE_LIMIT": _number(int, 1, 1000000),
     "AUTH_FAILURE_WINDOW": _number(float, 1, 86400),
+    "TRUSTED_PROXIES": _number(int, 0, 10),
     "MASTER_URL": _url,
     "SLAVE_NAME": _optional_text,
     "SLAVE_URL": _optional(_url),

@@ -12,6 +12,7 @@ from common.dependencies import require_installed
 require_installed()
 
 from flask import Flask, jsonify
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from common.clock import SystemClock
 from common.config import load_settings, tls_verify
@@ -62,6 +63,10 @@ def _build_app(test_config):
         schema.require_existing(database_url)
     os.makedirs(state_dir(settings["DATA_DIR"]), mode=0o700, exist_ok=True)
     app = Flask(__name__)
+    if settings["TRUSTED_PROXIES"]:
+        # Behind nginx every request comes from nginx: take the client it saw instead.
+        hops = settings["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     app.config.update(settings)
     app.config.update(
         SQLALCHEMY_DATABASE_URI=database_url,

@@ -44,3 +44,32 @@ def test_wrong_join_tokens_and_forged_signatures_count_too(strict, client):
     assert client.post("/api/v1/projects", json={}, headers={"Authorization": "Bearer no"}).status_code == 401
     good = client.post("/api/v1/slaves/register", json=body, headers={"Authorization": f"Bearer {JOIN_TOKEN}"})
     assert good.status_code == 429
+
+
+def proxied_app(tmp_path, clock, trusted_proxies):
+    from master import create_app
+    return create_app({"DATA_DIR": str(tmp_path / "data"), "ADMIN_TOKEN": ADMIN_TOKEN, "LOG_LEVEL": "WARNING",
+                       "CLOCK": clock, "AUTH_FAILURE_LIMIT": 3, "TRUSTED_PROXIES": trusted_proxies})
+
+
+def through_nginx(client, client_address, token):
+    # nginx connects from 127.0.0.1 and appends the address it saw to X-Forwarded-For.
+    return client.get("/api/v1/projects", headers={"Authorization": f"Bearer {token}",
+                                                   "X-Forwarded-For": f"198.51.100.1, {client_address}"},
+                      environ_base={"REMOTE_ADDR": "127.0.0.1"})
+
+
+def test_behind_a_trusted_proxy_one_guessing_client_does_not_lock_out_the_others(tmp_path, clock):
+    client = proxied_app(tmp_path, clock, trusted_proxies=1).test_client()
+    for _ in range(3):
+        assert through_nginx(client, "203.0.113.9", "guess").status_code == 401
+    assert through_nginx(client, "203.0.113.9", ADMIN_TOKEN).status_code == 429
+    assert through_nginx(client, "192.0.2.7", ADMIN_TOKEN).status_code == 200, "another client behind nginx"
+
+
+def test_without_trusted_proxies_a_forwarded_for_header_changes_nothing(tmp_path, clock):
+    client = proxied_app(tmp_path, clock, trusted_proxies=0).test_client()
+    for attempt in range(3):
+        # A guesser cannot dodge the limit by sending a new X-Forwarded-For each time.
+        assert through_nginx(client, f"203.0.113.{attempt}", "guess").status_code == 401
+    assert through_nginx(client, "192.0.2.7", ADMIN_TOKEN).status_code == 429
