@@ -166,6 +166,7 @@ PARSERS = {
     "RSYNCD_PORT": _number(int, 1, 65535),
     "RSYNCD_ADDRESS": _text,
     "RSYNCD_BIND": _optional_text,
+    "RSYNCD_MAX_CONNECTIONS": _number(int, 0, 100000),
     "SIGNATURE_MAX_AGE": _number(int, 10, 86400),
     "CA_BUNDLE": _optional_file,
     "TLS_CERT_FILE": _optional_file,

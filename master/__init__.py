@@ -14,9 +14,11 @@ require_installed()
 from flask import Flask, jsonify
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from common import texts
 from common.clock import SystemClock
 from common.config import load_settings, tls_verify
 from common.errors import ConfigError
+from common.headers import install_security_headers
 from common.rsync import RsyncRunner
 from master import schema
 from master.db import db, init_database
@@ -29,8 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def configure_logging(level):
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level)
+    texts.configure_logging(level)
     # APScheduler logs every job run at INFO; ours are logged by the services.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
@@ -63,10 +64,6 @@ def _build_app(test_config):
         schema.require_existing(database_url)
     os.makedirs(state_dir(settings["DATA_DIR"]), mode=0o700, exist_ok=True)
     app = Flask(__name__)
-    if settings["TRUSTED_PROXIES"]:
-        # Behind nginx every request comes from nginx: take the client it saw instead.
-        hops = settings["TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     app.config.update(settings)
     app.config.update(
         SQLALCHEMY_DATABASE_URI=database_url,
@@ -86,7 +83,11 @@ def _build_app(test_config):
                                                  verify=tls_verify(settings)),
         wakeups=Wakeups(settings["DATA_DIR"]))
 
+    if settings["TRUSTED_PROXIES"]:
+        hops = settings["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     db.init_app(app)
+    install_security_headers(app)
     from master.api import register_api
     register_api(app)
 

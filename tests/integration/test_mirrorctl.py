@@ -139,7 +139,8 @@ def test_a_wrong_token_fails_with_one_clear_line(master, mirrorctl):
     result = mirrorctl("projects", "list", url=master.url, token="not-the-token")
 
     assert result.returncode == 1
-    assert failed(result) == "Error: the token was refused: the token is not valid; set MIRRORSYNC_TOKEN"
+    assert failed(result) == ("Error: the token from the environment variable MIRRORSYNC_TOKEN was refused: "
+                              "the token is not valid; set it to a valid token")
 
 
 def test_a_stopped_master_cannot_be_reached(master, mirrorctl):

@@ -28,6 +28,12 @@ def test_the_document_carries_the_validation_rules_and_hides_secrets(client):
     assert set(project["publish"]["enum"]) == {"delay", "atomic"}
 
 
+def test_the_document_describes_cancel_and_forced_delete(client):
+    paths = client.get("/api/v1/openapi.json").json["paths"]
+    assert "post" in paths["/api/v1/runs/{run_id}/cancel"]
+    assert "force" in [p["name"] for p in paths["/api/v1/projects/{name}"]["delete"]["parameters"]]
+
+
 def test_interactive_docs_are_served(client):
     page = client.get("/api/v1/docs")
     assert page.status_code == 200 and b"openapi.json" in page.data
