@@ -111,7 +111,7 @@ class IdConverter(BaseConverter):
 
 
 def register_api(app):
-    from master.api import docs, feeds, health, pages, projects, runs, slaves, status, tokens
+    from master.api import docs, feeds, health, mirrors, pages, projects, runs, slaves, status, tokens
 
     app.url_map.converters["id"] = IdConverter
     app.config.update(OPENAPI_SWAGGER_UI_URL=docs.ASSETS_URL, OPENAPI_SWAGGER_UI_CONFIG=docs.SWAGGER_UI_CONFIG)
@@ -125,4 +125,5 @@ def register_api(app):
     app.register_blueprint(health.blp)
     app.register_blueprint(feeds.blp)
     app.register_blueprint(pages.blp)
+    app.register_blueprint(mirrors.blp)
     app.register_blueprint(docs.blp)
