@@ -50,8 +50,13 @@ def _kind(mode):
     return OTHER
 
 
-def manifest(root):
-    """The sorted entries of the tree at ``root`` (followed if it is a symlink). Raises OSError."""
+def manifest(root, unverified=()):
+    """The sorted entries of the tree at ``root`` (followed if it is a symlink). Raises OSError.
+
+    ``unverified`` names directories (relative) left out with all they hold, such as where each
+    host writes its own trace files.
+    """
+    unverified = frozenset(unverified)
     root = os.path.realpath(os.fspath(root))
     top = os.lstat(root)
     raw = [[".", DIR, None, int(top.st_mtime), stat.S_IMODE(top.st_mode), None, None]]
@@ -64,6 +69,8 @@ def manifest(root):
                 if item.name in SKIPPED_NAMES:
                     continue
                 relpath = f"{reldir}/{item.name}" if reldir else item.name
+                if relpath in unverified:
+                    continue
                 st = item.stat(follow_symlinks=False)
                 kind = _kind(st.st_mode)
                 if kind == SYMLINK:
@@ -93,10 +100,16 @@ def digest(entries):
     return f"sha256:{hasher.hexdigest()}"
 
 
-def tree_digest(root):
+def tree_digest(root, unverified=()):
     """(digest, manifest) of the tree at ``root``. Raises OSError."""
-    entries = manifest(root)
+    entries = manifest(root, unverified)
     return digest(entries), entries
+
+
+def without(entries, unverified):
+    """A manifest less the entries under the ``unverified`` directories."""
+    prefixes = tuple(f"{path}/" for path in unverified)
+    return [entry for entry in entries if entry.path not in unverified and not entry.path.startswith(prefixes)]
 
 
 def first_differences(expected, actual, limit=5):

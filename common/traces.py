@@ -20,6 +20,7 @@ TRACES = "_traces"
 MASTER_TRACE = "master"
 NEW_SUFFIX = ".new"
 NONE, DEBIAN = "none", "debian"
+CREATOR = "mirror-sync 0.1.0"
 TRACE_MODES = (NONE, DEBIAN)
 # date(1)'s output in the POSIX locale: English names whatever this process's locale is.
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -60,6 +61,11 @@ def protected_paths(name):
     with it, they are rebuilt after every pull, so they never grow a stale line.
     """
     return (f"{TRACE_DIR}/{name}",)
+
+
+def unverified_paths(mode):
+    """Where each host writes its own trace files, so trees compared by digest leave it out."""
+    return (TRACE_DIR,) if mode == DEBIAN else ()
 
 
 def date_line(moment):

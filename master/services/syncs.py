@@ -1,38 +1,20 @@
 """Upstream pulls: run rsync for a claimed run and record the outcome."""
 
-import dataclasses
 import logging
 
+import sqlalchemy as sa
 from flask import current_app
 
-from common import runlogs
-from common.rsync import TRANSIENT_EXIT_CODES, RsyncJob
+from common import runlogs, traces
+from common.methods import COMMAND
 from common.states import RunState, Trigger
-from master.db import db
 from master import snapshots
-from master.paths import logs_root
-from master.seams import current_seams
-from master.services import distribution, runs, snapshots as snapshots_service
+from master.db import db
+from master.models import Run
+from master.paths import logs_root, project_tree
+from master.services import distribution, pulls, runs, snapshots as snapshots_service
 
 log = logging.getLogger(__name__)
-
-# What an upstream rsync daemon says when the project's settings, not the network, are wrong.
-PERMANENT_DAEMON_ERRORS = ("auth failed", "unknown module", "access denied", "chroot failed")
-
-
-def upstream_job(project, staging):
-    """The pull of ``project`` into the fresh snapshot ``staging``."""
-    return RsyncJob(source=project.upstream, destination=staging.destination,
-                    options=(*staging.options, *(project.rsync_options or ())),
-                    excludes=tuple(project.excludes or ()), password=project.upstream_password,
-                    timeout=project.timeout)
-
-
-def _stage(project, run_id):
-    """A fresh snapshot to pull into; raises SnapshotError, OSError."""
-    data_dir = current_app.config["DATA_DIR"]
-    snapshots.adopt_in_place_tree(data_dir, project.name, snapshots_service.adopted_name(project))
-    return snapshots.prepare(data_dir, project.name, run_id)
 
 
 def _progress_recorder(run_id):
@@ -54,42 +36,48 @@ def start_upstream_sync(run_id, cancel=None):
     config = current_app.config
     run = runs.get_run(run_id)
     project = run.project
+    project_name = project.name
     path = runlogs.log_path(logs_root(), project.name, run.id)
     try:
         staging = _stage(project, run_id)
     except (snapshots.SnapshotError, OSError) as error:
-        log.error("run %s of %s: %s", run_id, project.name, error)
+        log.error("run %s of %s: %s", run_id, project_name, error)
         runs.move_run(run, RunState.FAILED, error=f"the master's tree cannot be prepared: {error}")
         return runs.get_run(run_id)
-    try:
-        result = current_seams().rsync_runner.run(
-            upstream_job(project, staging), path, on_spawn=lambda pid: runs.record_pid(run_id, pid),
-            cancel=cancel, on_progress=_progress_recorder(run_id))
-    except Exception as error:  # a bug must not leave the run syncing forever
-        log.exception("run %s of %s: the rsync runner failed", run_id, project.name)
-        snapshots.abort(staging)
-        db.session.rollback()
-        runs.move_run(runs.get_run(run_id), RunState.FAILED, error=f"internal error: {error}")
-        return runs.get_run(run_id)
     sealed = None
-    if result.ok:
-        try:
-            sealed = snapshots.commit(staging)
-        except OSError as error:
-            log.error("run %s of %s: the new tree cannot be swapped in: %s", run_id, project.name, error)
-            result = dataclasses.replace(result, ok=False, warning=None,
-                                         error=f"the new tree cannot be swapped in: {error}")
-    if not result.ok:
-        snapshots.abort(staging)  # what slaves and the rsync daemon serve stays the previous tree
-    run = runs.get_run(run_id)
+    try:
+        pulled = pulls.pull_upstream(run, staging.destination, path, cancel=cancel,
+                                     on_spawn=lambda pid: runs.record_pid(run_id, pid),
+                                     on_progress=_progress_recorder(run_id), options=staging.options)
+        if pulled.result.ok and not pulled.skipped:
+            sealed = _seal(staging, pulled, traces.unverified_paths(project.trace))
+        else:
+            snapshots.abort(staging)  # what slaves and the rsync daemon serve stays the previous tree
+        if not pulled.result.cancelled:
+            pulled = pulls.run_post_hook(runs.get_run(run_id), pulled, project_tree(project_name), path)
+    except Exception as error:  # a bug must not leave the run syncing forever
+        log.exception("run %s of %s: the pull failed", run_id, project_name)
+        if sealed is None:
+            snapshots.abort(staging)
+        db.session.rollback()
+        run = _still_syncing(run_id, project_name)
+        if run is not None:
+            runs.move_run(run, RunState.FAILED, error=f"internal error: {error}")
+        return db.session.get(Run, run_id)
+    result = pulled.result
+    run = _still_syncing(run_id, project_name)
+    if run is None:
+        return db.session.get(Run, run_id)
     outcome = dict(exit_code=result.exit_code, stats=_stats(result, sealed), pid=None)
-    if result.cancelled:
+    if pulled.skipped:
+        runs.move_run(run, RunState.SUCCESS, skipped=True, warning=pulled.warning, **outcome)
+    elif result.cancelled:
         runs.move_run(run, RunState.INTERRUPTED, error="interrupted: the executor was stopped during the pull",
                       **outcome)
         if project.enabled:
             runs.request_sync(project, Trigger.RECOVERY)  # picked up again after the restart
     elif result.ok:
-        distribution.dispatch_to_slaves(run_id, dict(outcome, warning=result.warning, digest=sealed.digest))
+        distribution.dispatch_to_slaves(run_id, dict(outcome, warning=pulled.warning, digest=sealed.digest))
         snapshots_service.prune(project)
     else:
         # The retry is queued first, so the failed run names it in the same update.
@@ -98,13 +86,38 @@ def start_upstream_sync(run_id, cancel=None):
             outcome.update(retried_by=retry.id, warning=(
                 f"transient failure: retrying as run {retry.id} (attempt {retry.attempt} of "
                 f"{project.retries + 1}) at {retry.not_before.isoformat()}"))
+        if pulled.warning:
+            outcome["warning"] = "; ".join(w for w in (outcome.get("warning"), pulled.warning) if w)
         runs.move_run(run, RunState.FAILED, error=result.error, **outcome)
     runlogs.prune_logs(logs_root(), project.name, config["LOG_RETENTION"])
     return runs.get_run(run_id)
 
 
+def _stage(project, run_id):
+    """A fresh snapshot to pull into; raises SnapshotError, OSError."""
+    data_dir = current_app.config["DATA_DIR"]
+    snapshots.adopt_in_place_tree(data_dir, project.name, snapshots_service.adopted_name(project))
+    staging = snapshots.prepare(data_dir, project.name, run_id)
+    if project.method == COMMAND:
+        # A program updates the tree it finds: it gets the previous one, hard-linked.
+        snapshots.clone_basis(staging)
+    return staging
+
+
+def _seal(staging, pulled, unverified):
+    """Make a good pull's snapshot the newest tree; a failure to do so fails the pull."""
+    try:
+        return snapshots.commit(staging, unverified)
+    except OSError as error:
+        log.error("%s: the new tree cannot be swapped in: %s", staging.project, error)
+        snapshots.abort(staging)
+        pulled.result = pulled.result.replace(ok=False, warning=None,
+                                              error=f"the new tree cannot be swapped in: {error}")
+        return None
+
+
 def _stats(result, sealed):
-    """rsync's stats; created and deleted counts from the change list, since a pull into a fresh
+    """The pull's stats; created and deleted counts from the change list, since a pull into a fresh
     snapshot creates every entry and deletes none as far as rsync can tell."""
     stats = result.stats.to_dict()
     if sealed is not None and sealed.changes is not None:
@@ -113,13 +126,25 @@ def _stats(result, sealed):
     return stats
 
 
+def _still_syncing(run_id, project_name):
+    """The run, unless it was cancelled (or removed with its project) while it pulled."""
+    db.session.expire_all()
+    run = db.session.get(Run, run_id)
+    if run is None:
+        log.warning("run %s of %s was removed with its project during the pull", run_id, project_name)
+        return None
+    if run.state != RunState.SYNCING.value:
+        log.info("run %s of %s: the pull ended after the run was %s", run_id, project_name, run.state)
+        runs.record_pid(run_id, None)
+        return None
+    return run
+
+
 def _retry_if_transient(run, result):
     """Queue another try after a transient failure, within the project's ``retries``."""
     project = run.project
-    if result.exit_code not in TRANSIENT_EXIT_CODES or result.timed_out:
-        return None
-    if any(marker in (result.error or "").lower() for marker in PERMANENT_DAEMON_ERRORS):
-        return None  # exit 5 also covers a wrong password or module: trying again will not help
+    if not result.transient:
+        return None  # the method says trying again will not help (see common/methods)
     if run.attempt > project.retries or not project.enabled:
         return None
     config = current_app.config
@@ -135,6 +160,9 @@ def recover_interrupted_runs(kill_process_group):
     here; only orders that never left are sent again.
     """
     recovered = []
+    for run in runs.cancelled_runs_with_a_pull():
+        kill_process_group(run.pid)  # cancelled while this executor was gone: its rsync may live on
+        runs.record_pid(run.id, None)
     distribution.resend_unsent_orders()
     for run in runs.active_runs():
         if run.state != RunState.SYNCING.value:
@@ -156,6 +184,21 @@ def recover_interrupted_runs(kill_process_group):
     return recovered
 
 
+def runs_to_execute(limit, busy_projects=()):
+    """Claim up to ``limit`` queued runs, none of ``busy_projects`` (ids); returns (run id, project id)."""
+    return [(run.id, run.project_id) for run in runs.claim_queued_runs(limit, busy_projects)]
+
+
 def run_ids_to_execute(limit):
-    return [run.id for run in runs.claim_queued_runs(limit)]
+    return [run_id for run_id, _ in runs_to_execute(limit)]
+
+
+def runs_no_longer_syncing(run_ids):
+    """Which of ``run_ids`` were cancelled or removed: their pulls must stop."""
+    if not run_ids:
+        return set()
+    syncing = set(db.session.execute(sa.select(Run.id).where(
+        Run.id.in_(run_ids), Run.state == RunState.SYNCING.value)).scalars())
+    db.session.rollback()
+    return set(run_ids) - syncing
 
