@@ -8,6 +8,8 @@ from common.wire import MAX_ID, PUBLISH_MODES, StatsSchema, StrictBoolean
 from master.schedules import validate_crontab
 
 MAX_TIMEOUT = 30 * 86400
+PROJECT_PAGE = 100
+MAX_PROJECT_PAGE = 10000
 
 
 class ProjectSchema(Schema):
@@ -106,6 +108,14 @@ class AsciiInteger(fields.Integer):
 class RunListArgs(Schema):
     limit = AsciiInteger(load_default=50, validate=validate.Range(min=1, max=500))
     before = AsciiInteger(load_default=None, validate=validate.Range(min=1, max=MAX_ID))
+
+
+class ProjectListArgs(Schema):
+    limit = AsciiInteger(load_default=PROJECT_PAGE, validate=validate.Range(min=1, max=MAX_PROJECT_PAGE),
+                         metadata={"description": f"projects per page (default {PROJECT_PAGE}); ask for up to "
+                                                  f"{MAX_PROJECT_PAGE} to get every project in one answer"})
+    cursor = fields.String(load_default=None, validate=validate_slug, metadata={
+        "description": "the X-Next-Cursor of the previous page: projects whose name sorts after it"})
 
 
 class LogArgs(Schema):

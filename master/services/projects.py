@@ -21,6 +21,17 @@ def list_projects():
     return db.session.execute(sa.select(Project).order_by(Project.name)).scalars().all()
 
 
+def list_projects_page(limit, after=None):
+    """(up to ``limit`` projects by name after ``after``, the name to continue after or None)."""
+    query = sa.select(Project).order_by(Project.name).limit(limit + 1)
+    if after is not None:
+        query = query.where(Project.name > after)
+    rows = db.session.execute(query).scalars().all()
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].name
+    return rows, None
+
+
 def get_project(name):
     """Raises NotFound."""
     project = db.session.execute(sa.select(Project).where(Project.name == name)).scalar_one_or_none()
