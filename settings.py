@@ -33,6 +33,13 @@ TLS_CERT_FILE = None
 TLS_KEY_FILE = None
 # rsync program to run (a bare name is looked up on PATH).
 RSYNC_BINARY = "rsync"
+# What Debian trace files (projects with ``trace: debian``) say about this site;
+# None leaves the line out. TRACE_COUNTRY is an ISO 3166 code such as "DE".
+TRACE_MAINTAINER = None
+TRACE_SPONSOR = None
+TRACE_COUNTRY = None
+TRACE_LOCATION = None
+TRACE_THROUGHPUT = None
 
 # --- master -------------------------------------------------------------
 
@@ -82,9 +89,27 @@ AUTH_FAILURE_LIMIT = 20
 AUTH_FAILURE_WINDOW = 60
 # Largest request body the API accepts, in bytes.
 MAX_CONTENT_LENGTH = 65536
+# Name of the master in Debian trace files: it writes project/trace/<MIRROR_NAME>
+# after each good pull. None means this host's fully qualified name.
+MIRROR_NAME = None
+# Directory of the executables projects may name as hooks (pre_sync,
+# post_success, post_failure); None allows no hooks.
+HOOKS_DIR = None
+# Seconds a hook may run before its process group is ended.
+HOOK_TIMEOUT = 600
+# Directory of the sync scripts projects with ``method: command`` may name;
+# None allows no command projects.
+SYNC_SCRIPTS_DIR = None
 # Whether the HTML status pages (/, /projects/<name>, /runs/<id>) are open to
 # anyone; False asks for a bearer API token, like the API.
 STATUS_PUBLIC = True
+# Who the mirror site is, for visitors and for mirrorz.json: the public base
+# URL where the projects' files are served (None: links go to each project's
+# public_path on the host the page is read from), the site's name and its
+# short name (mirrorz's "abbr", for example TUNA).
+SITE_URL = None
+SITE_NAME = None
+SITE_ABBR = None
 
 # --- slave --------------------------------------------------------------
 
@@ -92,6 +117,9 @@ STATUS_PUBLIC = True
 MASTER_URL = "http://127.0.0.1:5000"
 # Name this slave enrolls under; None means the host name.
 SLAVE_NAME = None
+# Name of this slave in Debian trace files (project/trace/<PUBLIC_NAME>),
+# usually the public host name visitors use; None means SLAVE_NAME.
+PUBLIC_NAME = None
 # URL the master uses to reach this slave's API; None means http://<API_HOST>:<API_PORT>.
 SLAVE_URL = None
 # Trees land in PUBLIC_DIR/<project>.
@@ -102,3 +130,6 @@ STATE_DIR = "./var/slave"
 HEARTBEAT_INTERVAL = 15
 # Longest wait, in seconds, between two tries to deliver a report.
 REPORT_RETRY_MAX = 60
+# Serve a small public page at / and a tunasync-style /jobs feed of what this
+# slave holds (from its own records), for visitors of this host.
+STATUS_PAGE = False

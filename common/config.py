@@ -5,7 +5,9 @@ ConfigError whose message is one line naming the setting.
 """
 
 import os
+import re
 import socket
+from urllib.parse import urlsplit
 
 import settings as defaults
 from common.errors import ConfigError
@@ -13,6 +15,7 @@ from common.errors import ConfigError
 ENV_PREFIX = "MIRRORSYNC_"
 ROLE_PORTS = {"master": 5000, "slave": 7000}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
 
 def _text(name, value):
@@ -52,6 +55,34 @@ def _url(name, value):
     return value.rstrip("/")
 
 
+MAX_SITE_NAME = 100
+MAX_SITE_ABBR = 32
+
+
+def _site_name(name, value):
+    value = _text(name, value)
+    if len(value) > MAX_SITE_NAME or not value.isprintable():
+        raise ConfigError(f"{name} must be printable text of at most {MAX_SITE_NAME} characters")
+    return value
+
+
+def _site_abbr(name, value):
+    value = _text(name, value)
+    if len(value) > MAX_SITE_ABBR or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value):
+        raise ConfigError(f"{name} must be up to {MAX_SITE_ABBR} ASCII letters, digits, '-', '_' or '.', "
+                          f"got {value!r}")
+    return value
+
+
+def _site_url(name, value):
+    value = _url(name, value)
+    parts = urlsplit(value)
+    if not parts.hostname or parts.username or parts.password or parts.query or parts.fragment \
+            or any(c.isspace() or c in "\"<>\\" for c in value):
+        raise ConfigError(f"{name} must be a plain http(s)://host[:port][/path] URL, got {value!r}")
+    return value
+
+
 def _log_level(name, value):
     level = _text(name, value).upper()
     if level not in LOG_LEVELS:
@@ -70,6 +101,30 @@ def _optional_file(name, value):
     if not os.path.isfile(path):
         raise ConfigError(f"{name} must name a readable file, got {value!r}")
     return path
+
+
+def _optional_directory(name, value):
+    if value is None or value == "":
+        return None
+    path = os.path.abspath(_text(name, value))
+    if not os.path.isdir(path):
+        raise ConfigError(f"{name} must name an existing directory, got {value!r}")
+    return path
+
+
+def _optional_host_name(name, value):
+    """A host name as it goes into a trace file name and a _hierarchy line."""
+    value = _optional_text(name, value)
+    if value is not None and not HOST_NAME.match(value):
+        raise ConfigError(f"{name} must be a host name (letters, digits, '.', '-'), got {value!r}")
+    return value
+
+
+def _optional_line(name, value):
+    value = _optional_text(name, value)
+    if value is not None and (len(value) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in value)):
+        raise ConfigError(f"{name} must be one line of at most 200 characters")
+    return value
 
 
 TRUE_WORDS = ("1", "true", "yes")
@@ -131,6 +186,19 @@ PARSERS = {
     "RETRY_MAX_DELAY": _number(float, 0, 7 * 86400),
     "MAX_CONTENT_LENGTH": _number(int, 1024, 64 * 1024 * 1024),
     "STATUS_PUBLIC": _boolean,
+    "SITE_URL": _optional(_site_url),
+    "SITE_NAME": _optional(_site_name),
+    "SITE_ABBR": _optional(_site_abbr),
+    "MIRROR_NAME": _optional_host_name,
+    "PUBLIC_NAME": _optional_host_name,
+    "TRACE_MAINTAINER": _optional_line,
+    "TRACE_SPONSOR": _optional_line,
+    "TRACE_COUNTRY": _optional_line,
+    "TRACE_LOCATION": _optional_line,
+    "TRACE_THROUGHPUT": _optional_line,
+    "HOOKS_DIR": _optional_directory,
+    "HOOK_TIMEOUT": _number(float, 1, 86400),
+    "SYNC_SCRIPTS_DIR": _optional_directory,
     "AUTH_FAILURE_LIMIT": _number(int, 1, 1000000),
     "AUTH_FAILURE_WINDOW": _number(float, 1, 86400),
     "MASTER_URL": _url,
@@ -138,6 +206,7 @@ PARSERS = {
     "SLAVE_URL": _optional(_url),
     "PUBLIC_DIR": _directory,
     "STATE_DIR": _directory,
+    "STATUS_PAGE": _boolean,
 }
 
 
@@ -160,8 +229,11 @@ def load_settings(role, overrides=None, environ=None):
         raise ConfigError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
     if values["API_PORT"] is None:
         values["API_PORT"] = ROLE_PORTS[role]
+    if role == "master":
+        values["MIRROR_NAME"] = values["MIRROR_NAME"] or socket.getfqdn()
     if role == "slave":
         values["SLAVE_NAME"] = values["SLAVE_NAME"] or socket.gethostname()
+        values["PUBLIC_NAME"] = values["PUBLIC_NAME"] or values["SLAVE_NAME"]
         scheme = "https" if values["TLS_CERT_FILE"] else "http"
         values["SLAVE_URL"] = values["SLAVE_URL"] or f"{scheme}://{values['API_HOST']}:{values['API_PORT']}"
     # Objects that are not settings (fakes for seams) pass through untouched.

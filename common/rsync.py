@@ -1,10 +1,9 @@
-"""Build rsync command lines, run rsync under a deadline, and read its ``--stats``.
+"""Build rsync command lines, run one rsync under supervision, and read its ``--stats``.
 
-The only module in the project that starts rsync. The password reaches the child
+The only module in the project that builds an rsync command; common/processes.py starts it. The password reaches the child
 through ``RSYNC_PASSWORD`` in its environment only: never argv, never a log line.
 """
 
-import collections
 import dataclasses
 import logging
 import os
@@ -17,6 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from common.processes import (OutputTail, RunLog, Supervisor, child_environment, copy_output, output_lines,
+                              signal_name)
 
 # What a mirror needs: an exact copy (--archive --hard-links --delete-delay), switched
 # over at the end so readers never see half a tree (--delay-updates; --delete-delay
@@ -66,11 +68,6 @@ OK_EXIT_CODES = frozenset({0, 24})
 TRANSIENT_EXIT_CODES = frozenset({5, 10, 12, 30, 35})
 VANISHED_WARNING = "some files vanished on the source during the transfer (rsync exit 24)"
 
-_POLL_INTERVAL = 0.05
-# Output kept in memory for the error sentence and the stats; the log has all of it.
-_TAIL_LINES = 200
-# How long to wait for the output pipe to drain once rsync's process group is gone.
-_DRAIN_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +80,8 @@ class RsyncJob:
     excludes: tuple[str, ...] = ()
     password: str | None = dataclasses.field(default=None, repr=False)
     timeout: float | None = None
+    # False leaves files the source no longer has (stage 1 of a two-stage pull).
+    delete: bool = True
 
 
 @dataclass
@@ -115,9 +114,10 @@ def build_command(job, binary="rsync", progress=False):
 
     With ``progress``, rsync also prints whole-transfer progress (``--info=progress2``).
     """
+    defaults = DEFAULT_OPTIONS if job.delete else tuple(o for o in DEFAULT_OPTIONS if o != "--delete-delay")
     return [
         binary,
-        *DEFAULT_OPTIONS,
+        *defaults,
         *(("--info=progress2",) if progress else ()),
         *job.options,
         *(f"--exclude={pattern}" for pattern in job.excludes),
@@ -174,7 +174,7 @@ def result_from_exit(exit_code, output, timed_out=False, cancelled=False, timeou
     if exit_code is None:
         return RsyncResult(None, False, None, "rsync did not run", False, False, stats)
     if exit_code < 0:
-        error = f"rsync was killed by signal {_signal_name(-exit_code)}"
+        error = f"rsync was killed by signal {signal_name(-exit_code)}"
     else:
         meaning = EXIT_MEANINGS.get(exit_code, "unknown error")
         error = f"{meaning[0].upper()}{meaning[1:]} (rsync exit {exit_code})"
@@ -229,144 +229,42 @@ class RsyncRunner:
         Raises OSError only when ``log_path`` cannot be written.
         """
         argv = build_command(job, self.binary, progress=on_progress is not None)
-        log = _RunLog(log_path)
+        log = RunLog(log_path)
         try:
             log.write(f"$ {shlex.join(argv)}")
             if cancel is not None and cancel.is_set():
-                return log.finish(result_from_exit(None, "", cancelled=True))
+                return _finish(log, result_from_exit(None, "", cancelled=True))
             try:
                 os.makedirs(job.destination, exist_ok=True)
             except OSError as exc:
-                return log.finish(_not_started(f"cannot create destination {job.destination!r}: {exc.strerror}"))
-            try:
-                process = subprocess.Popen(
-                    argv,
-                    start_new_session=True,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    env=_child_environment(job.password),
-                )
-            except FileNotFoundError:
-                return log.finish(_not_started(f"rsync binary {self.binary!r} not found"))
-            except OSError as exc:
-                return log.finish(_not_started(f"rsync binary {self.binary!r} could not be started: {exc.strerror}"))
-            result = self._supervise(process, job, log, on_spawn, cancel, on_progress)
+                return _finish(log, _not_started(f"cannot create destination {job.destination!r}: {exc.strerror}"))
+            progress = _ProgressLines(on_progress) if on_progress is not None else None
+            outcome = Supervisor(self.kill_grace).run(
+                argv, log, env=_child_environment(job.password), timeout=job.timeout, cancel=cancel,
+                on_spawn=on_spawn, consume=progress, tail=OutputTail(_error_marker))
+            if progress is not None:
+                progress.flush()
+            if outcome.not_started is not None:
+                return _finish(log, _not_started(f"rsync binary {self.binary!r} "
+                                                 f"{outcome.not_started.split(' ', 1)[1]}"))
+            result = result_from_exit(outcome.exit_code, outcome.output, timed_out=outcome.timed_out,
+                                      cancelled=outcome.cancelled, timeout=job.timeout)
             if not result.ok:
                 removed = remove_partial_updates(job.destination)
                 if removed:
                     log.write(f"# removed {removed} unfinished --delay-updates folder(s) ({DELAY_DIR})")
-            return log.finish(result)
+            return _finish(log, result)
         finally:
             log.close()
 
-    def _supervise(self, process, job, log, on_spawn, cancel, on_progress=None):
-        tail = _OutputTail()
-        reader = threading.Thread(target=_copy_output, args=(process.stdout, log, tail, on_progress),
-                                  name=f"rsync-output-{process.pid}", daemon=True)
-        reader.start()
-        stop_reason = None
-        try:
-            if on_spawn is not None:
-                on_spawn(process.pid)
-            stop_reason = self._wait(process, job.timeout, cancel)
-        except BaseException:
-            self._stop_group(process)
-            raise
-        finally:
-            if stop_reason is not None:
-                self._stop_group(process)
-            process.wait()
-            reader.join(_DRAIN_TIMEOUT)
-            log.stop_copying()
-        return result_from_exit(process.returncode, tail.text(), timed_out=stop_reason == "timed_out",
-                                cancelled=stop_reason == "cancelled", timeout=job.timeout)
 
-    @staticmethod
-    def _wait(process, timeout, cancel):
-        """Wait for rsync to end; returns None, or why it has to be stopped."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                process.wait(timeout=_POLL_INTERVAL)
-                return None
-            except subprocess.TimeoutExpired:
-                pass
-            if cancel is not None and cancel.is_set():
-                return "cancelled"
-            if deadline is not None and time.monotonic() >= deadline:
-                return "timed_out"
-
-    def _stop_group(self, process):
-        """SIGTERM rsync's process group, SIGKILL whatever is left after kill_grace."""
-        group = process.pid
-        _signal_group(group, signal.SIGTERM)
-        deadline = time.monotonic() + self.kill_grace
-        try:
-            process.wait(timeout=self.kill_grace)
-        except subprocess.TimeoutExpired:
-            pass
-        # Usually the generator (our child) reaps its receiver and exits within a second.
-        # Sometimes rsync 3.5's generator exits first and the orphaned receiver waits for
-        # the socket to close (up to a minute), so the group is watched, not the leader.
-        while _group_alive(group) and time.monotonic() < deadline:
-            time.sleep(_POLL_INTERVAL)
-        _signal_group(group, signal.SIGKILL)
-        process.wait()
-
-
-class _RunLog:
-    """The per-run log file: header, rsync's output as it comes, footer; UTF-8 whatever rsync prints."""
-
-    def __init__(self, path):
-        directory = os.path.dirname(os.fspath(path))
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        self._stream = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
-        self._lock = threading.Lock()
-        self._copying = True
-
-    def write(self, line, from_output=False):
-        with self._lock:
-            if from_output and not self._copying:
-                return
-            self._stream.write(line.rstrip("\r\n") + "\n")
-            self._stream.flush()
-
-    def stop_copying(self):
-        """From now on, late output from a straggler no longer goes into the log."""
-        with self._lock:
-            self._copying = False
-
-    def finish(self, result):
-        if result.ok:
-            outcome = "ok" if result.warning is None else f"ok, warning: {result.warning}"
-        else:
-            outcome = f"failed: {result.error}"
-        self.write(f"# exit code {result.exit_code}, {outcome}")
-        return result
-
-    def close(self):
-        with self._lock:
-            self._stream.close()
-
-
-class _OutputTail:
-    """The last lines of output, plus the last error line of each kind however long ago it came."""
-
-    def __init__(self):
-        self._lines = collections.deque(maxlen=_TAIL_LINES)
-        self._errors = {}
-
-    def add(self, line):
-        self._lines.append(line)
-        marker = _error_marker(line)
-        if marker is not None:
-            self._errors[marker] = line
-
-    def text(self):
-        return "\n".join([*self._errors.values(), *self._lines])
+def _finish(log, result):
+    if result.ok:
+        outcome = "ok" if result.warning is None else f"ok, warning: {result.warning}"
+    else:
+        outcome = f"failed: {result.error}"
+    log.write(f"# exit code {result.exit_code}, {outcome}")
+    return result
 
 
 # "  1234567  45%  12.34MB/s  0:00:05 (xfr#3, to-chk=10/20)", one per \r, from --info=progress2.
@@ -388,37 +286,39 @@ def parse_progress(line):
     return progress
 
 
-def _output_lines(stream):
-    """rsync's output split on newlines and on the carriage returns progress lines end with."""
-    pending = b""
-    for chunk in iter(lambda: stream.read1(65536), b""):
-        parts = re.split(rb"[\r\n]", pending + chunk)
-        pending = parts.pop()
-        yield from parts
-    if pending:
-        yield pending
+class _ProgressLines:
+    """Takes progress lines out of the output for ``on_progress``, at most one call per PROGRESS_EVERY."""
+
+    def __init__(self, on_progress):
+        self.on_progress = on_progress
+        self.last_report = 0.0
+        self.latest = None
+
+    def __call__(self, line):
+        progress = parse_progress(line)
+        if progress is None:
+            return False
+        # Progress goes to the run, not the log: a long pull prints thousands of these.
+        self.latest = progress
+        if time.monotonic() - self.last_report >= PROGRESS_EVERY:
+            self.last_report = time.monotonic()
+            _report_progress(self.on_progress, progress)
+        return True
+
+    def flush(self):
+        if self.latest is not None:
+            _report_progress(self.on_progress, self.latest)
+            self.latest = None
 
 
 def _copy_output(stream, log, tail, on_progress=None):
-    last_report = 0.0
-    latest = None
-    with stream:
-        for raw in _output_lines(stream):
-            line = raw.decode("utf-8", "backslashreplace")
-            progress = parse_progress(line) if on_progress is not None else None
-            if progress is not None:
-                # Progress goes to the run, not the log: a long pull prints thousands of these.
-                latest = progress
-                if time.monotonic() - last_report >= PROGRESS_EVERY:
-                    last_report = time.monotonic()
-                    _report_progress(on_progress, progress)
-                continue
-            if not line:
-                continue
-            tail.add(line)
-            log.write(line, from_output=True)
-    if latest is not None:
-        _report_progress(on_progress, latest)
+    progress = _ProgressLines(on_progress) if on_progress is not None else None
+    copy_output(stream, log, tail, progress)
+    if progress is not None:
+        progress.flush()
+
+
+_output_lines = output_lines
 
 
 def _report_progress(on_progress, progress):
@@ -430,37 +330,13 @@ def _report_progress(on_progress, progress):
 
 
 def _child_environment(password):
-    env = dict(os.environ)
-    env.pop("RSYNC_PASSWORD", None)
-    if password is not None:
-        env["RSYNC_PASSWORD"] = password
-    return env
+    return child_environment({} if password is None else {"RSYNC_PASSWORD": password}, drop=("RSYNC_PASSWORD",))
 
 
 def _not_started(error):
     return RsyncResult(None, False, None, error, False, False, RsyncStats())
 
 
-def _signal_group(group, signum):
-    try:
-        os.killpg(group, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _group_alive(group):
-    try:
-        os.killpg(group, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def _signal_name(signum):
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return str(signum)
 
 
 def _with_trailing_slash(path):

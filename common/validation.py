@@ -200,6 +200,18 @@ REFUSED_OPTIONS = {
 }
 
 
+def _refuse_spaced_option(value):
+    """'--bwlimit 1000' is one shell word with a space where '=' belongs: say what was meant."""
+    name, _, rest = value.partition(" ")
+    rest = rest.strip()
+    if name in VALUED_OPTIONS and rest and not rest.startswith("-"):
+        raise ValidationError(f"{value!r} has a space where '=' belongs; did you mean {name}={rest}?")
+    if not rest:
+        raise ValidationError(f"{value!r} ends in a space; rsync options have none.")
+    raise ValidationError(f"{value!r} is more than one option; give each option as its own item, "
+                          "with values after '=' (--bwlimit=1000).")
+
+
 def validate_rsync_option(value):
     """One rsync option: a listed flag, or ``--name=value`` with a checked value."""
     _ascii_printable(value, "An rsync option")
@@ -208,6 +220,8 @@ def validate_rsync_option(value):
     if not value.startswith("-"):
         raise ValidationError(f"{value!r} is not an rsync option (options start with '-').")
     name, has_value, argument = value.partition("=")
+    if " " in name:
+        _refuse_spaced_option(value)
     if name in REFUSED_OPTIONS:
         raise ValidationError(f"{name} is refused: it {REFUSED_OPTIONS[name]}.")
     if not has_value:

@@ -5,16 +5,24 @@ The app is only ever built by ``create_app(test_config=None)``.
 
 import logging
 import os
+import sys
+
+from common.dependencies import require_installed
+
+require_installed()
 
 from flask import Flask, jsonify
 
 from common.clock import SystemClock
 from common.config import load_settings, tls_verify
+from common.errors import ConfigError
 from common.rsync import RsyncRunner
+from master import schema
 from master.db import db, init_database
 from master.paths import default_database_url, state_dir
 from master.seams import Seams
 from master.slave_client import SlaveClient
+from master.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -24,22 +32,39 @@ def configure_logging(level):
     logging.getLogger().setLevel(level)
     # APScheduler logs every job run at INFO; ours are logged by the services.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def create_app(test_config=None):
-    """Build the master app; raises ConfigError naming a bad setting."""
-    test_config = dict(test_config or {})
+    """Build the master app; raises ConfigError naming a bad setting or a database that is behind."""
+    try:
+        return _build_app(dict(test_config or {}))
+    except ConfigError as error:
+        if "gunicorn.arbiter" in sys.modules:
+            # gunicorn prints this kind of error as one line and stops, instead of a traceback
+            # and a worker respawned over and over.
+            from gunicorn.errors import AppImportError
+            raise AppImportError(f"mirror-sync master: {error}") from None
+        raise
+
+
+def _build_app(test_config):
     clock = test_config.pop("CLOCK", None) or SystemClock()
     runner = test_config.pop("RSYNC_RUNNER", None)
     slave_client = test_config.pop("SLAVE_CLIENT", None)
+    # Admin commands act on an existing database only: a typo in DATA_DIR must not make a new one.
+    create_database = test_config.pop("CREATE_DATABASE", True)
     settings = load_settings("master", test_config)
     configure_logging(settings["LOG_LEVEL"])
 
+    database_url = settings["DATABASE_URL"] or default_database_url(settings["DATA_DIR"])
+    if not create_database:
+        schema.require_existing(database_url)
     os.makedirs(state_dir(settings["DATA_DIR"]), mode=0o700, exist_ok=True)
     app = Flask(__name__)
     app.config.update(settings)
     app.config.update(
-        SQLALCHEMY_DATABASE_URI=settings["DATABASE_URL"] or default_database_url(settings["DATA_DIR"]),
+        SQLALCHEMY_DATABASE_URI=database_url,
         SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
         API_TITLE="mirror-sync master",
         API_VERSION="v1",
@@ -47,14 +72,14 @@ def create_app(test_config=None):
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
         JSON_SORT_KEYS=False,
     )
     app.extensions["mirrorsync"] = Seams(
         clock=clock, rsync_runner=runner or RsyncRunner(binary=settings["RSYNC_BINARY"]),
         slave_client=slave_client or SlaveClient(workers=settings["DISPATCH_WORKERS"],
                                                  timeout=settings["DISPATCH_TIMEOUT"],
-                                                 verify=tls_verify(settings)))
+                                                 verify=tls_verify(settings)),
+        wakeups=Wakeups(settings["DATA_DIR"]))
 
     db.init_app(app)
     from master.api import register_api
@@ -68,7 +93,7 @@ def create_app(test_config=None):
                        fields={}), 500
 
     with app.app_context():
-        init_database(app)
+        init_database(app, create=create_database)
         if settings["ADMIN_TOKEN"]:
             from master.services.tokens import seed_admin_token
             seed_admin_token(settings["ADMIN_TOKEN"])

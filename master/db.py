@@ -42,9 +42,15 @@ def _tune_sqlite(dbapi_connection, connection_record):
     cursor.close()
 
 
-def init_database(app):
-    """Attach the engine tuning and create missing tables, once across processes."""
+def init_database(app, create=True):
+    """Attach the engine tuning, then create a new database or check an existing one's revision.
+
+    Raises ConfigError in one line when the database is behind the code (run
+    ``python -m master db upgrade``) or, with ``create`` false, when there is none.
+    """
+    from master import schema
     engine = db.engine
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
     if engine.dialect.name == "sqlite" and engine.url.database:
         # The database holds upstream passwords and slave keys: owner-only from the first byte.
         os.close(os.open(engine.url.database, os.O_CREAT | os.O_RDWR, 0o600))
@@ -53,9 +59,10 @@ def init_database(app):
         engine.dispose()
     lock_path = os.path.join(state_dir(app.config["DATA_DIR"]), "schema.lock")
     with open(lock_path, "a") as lock:
-        # Several gunicorn workers start together; only one creates tables at a time.
+        # Several gunicorn workers start together; only one creates the schema at a time.
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            db.create_all()
+            with engine.begin() as connection:
+                return schema.check_or_create(connection, db.metadata, url, create=create)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

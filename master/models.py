@@ -11,8 +11,14 @@ _QUEUED = sa.text("state = 'queued'")
 _ACTIVE = sa.text("state IN ('syncing', 'distributing')")
 
 
+# Ids are never reused, whatever is deleted: slaves and logs know runs by id (SQLite
+# otherwise hands out the highest ids again once their rows are gone).
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class Project(db.Model):
     __tablename__ = "projects"
+    __table_args__ = NEVER_REUSE_IDS
 
     id = sa.Column(sa.Integer, primary_key=True)
     name = sa.Column(sa.String(64), unique=True, nullable=False)
@@ -106,6 +112,7 @@ class Run(db.Model):
                  sqlite_where=_QUEUED, postgresql_where=_QUEUED),
         sa.Index("uq_runs_one_active", "project_id", unique=True,
                  sqlite_where=_ACTIVE, postgresql_where=_ACTIVE),
+        NEVER_REUSE_IDS,
     )
 
     @property
@@ -119,6 +126,7 @@ class Run(db.Model):
 
 class ApiToken(db.Model):
     __tablename__ = "api_tokens"
+    __table_args__ = NEVER_REUSE_IDS
 
     id = sa.Column(sa.Integer, primary_key=True)
     name = sa.Column(sa.String(64), nullable=False)
@@ -132,6 +140,7 @@ class ApiToken(db.Model):
 
 class Slave(db.Model):
     __tablename__ = "slaves"
+    __table_args__ = NEVER_REUSE_IDS
 
     id = sa.Column(sa.Integer, primary_key=True)
     name = sa.Column(sa.String(64), unique=True, nullable=False)
@@ -170,6 +179,7 @@ class SlaveRun(db.Model):
     __table_args__ = (
         sa.UniqueConstraint("run_id", "slave_id", name="uq_slave_runs_run_slave"),
         sa.Index("ix_slave_runs_state", "state"),
+        NEVER_REUSE_IDS,
     )
 
     @property

@@ -34,18 +34,31 @@ def config_paths(data_dir):
     return os.path.join(root, "rsyncd.conf"), os.path.join(root, "rsyncd.secrets")
 
 
-def render(projects, slaves, data_dir, secrets_path, log_path, chroot, uid, gid):
+def daemon_identity():
+    """(uid, gid) a daemon started as root should switch to, or None when we are not root.
+
+    Only root can switch: for anyone else rsync refuses a ``uid``/``gid`` line
+    ("setgroups failed"), and the daemon already runs as the user that wrote
+    the trees, which is what it should serve them as.
+    """
+    if os.geteuid() != 0:
+        return None
+    return os.geteuid(), os.getegid()
+
+
+def render(projects, slaves, data_dir, secrets_path, log_path, identity):
     """Return (rsyncd.conf text, secrets file text).
 
-    The daemon reads trees as the user that wrote them (``uid``/``gid``), so it
-    serves exactly what the master pulled, and nothing it could not.
+    With ``identity`` (uid, gid) the daemon, started as root, reads trees as
+    the user that wrote them and runs chrooted; without it there are no
+    ``uid``/``gid`` lines and no chroot, which only root can use.
     """
     users = ", ".join(slave.rsync_user for slave in slaves) or NOBODY
-    lines = [
-        HEADER,
-        f"uid = {uid}",
-        f"gid = {gid}",
-        f"use chroot = {'yes' if chroot else 'no'}",
+    lines = [HEADER]
+    if identity is not None:
+        lines += [f"uid = {identity[0]}", f"gid = {identity[1]}"]
+    lines += [
+        f"use chroot = {'yes' if identity is not None else 'no'}",
         "numeric ids = yes",
         "read only = yes",
         "list = no",
@@ -102,8 +115,7 @@ def write_config(config_path=None, secrets_path=None):
     slaves = db.session.execute(
         sa.select(Slave).where(Slave.enabled.is_(True)).order_by(Slave.name)).scalars().all()
     text, secrets = render(projects, slaves, data_dir, secrets_path,
-                           os.path.join(state_dir(data_dir), "rsyncd.log"), chroot=os.geteuid() == 0,
-                           uid=os.geteuid(), gid=os.getegid())
+                           os.path.join(state_dir(data_dir), "rsyncd.log"), daemon_identity())
     # Secrets first, so the config never names a secrets file that lacks a new slave.
     changed = _write_if_changed(secrets_path, secrets, 0o600)
     changed = _write_if_changed(config_path, text, 0o644) or changed

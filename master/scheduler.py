@@ -22,6 +22,7 @@ from master.paths import state_dir
 from master.executor import Executor
 from master.models import Project
 from master.schedules import parse_crontab
+from master.wakeups import WakeupListener
 from master import rsyncd
 from master.services import distribution, runs, slaves, throttle
 
@@ -185,9 +186,13 @@ class SchedulerService:
         self.lock = SchedulerLock(app.config["DATA_DIR"])
         self.executor = Executor(app)
         self.keeper = ScheduleKeeper(app, on_queued=self.executor.wake)
+        self.wakeups = WakeupListener(app, self.executor.wake)
 
     def start(self):
         self.lock.acquire()
+        # Runs queued in this process wake the executor directly; other processes nudge it.
+        self.app.extensions["mirrorsync"].wakeups.register_local(self.executor.wake)
+        self.wakeups.start()
         self.executor.recover()
         render_rsyncd_config(self.app)
         self.keeper.start()
@@ -198,11 +203,16 @@ class SchedulerService:
         self.keeper.scheduler.add_job(render_rsyncd_config, "interval", args=[self.app], id="rsyncd",
                                       seconds=config["RECONCILE_INTERVAL"], max_instances=1, coalesce=True)
         self.executor.start()
+        warm_up = getattr(self.app.extensions["mirrorsync"].slave_client, "warm_up", None)
+        if warm_up is not None:  # the first fan-out must not wait for its threads to start
+            threading.Thread(target=warm_up, name="dispatch-warm-up", daemon=True).start()
         log.info("scheduler started (max %s concurrent syncs)", self.app.config["MAX_CONCURRENT_SYNCS"])
 
     def stop(self):
         log.info("scheduler stopping: ending running pulls")
         self.keeper.stop()
+        self.wakeups.stop()
+        self.app.extensions["mirrorsync"].wakeups.unregister_local(self.executor.wake)
         self.executor.stop()
         self.lock.release()
         log.info("scheduler stopped")

@@ -10,6 +10,7 @@ class Seams:
     clock: object          # .now() -> aware UTC datetime
     rsync_runner: object   # .run(job, log_path, on_spawn=, cancel=) -> RsyncResult
     slave_client: object   # .send_orders([(OrderTarget, order), ...]) -> [OrderOutcome]
+    wakeups: object = None  # .before_commit(session), .after_commit(session): a run was queued
 
 
 def current_seams():

@@ -7,7 +7,9 @@ import threading
 
 import requests
 
+from common import answers
 from common.signing import HmacAuth
+from common.texts import printable
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +31,16 @@ class OrderOutcome:
 
 
 class SlaveClient:
+    """One pool of dispatch threads for the life of the process, each keeping its HTTP
+    session (and so its keep-alive connections to slaves) from one fan-out to the next."""
+
     def __init__(self, workers=16, timeout=5.0, verify=True):
         self.workers = workers
         self.timeout = timeout
         self.verify = verify
         self._local = threading.local()
+        self._pool = None
+        self._pool_lock = threading.Lock()
 
     def _session(self):
         session = getattr(self._local, "session", None)
@@ -42,27 +49,68 @@ class SlaveClient:
         return session
 
     def send_order(self, target, order):
-        """POST one signed order; never raises."""
+        """POST one signed order; never raises: whatever the slave answers ends as an outcome."""
         try:
-            response = self._session().post(
-                f"{target.url.rstrip('/')}/api/v1/syncs", json=order, auth=HmacAuth(target.name, target.signing_key),
-                timeout=(self.timeout, self.timeout), verify=self.verify)
+            return self._send_order(target, order)
+        except Exception as error:  # a hostile answer ends this slave's part, never the run
+            log.exception("order to slave %s hit an unexpected error", target.name)
+            return OrderOutcome(target.name, False, "failed",
+                                f"the order could not be sent ({type(error).__name__})")
+
+    def _send_order(self, target, order):
+        url = f"{target.url.rstrip('/')}/api/v1/syncs"
+        try:
+            answer = answers.call(self._session(), "POST", url, (self.timeout, self.timeout), json=order,
+                                  auth=HmacAuth(target.name, target.signing_key), verify=self.verify)
         except requests.RequestException as error:
             reason = type(error).__name__
-            return OrderOutcome(target.name, False, "unreachable", f"slave unreachable at {target.url}: {reason}")
-        if response.status_code == 202:
+            return OrderOutcome(target.name, False, "unreachable",
+                                f"slave unreachable at {printable(target.url, 200)}: {reason}")
+        except answers.MalformedAnswer as error:
+            return OrderOutcome(target.name, False, "failed", f"slave's answer refused: {error}")
+        if answer.status == 202:
             return OrderOutcome(target.name, True, "dispatched")
-        try:
-            message = response.json().get("message") or response.text[:200]
-        except ValueError:
-            message = response.text[:200]
+        if answer.is_redirect:
+            return OrderOutcome(target.name, False, "failed",
+                                f"slave answered a redirect (HTTP {answer.status}); orders never follow one")
+        message = answer.message() or "no explanation"
         return OrderOutcome(target.name, False, "failed",
-                            f"slave refused the order (HTTP {response.status_code}): {message}")
+                            f"slave refused the order (HTTP {answer.status}): {message}")
+
+    def _executor(self):
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers,
+                                                                   thread_name_prefix="dispatch")
+            return self._pool
+
+    def warm_up(self):
+        """Start every dispatch thread now, so none is started while orders wait (say, during a pull)."""
+        pool = self._executor()
+        ready = threading.Barrier(self.workers + 1)
+        # Each thread waits at the barrier, so the pool has to start all of them.
+        for _ in range(self.workers):
+            pool.submit(_wait_at, ready)
+        try:
+            ready.wait(timeout=5)
+        except threading.BrokenBarrierError:
+            pass
 
     def send_orders(self, orders):
         """Send [(target, order), ...] in parallel, at most ``workers`` at a time; returns outcomes."""
         if not orders:
             return []
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(self.workers, len(orders)),
-                                                   thread_name_prefix="dispatch") as pool:
-            return list(pool.map(lambda pair: self.send_order(*pair), orders))
+        return list(self._executor().map(lambda pair: self.send_order(*pair), orders))
+
+    def close(self):
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+
+def _wait_at(barrier):
+    try:
+        barrier.wait(timeout=5)
+    except threading.BrokenBarrierError:
+        pass

@@ -44,8 +44,9 @@ class MasterClient:
     def delete_project(self, name):
         self._send("DELETE", f"/projects/{_segment(name)}")
 
-    def trigger_sync(self, name):
-        return self._json("POST", f"/projects/{_segment(name)}/syncs")
+    def trigger_sync(self, name, force=False):
+        params = {"force": "true"} if force else None
+        return self._json("POST", f"/projects/{_segment(name)}/syncs", params=params)
 
     def list_runs(self, name, limit=None, before=None):
         params = {key: value for key, value in (("limit", limit), ("before", before)) if value is not None}
@@ -130,12 +131,19 @@ class MasterClient:
         return ApiError(message, reply.status, code, fields)
 
     def _token_refused(self, message):
+        """Names where the token came from, so the user fixes the right one."""
+        source = self.settings.token_source
         if not self.settings.token:
-            return "the master wants a token and none is set; set MIRRORSYNC_TOKEN"
-        line = f"the token was refused: {message}; set MIRRORSYNC_TOKEN"
-        if self.settings.token_source != "MIRRORSYNC_TOKEN":
-            line += f" (this one came from {self.settings.token_source})"
-        return line
+            where = f" or token = \"...\" in {self.settings.config_file}" if self.settings.config_file else ""
+            return f"the master wants a token and none is set: pass --token, set MIRRORSYNC_TOKEN{where}"
+        if source == "MIRRORSYNC_TOKEN":
+            return (f"the token from the environment variable MIRRORSYNC_TOKEN was refused: {message}; "
+                    "set it to a valid token")
+        if source == "--token":
+            return f"the token given with --token was refused: {message}"
+        path = source.removeprefix("token in ")
+        return (f"the token from {path} was refused: {message}; fix its 'token' there "
+                "(MIRRORSYNC_TOKEN or --token would take precedence)")
 
 
 def _segment(value):

@@ -28,6 +28,7 @@ class Settings:
     url_source: str
     token: str | None
     token_source: str | None
+    config_file: str | None = None  # the config file mirrorctl read or would read
 
 
 def config_path(environ):
@@ -81,7 +82,8 @@ def load_settings(url_option, token_option, environ, warn):
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigProblem(f"{url_source} is not an http:// or https:// URL: {url!r}")
-    return Settings(url=url.rstrip("/"), url_source=url_source, token=token, token_source=token_source)
+    return Settings(url=url.rstrip("/"), url_source=url_source, token=token, token_source=token_source,
+                    config_file=str(path))
 
 
 def _first(*candidates):

@@ -7,14 +7,19 @@ class CliError(click.ClickException):
     """A failure the user can act on; click prints ``Error: <message>`` and exits 1."""
 
     exit_code = 1
+    code = "error"
 
 
 class ConfigProblem(CliError):
     """The URL, token or config file cannot be used."""
 
+    code = "config_problem"
+
 
 class MasterUnreachable(CliError):
     """No HTTP answer came back from the master."""
+
+    code = "master_unreachable"
 
 
 class ApiError(CliError):
@@ -31,3 +36,14 @@ class StoppedFollowing(CliError):
     """Ctrl-C while following a run; the run itself goes on."""
 
     exit_code = 130
+    code = "stopped_following"
+
+
+def error_document(error):
+    """What ``--json`` prints for a failure: the API's error shape, plus the HTTP status when there was one."""
+    if isinstance(error, click.UsageError):
+        code = "usage_error"
+    else:
+        code = getattr(error, "code", "error")
+    return {"error": code, "message": error.format_message(), "status": getattr(error, "status", None),
+            "fields": getattr(error, "fields", {}), "exit_code": error.exit_code}

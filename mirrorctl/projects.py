@@ -10,6 +10,9 @@ from mirrorctl.follow import RunFollower, outcome
 from mirrorctl.tables import project_details, project_table
 
 PUBLISH_MODES = ("delay", "atomic")
+# A project's status: its newest run's state, "none" before its first run, "disabled".
+STATUSES = ("none", "disabled", "queued", "syncing", "distributing", "success", "partial", "failed",
+            "interrupted", "cancelled")
 
 
 @click.group()
@@ -78,12 +81,18 @@ def project_fields(schedule, rsync_options, excludes, timeout, retries, splay, p
 
 
 @projects.command("list")
+@click.option("--status", "statuses", type=click.Choice(STATUSES), multiple=True,
+              help="Only projects in this status, repeatable: --status failed --status partial.")
 @pass_ctl
-def list_projects(ctl):
+def list_projects(ctl, statuses):
     """List projects with their status, last success and next run."""
     found = ctl.client.list_projects()
-    ctl.emit(found, lambda found, now: project_table(found, now) if found else
-             "no projects yet; add one with: mirrorctl projects add NAME --upstream rsync://HOST/MODULE")
+    if statuses:
+        found = [project for project in found if project.get("status") in statuses]
+        empty = f"no project is {' or '.join(statuses)}"
+    else:
+        empty = "no projects yet; add one with: mirrorctl projects add NAME --upstream rsync://HOST/MODULE"
+    ctl.emit(found, lambda found, now: project_table(found, now) if found else empty)
 
 
 @projects.command()
@@ -173,13 +182,15 @@ def disable(ctl, name):
 @click.option("--follow", is_flag=True,
               help="Wait for the run, showing its states, each slave's state and new log lines; "
                    "exit 1 unless it ends in success.")
+@click.option("-f", "--force", is_flag=True,
+              help="Start even when MAX_CONCURRENT_SYNCS pulls are already running (like tunasynctl start -f).")
 @pass_ctl
-def sync(ctl, name, follow):
+def sync(ctl, name, follow, force):
     """Start a sync of project NAME now.
 
     A sync asked for while one is queued joins it; while one runs, one more is queued.
     """
-    run = ctl.client.trigger_sync(name)
+    run = ctl.client.trigger_sync(name, force=force)
     if not follow:
         ctl.emit(run, lambda run, now: f"{_queued_line(run)}\nfollow it with: mirrorctl runs log {run['id']} --follow")
         return

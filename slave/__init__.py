@@ -10,6 +10,10 @@ import logging
 import os
 import threading
 
+from common.dependencies import require_installed
+
+require_installed()
+
 from flask import Flask
 from marshmallow import ValidationError
 
@@ -24,6 +28,7 @@ from slave.credentials import CredentialStore, ensure_private_dir
 from slave.heartbeat import Heartbeat, enroll
 from slave.master_client import EnrollmentRefused, MasterClient
 from slave.outbox import Outbox
+from slave.status import StatusBoard
 from slave.syncs import SyncRecords, SyncWorker
 
 log = logging.getLogger(__name__)
@@ -54,6 +59,7 @@ class SlaveServices:
             records=SyncRecords(os.path.join(state_dir, "syncs")), outbox=self.outbox,
             credentials=self.credentials.load, clock=clock,
             max_concurrent=settings["MAX_CONCURRENT_SYNCS"], log_retention=settings["LOG_RETENTION"])
+        self.status_board = StatusBoard(self.worker.records, settings["PUBLIC_DIR"])
         self.heartbeat = Heartbeat(client, self.credentials.load, settings["SLAVE_URL"],
                                    settings["HEARTBEAT_INTERVAL"], self.worker.syncing_projects)
         self.enrollment_error = None
@@ -155,6 +161,9 @@ def create_app(test_config=None):
     app.extensions["mirrorsync_slave"] = services
     from slave.api import register_api
     register_api(app)
+    if settings["STATUS_PAGE"]:
+        from slave.pages import blp as pages
+        app.register_blueprint(pages)
 
     services.worker.claim()
     if start_background:

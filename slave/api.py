@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from common.errors import (BadRequest, ConfigError, MirrorSyncError, NotEnrolled, NotFound, Unauthorized,
                            UnsupportedMediaType, ValidationFailed)
 from common.signing import SignatureError, verify_signature
+from common.validation import validate_slug
 from common.wire import order_schema
 from slave.syncs import public_record
 
@@ -75,6 +76,15 @@ def load_order():
         raise ValidationFailed(f"Invalid request: {field}: {str(message).rstrip('.')}.", error.messages) from None
 
 
+def _check_slug(name, value):
+    """Raises ValidationFailed naming ``name``."""
+    try:
+        validate_slug(value)
+    except ValidationError as error:
+        raise ValidationFailed(f"Invalid request: {name}: {error.messages[0].rstrip('.')}.",
+                               {name: error.messages}) from None
+
+
 def _bracket_bare_ipv6(body):
     # A master with RSYNCD_ADDRESS = "::1" sends the address bare; rsync URLs need brackets.
     host = body.get("rsyncd_host")
@@ -97,11 +107,15 @@ def order_sync():
 
 @blp.get("/api/v1/syncs/<int:run_id>")
 def get_sync(run_id):
-    """What this slave did for run ``run_id``."""
+    """What this slave did for run ``run_id`` (of ``?project=``; without it, its newest order of that id)."""
     require_master_signature()
-    record = _services().worker.records.get(run_id)
+    project = request.args.get("project")
+    if project is not None:
+        _check_slug("project", project)
+    record = _services().worker.records.get(run_id, project)
     if record is None:
-        raise NotFound(f"This slave has no record of run {run_id}.")
+        of = f" of {project!r}" if project else ""
+        raise NotFound(f"This slave has no record of run {run_id}{of}.")
     return jsonify(public_record(record))
 
 

@@ -5,6 +5,8 @@ import threading
 import requests
 from marshmallow import EXCLUDE, ValidationError
 
+from common import answers
+from common.answers import MalformedAnswer
 from common.signing import HmacAuth
 from common.wire import credentials_schema
 
@@ -44,31 +46,30 @@ class MasterClient:
             raise EnrollmentRefused("JOIN_TOKEN is not set, so this slave cannot enroll with the master")
         response = self._post("/api/v1/slaves/register", {"name": name, "url": url},
                               headers={"Authorization": f"Bearer {self.join_token}"})
-        if response.status_code == 201:
+        if response.status == 201:
             try:
-                return credentials_schema.load(response.json(), unknown=EXCLUDE)
-            except (ValueError, ValidationError):
+                return credentials_schema.load(response.json_object(), unknown=EXCLUDE)
+            except (MalformedAnswer, ValidationError):
                 raise MasterUnavailable("the master answered the enrollment with unreadable credentials") from None
         message = _message(response)
-        if response.status_code == 403:
+        if response.status == 403:
             raise EnrollmentRefused(f"the master refused the enrollment (HTTP 403): {message}")
-        if response.status_code == 409:
+        if response.status == 409:
             raise EnrollmentRefused(f"the master refused the enrollment of {name!r} (HTTP 409): {message}")
-        if response.status_code in (400, 401, 404, 415, 422):
-            raise EnrollmentRefused(f"the master refused the enrollment (HTTP {response.status_code}): {message}")
-        raise MasterUnavailable(f"the master answered HTTP {response.status_code}: {message}")
+        if response.status in (400, 401, 404, 415, 422):
+            raise EnrollmentRefused(f"the master refused the enrollment (HTTP {response.status}): {message}")
+        raise MasterUnavailable(f"the master answered HTTP {response.status}: {message}")
 
     def heartbeat(self, credentials, body):
         """Tell the master this slave is alive; returns the master's answer. Raises MasterUnavailable."""
         response = self._post(f"/api/v1/slaves/{credentials.name}/heartbeat", body,
                               auth=HmacAuth(credentials.name, credentials.signing_key))
-        if response.status_code != 200:
-            raise MasterUnavailable(f"the master answered HTTP {response.status_code}: {_message(response)}")
+        if response.status != 200:
+            raise MasterUnavailable(f"the master answered HTTP {response.status}: {_message(response)}")
         try:
-            answer = response.json()
-        except ValueError:
+            return response.json_object()
+        except MalformedAnswer:
             return {}
-        return answer if isinstance(answer, dict) else {}
 
     def report(self, credentials, body):
         """Send one report; returns ACKNOWLEDGED, or DROPPED when the master will never take it.
@@ -77,19 +78,25 @@ class MasterClient:
         """
         response = self._post(f"/api/v1/slaves/{credentials.name}/reports", body,
                               auth=HmacAuth(credentials.name, credentials.signing_key))
-        if response.status_code == 200:
+        if response.status == 200:
             return ACKNOWLEDGED
-        if response.status_code in _REPORT_NEVER_ACCEPTED:
+        if response.status in _REPORT_NEVER_ACCEPTED:
             return DROPPED
-        raise MasterUnavailable(f"the master answered HTTP {response.status_code}: {_message(response)}")
+        raise MasterUnavailable(f"the master answered HTTP {response.status}: {_message(response)}")
 
     def _post(self, path, body, headers=None, auth=None):
+        """The master's answer (never a redirect followed, never more than MAX_ANSWER_BYTES read).
+
+        Raises MasterUnavailable.
+        """
         try:
-            return self._session().post(f"{self.master_url}{path}", json=body, headers=headers, auth=auth,
-                                        timeout=self.timeout, verify=self.verify)
+            return answers.call(self._session(), "POST", f"{self.master_url}{path}", self.timeout, json=body,
+                                headers=headers, auth=auth, verify=self.verify)
         except requests.RequestException as error:
             raise MasterUnavailable(f"cannot reach the master at {self.master_url}: "
                                     f"{type(error).__name__}") from None
+        except MalformedAnswer as error:
+            raise MasterUnavailable(f"the master's answer was refused: {error}") from None
 
     def _session(self):
         session = getattr(self._local, "session", None)
@@ -98,10 +105,8 @@ class MasterClient:
         return session
 
 
-def _message(response):
-    """The master's one-sentence explanation, or the start of whatever it sent."""
-    try:
-        message = response.json().get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return str(message or response.text[:200] or response.reason or "no explanation").strip()
+def _message(answer):
+    """The master's one-sentence explanation, printable and clipped; never the raw body."""
+    if answer.is_redirect:
+        return "a redirect, which is never followed"
+    return answer.message() or "no explanation"

@@ -3,8 +3,10 @@
 Any process of the slave (say, several gunicorn workers) may accept an order,
 but pulls run in exactly one of them: the one holding STATE_DIR/worker.lock.
 Another process writes the order's record and leaves a marker in
-STATE_DIR/orders/ for it. Records in STATE_DIR/syncs/<run_id>.json say what
-became of each order and survive restarts. How a pulled tree goes public
+STATE_DIR/orders/ for it. Records in STATE_DIR/syncs/<run_id>-<project>.json say what
+became of each order and survive restarts; an order is known by its project and
+run together, so a run id the master hands out again for another project is a
+new order. How a pulled tree goes public
 (in place, or as a snapshot swapped in) is slave/publishing.py's job.
 """
 
@@ -14,6 +16,7 @@ import fcntl
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +38,8 @@ PUBLIC_FIELDS = ("run_id", "project", "state", "catchup", "accepted_at", "starte
                  "exit_code", "error", "warning", "stats")
 REPORT_FIELDS = ("run_id", "project", "state", "started_at", "finished_at", "exit_code", "error",
                  "warning", "stats")
+_ORDER_MARKER = re.compile(r"^(\d+)-([a-z0-9][a-z0-9._-]*)$")
+_RECORD_NAME = re.compile(r"^(\d+)-([a-z0-9][a-z0-9._-]*)\.json$")
 # The master refuses longer texts in a report.
 _MAX_TEXT = 4000
 
@@ -74,14 +79,15 @@ def _clip(text):
 
 
 class SyncRecords:
-    """One JSON file per run this slave was ordered to pull."""
+    """One JSON file per (run, project) this slave was ordered to pull."""
 
     def __init__(self, directory):
         self.directory = directory
         ensure_private_dir(directory)
+        self._adopt_unkeyed_records()
 
     def create(self, order, accepted_at):
-        """Record a new order; returns (record, created). A run recorded before comes back as it is."""
+        """Record a new order; returns (record, created). The same run of the same project comes back as it is."""
         record = {
             "run_id": order["run_id"], "project": order["project"], "state": ACCEPTED,
             "catchup": order.get("catchup", False), "accepted_at": _iso(accepted_at),
@@ -90,47 +96,75 @@ class SyncRecords:
             # Kept so that a pull run after a restart publishes the way the master asked.
             "order": _order_fields(order),
         }
-        if create_json_exclusively(self._path(order["run_id"]), record, mode=0o600):
+        if create_json_exclusively(self._path(order["run_id"], order["project"]), record, mode=0o600):
             return record, True
-        return self.get(order["run_id"]), False
+        return self.get(order["run_id"], order["project"]), False
 
-    def get(self, run_id):
-        """The record of ``run_id``, or None."""
-        try:
-            return read_json(self._path(run_id))
-        except (OSError, ValueError) as error:
-            log.error("record of run %s is unreadable: %s", run_id, error)
-            return None
+    def get(self, run_id, project=None):
+        """The record of ``run_id`` of ``project``, or None; without ``project``, the newest of that run id."""
+        if project is None:
+            found = [r for r in (self._read(key) for key in self._keys() if key[0] == int(run_id)) if r]
+            return max(found, key=lambda r: r.get("accepted_at") or "") if found else None
+        return self._read((int(run_id), project))
 
     def save(self, record):
-        write_json_atomically(self._path(record["run_id"]), record, mode=0o600)
+        write_json_atomically(self._path(record["run_id"], record["project"]), record, mode=0o600)
 
     def unfinished(self):
         """Records not yet success or failed, in the order they were accepted."""
-        records = [r for r in (self.get(run_id) for run_id in self._run_ids())
+        records = [r for r in (self._read(key) for key in self._keys())
                    if r is not None and r.get("state") not in FINAL_STATES]
         return sorted(records, key=lambda r: (r.get("accepted_at") or "", r["run_id"]))
 
+    def newest_first(self):
+        """Every readable record, newest run first."""
+        return [record for record in (self._read(key) for key in reversed(self._keys()))
+                if record is not None]
+
     def prune(self, keep=KEEP_RECORDS):
-        """Delete finished records beyond the ``keep`` newest runs; returns how many went."""
-        doomed = self._run_ids()[:-keep]
+        """Delete finished records beyond the ``keep`` newest orders; returns how many went."""
+        doomed = self._keys()[:-keep]
         removed = 0
-        for run_id in doomed:
-            record = self.get(run_id)
+        for key in doomed:
+            record = self._read(key)
             if record is None or record.get("state") in FINAL_STATES:
                 try:
-                    os.unlink(self._path(run_id))
+                    os.unlink(self._path(*key))
                     removed += 1
                 except FileNotFoundError:
                     pass
         return removed
 
-    def _run_ids(self):
-        return sorted(int(name[:-5]) for name in os.listdir(self.directory)
-                      if name.endswith(".json") and name[:-5].isdigit())
+    def _read(self, key):
+        try:
+            return read_json(self._path(*key))
+        except (OSError, ValueError) as error:
+            log.error("record of run %s (%s) is unreadable: %s", key[0], key[1], error)
+            return None
 
-    def _path(self, run_id):
-        return os.path.join(self.directory, f"{int(run_id)}.json")
+    def _keys(self):
+        """(run id, project) of every record, by run id."""
+        keys = []
+        for name in os.listdir(self.directory):
+            match = _RECORD_NAME.match(name)
+            if match:
+                keys.append((int(match.group(1)), match.group(2)))
+        return sorted(keys)
+
+    def _adopt_unkeyed_records(self):
+        # Earlier releases named a record by its run id alone.
+        for name in os.listdir(self.directory):
+            if not (name.endswith(".json") and name[:-5].isdigit()):
+                continue
+            path = os.path.join(self.directory, name)
+            try:
+                record = read_json(path)
+                os.replace(path, self._path(record["run_id"], record["project"]))
+            except (OSError, ValueError, TypeError, KeyError) as error:
+                log.error("record %s is unreadable and stays as it is: %s", path, error)
+
+    def _path(self, run_id, project):
+        return os.path.join(self.directory, f"{int(run_id)}-{project}.json")
 
 
 @dataclass(eq=False)
@@ -223,7 +257,8 @@ class SyncWorker:
                 if record.get("pid"):
                     end_orphaned_rsync(record["pid"])  # a killed slave's rsync outlives it
                 remove_partial_updates(os.path.join(self.public_dir, record["project"]))
-                self._finish_records([record["run_id"]], FAILED, finished_at=_iso(self.clock.now()),
+                self._finish_records(record["project"], [record["run_id"]], FAILED,
+                                     finished_at=_iso(self.clock.now()),
                                      error=INTERRUPTED, pid=None)
             else:
                 self._submit(record)
@@ -232,17 +267,16 @@ class SyncWorker:
     # --- orders ---------------------------------------------------------
 
     def accept(self, order):
-        """Take an order (an OrderSchema dict); returns its record. The same run twice is pulled once.
+        """Take an order (an OrderSchema dict); returns its record. The same run of the same project twice
+        is pulled once; the same run id of another project is another order.
 
-        Raises Conflict when the run id was ordered before for another project.
+        Raises Conflict when the order was taken before but its record is unreadable.
         """
         record, created = self.records.create(order, self.clock.now())
         if record is None:
-            raise Conflict(f"Run {order['run_id']} was ordered before but its record is unreadable.")
+            raise Conflict(f"Run {order['run_id']} of {order['project']!r} was ordered before but its record "
+                           "is unreadable.")
         if not created:
-            if record["project"] != order["project"]:
-                raise Conflict(f"Run {order['run_id']} was ordered before for project {record['project']!r}.",
-                               {"project": [f"Run {order['run_id']} is of project {record['project']!r}."]})
             if record["state"] == SUCCESS:
                 # The master asks again, so it has not counted the result: say it once more.
                 self.outbox.put(report_of(record))
@@ -250,8 +284,8 @@ class SyncWorker:
             if record["state"] != FAILED:
                 return record  # accepted or pulling: that pull answers this order too
             # A catch-up of a run whose pull failed or was cut short: pull it again.
-            record = self._update(order["run_id"], state=ACCEPTED, catchup=order.get("catchup", False),
-                                  accepted_at=_iso(self.clock.now()), started_at=None, finished_at=None,
+            record = self._update(order["project"], order["run_id"], state=ACCEPTED,
+                                  catchup=order.get("catchup", False), accepted_at=_iso(self.clock.now()), started_at=None, finished_at=None,
                                   exit_code=None, error=None, warning=None, stats=None, pid=None,
                                   order=_order_fields(order))
             if record is None:
@@ -263,7 +297,7 @@ class SyncWorker:
             self._submit(record)
         else:
             # The process holding worker.lock picks it up from here.
-            open(os.path.join(self.orders_dir, str(int(order["run_id"]))), "a").close()
+            open(os.path.join(self.orders_dir, f"{int(order['run_id'])}-{order['project']}"), "a").close()
         return record
 
     def take_queued(self):
@@ -271,11 +305,12 @@ class SyncWorker:
         if not self.is_leader:
             return
         try:
-            names = [n for n in os.listdir(self.orders_dir) if n.isdigit()]
+            names = [n for n in os.listdir(self.orders_dir) if _ORDER_MARKER.match(n)]
         except FileNotFoundError:
             return
-        for name in sorted(names, key=int):
-            record = self.records.get(int(name))
+        for name in sorted(names, key=lambda n: int(_ORDER_MARKER.match(n).group(1))):
+            run_id, project = _ORDER_MARKER.match(name).groups()
+            record = self.records.get(int(run_id), project)
             if record is not None and record.get("state") == ACCEPTED:
                 self._submit(record)
             try:
@@ -287,9 +322,10 @@ class SyncWorker:
         order = {"run_id": record["run_id"], "project": record["project"],
                  "catchup": record.get("catchup", False), **record["order"]}
         with self._lock:
-            if self._stopping or order["run_id"] in self._in_flight:
+            key = (order["project"], order["run_id"])
+            if self._stopping or key in self._in_flight:
                 return
-            self._in_flight.add(order["run_id"])
+            self._in_flight.add(key)
             slot = self._slots.get(order["project"])
             if slot is None:
                 pull = _Pull(order, [order["run_id"]])
@@ -364,13 +400,13 @@ class SyncWorker:
         started_at = _iso(self.clock.now())
         log.info("pulling %s for run %s", project, ", ".join(map(str, run_ids)))
         for run_id in run_ids:
-            record = self._update(run_id, state=SYNCING, started_at=started_at)
+            record = self._update(project, run_id, state=SYNCING, started_at=started_at)
             if record is not None:
                 self.outbox.put(report_of(record))
         result, previous = self._pull(order, pull.cancel, run_ids)
         error = INTERRUPTED if result.cancelled and self._stopping else result.error
         state = SUCCESS if result.ok else FAILED
-        self._finish_records(run_ids, state, finished_at=_iso(self.clock.now()), exit_code=result.exit_code,
+        self._finish_records(project, run_ids, state, finished_at=_iso(self.clock.now()), exit_code=result.exit_code,
                              error=_clip(error), warning=_clip(result.warning), stats=result.stats.to_dict(),
                              pid=None)
         if result.ok:
@@ -401,7 +437,7 @@ class SyncWorker:
         )
         try:
             result = self.runner.run(job, log_path(self.logs_root, project, order["run_id"]), cancel=cancel,
-                                     on_spawn=lambda pid: self._note_pid(run_ids, pid))
+                                     on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
         except Exception as error:
             log.exception("rsync for run %s could not run", order["run_id"])
             result = _failure(f"the pull could not run: {error}")
@@ -418,21 +454,21 @@ class SyncWorker:
             return dataclasses.replace(result, ok=False, warning=None,
                                        error=f"the tree could not be published: {error}"), None
 
-    def _note_pid(self, run_ids, pid):
+    def _note_pid(self, project, run_ids, pid):
         """Remember rsync's process group, so a restart after a crash can end it."""
         for run_id in run_ids:
-            self._update(run_id, pid=pid)
+            self._update(project, run_id, pid=pid)
 
-    def _finish_records(self, run_ids, state, **outcome):
+    def _finish_records(self, project, run_ids, state, **outcome):
         for run_id in run_ids:
-            record = self._update(run_id, state=state, **outcome)
+            record = self._update(project, run_id, state=state, **outcome)
             if record is not None:
                 self.outbox.put(report_of(record))
 
-    def _update(self, run_id, **changes):
-        record = self.records.get(run_id)
+    def _update(self, project, run_id, **changes):
+        record = self.records.get(run_id, project)
         if record is None:
-            log.error("record of run %s is gone; its report is skipped", run_id)
+            log.error("record of run %s of %s is gone; its report is skipped", run_id, project)
             return None
         record.update(changes)
         self.records.save(record)
@@ -440,13 +476,13 @@ class SyncWorker:
 
     def _done(self, pull):
         with self._lock:
-            self._in_flight.difference_update(pull.run_ids)
+            self._in_flight.difference_update((pull.project, r) for r in pull.run_ids)
             slot = self._slots[pull.project]
             if slot.pending is not None and not self._stopping:
                 slot.current, slot.pending = slot.pending, None
                 self._ready.put(slot.current)
             else:
                 if slot.pending is not None:
-                    self._in_flight.difference_update(slot.pending.run_ids)
+                    self._in_flight.difference_update((pull.project, r) for r in slot.pending.run_ids)
                 del self._slots[pull.project]
             self._lock.notify_all()

@@ -109,9 +109,10 @@ class IdConverter(BaseConverter):
 
 
 def register_api(app):
-    from master.api import feeds, health, pages, projects, runs, slaves, status, tokens
+    from master.api import docs, feeds, health, pages, projects, runs, slaves, status, tokens
 
     app.url_map.converters["id"] = IdConverter
+    app.config.update(OPENAPI_SWAGGER_UI_URL=docs.ASSETS_URL, OPENAPI_SWAGGER_UI_CONFIG=docs.SWAGGER_UI_CONFIG)
     api.init_app(app)
     api.register_converter(IdConverter, lambda converter: {"type": "integer", "minimum": 0,
                                                            "maximum": MAX_ID})
@@ -122,3 +123,4 @@ def register_api(app):
     app.register_blueprint(health.blp)
     app.register_blueprint(feeds.blp)
     app.register_blueprint(pages.blp)
+    app.register_blueprint(docs.blp)

@@ -4,10 +4,9 @@ They refresh themselves with a meta tag, so they work with JavaScript off. With
 STATUS_PUBLIC false they need a bearer token, like the API.
 """
 
-import datetime
-
 from flask import Blueprint, current_app, render_template
 
+from common import humanize
 from common.errors import MirrorSyncError, NotFound
 from master.auth import authorize_request
 from master.schemas import MAX_ID
@@ -16,7 +15,6 @@ from master.services import pages
 
 blp = Blueprint("pages", __name__)
 REFRESH_SECONDS = 10
-BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
 @blp.before_request
@@ -57,52 +55,16 @@ def run(run_id):
     return render_template("run.html", run=found, tail=tail, refresh=None if final else REFRESH_SECONDS)
 
 
-def _as_utc(moment):
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment
-
-
-def _span(seconds):
-    seconds = abs(int(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} d"
-
-
 @blp.app_template_filter("age")
 def age(moment):
     """'3 h ago', 'in 5 min' or 'never'."""
-    if moment is None:
-        return "never"
-    delta = (now() - _as_utc(moment)).total_seconds()
-    if abs(delta) < 5:
-        return "just now"
-    return f"{_span(delta)} ago" if delta > 0 else f"in {_span(delta)}"
+    return humanize.age(moment, now())
 
 
-@blp.app_template_filter("iso")
-def iso(moment):
-    if moment is None:
-        return ""
-    return _as_utc(moment).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-@blp.app_template_filter("human_size")
-def human_size(size):
-    """1288490189 -> '1.2 GiB'."""
-    if size is None:
-        return "unknown"
-    value = float(size)
-    for unit in BINARY_UNITS:
-        if value < 1024 or unit == BINARY_UNITS[-1]:
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+blp.add_app_template_filter(humanize.iso, "iso")
+blp.add_app_template_filter(humanize.absolute, "absolute")
+human_size = humanize.binary_size
+blp.add_app_template_filter(human_size, "human_size")
 
 
 @blp.app_template_filter("duration")
@@ -111,7 +73,7 @@ def duration(run_or_none):
     if run_or_none is None or run_or_none.started_at is None:
         return ""
     end = run_or_none.finished_at or now()
-    seconds = max(0, int((_as_utc(end) - _as_utc(run_or_none.started_at)).total_seconds()))
+    seconds = max(0, int((humanize.as_utc(end) - humanize.as_utc(run_or_none.started_at)).total_seconds()))
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     parts = [f"{hours} h"] if hours else []

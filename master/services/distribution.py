@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 IN_FLIGHT = (SlaveRunState.PENDING.value, SlaveRunState.DISPATCHED.value, SlaveRunState.SYNCING.value)
 FINAL_SLAVE_STATES = frozenset({SlaveRunState.SUCCESS.value, SlaveRunState.FAILED.value,
                                 SlaveRunState.UNREACHABLE.value, SlaveRunState.TIMEOUT.value})
+# Runs that ended for their slaves' sake; every part succeeding later makes them a success.
+LATE_SUCCESS_STATES = frozenset({RunState.PARTIAL.value, RunState.FAILED.value})
 REPORTED_STATES = frozenset({SlaveRunState.SUCCESS.value, SlaveRunState.FAILED.value})
 
 
@@ -48,30 +50,39 @@ def _send(run_id, project, slaves, catchup=False):
     outcomes = current_seams().slave_client.send_orders(targets)
     stamp = now()
     _note_attempts(slaves, project, stamp)
+    names = [outcome.name for outcome in outcomes]
+    entries = sa.and_(SlaveRun.run_id == run_id, SlaveRun.slave_name.in_(names))
+    # A fast slave may have reported before this line: the time is recorded whatever the state...
+    db.session.execute(sa.update(SlaveRun).where(entries, SlaveRun.dispatched_at.is_(None))
+                       .values(dispatched_at=stamp))
+    # ...but only a pending entry changes state. One statement for all accepted orders, one per refusal.
+    pending = SlaveRun.state == SlaveRunState.PENDING.value
+    accepted = [outcome.name for outcome in outcomes if outcome.accepted]
+    if accepted:
+        db.session.execute(sa.update(SlaveRun).where(
+            SlaveRun.run_id == run_id, SlaveRun.slave_name.in_(accepted), pending)
+            .values(state=SlaveRunState.DISPATCHED.value, error=None))
     for outcome in outcomes:
-        entry = sa.and_(SlaveRun.run_id == run_id, SlaveRun.slave_name == outcome.name)
-        # A fast slave may have reported before this line: the time is recorded whatever the state...
-        db.session.execute(sa.update(SlaveRun).where(entry, SlaveRun.dispatched_at.is_(None))
-                           .values(dispatched_at=stamp))
-        values = {"state": outcome.state, "error": outcome.error}
-        if not outcome.accepted:
-            values["finished_at"] = stamp
-            log.warning("run %s: order to %s failed: %s", run_id, outcome.name, outcome.error)
-        # ...but only a pending entry changes state.
-        db.session.execute(sa.update(SlaveRun).where(entry, SlaveRun.state == SlaveRunState.PENDING.value)
-                           .values(**values))
+        if outcome.accepted:
+            continue
+        log.warning("run %s: order to %s failed: %s", run_id, outcome.name, outcome.error)
+        db.session.execute(sa.update(SlaveRun).where(
+            SlaveRun.run_id == run_id, SlaveRun.slave_name == outcome.name, pending)
+            .values(state=outcome.state, error=outcome.error, finished_at=stamp))
     db.session.commit()
     return outcomes
 
 
 def _note_attempts(slaves, project, stamp):
     """Remember when each slave was last ordered to pull ``project`` (catch-up waits after it)."""
+    ids = [slave.id for slave in slaves]
+    held = {row.slave_id: row for row in db.session.execute(sa.select(SlaveProject).where(
+        SlaveProject.project_id == project.id, SlaveProject.slave_id.in_(ids))).scalars()}
     for slave in slaves:
-        held = db.session.get(SlaveProject, (slave.id, project.id))
-        if held is None:
-            db.session.add(SlaveProject(slave_id=slave.id, project_id=project.id, last_attempt_at=stamp))
+        if slave.id in held:
+            held[slave.id].last_attempt_at = stamp
         else:
-            held.last_attempt_at = stamp
+            db.session.add(SlaveProject(slave_id=slave.id, project_id=project.id, last_attempt_at=stamp))
 
 
 def dispatch_to_slaves(run_id, upstream_outcome):
@@ -110,9 +121,16 @@ def resend_unsent_orders():
 
 
 def finish_run_if_complete(run_id):
-    """End a distributing run once every slave entry is final: success, partial or failed."""
+    """End a distributing run once every slave entry is final: success, partial or failed.
+
+    A run that ended partial or failed for its slaves becomes success once every part has succeeded.
+    """
     run = db.session.get(Run, run_id)
-    if run is None or run.state != RunState.DISTRIBUTING.value:
+    if run is None:
+        return None
+    if run.state in LATE_SUCCESS_STATES:
+        return _settle_late_success(run)
+    if run.state != RunState.DISTRIBUTING.value:
         return None
     entries = run.slave_runs
     if any(entry.state not in FINAL_SLAVE_STATES for entry in entries):
@@ -128,6 +146,20 @@ def finish_run_if_complete(run_id):
         runs.move_run(run, state, error=error)
     except runs.StaleRun:
         return None  # another worker finished it first
+    return run
+
+
+def _settle_late_success(run):
+    entries = run.slave_runs
+    if not entries or any(entry.state != SlaveRunState.SUCCESS.value for entry in entries):
+        return None
+    late = [entry for entry in entries if entry.finished_at and entry.finished_at > run.finished_at]
+    note = ", ".join(f"{entry.slave_name} got the tree after the run ended ({entry.finished_at.isoformat()})"
+                     for entry in late) or "every slave got the tree after the run ended"
+    try:
+        runs.settle_late_success(run, note)
+    except runs.StaleRun:
+        return None
     return run
 
 

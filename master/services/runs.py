@@ -13,7 +13,7 @@ from common.states import ACTIVE_RUN_STATES, RUN_TRANSITIONS, RunState, Trigger
 from master.db import db
 from master.models import Project, Run
 from master.paths import logs_root
-from master.seams import now
+from master.seams import current_seams, now
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,36 @@ def move_run(run, state, **fields):
     return run
 
 
+def settle_late_success(run, note):
+    """A run that ended partial or failed for its slaves, every part of which has since succeeded,
+    becomes success: ``finished_at`` stays, ``note`` goes into ``warning``. Raises StaleRun."""
+    current = RunState(run.state)
+    warning = "; ".join(text for text in (run.warning, note) if text)
+    result = db.session.execute(
+        sa.update(Run).where(Run.id == run.id, Run.state == current.value)
+        .values(state=RunState.SUCCESS.value, error=None, warning=warning))
+    if result.rowcount != 1:
+        db.session.rollback()
+        raise StaleRun(f"run {run.id} is no longer {current.value}")
+    project = db.session.execute(sa.select(Project).where(Project.id == run.project_id)
+                                 .with_for_update(key_share=True)).scalar_one()
+    totals = dict(project.run_totals or {})
+    totals[current.value] = max(0, totals.get(current.value, 0) - 1)
+    totals[RunState.SUCCESS.value] = totals.get(RunState.SUCCESS.value, 0) + 1
+    values = {"run_totals": totals}
+    newer = db.session.execute(sa.select(Run.id).where(Run.project_id == run.project_id, Run.id > run.id)
+                               .limit(1)).first()
+    if newer is None and project.last_state == current.value:
+        values["last_state"] = RunState.SUCCESS.value
+    if project.last_success is None or project.last_success < run.finished_at:
+        values["last_success"] = run.finished_at
+    db.session.execute(sa.update(Project).where(Project.id == run.project_id).values(**values))
+    db.session.commit()
+    db.session.expire_all()
+    log.info("run %s of %s: %s -> success (%s)", run.id, run.project.name, current.value, note)
+    return run
+
+
 def request_sync(project, trigger):
     """Queue a run of ``project``, or fold the trigger into the one already queued.
 
@@ -117,10 +147,11 @@ def request_sync(project, trigger):
             sa.select(Run).where(Run.project_id == project.id, Run.state == QUEUED)).scalar_one_or_none()
         if queued is not None:
             # A trigger does not wait for a retry's backoff: the queued run is due now.
+            was_waiting = queued.not_before is not None
             bumped = db.session.execute(
                 sa.update(Run).where(Run.id == queued.id, Run.state == QUEUED)
                 .values(coalesced=Run.coalesced + 1, not_before=None))
-            db.session.commit()
+            _commit_queued(wake=was_waiting)
             if bumped.rowcount == 1:
                 db.session.refresh(queued)
                 return queued, False
@@ -135,10 +166,20 @@ def request_sync(project, trigger):
             continue
         if not has_active_run(project.id):
             project.last_state = QUEUED
-        db.session.commit()
+        _commit_queued()
         log.info("run %s of %s queued (%s)", run.id, project.name, run.trigger)
         return run, True
     raise Conflict(f"Project {project.name!r} is being triggered too often; try again.")
+
+
+def _commit_queued(wake=True):
+    """Commit a queued (or newly due) run and wake the executor at once, whatever process it is in."""
+    wakeups = current_seams().wakeups if wake else None
+    if wakeups is not None:
+        wakeups.before_commit(db.session)
+    db.session.commit()
+    if wakeups is not None:
+        wakeups.after_commit(db.session)
 
 
 def request_scheduled_syncs(project_ids, trigger=Trigger.SCHEDULE):

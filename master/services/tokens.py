@@ -41,15 +41,17 @@ def create_token(name, role, expires_in=None):
 
 
 def seed_admin_token(plain):
-    """Make sure an admin token with the configured value exists (idempotent across workers)."""
+    """Create the admin token with the configured value the first time it is configured.
+
+    Once it exists it is left exactly as it is: a revoked or expired ADMIN_TOKEN stays dead
+    across every worker start and restart (set a new value to get a new admin token).
+    """
     digest = hash_token(plain)
     existing = db.session.execute(sa.select(ApiToken).where(ApiToken.token_hash == digest)).scalar_one_or_none()
     if existing is not None:
-        if existing.revoked_at is None:
-            return existing
-        existing.revoked_at = None
-        existing.role = Role.ADMIN.value
-        db.session.commit()
+        if existing.revoked_at is not None:
+            log.warning("ADMIN_TOKEN is set to a token that was revoked; it stays revoked "
+                        "(set a new value, or unset it)")
         return existing
     db.session.add(ApiToken(name="ADMIN_TOKEN", role=Role.ADMIN.value, token_hash=digest, created_at=now()))
     try:

@@ -77,3 +77,24 @@ def test_real_master_on_postgres_syncs_a_tree(master_factory, tmp_path, upstream
     project = api.get("/api/v1/projects/pg").json()
     assert project["last_success"] == run["finished_at"] and project["size"] == run["stats"]["total_size"]
     assert not (master.data_dir / ".mirrorsync" / "mirrorsync.db").exists(), "SQLite must not be used"
+
+
+def test_a_trigger_in_an_api_process_wakes_the_scheduler_through_listen_notify(tmp_path, database_url):
+    """Two apps stand for the API worker and the scheduler process: NOTIFY crosses between them."""
+    from master import create_app
+    from master.services import projects, runs
+    from master.wakeups import WakeupListener
+    settings = {"DATA_DIR": str(tmp_path), "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
+    scheduler_app, api_app = create_app(settings), create_app(settings)
+    woken = threading.Event()
+    listener = WakeupListener(scheduler_app, woken.set)
+    listener.start()
+    try:
+        with api_app.app_context():
+            project = projects.create_project({"name": "debian", "upstream": "rsync://mirror.example.org/debian"})
+            woken.wait(5)  # the listener wakes once when it starts listening
+            woken.clear()
+            runs.request_sync(project, "manual")
+        assert woken.wait(10), "NOTIFY did not reach the listener"
+    finally:
+        listener.stop()

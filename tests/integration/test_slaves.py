@@ -200,3 +200,40 @@ def test_a_report_is_delivered_after_the_master_api_was_briefly_down(tmp_path, u
         rsyncd.stop()
         scheduler.stop()
         api_server.stop()
+
+
+def order_directly(slave, cluster, run_id, project):
+    """A signed order straight to ``slave``, as a master that handed out ``run_id`` for ``project`` sends it."""
+    order = {"run_id": run_id, "project": project, "rsyncd_host": "127.0.0.1",
+             "rsyncd_port": cluster.master.rsyncd_port, "timeout": 60}
+    body = json.dumps(order).encode()
+    headers = signature_headers(slave.slave_name, credentials_of(slave)["signing_key"], "POST", "/api/v1/syncs",
+                                body)
+    response = requests.post(slave.url + "/api/v1/syncs", data=body, timeout=5,
+                             headers=dict(headers, **{"Content-Type": "application/json"}))
+    assert response.status_code == 202, response.text
+
+
+def test_a_project_deleted_and_another_added_reaches_both_slaves_though_its_run_ids_were_ordered_before(
+        cluster, upstream):
+    cluster.wait_online()
+    assert cluster.api.post("/api/v1/projects", json={"name": "tour", "upstream": upstream.url}).status_code == 201
+    tour = cluster.sync("tour")
+    assert tour["state"] == "success", tour
+    assert cluster.api.delete("/api/v1/projects/tour").status_code == 204
+    # The slaves remember the run ids they were ordered for 'tour'. A master that hands such an id out
+    # again (SQLite without AUTOINCREMENT did, and so does a master rebuilt on a fresh database) must
+    # still be obeyed: make sure the next few ids are ones the slaves hold for 'tour'.
+    for slave in cluster.slaves.values():
+        for run_id in range(tour["id"] + 1, tour["id"] + 4):
+            order_directly(slave, cluster, run_id, "tour")
+    assert cluster.api.post("/api/v1/projects", json={"name": "debian", "upstream": upstream.url}).status_code == 201
+    debian = cluster.sync("debian")
+    assert debian["id"] <= tour["id"] + 3, "the test must reuse a run id the slaves hold for 'tour'"
+    assert debian["state"] == "success", debian
+    assert {name: entry["state"] for name, entry in by_slave(debian).items()} == {
+        "mirror1": "success", "mirror2": "success"}
+    for slave in cluster.slaves.values():
+        assert_same_with_rsync(upstream.tree, slave.tree("debian"))
+    feed = {entry["name"]: entry for entry in cluster.api.get("/api/v1/status").json()}["debian"]
+    assert {name: f["state"] for name, f in feed["slaves"].items()} == {"mirror1": "fresh", "mirror2": "fresh"}

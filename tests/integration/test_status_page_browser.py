@@ -92,6 +92,10 @@ class Browser:
         self.run(f"--screenshot={path}", "--window-size=1280,800", url)
         return assert_png(path)
 
+    def with_script(self):
+        """A DevToolsSession whose pages run script."""
+        return DevToolsSession(self.binary, f"{self.profile}-script", list(FLAGS))
+
     def without_script(self):
         """A DevToolsSession whose pages may not run script."""
         return DevToolsSession(self.binary, f"{self.profile}-no-script", [*FLAGS, NO_SCRIPT])
@@ -166,10 +170,12 @@ class DevToolsSession:
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)
 
-    def open_page(self, url, width=1280, height=800, javascript=True):
+    def open_page(self, url, width=1280, height=800, javascript=True, record_requests=False):
         target = self.call("Target.createTarget", session=False, url="about:blank")["targetId"]
         self.session = self.call("Target.attachToTarget", session=False, targetId=target, flatten=True)["sessionId"]
         self.call("Page.enable")
+        if record_requests:
+            self.call("Network.enable")
         self.call("Emulation.setScriptExecutionDisabled", value=not javascript)
         self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
                   mobile=False)
@@ -179,6 +185,14 @@ class DevToolsSession:
     def outer_html(self):
         root = self.call("DOM.getDocument", depth=-1)["root"]["nodeId"]
         return self.call("DOM.getOuterHTML", nodeId=root)["outerHTML"]
+
+    def requested_urls(self):
+        """Every URL the page asked for so far (with ``record_requests``), in order."""
+        return [event["params"]["request"]["url"] for event in self.events
+                if event["method"] == "Network.requestWillBeSent"]
+
+    def evaluate(self, expression):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
 
     def script_runs(self):
         """Whether the page may run script: evaluated as page script, so it fails when script is off."""
@@ -276,3 +290,21 @@ def test_status_page_works_with_javascript_off(browser, mirrored, tmp_path):
 def test_missing_run_is_a_readable_404_in_chromium(browser, master, tmp_path):
     dom = browser.dump_dom(master.url + "/runs/424242")
     assert "There is no run 424242." in dom and "Traceback" not in dom
+
+
+def test_the_api_docs_render_offline_from_the_master_alone(browser, master, tmp_path):
+    session = browser.with_script()
+    try:
+        session.open_page(master.url + "/api/v1/docs", record_requests=True)
+        # Swagger UI draws one block per operation once it has read the OpenAPI document.
+        wait_for(lambda: session.evaluate("document.querySelectorAll('.opblock').length") or None,
+                 BROWSER_TIMEOUT, interval=0.2, message="Swagger UI to draw the operations")
+        text = session.evaluate("document.body.innerText")
+        assert "/api/v1/projects" in text and "mirror-sync master" in text
+        requested = session.requested_urls()
+        assert any(url.endswith("/api/v1/openapi.json") for url in requested), requested
+        elsewhere = [url for url in requested if not url.startswith(master.url + "/") and not url.startswith("data:")]
+        assert not elsewhere, f"the docs page loaded from other hosts: {elsewhere}"
+        assert_png(session.screenshot(tmp_path / "api-docs.png"))
+    finally:
+        session.close()

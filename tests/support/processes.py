@@ -55,7 +55,7 @@ def wait_for(predicate, timeout, interval=0.05, message="condition"):
 class ServiceProcess:
     """One child process with its log file; stops itself when used as a context manager."""
 
-    def __init__(self, argv, env, log_dir, name="service"):
+    def __init__(self, argv, env, log_dir, name="service", cwd=REPO_ROOT):
         self.argv = [str(arg) for arg in argv]
         self.name = name
         fd, log_path = tempfile.mkstemp(prefix=f"{name}-", suffix=".log", dir=log_dir)
@@ -65,7 +65,7 @@ class ServiceProcess:
             self.proc = subprocess.Popen(
                 self.argv,
                 env=env,
-                cwd=REPO_ROOT,
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -9,7 +9,7 @@ Usage::
 ``root_dir`` holds the daemon's own files (rsyncd.conf, secrets, pid file, log);
 it is created if missing, and relative module paths are resolved against it.
 With ``users`` every module requires one of those users (``auth users``) and a
-0600 secrets file is written. ``start()``/``stop()`` work without ``with``.
+0600 secrets file is written; ``port`` fixes the port instead of picking a free one. ``start()``/``stop()`` work without ``with``.
 ``daemon_factory(base_dir)`` starts any number of daemons and stops them all on
 exit; a pytest fixture only has to wrap it. This module imports no pytest.
 """
@@ -37,7 +37,7 @@ class RsyncDaemonError(RuntimeError):
 class RsyncDaemon:
     """One rsync daemon serving ``modules`` (name -> path) on 127.0.0.1."""
 
-    def __init__(self, root_dir, modules, users=None, read_only=True, binary="rsync"):
+    def __init__(self, root_dir, modules, users=None, read_only=True, binary="rsync", port=None):
         if not modules:
             raise ValueError("an rsync daemon needs at least one module")
         self.root_dir = os.path.abspath(os.fspath(root_dir))
@@ -45,6 +45,7 @@ class RsyncDaemon:
         self.users = dict(users or {})
         self.read_only = read_only
         self.binary = binary
+        self.fixed_port = port
         self.port = None
         self.process = None
         self.config_path = os.path.join(self.root_dir, "rsyncd.conf")
@@ -81,8 +82,11 @@ class RsyncDaemon:
         for path in self.modules.values():
             os.makedirs(path, exist_ok=True)
         self._write_secrets()
-        for attempt in range(1, _START_ATTEMPTS + 1):
-            self.port = _free_loopback_port()
+        if self.fixed_port and _accepts_connections(self.fixed_port):
+            raise RsyncDaemonError(f"port {self.fixed_port} on {LOOPBACK} is already taken by another program")
+        attempts = 1 if self.fixed_port else _START_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            self.port = self.fixed_port or _free_loopback_port()
             self._write_config()
             self.process = subprocess.Popen(
                 [self.binary, "--daemon", "--no-detach", f"--config={self.config_path}",
@@ -96,10 +100,11 @@ class RsyncDaemon:
                 return self
             exited = self.process.poll() is not None
             self.stop()
-            if not exited or attempt == _START_ATTEMPTS:
+            if not exited or attempt == attempts:
                 break
+        port, self.port = self.port, None
         raise RsyncDaemonError(
-            f"rsync daemon did not accept connections on {LOOPBACK}:{self.port}; log:\n{self.read_log()[-4000:]}"
+            f"rsync daemon did not accept connections on {LOOPBACK}:{port}; log:\n{self.read_log()[-4000:]}"
         )
 
     def stop(self):
@@ -123,10 +128,8 @@ class RsyncDaemon:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                probe.settimeout(0.5)
-                if probe.connect_ex((LOOPBACK, self.port)) == 0:
-                    return True
+            if _accepts_connections(self.port):
+                return True
             time.sleep(_POLL_INTERVAL)
         return False
 
@@ -149,8 +152,11 @@ class RsyncDaemon:
             "use chroot = no",
             "munge symlinks = no",
             "numeric ids = yes",
-            f"uid = {os.getuid()}",
-            f"gid = {os.getgid()}",
+        ]
+        if os.geteuid() == 0:
+            # Only root may switch; anyone else gets "setgroups failed" from a uid/gid line.
+            lines += [f"uid = {os.getuid()}", f"gid = {os.getgid()}"]
+        lines += [
             "strict modes = yes",
             "reverse lookup = no",
             f"read only = {'yes' if self.read_only else 'no'}",
@@ -179,6 +185,12 @@ def daemon_factory(base_dir):
     finally:
         for daemon in reversed(started):
             daemon.stop()
+
+
+def _accepts_connections(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((LOOPBACK, port)) == 0
 
 
 def _free_loopback_port():

@@ -216,7 +216,7 @@ def test_cli_readonly_token_can_read_but_not_write(data_dir, master_on_data_dir)
     assert_error_shape(client.post("/api/v1/projects", json=NEW_PROJECT, headers=headers), 403)
 
 
-def test_cli_list_shows_tokens_but_never_their_values(data_dir):
+def test_cli_list_shows_tokens_but_never_their_values(data_dir, master_on_data_dir):
     _, ops, _ = cli_create("ops", role="admin")
     _, dashboard, _ = cli_create("dashboard")
     result = tokens_cli("list")
@@ -242,7 +242,7 @@ def test_cli_revoke_makes_the_token_fail_with_401(data_dir, master_on_data_dir):
     assert re.search(rf"^\s*{token_id}\s+ops\s.*revoked\s*$", listing, re.MULTILINE), listing
 
 
-def test_cli_revoke_of_unknown_token_fails_with_one_line(data_dir):
+def test_cli_revoke_of_unknown_token_fails_with_one_line(data_dir, master_on_data_dir):
     result = tokens_cli("revoke", "999")
     assert result.exit_code != 0
     assert "Traceback" not in result.output

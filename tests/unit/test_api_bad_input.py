@@ -682,3 +682,15 @@ def test_negative_log_offset_is_refused_and_named(client, admin, make_project):
     run_id = client.post(f"{PROJECTS}/debian/syncs", headers=admin).get_json()["id"]
     response = client.get(f"/api/v1/runs/{run_id}/log?offset=-1", headers=admin)
     assert_error_shape(response, field="offset")
+
+
+@pytest.mark.parametrize("option, hint", [
+    ("--bwlimit 1000", "did you mean --bwlimit=1000?"),
+    ("--exclude  *.iso", "did you mean --exclude=*.iso?"),
+    ("-a -v", "give each option as its own item"),
+])
+def test_an_option_with_a_space_for_its_equals_sign_gets_a_hint(client, admin, option, hint):
+    response = client.post(PROJECTS, json={"name": "debian", "upstream": "rsync://mirror.example.org/debian",
+                                           "rsync_options": [option]}, headers=admin)
+    assert_error_shape(response, field="rsync_options")
+    assert hint in response.get_json()["fields"]["rsync_options"]["0"][0]

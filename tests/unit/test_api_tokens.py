@@ -56,3 +56,14 @@ def test_bad_token_requests_name_the_field_and_store_nothing(app, client, admin,
 
 def test_a_missing_token_is_404(client, admin):
     assert client.delete("/api/v1/tokens/999", headers=admin).status_code == 404
+
+
+def test_a_revoked_admin_token_stays_revoked_when_the_app_is_built_again(app, client, admin):
+    from master import create_app
+    seeded = next(t for t in client.get("/api/v1/tokens", headers=admin).json if t["name"] == "ADMIN_TOKEN")
+    assert client.delete(f"/api/v1/tokens/{seeded['id']}", headers=admin).status_code == 200
+    # What a gunicorn worker respawn or a restart does: build the app again on the same database.
+    again = create_app({"DATA_DIR": app.config["DATA_DIR"], "ADMIN_TOKEN": admin["Authorization"][7:],
+                        "LOG_LEVEL": "WARNING"})
+    refused = again.test_client().get("/api/v1/projects", headers=admin)
+    assert refused.status_code == 401 and "revoked" in refused.json["message"]

@@ -44,3 +44,28 @@ def test_master_refuses_to_start_with_one_clear_line(tmp_path):
     assert "API_PORT" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_site_settings_are_optional_and_checked():
+    settings = load_settings("master", environ={})
+    assert (settings["SITE_URL"], settings["SITE_NAME"], settings["SITE_ABBR"]) == (None, None, None)
+    settings = load_settings("master", environ={"MIRRORSYNC_SITE_URL": "https://mirrors.example.org/",
+                                                "MIRRORSYNC_SITE_NAME": "Example Mirrors",
+                                                "MIRRORSYNC_SITE_ABBR": "EXM"})
+    assert settings["SITE_URL"] == "https://mirrors.example.org"
+    assert (settings["SITE_NAME"], settings["SITE_ABBR"]) == ("Example Mirrors", "EXM")
+
+
+@pytest.mark.parametrize("name, value", [
+    ("SITE_URL", "ftp://mirrors.example.org"),
+    ("SITE_URL", "https://user:pw@mirrors.example.org"),
+    ("SITE_URL", "https://mirrors.example.org/?q=<script>"),
+    ("SITE_URL", "https://"),
+    ("SITE_NAME", "x" * 101),
+    ("SITE_NAME", "two\nlines"),
+    ("SITE_ABBR", "has space"),
+    ("SITE_ABBR", "<b>"),
+])
+def test_a_bad_site_setting_names_itself(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_settings("master", environ={f"MIRRORSYNC_{name}": value})

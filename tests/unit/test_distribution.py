@@ -167,6 +167,38 @@ def test_a_slave_that_missed_a_run_catches_up_when_it_comes_back(
     assert entry["state"] == "success" and entry["attempts"] == 2
 
 
+def test_a_late_success_of_the_last_missing_part_makes_the_partial_run_a_success(
+        app, client, admin, make_project, fake_slaves, clock):
+    make_project()
+    one, late = enroll(client, "one"), enroll(client, "late")
+    fake_slaves.outcomes = {"late": "unreachable"}
+    run_id = pull(app, client, admin)
+    report(client, one, clock, run_id)
+    ended = get_run(client, admin, run_id)
+    assert ended["state"] == "partial" and "late (unreachable)" in ended["error"]
+    assert client.get("/api/v1/projects/debian", headers=admin).json["status"] == "partial"
+
+    fake_slaves.outcomes = {}
+    clock.advance(4 * app.config["CATCHUP_INTERVAL"] + 1)
+    heartbeat(client, late, clock)
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 1
+    assert get_run(client, admin, run_id)["state"] == "partial", "still partial while the part is in flight"
+    clock.advance(5)
+    report(client, late, clock, run_id)
+    run = get_run(client, admin, run_id)
+    assert run["state"] == "success"
+    assert run["finished_at"] == ended["finished_at"]
+    assert run["error"] is None and "late got the tree after the run ended" in run["warning"]
+    assert {s["slave"]: s["state"] for s in run["slaves"]} == {"one": "success", "late": "success"}
+    assert client.get("/api/v1/projects/debian", headers=admin).json["status"] == "success"
+    [job] = client.get("/jobs").json
+    assert job["status"] == "success"
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'mirrorsync_project_runs_total{project="debian",result="success"} 1.0' in metrics
+    assert 'mirrorsync_project_runs_total{project="debian",result="partial"} 0.0' in metrics
+
+
 def test_a_slave_whose_pull_failed_is_retried_after_a_pause(app, client, admin, make_project, clock, fake_slaves):
     make_project()
     one = enroll(client, "one")

@@ -84,3 +84,17 @@ def test_the_rsyncd_unit_reads_the_config_the_scheduler_writes():
     config_path, _ = config_paths(env["DATA_DIR"])
     assert f"--config={config_path}" in sample_texts()["mirror-sync-rsyncd.service"]
     assert f"--port={env['RSYNCD_PORT']}" in sample_texts()["mirror-sync-rsyncd.service"]
+
+
+BARE_COMMAND = re.compile(r"(?:^|[\s|;(])(python3?|mirrorctl|gunicorn)(?=\s)")
+
+
+def readme_command_lines():
+    return [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("    ")]
+
+
+def test_readme_commands_run_the_virtualenvs_programs():
+    # After `make setup` there is no `mirrorctl` on PATH and the system's python lacks the dependencies.
+    bare = [line.strip() for line in readme_command_lines() if BARE_COMMAND.search(line)]
+    assert not bare, f"commands that need .venv/bin/: {bare}"
+    assert "source .venv/bin/activate" in (ROOT / "README.md").read_text()

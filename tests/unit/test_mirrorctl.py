@@ -220,13 +220,14 @@ def test_an_unreachable_master_is_one_line_naming_the_url(mirrorctl, fake):
     assert one_error_line(result) == f"Error: cannot reach the master at {URL}: connection refused"
 
 
-def test_a_refused_token_says_so_and_where_to_set_it(mirrorctl, fake):
+def test_a_refused_token_from_the_environment_names_the_variable(mirrorctl, fake):
     fake.on("GET", "/projects", api_error(401, "unauthorized", "The token is not valid."))
 
     result = mirrorctl("projects", "list")
 
     assert result.exit_code == 1
-    assert one_error_line(result) == "Error: the token was refused: the token is not valid; set MIRRORSYNC_TOKEN"
+    assert one_error_line(result) == ("Error: the token from the environment variable MIRRORSYNC_TOKEN was "
+                                      "refused: the token is not valid; set it to a valid token")
 
 
 def test_a_refused_token_from_an_option_names_the_option(mirrorctl, fake):
@@ -234,17 +235,28 @@ def test_a_refused_token_from_an_option_names_the_option(mirrorctl, fake):
 
     result = mirrorctl("--token", "old", "projects", "list")
 
-    assert one_error_line(result) == ("Error: the token was refused: the token has expired; set MIRRORSYNC_TOKEN "
-                                      "(this one came from --token)")
+    assert one_error_line(result) == "Error: the token given with --token was refused: the token has expired"
 
 
-def test_no_token_at_all_says_to_set_one(mirrorctl, fake):
+def test_a_refused_token_from_the_config_file_names_the_file(mirrorctl, fake, home):
+    config = write_config(home / ".config" / "mirrorctl.toml", 'token = "file-token"\n')
+    fake.on("GET", "/projects", api_error(401, "unauthorized", "The token is not valid."))
+
+    result = mirrorctl("projects", "list", env={"MIRRORSYNC_TOKEN": None})
+
+    line = one_error_line(result)
+    assert line.startswith(f"Error: the token from {config} was refused: the token is not valid; ")
+    assert "MIRRORSYNC_TOKEN was" not in line
+
+
+def test_no_token_at_all_says_where_one_can_be_set(mirrorctl, fake, home):
     fake.on("GET", "/projects", api_error(401, "unauthorized", "Send 'Authorization: Bearer <token>'."))
 
     result = mirrorctl("projects", "list", env={"MIRRORSYNC_TOKEN": None})
 
     assert "Authorization" not in fake.last()["headers"]
-    assert one_error_line(result) == "Error: the master wants a token and none is set; set MIRRORSYNC_TOKEN"
+    assert one_error_line(result) == ("Error: the master wants a token and none is set: pass --token, set "
+                                      f"MIRRORSYNC_TOKEN or token = \"...\" in {home / '.config' / 'mirrorctl.toml'}")
 
 
 def test_a_read_only_token_is_told_it_is_not_allowed(mirrorctl, fake):
@@ -648,3 +660,112 @@ def test_a_pruned_log_is_one_line(mirrorctl, fake):
 
     assert result.exit_code == 1
     assert one_error_line(result) == "Error: the log of run 7 is no longer kept (LOG_RETENTION)"
+
+
+# --json anywhere, JSON errors, --version, completion, filters, force
+
+@pytest.mark.parametrize("args", [
+    ("--json", "projects", "list"),
+    ("projects", "--json", "list"),
+    ("projects", "list", "--json"),
+])
+def test_json_is_accepted_before_or_after_the_subcommand(mirrorctl, fake, args):
+    fake.on_json("GET", "/projects", [PROJECT])
+
+    result = mirrorctl(*args)
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [PROJECT]
+
+
+def test_json_after_a_double_dash_is_an_argument_not_the_flag(mirrorctl, fake):
+    fake.on_json("GET", "/projects/--json", PROJECT)
+
+    result = mirrorctl("projects", "show", "--", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("project debian")
+
+
+def test_errors_under_json_are_one_json_line_on_stderr(mirrorctl, fake):
+    fake.on("GET", "/projects/nope", api_error(404, "not_found", "There is no project 'nope'."))
+
+    result = mirrorctl("projects", "show", "nope", "--json")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert json.loads(one_error_line(result)) == {
+        "error": "not_found", "message": "there is no project 'nope'", "status": 404, "fields": {}, "exit_code": 1}
+
+
+def test_usage_and_connection_errors_under_json_are_json_too(mirrorctl, fake):
+    usage = mirrorctl("projects", "list", "--json", "--no-such-flag")
+    assert usage.exit_code == 2
+    document = json.loads(one_error_line(usage))
+    assert document["error"] == "usage_error" and "--no-such-flag" in document["message"]
+
+    fake.on("GET", "/projects", ConnectionFailed("connection refused"))
+    unreachable = mirrorctl("--json", "projects", "list")
+    assert unreachable.exit_code == 1
+    assert json.loads(one_error_line(unreachable))["error"] == "master_unreachable"
+
+
+def test_version_prints_the_installed_version(mirrorctl):
+    from importlib import metadata
+
+    result = mirrorctl("--version")
+
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"mirrorctl {metadata.version('mirror-sync')}"
+
+
+@pytest.mark.parametrize("shell, marker", [
+    ("bash", "complete -o nosort -F _mirrorctl_completion mirrorctl"),
+    ("zsh", "compdef _mirrorctl_completion mirrorctl"),
+    ("fish", "complete --no-files --command mirrorctl"),
+])
+def test_completion_prints_the_script_for_each_shell(mirrorctl, shell, marker):
+    result = mirrorctl("completion", shell)
+
+    assert result.exit_code == 0, result.output
+    assert marker in result.stdout and "_MIRRORCTL_COMPLETE" in result.stdout
+
+
+def test_completion_refuses_an_unknown_shell(mirrorctl):
+    result = mirrorctl("completion", "tcsh")
+
+    assert result.exit_code == 2
+    assert "'tcsh' is not one of 'bash', 'zsh', 'fish'" in result.stderr
+
+
+def test_list_status_keeps_only_projects_in_that_status(mirrorctl, fake):
+    broken = dict(PROJECT, name="arch", status="failed")
+    partial = dict(PROJECT, name="ubuntu", status="partial")
+    fake.on_json("GET", "/projects", [PROJECT, broken, partial])
+
+    failed = mirrorctl("projects", "list", "--status", "failed")
+    assert [line.split()[0] for line in failed.stdout.splitlines()] == ["NAME", "arch"]
+
+    both = mirrorctl("projects", "list", "--status", "failed", "--status", "partial", "--json")
+    assert [project["name"] for project in json.loads(both.stdout)] == ["arch", "ubuntu"]
+
+    none = mirrorctl("projects", "list", "--status", "syncing")
+    assert none.stdout.strip() == "no project is syncing"
+
+
+def test_list_status_refuses_a_status_that_does_not_exist(mirrorctl, fake):
+    result = mirrorctl("projects", "list", "--status", "broken")
+
+    assert result.exit_code == 2
+    assert "'broken' is not one of" in result.stderr and not fake.requests
+
+
+def test_sync_force_asks_the_master_to_pass_the_concurrency_cap(mirrorctl, fake):
+    fake.on_json("POST", "/projects/debian/syncs", make_run("queued"), 202)
+
+    mirrorctl("projects", "sync", "debian")
+    assert fake.last()["params"] is None
+
+    result = mirrorctl("projects", "sync", "debian", "--force")
+    assert result.exit_code == 0, result.output
+    assert fake.last()["params"] == {"force": "true"}

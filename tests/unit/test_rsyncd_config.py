@@ -82,3 +82,36 @@ def test_the_rsyncd_config_command_writes_files_for_a_system_daemon(tmp_path, mo
     assert f"--config={config_path}" in result.output
     assert f"secrets file = {secrets_path}" in config_path.read_text()
     assert stat.S_IMODE(os.stat(secrets_path).st_mode) == 0o600
+
+
+def settings_of(text):
+    """Global key -> value of a rendered rsyncd.conf (what comes before the first module)."""
+    found = {}
+    for line in text.split("\n[", 1)[0].splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            found[key.strip()] = value.strip()
+    return found
+
+
+def test_as_a_service_user_the_config_names_no_uid_or_gid(app, make_project, monkeypatch):
+    make_project("debian")
+    monkeypatch.setattr(rsyncd, "daemon_identity", lambda: None)
+    text, _, _ = render(app)
+    found = settings_of(text)
+    assert "uid" not in found and "gid" not in found, "rsync refuses them unless it is root (setgroups failed)"
+    assert found["use chroot"] == "no"
+
+
+def test_as_root_the_daemon_switches_to_the_owner_of_the_trees_and_chroots(app, make_project, monkeypatch):
+    make_project("debian")
+    monkeypatch.setattr(rsyncd, "daemon_identity", lambda: (0, 0))
+    found = settings_of(render(app)[0])
+    assert (found["uid"], found["gid"], found["use chroot"]) == ("0", "0", "yes")
+
+
+def test_the_identity_is_only_claimed_by_root():
+    if os.geteuid() == 0:
+        assert rsyncd.daemon_identity() == (0, os.getegid())
+    else:
+        assert rsyncd.daemon_identity() is None

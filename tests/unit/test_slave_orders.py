@@ -268,10 +268,31 @@ def test_the_same_run_ordered_twice_is_pulled_once(slave, client, runner):
     assert len(runner.jobs) == 1
 
 
-def test_a_run_id_reused_for_another_project_is_a_conflict(slave, client):
-    order(client, an_order())
-    response = order(client, an_order(project="ubuntu"))
-    assert_error_shape(response, 409, code="conflict")
+def test_a_run_id_reused_for_another_project_is_a_new_order(slave, client, runner):
+    assert order(client, an_order(project="tour")).status_code == 202
+    wait_idle(slave)
+    response = order(client, an_order(project="debian"))
+    assert response.status_code == 202, response.json
+    assert response.json == {"run_id": 7, "project": "debian", "state": "accepted"}
+    wait_idle(slave)
+    assert [job.source.rsplit("/", 2)[-2] for job in runner.jobs] == ["tour", "debian"]
+    assert [(r["project"], r["state"]) for r in outbox(slave) if r["state"] != "syncing"] == [
+        ("tour", "success"), ("debian", "success")]
+    assert send(client, "GET", "/api/v1/syncs/7?project=tour").json["project"] == "tour"
+    assert send(client, "GET", "/api/v1/syncs/7?project=debian").json["state"] == "success"
+    assert_error_shape(send(client, "GET", "/api/v1/syncs/7?project=ubuntu"), 404, code="not_found")
+    assert_error_shape(send(client, "GET", "/api/v1/syncs/7?project=..%2Fx"), 422, code="validation_error")
+
+
+def test_records_of_an_earlier_release_named_by_run_id_alone_are_kept(tmp_path, make_slave):
+    syncs = tmp_path / "state" / "syncs"
+    syncs.mkdir(parents=True)
+    legacy = dict(SyncRecords(str(tmp_path / "elsewhere")).create(an_order(5, project="tour"),
+                                                                   FakeClock().now())[0], state="success")
+    (syncs / "5.json").write_text(json.dumps(legacy))
+    app = make_slave()
+    assert record(app.test_client(), 5).json["project"] == "tour"
+    assert sorted(os.listdir(syncs)) == ["5-tour.json"]
 
 
 def test_orders_during_a_running_pull_wait_and_share_the_next_pull(make_slave):
@@ -378,7 +399,7 @@ def test_only_the_newest_records_are_kept(tmp_path):
         created, _ = records.create(an_order(run_id), FakeClock().now())
         records.save(dict(created, state="success" if run_id != 2 else "syncing"))
     assert records.prune(keep=3) == 3
-    kept = sorted(int(n[:-5]) for n in os.listdir(tmp_path / "syncs") if n.endswith(".json"))
+    kept = sorted(int(n.split("-")[0]) for n in os.listdir(tmp_path / "syncs") if n.endswith(".json"))
     assert kept == [2, 5, 6, 7]   # an unfinished record is never pruned
 
 
