@@ -8,13 +8,14 @@ from flask import Blueprint, current_app, render_template
 
 from common import humanize
 from common.errors import MirrorSyncError, NotFound
+from master.api.documents import serve
 from master.auth import authorize_request
 from master.schemas import MAX_ID
 from master.seams import now
 from master.services import pages
 
 blp = Blueprint("pages", __name__)
-REFRESH_SECONDS = 10
+REFRESH_SECONDS = pages.REFRESH_SECONDS
 
 
 @blp.before_request
@@ -34,9 +35,7 @@ def error_page(error):
 
 @blp.get("/")
 def index():
-    slave_names, rows = pages.overview()
-    return render_template("index.html", slave_names=slave_names, rows=rows, slaves=pages.slave_list(),
-                           refresh=REFRESH_SECONDS)
+    return serve(pages.overview_page())
 
 
 @blp.get("/projects/<name>")
@@ -53,6 +52,9 @@ def run(run_id):
     found, tail = pages.run_detail(int(run_id))
     final = pages.run_is_final(found)
     return render_template("run.html", run=found, tail=tail, refresh=None if final else REFRESH_SECONDS)
+
+
+blp.app_template_global("slot")(pages.slot)
 
 
 @blp.app_template_filter("age")

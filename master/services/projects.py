@@ -12,7 +12,7 @@ from master.db import db
 from master.models import Project
 from master.paths import logs_root
 from master.seams import now
-from master.services import runs
+from master.services import readmodel, runs
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ def create_project(data):
     project = Project(**data, created_at=stamp, updated_at=stamp)
     db.session.add(project)
     try:
+        db.session.flush()
+        readmodel.note_changed([project.id])
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
@@ -66,6 +68,7 @@ def update_project(name, changes):
             value = current_app.config["DEFAULT_TIMEOUT"]
         setattr(project, field, value)
     project.updated_at = now()
+    readmodel.note_changed([project.id])
     db.session.commit()
     if changes.get("enabled") is False:
         runs.cancel_queued_runs(project)
@@ -83,6 +86,7 @@ def delete_project(name):
         raise Conflict(f"Project {name!r} has a run in progress; disable it and delete it once the run ends.")
     runs.cancel_queued_runs(project)
     db.session.delete(project)
+    readmodel.note_changed(layout=True)
     db.session.commit()
     runlogs.remove_logs(logs_root(), name)
     log.info("project %s deleted", name)
