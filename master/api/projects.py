@@ -1,6 +1,6 @@
 """/api/v1/projects: mirrored projects and their sync trigger."""
 
-from flask import url_for
+from flask import Response, url_for
 from flask.views import MethodView
 
 from common.states import Trigger
@@ -23,7 +23,7 @@ class Projects(MethodView):
     def get(self, args):
         """Projects by name, a page at a time: follow X-Next-Cursor (or the Link header) for more."""
         page, after = projects.list_projects_page(args["limit"], args["cursor"])
-        return page, _next_page_headers(after, args["limit"])
+        return Response(page, mimetype="application/json", headers=_next_page_headers(after, args["limit"]))
 
     @blp.arguments(ProjectSchema)
     @blp.response(201, ProjectSchema)

@@ -13,6 +13,7 @@ from flask import current_app
 from common.errors import NotFound
 from common.states import RunState
 from common.validation import public_rsync_url
+from master.compression import Deflated, gzip_join, joined
 from master.seams import now
 from master.services import readmodel
 
@@ -28,6 +29,8 @@ ZERO_TIME_TEXT = "0001-01-01 00:00:00 +0000"
 ZERO_TIMESTAMP = -62135596800
 MIRRORZ_VERSION = 1.7
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The metrics' fixed text is compressed whole once per change: fast rather than small.
+ASSEMBLY_LEVEL = 1
 RESULTS = ("success", "partial", "failed", "interrupted", "cancelled")
 STATES = ("none", "disabled", *(state.value for state in RunState))
 
@@ -72,16 +75,18 @@ def jobs_piece(snapshot, model):
     for field, moment in (("last_update", snapshot.last_full_success), ("last_started", snapshot.last_started),
                           ("last_ended", snapshot.last_ended), ("next_schedule", snapshot.next_schedule)):
         entry[field], entry[f"{field}_ts"] = _tunasync_time(moment)
-    return json.dumps(entry, separators=(",", ":")).encode()
+    return Deflated(json.dumps(entry, separators=(",", ":")).encode())
 
 
-def json_list(model, pieces):
-    return b"[" + b",".join(pieces) + b"]"
+def json_list(model, pieces, opening=b"[", closing=b"]"):
+    """(the JSON list of deflated ``pieces``, the same as gzip)."""
+    body = opening + b",".join(piece.raw for piece in pieces) + closing
+    return body, gzip_join(joined(pieces, b",", opening, closing))
 
 
 def jobs_document():
-    body, etag = readmodel.current_model().assembled("jobs")
-    return readmodel.Document(body, etag, "application/json", "public, max-age=10")
+    (body, gzipped), etag = readmodel.current_model().assembled("jobs")
+    return readmodel.Document(body, etag, "application/json", "public, max-age=10", gzipped=gzipped)
 
 
 # mirrorz
@@ -121,7 +126,7 @@ def mirrorz_piece(snapshot, model):
         mirror["help"] = snapshot.help_url
     mirror["upstream"] = public_rsync_url(snapshot.upstream)
     mirror["size"] = human_size(snapshot.size)
-    return json.dumps(mirror, separators=(",", ":")).encode()
+    return Deflated(json.dumps(mirror, separators=(",", ":")).encode())
 
 
 def mirrorz_body(model, pieces):
@@ -130,7 +135,7 @@ def mirrorz_body(model, pieces):
     if config.get("SITE_NAME"):
         site["name"] = config["SITE_NAME"]
     head = json.dumps({"version": MIRRORZ_VERSION, "site": site, "info": []}, separators=(",", ":")).encode()
-    return head[:-1] + b',"mirrors":[' + b",".join(pieces) + b"]}"
+    return json_list(model, pieces, head[:-1] + b',"mirrors":[', b"]}")
 
 
 def mirrorz_document():
@@ -139,9 +144,9 @@ def mirrorz_document():
     missing = [name for name in ("SITE_URL", "SITE_ABBR") if not config.get(name)]
     if missing:
         raise NotFound(f"mirrorz.json needs the settings {' and '.join(missing)} (MIRRORSYNC_{missing[0]}).")
-    body, etag = readmodel.current_model().assembled("mirrorz")
+    (body, gzipped), etag = readmodel.current_model().assembled("mirrorz")
     return readmodel.Document(body, etag, "application/json", "public, max-age=60",
-                              {"Access-Control-Allow-Origin": "*"})
+                              {"Access-Control-Allow-Origin": "*"}, gzipped)
 
 
 # Prometheus
@@ -211,17 +216,23 @@ def metrics_piece(snapshot, model):
 
 
 def metrics_assembly(model, pieces):
-    """The fixed text of every project family, and what the lag family needs per scrape."""
+    """Every project family and the fresh lag samples, compressed once; what stale lag needs per scrape."""
     fixed = "".join(_header(*family) + "".join(piece["families"][family[0]] for piece in pieces)
                     for family in PROJECT_FAMILIES)
-    return {"fixed": fixed.encode(), "fresh": "".join(piece["fresh"] for piece in pieces),
+    fixed += _header(*LAG) + "".join(piece["fresh"] for piece in pieces)
+    return {"fixed": Deflated(fixed.encode(), ASSEMBLY_LEVEL),
             "stale": [(piece["tree_at"], piece["stale"]) for piece in pieces if piece["stale"]]}
 
 
 def metrics_document():
-    """The Prometheus text: the build's fixed samples, then slave liveness and lag as of now."""
+    """The Prometheus text: the build's fixed samples, then lag and slave liveness as of now."""
     assembly, etag = readmodel.current_model().assembled("metrics")
     stamp = now()
+    now_seconds = stamp.timestamp()
+    moving = []
+    for tree_at, prefixes in assembly["stale"]:
+        separator = f" {_number(max(0.0, now_seconds - tree_at))}\n"
+        moving.append(separator.join(prefixes) + separator)
     timeout = readmodel.heartbeat_timeout()
     seen, up = [_header(*SLAVE_FAMILIES[0])], [_header(*SLAVE_FAMILIES[1])]
     for slave in readmodel.slave_liveness():
@@ -231,14 +242,10 @@ def metrics_document():
         online = slave.enabled and slave.last_seen is not None and \
             (stamp - slave.last_seen).total_seconds() <= timeout
         up.append(f'{SLAVE_FAMILIES[1][0]}{{slave="{name}"}} {"1.0" if online else "0.0"}\n')
-    lag = [_header(*LAG), assembly["fresh"]]
-    now_seconds = stamp.timestamp()
-    for tree_at, prefixes in assembly["stale"]:
-        separator = f" {_number(max(0.0, now_seconds - tree_at))}\n"
-        lag.append(separator.join(prefixes) + separator)
-    moving = "".join(seen + up + lag).encode()
-    return readmodel.Document(assembly["fixed"] + moving, f"{etag}-{_digest(moving)}", METRICS_CONTENT_TYPE,
-                              "no-cache")
+    moving = "".join(moving + seen + up).encode()
+    laid = [assembly["fixed"], Deflated(moving, 1)]
+    return readmodel.Document(assembly["fixed"].raw + moving, f"{etag}-{_digest(moving)}",
+                              METRICS_CONTENT_TYPE, "no-cache", gzipped=gzip_join(laid))
 
 
 def _digest(data):

@@ -12,7 +12,7 @@ import markupsafe
 import sqlalchemy as sa
 from flask import current_app, get_template_attribute, render_template
 
-from common import runlogs
+from common import humanize, runlogs
 from common.errors import Gone
 from common.states import RunState
 from common.validation import public_rsync_url
@@ -128,10 +128,11 @@ def _progress_of_syncing_runs():
 def fill_slots(parts, stamp, liveness, progress):
     """Copy of ``parts`` with each slot (odd places) replaced by its text as of ``stamp``."""
     filled = list(parts)
+    now_seconds = int(stamp.timestamp())
     for index in range(1, len(parts), 2):
         kind, value = parts[index][0], parts[index][1:]
         if kind == "A":
-            filled[index] = age_text(datetime.datetime.fromtimestamp(int(value), datetime.timezone.utc), stamp)
+            filled[index] = seconds_ago_text(now_seconds - int(value))
         elif kind == "P":
             filled[index] = progress.get(int(value), "")
         elif kind == "S":
@@ -140,31 +141,16 @@ def fill_slots(parts, stamp, liveness, progress):
         elif kind == "L":
             seen = liveness.get(int(value), (None, None))[1]
             filled[index] = '<span class="muted">never</span>' if seen is None else (
-                f'<time datetime="{iso_text(seen)}" title="{iso_text(seen)}">{age_text(seen, stamp)}</time>')
+                f'<time datetime="{humanize.iso(seen)}" title="{humanize.iso(seen)}">{humanize.age(seen, stamp)}</time>')
     return filled
 
 
-def iso_text(moment):
-    return moment.astimezone(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _span(seconds):
-    seconds = abs(int(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    if seconds < 2 * 86400:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} d"
-
-
-def age_text(moment, stamp):
-    """'3 h ago', 'in 5 min' or 'just now'."""
-    delta = (stamp - moment).total_seconds()
+def seconds_ago_text(delta):
+    """'3 h ago', 'in 5 min' or 'just now', for a moment ``delta`` seconds ago."""
     if abs(delta) < 5:
         return "just now"
-    return f"{_span(delta)} ago" if delta > 0 else f"in {_span(delta)}"
+    return f"{humanize.span(delta)} ago" if delta > 0 else f"in {humanize.span(delta)}"
+
 
 
 def slave_list():

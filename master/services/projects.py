@@ -1,5 +1,6 @@
 """Projects: create, read, change and remove mirrored projects."""
 
+import json
 import logging
 
 import sqlalchemy as sa
@@ -11,25 +12,27 @@ from common import runlogs
 from master.db import db
 from master.models import Project
 from master.paths import logs_root
+from master.schemas import ProjectSchema
 from master.seams import now
 from master.services import readmodel, runs
 
 log = logging.getLogger(__name__)
+_LISTED = ProjectSchema()
 
 
 def list_projects():
     return db.session.execute(sa.select(Project).order_by(Project.name)).scalars().all()
 
 
+def project_piece(snapshot, model):
+    """One project as GET /api/v1/projects lists it (ProjectSchema), as JSON: built once per change."""
+    return json.dumps(_LISTED.dump(snapshot.row), separators=(",", ":")).encode()
+
+
 def list_projects_page(limit, after=None):
-    """(up to ``limit`` projects by name after ``after``, the name to continue after or None)."""
-    query = sa.select(Project).order_by(Project.name).limit(limit + 1)
-    if after is not None:
-        query = query.where(Project.name > after)
-    rows = db.session.execute(query).scalars().all()
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1].name
-    return rows, None
+    """(JSON list of up to ``limit`` projects by name after ``after``, the name to continue after or None)."""
+    pieces, following = readmodel.current_model().page("projects", limit, after)
+    return b"[" + b",".join(pieces) + b"]", following
 
 
 def get_project(name):

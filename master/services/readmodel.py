@@ -12,6 +12,7 @@ liveness from ``last_seen``, lag that grows with the clock, a pull's progress,
 project x slave pair.
 """
 
+import bisect
 import dataclasses
 import hashlib
 import threading
@@ -71,6 +72,7 @@ class ProjectSnapshot:
     next_schedule: object      # the schedule's next fire time even while disabled (tunasync keeps it)
     slaves: dict               # enabled slave name -> freshness dict, in name order
     active_run_id: int | None  # the run syncing or distributing now
+    row: object = None         # the Project row, while its entry is being built
 
 
 @dataclasses.dataclass
@@ -90,6 +92,7 @@ class Document:
     content_type: str
     cache_control: str
     headers: dict = dataclasses.field(default_factory=dict)
+    gzipped: bytes | None = None   # the same body as one gzip member, for clients that accept it
 
 
 def freshness_of(tree_run_id, held):
@@ -117,6 +120,7 @@ class ReadModel:
         self.seen = None                # (generation, layout) of the build
         self.entries = {}               # project id -> Entry
         self.order = []                 # project ids by name
+        self.names = []                 # their names, in the same order
         self.slave_names = []           # enabled slaves by name
         self.slaves = []                # (id, name) of every slave by name, for the status page
         self.version = 0                # moves whenever an entry or the order changes
@@ -182,8 +186,9 @@ class ReadModel:
             found = {project.id for project in projects}
             for project_id in set(project_ids) - found:
                 self.entries.pop(project_id, None)  # deleted after it was stamped
-        self.order = [entry.snapshot.id for entry in
-                      sorted(self.entries.values(), key=lambda entry: entry.snapshot.name)]
+        ordered = sorted(self.entries.values(), key=lambda entry: entry.snapshot.name)
+        self.order = [entry.snapshot.id for entry in ordered]
+        self.names = [entry.snapshot.name for entry in ordered]
         upcoming = [entry.valid_until for entry in self.entries.values() if entry.valid_until is not None]
         self.valid_until = min(upcoming) if upcoming else None
         self.version += 1
@@ -200,19 +205,31 @@ class ReadModel:
             help_url=getattr(project, "help_url", None), public_path=getattr(project, "public_path", None),
             next_run=next_schedule if project.enabled else None, next_schedule=next_schedule,
             slaves={name: freshness_of(project.tree_run_id, held.get(name)) for name in self.slave_names},
-            active_run_id=active_run_id)
+            active_run_id=active_run_id, row=project)
 
     def _entry(self, snapshot):
         parts = {name: build(snapshot, self) for name, build in self.builders.items()}
         digest = hashlib.blake2b(digest_size=16)
         for name in sorted(parts):
             piece = parts[name]
+            piece = getattr(piece, "raw", piece)
             digest.update(piece if isinstance(piece, bytes) else repr(piece).encode())
             digest.update(b"\x00")
         self.builds += 1
+        snapshot.row = None
         return Entry(snapshot, parts, digest.digest(), snapshot.next_schedule if snapshot.enabled else None)
 
     # Serving
+
+    def page(self, name, limit, after=None):
+        """(up to ``limit`` pieces of document ``name`` by project name after ``after``, the name to
+        continue after or None)."""
+        with self._lock:
+            start = bisect.bisect_right(self.names, after) if after is not None else 0
+            ids = self.order[start:start + limit]
+            more = start + limit < len(self.order)
+            return [self.entries[project_id].parts[name] for project_id in ids], \
+                (self.names[start + limit - 1] if more else None)
 
     def assembled(self, name):
         """(value the document's assembler made of every entry, ETag of those entries)."""
@@ -239,10 +256,10 @@ def current_model():
 
 def install(app):
     """Give ``app`` its read model of the five public documents."""
-    from master.services import feeds, pages, status
-    builders = {"status": status.status_piece, "jobs": feeds.jobs_piece, "mirrorz": feeds.mirrorz_piece,
+    from master.services import feeds, pages, projects, status
+    builders = {"projects": projects.project_piece, "status": status.status_piece, "jobs": feeds.jobs_piece, "mirrorz": feeds.mirrorz_piece,
                 "metrics": feeds.metrics_piece, "page": pages.page_piece}
-    assemblers = {"status": status.status_body, "jobs": feeds.json_list, "mirrorz": feeds.mirrorz_body,
+    assemblers = {"status": feeds.json_list, "jobs": feeds.json_list, "mirrorz": feeds.mirrorz_body,
                   "metrics": feeds.metrics_assembly, "page": pages.page_assembly}
     app.extensions["mirrorsync_readmodel"] = ReadModel(builders, assemblers)
 

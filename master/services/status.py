@@ -3,6 +3,7 @@
 import json
 
 from common.validation import public_rsync_url
+from master.compression import Deflated
 from master.services import readmodel
 
 
@@ -12,21 +13,17 @@ def _time(moment):
 
 def status_piece(snapshot, model):
     """One project's entry of /api/v1/status (StatusSchema's shape), as JSON."""
-    return json.dumps({
+    return Deflated(json.dumps({
         "name": snapshot.name, "status": snapshot.status, "last_success": _time(snapshot.last_success),
         "last_started": _time(snapshot.last_started), "last_ended": _time(snapshot.last_ended),
         "next_run": _time(snapshot.next_run), "upstream": public_rsync_url(snapshot.upstream),
         "size": snapshot.size,
         "slaves": {name: {"state": held["state"], "run_id": held["run_id"], "since": _time(held["since"]),
                           "last_error": held["last_error"]} for name, held in snapshot.slaves.items()},
-    }, separators=(",", ":")).encode()
-
-
-def status_body(model, pieces):
-    return b"[" + b",".join(pieces) + b"]"
+    }, separators=(",", ":")).encode())
 
 
 def status_document():
     """/api/v1/status: one entry per project; ``slaves`` maps each enabled slave to its freshness."""
-    body, etag = readmodel.current_model().assembled("status")
-    return readmodel.Document(body, etag, "application/json", "public, max-age=10")
+    (body, gzipped), etag = readmodel.current_model().assembled("status")
+    return readmodel.Document(body, etag, "application/json", "public, max-age=10", gzipped=gzipped)

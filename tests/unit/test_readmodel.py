@@ -105,3 +105,39 @@ def test_next_run_moves_on_once_its_time_has_passed(app, client, clock):
     first = client.get("/api/v1/status").json[0]["next_run"]
     clock.advance(3601)
     assert client.get("/api/v1/status").json[0]["next_run"] > first
+
+
+def test_clients_that_accept_gzip_get_the_same_documents_compressed(app, client, admin):
+    import gzip
+    app.config.update(SITE_URL="https://mirror.example.edu", SITE_ABBR="EXAMPLE")
+    fill(app, 12, 5)
+    for path in ("/api/v1/status", "/jobs", "/mirrorz.json", "/metrics"):
+        plain = client.get(path)
+        packed = client.get(path, headers={"Accept-Encoding": "gzip"})
+        assert packed.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in packed.headers["Vary"]
+        assert gzip.decompress(packed.data) == plain.data, path
+        assert packed.headers["ETag"] != plain.headers["ETag"], "each encoding is its own representation"
+        again = client.get(path, headers={"Accept-Encoding": "gzip", "If-None-Match": packed.headers["ETag"]})
+        assert again.status_code == 304, path
+
+
+def test_the_projects_list_comes_from_the_build_in_a_few_queries(app, client, admin):
+    fill(app, 25, 3)
+    first = client.get("/api/v1/projects?limit=10", headers=admin)
+    assert [project["name"] for project in first.json] == [f"p{index:03d}" for index in range(10)]
+    assert len(statements_of_authorized(app, client, "/api/v1/projects?limit=10", admin)) <= 3
+    client.patch("/api/v1/projects/p003", json={"retries": 7}, headers=admin)
+    assert client.get("/api/v1/projects?limit=10", headers=admin).json[3]["retries"] == 7
+
+
+def statements_of_authorized(app, client, path, headers):
+    seen = []
+    with app.app_context():
+        engine = db.engine
+    listener = lambda conn, cursor, statement, *rest: seen.append(statement)  # noqa: E731
+    sa.event.listen(engine, "before_cursor_execute", listener)
+    try:
+        assert client.get(path, headers=headers).status_code == 200
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listener)
+    return seen
