@@ -55,13 +55,8 @@ def _kind(mode):
     return OTHER
 
 
-def manifest(root, unverified=()):
-    """The sorted entries of the tree at ``root`` (followed if it is a symlink). Raises OSError.
-
-    ``unverified`` names directories (relative) left out with all they hold, such as where each
-    host writes its own trace files.
-    """
-    unverified = frozenset(unverified)
+def manifest(root):
+    """The sorted entries of the tree at ``root`` (followed if it is a symlink). Raises OSError."""
     root = os.path.realpath(os.fspath(root))
     top = os.lstat(root)
     raw = [[".", DIR, None, int(top.st_mtime), stat.S_IMODE(top.st_mode), None, None]]
@@ -74,8 +69,6 @@ def manifest(root, unverified=()):
                 if item.name in SKIPPED_NAMES:
                     continue
                 relpath = f"{reldir}/{item.name}" if reldir else item.name
-                if relpath in unverified:
-                    continue
                 st = item.stat(follow_symlinks=False)
                 kind = _kind(st.st_mode)
                 if kind == SYMLINK:
@@ -105,16 +98,10 @@ def digest(entries):
     return f"sha256:{hasher.hexdigest()}"
 
 
-def tree_digest(root, unverified=()):
+def tree_digest(root):
     """(digest, manifest) of the tree at ``root``. Raises OSError."""
-    entries = manifest(root, unverified)
+    entries = manifest(root)
     return digest(entries), entries
-
-
-def without(entries, unverified):
-    """A manifest less the entries under the ``unverified`` directories."""
-    prefixes = tuple(f"{path}/" for path in unverified)
-    return [entry for entry in entries if entry.path not in unverified and not entry.path.startswith(prefixes)]
 
 
 def first_differences(expected, actual, limit=5):

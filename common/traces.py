@@ -63,11 +63,6 @@ def protected_paths(name):
     return (f"{TRACE_DIR}/{name}",)
 
 
-def unverified_paths(mode):
-    """Where each host writes its own trace files, so trees compared by digest leave it out."""
-    return (TRACE_DIR,) if mode == DEBIAN else ()
-
-
 def date_line(moment):
     """``date -u`` in the POSIX locale: ``Sun Feb  7 09:40:29 UTC 2016``."""
     moment = moment.astimezone(datetime.timezone.utc)

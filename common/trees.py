@@ -29,6 +29,31 @@ def remove_tree(path):
         return False
 
 
+def link_copy(source, destination):
+    """Fill the empty directory ``destination`` with ``source``'s tree: hard links for files, copies
+    of symlinks and directories (with their modes and times). Raises OSError."""
+    for root, dirs, files in os.walk(source):
+        relative = os.path.relpath(root, source)
+        target_root = destination if relative == "." else os.path.join(destination, relative)
+        for name in dirs + files:
+            path, target = os.path.join(root, name), os.path.join(target_root, name)
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                os.symlink(os.readlink(path), target)
+            elif stat.S_ISDIR(info.st_mode):
+                os.mkdir(target, stat.S_IMODE(info.st_mode) | stat.S_IRWXU)
+            elif stat.S_ISREG(info.st_mode):
+                os.link(path, target)
+        dirs[:] = [name for name in dirs if not os.path.islink(os.path.join(root, name))]
+    for root, dirs, _ in os.walk(source):
+        for name in dirs:
+            path = os.path.join(root, name)
+            info = os.lstat(path)
+            target = os.path.join(destination, os.path.relpath(path, source))
+            os.chmod(target, stat.S_IMODE(info.st_mode))
+            os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
 def _make_writable_and_retry(function, path, _error):
     # Mirrored directories may be read-only (mode 0555), and then their entries cannot
     # go: open the parent and the entry up to their owner, and try once more.

@@ -91,6 +91,11 @@ class OrderSchema(Schema):
     timeout = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=30 * 86400))
     catchup = StrictBoolean(load_default=False)
     publish = fields.String(load_default="delay", validate=validate.OneOf(PUBLISH_MODES))
+    # Sent only when not the default, so that a slave from before them still takes plain orders.
+    method = fields.String(load_default="rsync", validate=validate.OneOf(SLAVE_METHODS))
+    stage1_profile = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(STAGE1_PROFILES))
+    trace = fields.String(load_default="none", validate=validate.OneOf(("none", "debian")))
+    upstream_name = fields.String(load_default=None, allow_none=True, validate=validate_host)
     # The run's snapshot inside the project's module (its run id); None: the module root,
     # as masters that pulled in place served it.
     snapshot = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(r"^[0-9]{1,19}$"))
@@ -99,11 +104,6 @@ class OrderSchema(Schema):
     # A change list from the previous snapshot is in the module (.changes-<snapshot>/): a slave that
     # holds exactly that previous tree transfers and deletes only what it names.
     changes = StrictBoolean(load_default=False)
-    # Sent only when not the default, so that a slave from before them still takes plain orders.
-    method = fields.String(load_default="rsync", validate=validate.OneOf(SLAVE_METHODS))
-    stage1_profile = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(STAGE1_PROFILES))
-    trace = fields.String(load_default="none", validate=validate.OneOf(("none", "debian")))
-    upstream_name = fields.String(load_default=None, allow_none=True, validate=validate_host)
 
 
 class CancelSchema(Schema):

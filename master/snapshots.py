@@ -189,37 +189,11 @@ def _manifest_of(data_dir, project, name):
         return entries
 
 
-def clone_basis(staging):
-    """Fill the staging tree with the previous one, hard-linked, for a program that updates a tree
-    in place (the ``command`` method). Such a program must replace files, not rewrite them: a file
-    written into is written into the previous snapshot too. Raises OSError."""
-    if staging.basis is None:
-        return
-    source = snapshot_path(staging.data_dir, staging.project, staging.basis)
-    directories = []
-    for dirpath, dirnames, filenames in os.walk(source):
-        relative = os.path.relpath(dirpath, source)
-        target_dir = staging.destination if relative == "." else os.path.join(staging.destination, relative)
-        if relative != ".":
-            os.mkdir(target_dir)
-        directories.append((dirpath, target_dir))
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                os.symlink(os.readlink(path), os.path.join(target_dir, name))
-            else:
-                os.link(path, os.path.join(target_dir, name))
-    for source_dir, target_dir in reversed(directories):
-        st = os.lstat(source_dir)
-        os.chmod(target_dir, stat.S_IMODE(st.st_mode))
-        os.utime(target_dir, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def commit(staging, unverified=()):
+def commit(staging):
     """Make the staged tree the newest good one: describe it, rename it, swap DATA_DIR/<project> onto it.
 
-    One walk of the new tree gives its manifest (kept beside it) and digest (less the
-    ``unverified`` directories), and the change list against the previous tree. Raises OSError; DATA_DIR/<project>
+    One walk of the new tree gives its manifest (kept beside it) and digest, and
+    the change list against the previous tree. Raises OSError; DATA_DIR/<project>
     then still points at the previous tree.
     """
     data_dir, project = staging.data_dir, staging.project
@@ -236,7 +210,7 @@ def commit(staging, unverified=()):
     _point_at(data_dir, project, staging.name)
     for directory in (snapshots, data_dir):
         _fsync_directory(directory)
-    return Sealed(staging.name, digests.digest(digests.without(entries, unverified)), change_list)
+    return Sealed(staging.name, digests.digest(entries), change_list)
 
 
 def abort(staging):

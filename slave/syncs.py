@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 
 from common import traces
 from common.errors import Conflict, NotFound
-from common.methods import RSYNC, MethodSpec, Runners, SyncResult, method_for
+from common.methods import RSYNC, MethodSpec, Runners, method_for
 from common.processes import ProgramRunner
-from common.rsync import RsyncResult, RsyncStats, end_orphaned_rsync, remove_partial_updates
+from common.rsync import RsyncJob, RsyncResult, RsyncStats, end_orphaned_rsync, remove_partial_updates
 from common.runlogs import log_path, prune_logs
 from slave.credentials import create_json_exclusively, ensure_private_dir, read_json, write_json_atomically
 from slave import transfers
@@ -61,7 +61,8 @@ def rsync_source(user, host, port, project, snapshot=None):
 
 # Order fields a master before sync methods and trace files did not send, with their meaning then.
 _ORDER_DEFAULTS = {"publish": DELAY, "method": RSYNC, "stage1_profile": None, "trace": traces.NONE,
-                   "upstream_name": None, "snapshot": None, "digest": None, "changes": False}
+                   "snapshot": None, "digest": None, "changes": False,
+                   "upstream_name": None}
 
 
 def _order_fields(order):
@@ -512,25 +513,25 @@ class SyncWorker:
         except (PublishError, OSError) as error:
             return _failure(f"the tree cannot be published: {error}"), None, None
         logs = log_path(self.logs_root, project, order["run_id"])
+        trace = order.get("trace") == traces.DEBIAN and self.site is not None
 
         def source_of(path):
             return rsync_source(credentials.rsync_user, order["rsyncd_host"], order["rsyncd_port"], project, path)
-        trace = order.get("trace") == traces.DEBIAN and self.site is not None
         work_dir = tempfile.mkdtemp(prefix=f"{project}-", dir=self.work_root)
         started = self.clock.now()
-        plan = None
         try:
-            if publication.staged is None and (order.get("method") or RSYNC) == RSYNC:
-                # In place: the published tree is the base a change list starts from.
-                plan = transfers.plan_changes(self.runners.rsync, order, source_of, credentials.rsync_password,
+            plan = None
+            # A change list needs the published tree as its base (in place), and a plain rsync:
+            # two stages order what they bring, which one list of paths cannot.
+            if publication.staged is None and (order.get("method") or RSYNC) == RSYNC and not trace:
+                plan = transfers.plan_changes(self.runner, order, source_of, credentials.rsync_password,
                                               self.published, work_dir, logs)
-            result = self._transfer(order, publication, plan, source_of(order.get("snapshot")), credentials,
-                                    trace, cancel, run_ids, logs)
+            if plan is not None:
+                result = self._transfer(order, publication, plan, source_of, credentials, cancel, run_ids, logs)
+            else:
+                result = self._pull_with_method(order, publication, source_of, credentials, cancel, run_ids, logs)
             if result.ok and trace:
                 result = self._write_trace(order, publication.destination, started, result)
-        except Exception as error:
-            log.exception("rsync for run %s could not run", order["run_id"])
-            result = _failure(f"the pull could not run: {error}")
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
             prune_logs(self.logs_root, project, self.log_retention)
@@ -546,32 +547,53 @@ class SyncWorker:
             self.published.forget(project)
             return dataclasses.replace(result, ok=False, warning=None,
                                        error=f"the tree could not be published: {error}"), None, None
+        if trace:
+            # This slave's own trace files make its tree differ from the master's on purpose:
+            # the digest is not compared (the master takes a report without one).
+            self.published.forget(project)
+            return result, previous, None
         if plan is not None and plan.empty and plan.base_digest == order.get("digest"):
             digest, mismatch = plan.base_digest, None  # nothing changed: nothing to walk
         else:
             digest, mismatch = transfers.verify(
                 self.publisher.tree_path(project), order,
-                transfers.manifest_fetcher(self.runners.rsync, order, source_of, credentials.rsync_password, logs),
-                unverified=traces.unverified_paths(order.get("trace")))
+                transfers.manifest_fetcher(self.runner, order, source_of, credentials.rsync_password, logs))
         if mismatch:
             self.published.forget(project)  # the next order pulls in full, which repairs the tree
             return dataclasses.replace(result, ok=False, warning=None, error=mismatch), previous, digest
         self.published.remember(project, order.get("snapshot"), digest)
         return result, previous, digest
 
-    def _transfer(self, order, publication, plan, source, credentials, trace, cancel, run_ids, logs):
-        """The pull of the run's tree: the change list's paths only with a plan, else everything."""
+    def _pull_with_method(self, order, publication, source_of, credentials, cancel, run_ids, logs):
+        """A full pull of the run's snapshot with the project's method (rsync or two stages)."""
         project = order["project"]
-        if plan is not None and plan.empty:
-            return SyncResult(0, True, None, None, False, False, RsyncStats(files_transferred=0))
-        options = publication.options + (transfers.plan_options(plan) if plan is not None else ())
+        trace = order.get("trace") == traces.DEBIAN and self.site is not None
         spec = MethodSpec(
             method=order.get("method") or RSYNC, stage1_profile=order.get("stage1_profile"),
-            source=source, options=options, password=credentials.rsync_password, timeout=order["timeout"],
+            source=source_of(order.get("snapshot")), options=publication.options,
+            password=credentials.rsync_password, timeout=order["timeout"],
             protect=traces.protected_paths(self.site.name) if trace else (),
         )
-        result = method_for(spec, self.runners).run(publication.destination, logs, cancel=cancel,
-                                                    on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
+        try:
+            return method_for(spec, self.runners).run(
+                publication.destination, logs, cancel=cancel, on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
+        except Exception as error:
+            log.exception("rsync for run %s could not run", order["run_id"])
+            return _failure(f"the pull could not run: {error}")
+
+    def _transfer(self, order, publication, plan, source_of, credentials, cancel, run_ids, logs):
+        """The rsync of the run's tree: the change list's paths only with a plan, else everything."""
+        project = order["project"]
+        if plan is not None and plan.empty:
+            return RsyncResult(0, True, None, None, False, False, RsyncStats(files_transferred=0))
+        options = publication.options + (transfers.plan_options(plan) if plan is not None else ())
+        job = RsyncJob(source=source_of(order.get("snapshot")), destination=publication.destination,
+                       options=options, password=credentials.rsync_password, timeout=order["timeout"])
+        try:
+            result = self.runner.run(job, logs, cancel=cancel, on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
+        except Exception as error:
+            log.exception("rsync for run %s could not run", order["run_id"])
+            return _failure(f"the pull could not run: {error}")
         if result.ok and plan is not None:
             deleted = transfers.apply_deletions(publication.destination, plan)
             result.stats.files_deleted = deleted

@@ -154,13 +154,12 @@ def apply_deletions(root, plan):
     return removed
 
 
-def verify(tree, order, fetch_manifest, unverified=()):
-    """(digest, error) of the published ``tree``, less the ``unverified`` directories: error names the
-    first paths that differ from the run's snapshot, or is None when the digests agree (or the order
-    carries none)."""
+def verify(tree, order, fetch_manifest):
+    """(digest, error) of the published ``tree``: error names the first paths that differ from the
+    run's snapshot, or is None when the digests agree (or the order carries none)."""
     expected = order.get("digest")
     try:
-        ours = digests.manifest(tree, unverified)
+        ours = digests.manifest(tree)
     except OSError as error:
         return None, (None if expected is None else f"the published tree cannot be read: {error}")
     digest = digests.digest(ours)
@@ -169,7 +168,7 @@ def verify(tree, order, fetch_manifest, unverified=()):
     theirs = fetch_manifest()
     if theirs is None:
         return digest, f"the published tree's digest differs from run {order['run_id']}'s"
-    paths = digests.first_differences(digests.without(theirs, unverified), ours)
+    paths = digests.first_differences(theirs, ours)
     shown = ", ".join(repr(path) for path in paths) or "none found"
     return digest, f"the published tree differs from run {order['run_id']}'s, first at: {shown}"
 

@@ -14,6 +14,7 @@ from master.db import db
 from master.models import Project, Run
 from master.paths import logs_root
 from master.seams import current_seams, now
+from master.services import readmodel
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,8 @@ def move_run(run, state, **fields):
         if run.started_at is not None or state is RunState.SUCCESS:
             project_values["last_ended"] = stamp
     # The master's tree is new once the upstream pull succeeded, whether or not slaves follow;
-    # a pull that fails only ever wrote a snapshot that was thrown away (master/snapshots.py).
-    # A skipped run (upstream unchanged) pulled nothing: the tree is still the one before.
+    # a pull that fails only ever wrote a snapshot that was thrown away (master/snapshots.py),
+    # and a skipped run (upstream unchanged) pulled nothing: the tree is still the one before.
     if current is RunState.SYNCING and state in (RunState.DISTRIBUTING, RunState.SUCCESS) \
             and not fields.get("skipped"):
         project_values["tree_run_id"] = run.id
@@ -78,6 +79,8 @@ def move_run(run, state, **fields):
             project_values["size"] = total_size
     if state in GOOD_RUN_STATES:
         project_values["last_success"] = stamp
+    if state is RunState.SUCCESS:
+        project_values["last_full_success"] = stamp
     if state.is_final and run.started_at is not None:
         project_values["last_duration"] = (stamp - run.started_at).total_seconds()
         project_values["last_bytes"] = ((fields.get("stats") or run.stats or {}).get("bytes_received"))
@@ -106,6 +109,7 @@ def move_run(run, state, **fields):
         project_values["run_totals"] = totals
     if project_values:
         db.session.execute(sa.update(Project).where(Project.id == run.project_id).values(**project_values))
+    readmodel.note_changed([run.project_id])
     db.session.commit()
     db.session.expire_all()
     log.info("run %s of %s: %s -> %s", run.id, run.project.name, current.value, state.value)
@@ -177,6 +181,7 @@ def request_sync(project, trigger, force=False):
             continue
         if not has_active_run(project.id):
             project.last_state = QUEUED
+        readmodel.note_changed([project.id])
         _commit_queued()
         log.info("run %s of %s queued (%s)", run.id, project.name, run.trigger)
         return run, True
@@ -225,6 +230,7 @@ def request_scheduled_syncs(project_ids, trigger=Trigger.SCHEDULE):
             busy = sa.select(Run.project_id).where(Run.state.in_(ACTIVE_VALUES))
             db.session.execute(sa.update(Project).where(Project.id.in_(fresh), Project.id.not_in(busy))
                                .values(last_state=QUEUED))
+            readmodel.note_changed(fresh)
         db.session.commit()
     except IntegrityError:
         # Another process queued one of them in between: take them one by one.
@@ -266,9 +272,9 @@ def claim_queued_runs(limit, busy_projects=()):
     """Move up to ``limit`` queued runs of projects not pulling to syncing, plus every forced one, and
     return them, oldest first.
 
-    A project whose previous run is still distributing is not busy: each pull writes a snapshot
-    of its own, so slaves still pulling the previous one are not disturbed. ``busy_projects``
-    (ids) are skipped too: a cancelled pull of theirs may not have ended yet.
+    A project whose previous run is still distributing is not busy: each pull writes a
+    snapshot of its own, so slaves still pulling the previous one are not disturbed.
+    ``busy_projects`` (ids) are skipped too: a cancelled pull of theirs may not have ended yet.
     """
     busy = sa.select(Run.project_id).where(Run.state == RunState.SYNCING.value)
     due = sa.or_(Run.not_before.is_(None), Run.not_before <= now())

@@ -1,12 +1,15 @@
-"""Upstream pulls: run rsync for a claimed run and record the outcome."""
+"""Upstream pulls: claim a run, pull its project into a fresh snapshot, and record the outcome."""
 
+import dataclasses
 import logging
 
 import sqlalchemy as sa
+
 from flask import current_app
 
-from common import runlogs, traces
+from common import runlogs
 from common.methods import COMMAND
+from common.trees import link_copy
 from common.states import RunState, Trigger
 from master import snapshots
 from master.db import db
@@ -15,6 +18,25 @@ from master.paths import logs_root, project_tree
 from master.services import distribution, pulls, runs, snapshots as snapshots_service
 
 log = logging.getLogger(__name__)
+
+
+def _stage(project, run_id):
+    """A fresh snapshot to pull into; raises SnapshotError, OSError.
+
+    A sync script (method command) works on the tree it left last time, so its snapshot
+    starts as hard links of the previous one; scripts must replace files, not rewrite them.
+    """
+    data_dir = current_app.config["DATA_DIR"]
+    snapshots.adopt_in_place_tree(data_dir, project.name, snapshots_service.adopted_name(project))
+    staging = snapshots.prepare(data_dir, project.name, run_id)
+    if project.method == COMMAND and staging.basis is not None:
+        try:
+            link_copy(snapshots.snapshot_path(data_dir, project.name, staging.basis), staging.destination)
+        except OSError as error:
+            snapshots.abort(staging)
+            raise OSError(f"cannot start the script's tree from snapshot {staging.basis}: "
+                          f"{error.strerror or error}") from None
+    return staging
 
 
 def _progress_recorder(run_id):
@@ -28,7 +50,7 @@ def _progress_recorder(run_id):
 
 
 def start_upstream_sync(run_id, cancel=None):
-    """Pull the project of a syncing run from its upstream and finish the run.
+    """Pull the project of a syncing run from its upstream into a new snapshot and finish the run.
 
     ``cancel`` (a threading.Event) ends the pull early; the run is then
     recorded as interrupted. Never leaves the run in ``syncing``.
@@ -44,27 +66,33 @@ def start_upstream_sync(run_id, cancel=None):
         log.error("run %s of %s: %s", run_id, project_name, error)
         runs.move_run(run, RunState.FAILED, error=f"the master's tree cannot be prepared: {error}")
         return runs.get_run(run_id)
-    sealed = None
+    destination = staging.destination
     try:
-        pulled = pulls.pull_upstream(run, staging.destination, path, cancel=cancel,
+        pulled = pulls.pull_upstream(run, destination, path, cancel=cancel,
                                      on_spawn=lambda pid: runs.record_pid(run_id, pid),
-                                     on_progress=_progress_recorder(run_id), options=staging.options)
-        if pulled.result.ok and not pulled.skipped:
-            sealed = _seal(staging, pulled, traces.unverified_paths(project.trace))
-        else:
-            snapshots.abort(staging)  # what slaves and the rsync daemon serve stays the previous tree
-        if not pulled.result.cancelled:
-            pulled = pulls.run_post_hook(runs.get_run(run_id), pulled, project_tree(project_name), path)
+                                     on_progress=_progress_recorder(run_id), options=staging.options,
+                                     current=project_tree(project_name))
+        if not pulled.result.cancelled and not pulled.skipped:
+            pulled = pulls.run_post_hook(runs.get_run(run_id), pulled, destination, path)
     except Exception as error:  # a bug must not leave the run syncing forever
         log.exception("run %s of %s: the pull failed", run_id, project_name)
-        if sealed is None:
-            snapshots.abort(staging)
+        snapshots.abort(staging)
         db.session.rollback()
         run = _still_syncing(run_id, project_name)
         if run is not None:
             runs.move_run(run, RunState.FAILED, error=f"internal error: {error}")
         return db.session.get(Run, run_id)
     result = pulled.result
+    sealed = None
+    if result.ok and not pulled.skipped:
+        try:
+            sealed = snapshots.commit(staging)
+        except OSError as error:
+            log.error("run %s of %s: the new tree cannot be swapped in: %s", run_id, project_name, error)
+            result = dataclasses.replace(result, ok=False, warning=None,
+                                         error=f"the new tree cannot be swapped in: {error}")
+    if sealed is None:
+        snapshots.abort(staging)  # what slaves and the rsync daemon serve stays the previous tree
     run = _still_syncing(run_id, project_name)
     if run is None:
         return db.session.get(Run, run_id)
@@ -89,36 +117,13 @@ def start_upstream_sync(run_id, cancel=None):
         if pulled.warning:
             outcome["warning"] = "; ".join(w for w in (outcome.get("warning"), pulled.warning) if w)
         runs.move_run(run, RunState.FAILED, error=result.error, **outcome)
-    runlogs.prune_logs(logs_root(), project.name, config["LOG_RETENTION"])
+    runlogs.prune_logs(logs_root(), project_name, config["LOG_RETENTION"])
     return runs.get_run(run_id)
 
 
-def _stage(project, run_id):
-    """A fresh snapshot to pull into; raises SnapshotError, OSError."""
-    data_dir = current_app.config["DATA_DIR"]
-    snapshots.adopt_in_place_tree(data_dir, project.name, snapshots_service.adopted_name(project))
-    staging = snapshots.prepare(data_dir, project.name, run_id)
-    if project.method == COMMAND:
-        # A program updates the tree it finds: it gets the previous one, hard-linked.
-        snapshots.clone_basis(staging)
-    return staging
-
-
-def _seal(staging, pulled, unverified):
-    """Make a good pull's snapshot the newest tree; a failure to do so fails the pull."""
-    try:
-        return snapshots.commit(staging, unverified)
-    except OSError as error:
-        log.error("%s: the new tree cannot be swapped in: %s", staging.project, error)
-        snapshots.abort(staging)
-        pulled.result = pulled.result.replace(ok=False, warning=None,
-                                              error=f"the new tree cannot be swapped in: {error}")
-        return None
-
-
 def _stats(result, sealed):
-    """The pull's stats; created and deleted counts from the change list, since a pull into a fresh
-    snapshot creates every entry and deletes none as far as rsync can tell."""
+    """The method's stats; created and deleted counts from the change list, since a pull into a
+    fresh snapshot creates every entry and deletes none as far as rsync can tell."""
     stats = result.stats.to_dict()
     if sealed is not None and sealed.changes is not None:
         stats["files_created"] = sealed.changes.created

@@ -1,7 +1,7 @@
 """Snapshots and verified fan-out: run and part digests, a start deadline, one pulling run per project.
 
-Revision ID: 0006_snapshots_digests
-Revises: 0005_sync_methods
+Revision ID: 0007_snapshots_digests
+Revises: 0006_feed_generation
 Create Date: 2026-12-01
 
 Each pull writes a snapshot of its own, so a run still distributing no longer
@@ -15,8 +15,8 @@ syncing-or-distributing run per project now allows one syncing run.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_snapshots_digests"
-down_revision = "0005_sync_methods"
+revision = "0007_snapshots_digests"
+down_revision = "0006_feed_generation"
 branch_labels = None
 depends_on = None
 
