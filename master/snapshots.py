@@ -248,19 +248,27 @@ def names(data_dir, project):
 
 
 def prune(data_dir, project, keep):
-    """Delete every finished snapshot of ``project`` but the live one and those named in ``keep``.
+    """Delete every finished snapshot of ``project`` but the live one, any newer one and those named
+    in ``keep``. Returns the names removed. Never raises.
 
-    Returns the names removed. Never raises.
+    A pull being committed has renamed its snapshot but may not have swapped the link yet: the
+    names are listed before the link is read, and none newer than the live one goes.
     """
+    candidates = names(data_dir, project)
     try:
         live = live_name(data_dir, project)
     except (SnapshotError, OSError) as error:
         log.warning("not pruning the snapshots of %s: %s", project, error)
         return []
+    if live is None:
+        return []
     wanted = {str(name) for name in keep} | {live}
+    newest = int(live) if _RUN_NAME.match(live) else None
     removed = []
-    for name in names(data_dir, project):
-        if name not in wanted and remove_tree(snapshot_path(data_dir, project, name)):
+    for name in candidates:
+        if name in wanted or (newest is not None and _RUN_NAME.match(name) and int(name) > newest):
+            continue
+        if remove_tree(snapshot_path(data_dir, project, name)):
             remove_tree(manifest_dir(data_dir, project, name))
             remove_tree(changes_dir(data_dir, project, name))
             removed.append(name)

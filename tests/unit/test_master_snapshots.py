@@ -125,3 +125,31 @@ def test_a_change_list_names_what_to_transfer_and_what_to_delete(tmp_path):
     assert set(change_list.changed) == {"dir", "renamed.txt"}
     # Children first, and the directory that became a file is deleted before it arrives again.
     assert change_list.deleted == ("moved.txt", "gone/deep/x", "gone/deep", "gone", "dir/inner.txt", "dir")
+
+
+def test_a_snapshot_being_committed_is_never_pruned(tmp_path, monkeypatch):
+    """The scheduler's sweep may prune between a pull's rename and its link swap."""
+    data = str(tmp_path)
+    first = snapshots.prepare(data, "debian", 1)
+    pull(first, {"a.txt": "one"})
+    snapshots.commit(first)
+    second = snapshots.prepare(data, "debian", 2)
+    pull(second, {"a.txt": "two"})
+    swap = snapshots._point_at
+    pruned = []
+
+    def prune_then_swap(*args):
+        pruned.extend(snapshots.prune(data, "debian", keep=set()))  # the link still names run 1
+        swap(*args)
+    monkeypatch.setattr(snapshots, "_point_at", prune_then_swap)
+    snapshots.commit(second)
+    assert pruned == [] and snapshots.names(data, "debian") == ["1", "2"]
+    assert snapshots.prune(data, "debian", keep=set()) == ["1"]
+
+
+def test_nothing_is_pruned_before_the_first_pull_is_committed(tmp_path):
+    data = str(tmp_path)
+    staging = snapshots.prepare(data, "debian", 1)
+    pull(staging, {"a.txt": "one"})
+    os.rename(staging.destination, tmp_path / ".snapshots" / "debian" / "1")  # renamed, not yet linked
+    assert snapshots.prune(data, "debian", keep=set()) == []
