@@ -88,6 +88,14 @@ def _build_app(test_config):
     @app.errorhandler(Exception)
     def internal_error(error):
         db.session.rollback()
+        from master.services.transactions import cannot_write, lost_a_race
+        if cannot_write(error) or lost_a_race(error):
+            log.warning("answered 503: the database cannot take a write now: %s", getattr(error, "orig", error))
+            response = jsonify(error="database_unavailable", fields={}, message=(
+                "The master's database cannot be written right now (the disk may be full); reads still "
+                "work, try this again later."))
+            response.headers["Retry-After"] = "5"
+            return response, 503
         log.exception("unhandled error")
         return jsonify(error="internal_error", message="The master hit an internal error; see its log.",
                        fields={}), 500

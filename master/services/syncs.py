@@ -3,8 +3,8 @@
 import logging
 
 import sqlalchemy as sa
-
 from flask import current_app
+from sqlalchemy.exc import DBAPIError
 
 from common import rsync, runlogs
 from common.rsync import TRANSIENT_EXIT_CODES, RsyncJob
@@ -13,7 +13,7 @@ from master.db import db
 from master.models import Run
 from master.paths import logs_root, project_tree
 from master.seams import current_seams
-from master.services import distribution, runs
+from master.services import distribution, runs, transactions
 
 log = logging.getLogger(__name__)
 
@@ -37,31 +37,51 @@ def _progress_recorder(run_id):
     return record
 
 
-def start_upstream_sync(run_id, cancel=None):
+def start_upstream_sync(run_id, cancel=None, stopping=None):
     """Pull the project of a syncing run from its upstream and finish the run.
 
     ``cancel`` (a threading.Event) ends the pull early; the run is then
-    recorded as interrupted. Never leaves the run in ``syncing``.
+    recorded as interrupted. Never leaves the run in ``syncing``: while the
+    database cannot be written (a full disk), the end of the run is written
+    again and again until it lands, or until ``stopping`` is set.
     """
-    config = current_app.config
     run = runs.get_run(run_id)
     project = run.project
     project_name = project.name
     path = runlogs.log_path(logs_root(), project.name, run.id)
+    what = f"recording the end of run {run_id} of {project_name}"
     try:
         result = current_seams().rsync_runner.run(
-            upstream_job(project), path, on_spawn=lambda pid: runs.record_pid(run_id, pid), cancel=cancel,
+            upstream_job(project), path, on_spawn=lambda pid: _note_pid(run_id, pid), cancel=cancel,
             on_progress=_progress_recorder(run_id))
     except Exception as error:  # a bug must not leave the run syncing forever
         log.exception("run %s of %s: the rsync runner failed", run_id, project_name)
         db.session.rollback()
-        run = _still_syncing(run_id, project_name)
-        if run is not None:
-            runs.move_run(run, RunState.FAILED, error=f"internal error: {error}")
-        return db.session.get(Run, run_id)
+        return transactions.until_written(lambda: _record_crash(run_id, project_name, error), what, stopping)
+    return transactions.until_written(lambda: _record_outcome(run_id, project_name, result), what, stopping)
+
+
+def _note_pid(run_id, pid):
+    # Only for ending an orphan after a crash: a pull goes on when it cannot be written down.
+    try:
+        runs.record_pid(run_id, pid)
+    except DBAPIError as error:
+        db.session.rollback()
+        log.warning("run %s: could not note rsync's process group %s: %s", run_id, pid, error.orig)
+
+
+def _record_crash(run_id, project_name, error):
+    run = _still_syncing(run_id, project_name)
+    if run is not None:
+        runs.move_run(run, RunState.FAILED, error=f"internal error: {error}")
+    return db.session.get(Run, run_id)
+
+
+def _record_outcome(run_id, project_name, result):
     run = _still_syncing(run_id, project_name)
     if run is None:
         return db.session.get(Run, run_id)
+    project = run.project
     outcome = dict(exit_code=result.exit_code, stats=result.stats.to_dict(), pid=None)
     if result.cancelled:
         runs.move_run(run, RunState.INTERRUPTED, error="interrupted: the executor was stopped during the pull",
@@ -78,7 +98,7 @@ def start_upstream_sync(run_id, cancel=None):
                 f"transient failure: retrying as run {retry.id} (attempt {retry.attempt} of "
                 f"{project.retries + 1}) at {retry.not_before.isoformat()}"))
         runs.move_run(run, RunState.FAILED, error=result.error, **outcome)
-    runlogs.prune_logs(logs_root(), project.name, config["LOG_RETENTION"])
+    runlogs.prune_logs(logs_root(), project_name, current_app.config["LOG_RETENTION"])
     return runs.get_run(run_id)
 
 
