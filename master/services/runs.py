@@ -14,6 +14,7 @@ from master.db import db
 from master.models import Project, Run
 from master.paths import logs_root
 from master.seams import current_seams, now
+from master.services import transactions
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ def settle_late_success(run, note):
     return run
 
 
+@transactions.retried_on_race
 def request_sync(project, trigger):
     """Queue a run of ``project``, or fold the trigger into the one already queued.
 

@@ -14,6 +14,7 @@ from common.errors import Conflict, Forbidden, NotFound, Unauthorized, UnknownSl
 from master.db import db
 from master.models import Nonce, Slave
 from master.seams import now
+from master.services import transactions
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ def authenticate_slave(name, headers, method, path, body):
     return slave
 
 
+@transactions.retried_on_race
 def record_heartbeat(slave, url):
     """Note that ``slave`` is alive at ``url``; returns whether it had been offline or new."""
     was = slave_state(slave)

@@ -82,3 +82,28 @@ def test_races_and_full_disks_are_told_apart_from_other_errors():
     assert transactions.lost_a_race(deadlock) and not transactions.cannot_write(deadlock)
     assert transactions.cannot_write(pg_full) and transactions.cannot_write(disk_full())
     assert not transactions.lost_a_race(other) and not transactions.cannot_write(other)
+
+
+def test_a_report_that_loses_a_deadlock_is_tried_again_and_answers_200(app, client, admin, make_project,
+                                                                       monkeypatch, clock):
+    from master.services import distribution
+    from tests.unit.test_distribution import enroll, get_run, pull, report
+
+    class Orig(Exception):
+        sqlstate = "40P01"
+    make_project()
+    one = enroll(client, "one")
+    run_id = pull(app, client, admin)
+    real = distribution._note_freshness
+    lost = []
+
+    def deadlocked_once(*args):
+        if not lost:
+            lost.append(True)
+            raise sa.exc.OperationalError("UPDATE slave_projects", {}, Orig("deadlock detected"))
+        return real(*args)
+    monkeypatch.setattr(distribution, "_note_freshness", deadlocked_once)
+    monkeypatch.setattr(transactions.time, "sleep", lambda seconds: None)
+    answer = report(client, one, clock, run_id)
+    assert answer.status_code == 200 and answer.json == {"recorded": True}
+    assert lost and get_run(client, admin, run_id)["state"] == "success"
