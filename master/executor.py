@@ -78,12 +78,11 @@ class Executor:
 
     def _claim_and_start(self):
         free = self._free_slots()
-        if free <= 0:
-            return
         with self._lock:
             busy = {project_id for _, _, project_id in self._workers.values()}
         with self.app.app_context():
-            claimed = syncs.runs_to_execute(free, busy)
+            # Forced runs (mirrorctl projects sync --force) start even with no slot free.
+            claimed = syncs.runs_to_execute(max(0, free), busy)
         for run_id, project_id in claimed:
             cancel = threading.Event()
             thread = threading.Thread(target=self._execute, args=(run_id, cancel),

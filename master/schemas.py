@@ -1,9 +1,10 @@
 """marshmallow schemas of the master's API: what comes in is checked, what goes out is shaped."""
 
-from marshmallow import Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from common.validation import (public_rsync_url, validate_pattern, validate_rsync_option, validate_rsync_url,
-                               validate_secret, validate_slug)
+from common.validation import (public_rsync_url, validate_description, validate_help_url, validate_pattern,
+                               validate_project_name, validate_public_path, validate_rsync_option,
+                               validate_rsync_url, validate_secret)
 from common.wire import MAX_ID, PUBLISH_MODES, StatsSchema, StrictBoolean
 from master.schedules import validate_crontab
 
@@ -11,7 +12,7 @@ MAX_TIMEOUT = 30 * 86400
 
 
 class ProjectSchema(Schema):
-    name = fields.String(required=True, validate=validate_slug)
+    name = fields.String(required=True, validate=validate_project_name)
     upstream = fields.String(required=True, validate=validate_rsync_url)
     schedule = fields.String(allow_none=True, load_default=None, validate=validate_crontab,
                              metadata={"description": "5-field crontab (UTC), or null for manual syncs only"})
@@ -31,6 +32,12 @@ class ProjectSchema(Schema):
         "description": "further tries after a transient upstream failure, with exponential backoff"})
     splay = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=86400), metadata={
         "description": "up to this many seconds of random delay on each scheduled start"})
+    description = fields.String(allow_none=True, load_default=None, validate=validate_description, metadata={
+        "description": "a short text for visitors (up to 200 characters, one line)"})
+    help_url = fields.String(allow_none=True, load_default=None, validate=validate_help_url, metadata={
+        "description": "an http(s) page that tells visitors how to use this mirror"})
+    public_path = fields.String(allow_none=True, load_default=None, validate=validate_public_path, metadata={
+        "description": "where the files are on the site, joined to SITE_URL; null means /<name>"})
     has_password = fields.Method("_has_password", dump_only=True)
     status = fields.String(dump_only=True)
     last_success = fields.DateTime(dump_only=True)
@@ -76,6 +83,8 @@ class RunSchema(Schema):
         "description": "the run that tries again after this one failed"})
     not_before = fields.DateTime(dump_only=True, allow_none=True, metadata={
         "description": "a queued retry waits until then"})
+    force = fields.Boolean(dump_only=True, metadata={
+        "description": "starts even when MAX_CONCURRENT_SYNCS pulls already run"})
     created_at = fields.DateTime(dump_only=True)
     started_at = fields.DateTime(dump_only=True)
     finished_at = fields.DateTime(dump_only=True)
@@ -101,6 +110,26 @@ class AsciiInteger(fields.Integer):
         if isinstance(value, str) and not value.isascii():
             raise self.make_error("invalid", input=value)
         return super()._deserialize(value, attr, data, **kwargs)
+
+
+class SyncArgs(Schema):
+    force = fields.Boolean(load_default=False, truthy={"true", "1"}, falsy={"false", "0"}, metadata={
+        "description": "start even when MAX_CONCURRENT_SYNCS pulls already run (the project's own "
+                       "active run is still waited for)"})
+
+
+def _printable_query(value):
+    if not value.isprintable():
+        raise ValidationError("The search must be printable text.")
+
+
+class MirrorListArgs(Schema):
+    """The visitors' page: ``?q=`` words to look for in names and descriptions."""
+
+    class Meta:
+        unknown = EXCLUDE  # a link with tracking parameters still opens the page
+
+    q = fields.String(load_default="", validate=[validate.Length(max=100), _printable_query])
 
 
 class RunListArgs(Schema):

@@ -2,6 +2,7 @@
 
 import click
 
+from common.texts import printable_lines
 from mirrorctl.context import pass_ctl
 from mirrorctl.errors import StoppedFollowing
 from mirrorctl.follow import LogTail, follow_log
@@ -50,7 +51,8 @@ def log(ctl, run_id, follow):
     """Print the rsync log of run ID as plain text (--json does not change it)."""
 
     def write(text):
-        click.echo(text, nl=False)
+        # A log holds upstream's file names, which may carry terminal escapes.
+        click.echo(printable_lines(text), nl=False)
 
     if not follow:
         write(LogTail(ctl.client, run_id).read(run_final=True))

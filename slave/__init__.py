@@ -17,9 +17,11 @@ require_installed()
 from flask import Flask
 from marshmallow import ValidationError
 
+from common import texts
 from common.clock import SystemClock
 from common.config import load_settings, tls_verify
 from common.errors import ConfigError
+from common.headers import install_security_headers
 from common.rsync import RsyncRunner
 from common.signing import SqliteNonceStore
 from common.validation import validate_slug
@@ -39,8 +41,7 @@ DUTY_INTERVAL = 0.5
 
 
 def configure_logging(level):
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level)
+    texts.configure_logging(level)
 
 
 class SlaveServices:
@@ -186,6 +187,7 @@ def create_app(test_config=None):
     app = Flask(__name__)
     app.config.update(settings)
     app.extensions["mirrorsync_slave"] = services
+    install_security_headers(app)
     from slave.api import register_api
     register_api(app)
     if settings["STATUS_PAGE"]:

@@ -4,13 +4,13 @@ Errors are ``{"error", "message", "fields"}`` with a 4xx for every bad request, 
 """
 
 import ipaddress
-import json
 import logging
 
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from common.answers import DuplicateKey, loads_strict
 from common.errors import (BadRequest, ConfigError, MirrorSyncError, NotEnrolled, NotFound, Unauthorized,
                            UnsupportedMediaType, ValidationFailed)
 from common.signing import SignatureError, verify_signature
@@ -61,10 +61,13 @@ def load_order(schema=order_schema):
                                    {"json": ["Send a JSON object with 'Content-Type: application/json'."]})
     raw = request.get_data(cache=True)
     try:
-        body = json.loads(raw)
+        body = loads_strict(raw)
+    except DuplicateKey as error:
+        raise BadRequest(f"The request body is not valid JSON: {error}.",
+                         {"json": [f"The request body is not valid JSON: {error}."]}) from None
     except (ValueError, RecursionError):
         raise BadRequest("The request body is not valid JSON.",
-                              {"json": ["The request body is not valid JSON."]}) from None
+                         {"json": ["The request body is not valid JSON."]}) from None
     if not isinstance(body, dict):
         raise ValidationFailed("Invalid request: the body must be a JSON object.",
                                {"body": ["Must be a JSON object."]})

@@ -17,7 +17,8 @@ UNKNOWN_SLAVE = "unknown_slave"  # the master's error code for a name it does no
 ACKNOWLEDGED = "acknowledged"
 DROPPED = "dropped"
 # Answers to a report that will not change however often it is sent again.
-_REPORT_NEVER_ACCEPTED = frozenset({400, 404, 409, 410, 413, 415, 422})
+# 403: this slave is disabled; the master ended its parts in flight when it was disabled.
+_REPORT_NEVER_ACCEPTED = frozenset({400, 403, 404, 409, 410, 413, 415, 422})
 
 
 class MasterUnavailable(Exception):

@@ -6,7 +6,7 @@ from flask.views import MethodView
 from common.states import Trigger
 from master.api import ApiBlueprint
 from master.auth import authorize_request
-from master.schemas import DeleteProjectArgs, ProjectPatchSchema, ProjectSchema, RunListArgs, RunSchema
+from master.schemas import DeleteProjectArgs, ProjectPatchSchema, ProjectSchema, RunListArgs, RunSchema, SyncArgs
 from master.services import projects, runs
 
 blp = ApiBlueprint("projects", __name__, description="Mirrored projects")
@@ -46,9 +46,10 @@ class Project(MethodView):
 
 @blp.route("/projects/<name>/syncs")
 class ProjectSyncs(MethodView):
+    @blp.arguments(SyncArgs, location="query")
     @blp.response(202, RunSchema)
-    def post(self, name):
-        run, _ = runs.request_sync(projects.get_project(name), Trigger.MANUAL)
+    def post(self, args, name):
+        run, _ = runs.request_sync(projects.get_project(name), Trigger.MANUAL, force=args["force"])
         return run, {"Location": url_for("runs.Run", run_id=run.id)}
 
 

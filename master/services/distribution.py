@@ -6,7 +6,7 @@ import logging
 import sqlalchemy as sa
 from flask import current_app
 
-from common.errors import NotFound, ValidationFailed
+from common.errors import Forbidden, NotFound, ValidationFailed
 from common.states import RunState, SlaveRunState
 from master import rsyncd
 from master.db import db
@@ -175,9 +175,30 @@ def _settle_late_success(run):
     return run
 
 
+def end_parts_of_disabled_slave(slave):
+    """A slave an admin disabled gets no say in runs any more: its parts still in flight end as
+    failed, and runs waiting only for it end (partial or failed)."""
+    stamp = now()
+    entries = db.session.execute(sa.select(SlaveRun).where(
+        SlaveRun.slave_id == slave.id, SlaveRun.state.in_(IN_FLIGHT))).scalars().all()
+    for entry in entries:
+        entry.state = SlaveRunState.FAILED.value
+        entry.finished_at = stamp
+        entry.error = "the slave was disabled by an admin before it reported"
+    db.session.commit()
+    for run_id in {entry.run_id for entry in entries}:
+        finish_run_if_complete(run_id)
+    return len(entries)
+
+
 @transactions.retried_on_race
 def record_slave_report(slave, report):
-    """Fold one signed report into its run; returns False for a repeat. Raises NotFound, ValidationFailed."""
+    """Fold one signed report into its run; returns False for a repeat.
+
+    Raises Forbidden for a disabled slave, NotFound, ValidationFailed.
+    """
+    if not slave.enabled:
+        raise Forbidden(f"Slave {slave.name!r} is disabled; the master takes no report from it.")
     entry = db.session.execute(sa.select(SlaveRun).where(
         SlaveRun.run_id == report["run_id"], SlaveRun.slave_id == slave.id)).scalar_one_or_none()
     if entry is None:

@@ -17,6 +17,10 @@ from master.services import cancels, runs
 log = logging.getLogger(__name__)
 
 
+def default_public_path(name):
+    return f"/{name}"
+
+
 def list_projects():
     return db.session.execute(sa.select(Project).order_by(Project.name)).scalars().all()
 
@@ -35,6 +39,8 @@ def create_project(data):
     data = dict(data)
     if data.get("timeout") is None:
         data["timeout"] = current_app.config["DEFAULT_TIMEOUT"]
+    if data.get("public_path") is None:
+        data["public_path"] = default_public_path(data["name"])
     project = Project(**data, created_at=stamp, updated_at=stamp)
     db.session.add(project)
     try:
@@ -53,6 +59,8 @@ def update_project(name, changes):
     for field, value in changes.items():
         if field == "timeout" and value is None:
             value = current_app.config["DEFAULT_TIMEOUT"]
+        if field == "public_path" and value is None:
+            value = default_public_path(project.name)
         setattr(project, field, value)
     project.updated_at = now()
     db.session.commit()

@@ -75,11 +75,18 @@ def get_slave(name):
 
 
 def update_slave(name, changes):
+    """Change a slave; disabling it also ends its parts still in flight. Raises NotFound."""
     slave = get_slave(name)
+    disabling = slave.enabled and changes.get("enabled") is False
     for field, value in changes.items():
         setattr(slave, field, value)
     db.session.commit()
     log.info("slave %s changed: %s", name, ", ".join(sorted(changes)) or "nothing")
+    if disabling:
+        from master.services import distribution  # it builds on this module
+        ended = distribution.end_parts_of_disabled_slave(slave)
+        if ended:
+            log.info("slave %s disabled: %d part(s) in flight ended as failed", name, ended)
     return slave
 
 
@@ -134,7 +141,8 @@ def record_heartbeat(slave, url):
     """Note that ``slave`` is alive at ``url``; returns whether it had been offline or new."""
     was = slave_state(slave)
     slave.last_seen = now()
-    if url != slave.url:
+    # A disabled slave is told so in the answer, but cannot move where orders would go.
+    if url != slave.url and slave.enabled:
         log.info("slave %s moved from %s to %s", slave.name, slave.url, url)
         slave.url = url
     db.session.commit()

@@ -794,3 +794,34 @@ def test_sync_force_asks_the_master_to_pass_the_concurrency_cap(mirrorctl, fake)
     result = mirrorctl("projects", "sync", "debian", "--force")
     assert result.exit_code == 0, result.output
     assert fake.last()["params"] == {"force": "true"}
+
+
+def test_texts_from_slaves_and_rsync_never_reach_the_terminal_raw(mirrorctl, fake):
+    hostile = "bad\x1b[2J\x1b]0;owned\x07\u202eevil\nforged: line"
+    run = make_run("partial", error=f"rsync said {hostile}",
+                   slaves=[slave_entry("m1", "success"), slave_entry("m2", "failed", hostile)])
+    fake.on_json("GET", "/runs/7", run)
+    out = mirrorctl("runs", "show", "7").stdout
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in out
+    assert "bad\\x1b[2J" in out
+    fake.on("GET", "/runs/7/log", log_pages(b"file \x1b[31mred\x1b[0m\tok\n"))
+    log = mirrorctl("runs", "log", "7").stdout
+    assert log == "file \\x1b[31mred\\x1b[0m\tok\n"
+
+
+def test_add_and_edit_set_the_visitor_fields(mirrorctl, fake):
+    fake.on_json("POST", "/projects", dict(PROJECT, description="The universal OS"), 201)
+    fake.on_json("PATCH", "/projects/debian", PROJECT)
+
+    added = mirrorctl("projects", "add", "debian", "--upstream", "rsync://ftp.example.org/debian/",
+                      "--description", "The universal OS", "--help-url", "https://example.org/help/debian/",
+                      "--public-path", "/pub/debian/")
+    assert added.exit_code == 0, added.output
+    assert fake.last("POST")["json"] == {
+        "name": "debian", "upstream": "rsync://ftp.example.org/debian/", "description": "The universal OS",
+        "help_url": "https://example.org/help/debian/", "public_path": "/pub/debian/"}
+    assert "description:" in added.stdout and "The universal OS" in added.stdout
+
+    mirrorctl("projects", "edit", "debian", "--public-path", "/debian")
+    assert fake.last("PATCH")["json"] == {"public_path": "/debian"}

@@ -510,3 +510,12 @@ def test_a_pull_remembers_rsyncs_process_group_until_it_ends(make_slave):
     held.release()
     wait_idle(app)
     assert services(app).worker.records.get(7)["pid"] is None
+
+
+def test_an_order_with_duplicate_keys_is_refused_and_nothing_runs(client, runner):
+    raw = b'{"run_id": 7, "project": "debian", "project": "other", "rsyncd_host": "127.0.0.1", ' \
+          b'"rsyncd_port": 873, "timeout": 60}'
+    signed = signature_headers(NAME, SIGNING_KEY, "POST", "/api/v1/syncs", raw)
+    response = client.post("/api/v1/syncs", data=raw, headers={**signed, "Content-Type": "application/json"})
+    assert response.status_code == 400 and "duplicate key" in response.json["message"]
+    assert runner.jobs == []
