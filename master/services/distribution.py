@@ -316,9 +316,11 @@ def catch_up_slaves():
     stamp = now()
     retry_after = datetime.timedelta(seconds=4 * config["CATCHUP_INTERVAL"])
     busy = sa.select(Run.project_id).where(Run.state.in_(runs.ACTIVE_VALUES))
+    # An admin who cancelled a run's fan-out does not want catch-up to send it after all.
+    cancelled = sa.select(Run.id).where(Run.state == RunState.CANCELLED.value)
     projects = db.session.execute(sa.select(Project).where(
         Project.enabled.is_(True), Project.tree_run_id.is_not(None), Project.tree_dirty.is_(False),
-        Project.id.not_in(busy))).scalars().all()
+        Project.id.not_in(busy), Project.tree_run_id.not_in(cancelled))).scalars().all()
     if not projects:
         return 0
     online = [s for s in slaves_service.enabled_slaves() if slaves_service.slave_state(s, stamp) == "online"]

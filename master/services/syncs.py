@@ -168,8 +168,7 @@ def runs_no_longer_syncing(run_ids):
     """Which of ``run_ids`` were cancelled or removed: their pulls must stop."""
     if not run_ids:
         return set()
-    syncing = set(db.session.execute(sa.select(Run.id).where(
-        Run.id.in_(run_ids), Run.state == RunState.SYNCING.value)).scalars())
+    states = dict(db.session.execute(sa.select(Run.id, Run.state).where(Run.id.in_(run_ids))).all())
     db.session.rollback()
-    return set(run_ids) - syncing
+    return {run_id for run_id in run_ids if states.get(run_id, RunState.CANCELLED.value) == RunState.CANCELLED.value}
 
