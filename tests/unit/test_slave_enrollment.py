@@ -432,3 +432,17 @@ def _healthz(port):
         return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()
     except (requests.RequestException, ValueError):
         return None
+
+
+def test_an_identity_replaced_by_another_process_is_read_again(tmp_path):
+    from slave.credentials import Credentials
+    first = Credentials(name=NAME, signing_key="old-key", rsync_user="ms-mirror1", rsync_password="p1",
+                        master_url="http://m:5000")
+    worker_a, worker_b = CredentialStore(str(tmp_path)), CredentialStore(str(tmp_path))
+    worker_a.save(first)
+    assert worker_b.load().signing_key == "old-key"
+    worker_a.forget(first)
+    assert worker_b.load() is None
+    assert (tmp_path / "credentials.json.forgotten").exists()
+    worker_a.save(Credentials(**dict(first.__dict__, signing_key="new-key")))
+    assert worker_b.load().signing_key == "new-key", "a worker must not keep verifying with the old key"
