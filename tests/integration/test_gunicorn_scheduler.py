@@ -73,7 +73,7 @@ def test_a_cancel_through_an_api_worker_ends_the_pull_the_scheduler_runs(tmp_pat
                 "name": "slowpoke", "upstream": daemon.url("slow"),
                 "rsync_options": ["--bwlimit=100"]}).status_code == 201
             run = session.post(base + "/projects/slowpoke/syncs", timeout=5).json()
-            pids = wait_for(lambda: set(rsync_processes_under(data_dir / "slowpoke")), 20,
+            pids = wait_for(lambda: set(rsync_processes_under(data_dir)), 20,
                             message="the pull's rsync")
             started = time.monotonic()
             cancelled = session.post(f"{base}/runs/{run['id']}/cancel", timeout=5)
