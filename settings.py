@@ -18,6 +18,9 @@ JOIN_TOKEN = None
 # network. Older slaves send the join token itself and get their keys in clear:
 # the master takes that only over HTTPS or from its own host, unless this is True.
 INSECURE_ENROLLMENT = False
+# The most slaves that may be enrolled at once; a further enrollment is refused
+# (409), so a leaked join token cannot flood the master with slaves.
+MAX_SLAVES = 256
 # Python logging level: DEBUG, INFO, WARNING, ERROR.
 LOG_LEVEL = "INFO"
 # How many rsyncs may run at the same time (upstream pulls on the master,

@@ -63,6 +63,10 @@ def register_slave(name, url, exchange=None, join_token=None, channel_private=Fa
                             "INSECURE_ENROLLMENT on the master.")
     if name in RESERVED_NAMES:
         raise Conflict(f"{name!r} is a reserved name.", {"name": ["This name is reserved."]})
+    enrolled = db.session.execute(sa.select(sa.func.count(Slave.id))).scalar()
+    if enrolled >= config["MAX_SLAVES"]:
+        raise Conflict(f"Enrollment is full: {enrolled} slaves are enrolled and MAX_SLAVES is "
+                       f"{config['MAX_SLAVES']}; delete one or raise MAX_SLAVES.")
     rsync_user, rsync_password = f"ms-{name}", secrets.token_urlsafe(24)
     answer = {"name": name, "rsync_user": rsync_user}
     if exchange is not None:

@@ -78,3 +78,11 @@ def test_a_join_token_in_clear_is_refused_over_http_from_another_host(app, clien
                     environ={"REMOTE_ADDR": "127.0.0.1"}).status_code == 201
     app.config["INSECURE_ENROLLMENT"] = True
     assert register(client, {"name": "old4", "url": URL}, bearer).status_code == 201
+
+
+def test_enrollment_stops_at_max_slaves(app, client, clock):
+    app.config["MAX_SLAVES"] = 2
+    for name in ("m1", "m2"):
+        assert register(client, SlaveExchange(JOIN_TOKEN, name, URL).request(clock.now().timestamp())).status_code == 201
+    full = register(client, SlaveExchange(JOIN_TOKEN, "m3", URL).request(clock.now().timestamp()))
+    assert full.status_code == 409 and "MAX_SLAVES" in full.json["message"]
