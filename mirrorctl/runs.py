@@ -1,4 +1,4 @@
-"""``mirrorctl runs``: a project's run history, one run with its slaves, and a run's log."""
+"""``mirrorctl runs``: a project's run history, one run with its slaves, cancelling one, and a run's log."""
 
 import click
 
@@ -33,6 +33,14 @@ def list_runs(ctl, project, limit, before):
 def show(ctl, run_id):
     """Show run ID: state, times, transfer stats and a table of its slaves."""
     ctl.emit(ctl.client.get_run(run_id), run_details)
+
+
+@runs.command()
+@click.argument("run_id", metavar="ID", type=RUN_ID)
+@pass_ctl
+def cancel(ctl, run_id):
+    """Cancel run ID while it is queued, syncing or distributing: its rsync and the slaves' pulls stop."""
+    ctl.emit(ctl.client.cancel_run(run_id), lambda run, now: f"cancelled run {run_id}\n\n{run_details(run, now)}")
 
 
 @runs.command()

@@ -54,7 +54,8 @@ def _extra(document, shown):
 
 PROJECT_FIELDS = ("name", "upstream", "schedule", "enabled", "status", "last_success", "last_started",
                   "last_ended", "next_run", "size", "timeout", "retries", "splay", "publish", "rsync_options",
-                  "excludes", "has_password", "created_at", "updated_at")
+                  "excludes", "has_password", "description", "help_url", "public_path", "created_at",
+                  "updated_at")
 
 
 def project_table(projects, now):
@@ -90,6 +91,9 @@ def project_details(project, now):
         ("rsync options", " ".join(project.get("rsync_options") or [])),
         ("excludes", " ".join(project.get("excludes") or [])),
         ("password", "set" if project.get("has_password") else "none"),
+        ("description", project.get("description")),
+        ("help url", project.get("help_url")),
+        ("public path", project.get("public_path")),
         ("created", _moment(project.get("created_at"), now)),
         ("updated", _moment(project.get("updated_at"), now)),
     ]

@@ -10,7 +10,7 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from common import enrollment, signing
-from common.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from common.errors import Conflict, Forbidden, NotFound, Unauthorized, UnknownSlave, ValidationFailed
 from master.db import db
 from master.models import Nonce, Slave
 from master.seams import now
@@ -148,8 +148,16 @@ def purge_nonces():
 
 
 def authenticate_slave(name, headers, method, path, body):
-    """Return the slave that signed this request as ``name``; raises Unauthorized."""
+    """Return the slave that signed this request as ``name``.
+
+    Raises UnknownSlave when no slave has that name (so the slave can tell it must enroll again),
+    Unauthorized for any other refused signature.
+    """
     slave = db.session.execute(sa.select(Slave).where(Slave.name == name)).scalar_one_or_none()
+    if slave is None:
+        log.warning("refused a request signed as slave %r: no slave has that name", name)
+        raise UnknownSlave(f"Signature refused: the master knows no slave {name!r} (it was deleted or never "
+                           "enrolled); enroll it again with the join token.")
 
     def secret_for(key_id):
         return slave.signing_key if slave is not None and key_id == name else None

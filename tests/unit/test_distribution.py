@@ -221,6 +221,16 @@ def test_a_slave_whose_pull_failed_is_retried_after_a_pause(app, client, admin, 
         assert distribution.catch_up_slaves() == 1
 
 
+def test_a_deleted_slave_is_told_apart_from_a_wrong_signature(client, admin, clock):
+    one = enroll(client, "one")
+    forged = heartbeat(client, dict(one, signing_key="guessed"), clock)
+    assert forged.status_code == 401 and forged.json["error"] == "unauthorized"
+    assert client.delete("/api/v1/slaves/one", headers=admin).status_code == 204
+    forgotten = heartbeat(client, one, clock)
+    assert forgotten.status_code == 401 and forgotten.json["error"] == "unknown_slave"
+    assert "knows no slave 'one'" in forgotten.json["message"] and "join token" in forgotten.json["message"]
+
+
 def test_enrollment_needs_the_join_token_and_a_free_name(client, admin):
     body = {"name": "mirror1", "url": "http://mirror1:7000"}
     assert client.post("/api/v1/slaves/register", json=body).status_code == 403
