@@ -9,11 +9,13 @@ from common.traces import NONE, TRACE_MODES
 from common.validation import (public_rsync_url, validate_argument, validate_description, validate_executable_name,
                                validate_help_url, validate_pattern, validate_project_name, validate_public_path,
                                validate_push_token, validate_relative_path, validate_rsync_option,
-                               validate_secret, validate_upstream_url)
+                               validate_secret, validate_slug, validate_upstream_url)
 from common.wire import MAX_ID, PUBLISH_MODES, StatsSchema, StrictBoolean
 from master.schedules import validate_crontab
 
 MAX_TIMEOUT = 30 * 86400
+PROJECT_PAGE = 100
+MAX_PROJECT_PAGE = 10000
 
 
 def _hook_field(hook):
@@ -107,6 +109,7 @@ class SlaveRunSchema(Schema):
     exit_code = fields.Integer(allow_none=True)
     error = fields.String(allow_none=True)
     stats = fields.Nested(StatsSchema, allow_none=True)
+    digest = fields.String(allow_none=True, metadata={"description": "digest of the tree the slave published"})
 
 
 class RunSchema(Schema):
@@ -135,6 +138,9 @@ class RunSchema(Schema):
     skipped = fields.Boolean(dump_only=True, metadata={
         "description": "the upstream marker was unchanged: nothing was pulled and no slave was ordered"})
     stats = fields.Nested(StatsSchema, dump_only=True, allow_none=True)
+    digest = fields.String(dump_only=True, allow_none=True, metadata={
+        "description": "sha256 of the pulled tree's sorted list of paths, types, sizes, times, modes, "
+                       "link targets and hard links; each slave's must match"})
     progress = fields.Dict(dump_only=True, allow_none=True, metadata={
         "description": "latest progress of the upstream pull: bytes, percent, rate, eta, files"})
     slaves = fields.List(fields.Nested(SlaveRunSchema), dump_only=True, dump_default=list)
@@ -177,6 +183,14 @@ class MirrorListArgs(Schema):
 class RunListArgs(Schema):
     limit = AsciiInteger(load_default=50, validate=validate.Range(min=1, max=500))
     before = AsciiInteger(load_default=None, validate=validate.Range(min=1, max=MAX_ID))
+
+
+class ProjectListArgs(Schema):
+    limit = AsciiInteger(load_default=PROJECT_PAGE, validate=validate.Range(min=1, max=MAX_PROJECT_PAGE),
+                         metadata={"description": f"projects per page (default {PROJECT_PAGE}); ask for up to "
+                                                  f"{MAX_PROJECT_PAGE} to get every project in one answer"})
+    cursor = fields.String(load_default=None, validate=validate_slug, metadata={
+        "description": "the X-Next-Cursor of the previous page: projects whose name sorts after it"})
 
 
 class LogArgs(Schema):

@@ -12,8 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from common import enrollment, signing
 from common.errors import Conflict, Forbidden, NotFound, Unauthorized, UnknownSlave, ValidationFailed
 from master.db import db
-from master.models import Nonce, Slave
+from common.states import SlaveRunState
+from master.models import Nonce, Slave, SlaveRun
 from master.seams import now
+from master.services import readmodel
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ def register_slave(name, url, exchange=None, join_token=None, channel_private=Fa
                   rsync_password=rsync_password, created_at=now())
     db.session.add(slave)
     try:
+        db.session.flush()
+        readmodel.note_changed(layout=True)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
@@ -114,6 +118,7 @@ def update_slave(name, changes):
     disabling = slave.enabled and changes.get("enabled") is False
     for field, value in changes.items():
         setattr(slave, field, value)
+    readmodel.note_changed(layout=True)
     db.session.commit()
     log.info("slave %s changed: %s", name, ", ".join(sorted(changes)) or "nothing")
     if disabling:
@@ -128,6 +133,7 @@ def delete_slave(name):
     """Forget a slave: it can no longer sign anything nor pull from the rsync daemon."""
     slave = get_slave(name)
     db.session.delete(slave)
+    readmodel.note_changed(layout=True)
     db.session.commit()
     log.info("slave %s deleted", name)
 
@@ -174,6 +180,7 @@ def record_heartbeat(slave, url):
     """Note that ``slave`` is alive at ``url``; returns whether it had been offline or new."""
     was = slave_state(slave)
     slave.last_seen = now()
+    keep_parts_alive(slave, slave.last_seen)
     # A disabled slave is told so in the answer, but cannot move where orders would go.
     if url != slave.url and slave.enabled:
         log.info("slave %s moved from %s to %s", slave.name, slave.url, url)
@@ -182,3 +189,16 @@ def record_heartbeat(slave, url):
     if was in ("offline", "new"):
         log.info("slave %s is online", slave.name)
     return was in ("offline", "new")
+
+
+def start_deadline(stamp):
+    """Until when a part may go without a word from its slave (a report or a heartbeat)."""
+    return stamp + datetime.timedelta(seconds=current_app.config["SLAVE_START_TIMEOUT"])
+
+
+def keep_parts_alive(slave, stamp):
+    """A heartbeat or a report from ``slave``: its open parts wait SLAVE_START_TIMEOUT more."""
+    db.session.execute(sa.update(SlaveRun).where(
+        SlaveRun.slave_id == slave.id,
+        SlaveRun.state.in_((SlaveRunState.DISPATCHED.value, SlaveRunState.SYNCING.value)))
+        .values(start_deadline=start_deadline(stamp)))
