@@ -158,6 +158,8 @@ PARSERS = {
     "API_HOST": _text,
     "API_PORT": _optional(_number(int, 1, 65535)),
     "JOIN_TOKEN": _optional_text,
+    "INSECURE_ENROLLMENT": _boolean,
+    "MAX_SLAVES": _number(int, 1, 100000),
     "LOG_LEVEL": _log_level,
     "RSYNC_BINARY": _text,
     "DATA_DIR": _directory,

@@ -19,7 +19,7 @@ from common.clock import SystemClock
 from common.config import load_settings, tls_verify
 from common.errors import ConfigError
 from common.headers import install_security_headers
-from common.rsync import RsyncRunner
+from common.rsync import RsyncRunner, check_rsync_version
 from master import schema
 from master.db import db, init_database
 from master.paths import default_database_url, state_dir
@@ -57,6 +57,8 @@ def _build_app(test_config):
     # Admin commands act on an existing database only: a typo in DATA_DIR must not make a new one.
     create_database = test_config.pop("CREATE_DATABASE", True)
     settings = load_settings("master", test_config)
+    if runner is None:
+        check_rsync_version(settings["RSYNC_BINARY"])
     configure_logging(settings["LOG_LEVEL"])
 
     database_url = settings["DATABASE_URL"] or default_database_url(settings["DATA_DIR"])
