@@ -36,6 +36,18 @@ def validate_slug(value):
             "Must be 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit.")
 
 
+# Names the rsync daemon reads as something other than a module: "[global]" is its
+# section of global parameters, so a project of that name could never be pulled.
+RESERVED_PROJECT_NAMES = frozenset({"global"})
+
+
+def validate_project_name(value):
+    """A slug that is also a module name the rsync daemon serves."""
+    validate_slug(value)
+    if value.lower() in RESERVED_PROJECT_NAMES:
+        raise ValidationError(f"{value!r} is reserved by the rsync daemon; choose another name.")
+
+
 def validate_host(host):
     if host.startswith("[") and host.endswith("]"):
         try:
@@ -239,6 +251,54 @@ REFUSED_OPTIONS = {
     "--trust-sender": "turns off rsync's checks of what the upstream sends",
     "--super": "is not tunable here", "--fake-super": "is not tunable here",
 }
+
+
+MAX_DESCRIPTION = 200
+MAX_HELP_URL = 512
+MAX_PUBLIC_PATH = 256
+# Segments never start with a dot (no "..", no hidden directories); "//" would leave the site.
+PUBLIC_PATH_RE = re.compile(r"^/(?:[A-Za-z0-9_~+-][A-Za-z0-9._~+-]*(?:/[A-Za-z0-9_~+-][A-Za-z0-9._~+-]*)*/?)?$")
+# RFC 3986's characters for a path, query and fragment, without quotes that could end an attribute.
+URL_REST_RE = re.compile(r"^[A-Za-z0-9._~!$&()*+,;=:@%/?#-]*$")
+
+
+def validate_description(value):
+    """A short text for visitors: one line of printable characters in any script."""
+    if not value.strip() or value != value.strip():
+        raise ValidationError("Must be text without leading or trailing spaces; use null to clear it.")
+    if len(value) > MAX_DESCRIPTION:
+        raise ValidationError(f"Must be at most {MAX_DESCRIPTION} characters long.")
+    if not value.isprintable():
+        raise ValidationError("Must be one line of printable characters (no control or formatting characters).")
+
+
+def validate_help_url(value):
+    """An http(s) URL of a page for visitors: a real host, no user or password, nothing that breaks out."""
+    message = "Must be an http:// or https:// URL such as https://mirrors.example.org/help/debian/."
+    _ascii_printable(value, "A URL")
+    if len(value) > MAX_HELP_URL:
+        raise ValidationError(f"Must be at most {MAX_HELP_URL} characters long.")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValidationError(message) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise ValidationError(message)
+    if port is not None and not 1 <= port <= 65535:
+        raise ValidationError("The port must be between 1 and 65535.")
+    host = parts.netloc.rsplit(":", 1)[0] if port is not None else parts.netloc
+    validate_host(host)
+    if not URL_REST_RE.match(value[len(parts.scheme) + 3 + len(parts.netloc):]):
+        raise ValidationError(message)
+
+
+def validate_public_path(value):
+    """Where a project's files are on the site: '/debian', '/pub/debian/'; no '..', no other host."""
+    _ascii_printable(value, "A path")
+    if len(value) > MAX_PUBLIC_PATH or not PUBLIC_PATH_RE.match(value):
+        raise ValidationError("Must be a path starting with '/', such as /debian/, made of letters, digits "
+                              "and '.', '_', '~', '+', '-', with no segment starting with '.'.")
 
 
 def _refuse_spaced_option(value):

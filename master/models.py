@@ -55,6 +55,11 @@ class Project(db.Model):
     trace = sa.Column(sa.String(8), nullable=False, default="none", server_default="none")
     # SHA-256 of the token upstream presents to POST /api/v1/projects/<name>/push.
     push_token_hash = sa.Column(sa.String(64))
+    # For visitors: a short text, a help page, and where the files are on the site
+    # (SITE_URL + public_path); services fill public_path with "/<name>" when not given.
+    description = sa.Column(sa.String(256))
+    help_url = sa.Column(sa.String(512))
+    public_path = sa.Column(sa.String(256))
     # Read-only fields kept up to date by services.runs.move_run, so that
     # listing projects never scans run history.
     last_state = sa.Column(sa.String(16))
@@ -107,6 +112,8 @@ class Run(db.Model):
     retry_of = sa.Column(sa.Integer)
     retried_by = sa.Column(sa.Integer)  # the run that tries again after this one failed
     not_before = sa.Column(UTCDateTime)
+    # Started even when MAX_CONCURRENT_SYNCS pulls already run (mirrorctl projects sync --force).
+    force = sa.Column(sa.Boolean, nullable=False, default=False, server_default=sa.false())
     created_at = sa.Column(UTCDateTime, nullable=False)
     started_at = sa.Column(UTCDateTime)
     finished_at = sa.Column(UTCDateTime)
@@ -235,10 +242,16 @@ class Nonce(db.Model):
 
 
 class AuthFailure(db.Model):
-    """Failed authentications per client address in the current window, shared by every worker."""
+    """Failed authentications per client network in the current window, shared by every worker.
+
+    The window runs on the monotonic clock of the host that counted (``clock_id``
+    names it), so a step of the wall clock neither lengthens nor ends a lockout.
+    """
 
     __tablename__ = "auth_failures"
 
-    address = sa.Column(sa.String(64), primary_key=True)
+    network = sa.Column(sa.String(64), primary_key=True)   # 192.0.2.0/24, 2001:db8::/64, or "unknown"
+    clock_id = sa.Column(sa.String(64), primary_key=True)
     count = sa.Column(sa.Integer, nullable=False)
-    window_start = sa.Column(UTCDateTime, nullable=False)
+    window_started = sa.Column(sa.Float, nullable=False)  # seconds on that host's monotonic clock
+    seen_at = sa.Column(UTCDateTime, nullable=False)      # wall clock, only to purge rows of gone hosts

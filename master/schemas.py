@@ -1,14 +1,16 @@
 """marshmallow schemas of the master's API: what comes in is checked, what goes out is shaped."""
 
-from marshmallow import Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from common.hooks import HOOKS
 from common.methods import METHODS, RSYNC
 from common.methods.twostage import PROFILES
 from common.traces import NONE, TRACE_MODES
-from common.validation import (public_rsync_url, validate_argument, validate_executable_name, validate_pattern,
-                               validate_push_token, validate_relative_path, validate_rsync_option,
-                               validate_secret, validate_slug, validate_upstream_url)
+from common.validation import (public_rsync_url, validate_argument, validate_description,
+                               validate_executable_name, validate_help_url, validate_pattern,
+                               validate_project_name, validate_public_path, validate_push_token,
+                               validate_relative_path, validate_rsync_option, validate_secret,
+                               validate_upstream_url)
 from common.wire import MAX_ID, PUBLISH_MODES, StatsSchema, StrictBoolean
 from master.schedules import validate_crontab
 
@@ -24,7 +26,7 @@ HooksSchema = Schema.from_dict({hook: _hook_field(hook) for hook in HOOKS}, name
 
 
 class ProjectSchema(Schema):
-    name = fields.String(required=True, validate=validate_slug)
+    name = fields.String(required=True, validate=validate_project_name)
     upstream = fields.String(required=True, validate=validate_upstream_url, metadata={
         "description": "rsync://[user@]host[:port]/module[/path]; with method command, also an "
                        "http(s)/ftp/git/ssh URL the script is given as MIRRORSYNC_UPSTREAM"})
@@ -68,6 +70,12 @@ class ProjectSchema(Schema):
     push_token = fields.String(load_only=True, allow_none=True, validate=validate_push_token, metadata={
         "description": "write-only: the bearer token for POST /api/v1/projects/<name>/push; null removes it"})
     has_push_token = fields.Method("_has_push_token", dump_only=True)
+    description = fields.String(allow_none=True, load_default=None, validate=validate_description, metadata={
+        "description": "a short text for visitors (up to 200 characters, one line)"})
+    help_url = fields.String(allow_none=True, load_default=None, validate=validate_help_url, metadata={
+        "description": "an http(s) page that tells visitors how to use this mirror"})
+    public_path = fields.String(allow_none=True, load_default=None, validate=validate_public_path, metadata={
+        "description": "where the files are on the site, joined to SITE_URL; null means /<name>"})
     has_password = fields.Method("_has_password", dump_only=True)
     status = fields.String(dump_only=True)
     last_success = fields.DateTime(dump_only=True)
@@ -116,6 +124,8 @@ class RunSchema(Schema):
         "description": "the run that tries again after this one failed"})
     not_before = fields.DateTime(dump_only=True, allow_none=True, metadata={
         "description": "a queued retry waits until then"})
+    force = fields.Boolean(dump_only=True, metadata={
+        "description": "starts even when MAX_CONCURRENT_SYNCS pulls already run"})
     created_at = fields.DateTime(dump_only=True)
     started_at = fields.DateTime(dump_only=True)
     finished_at = fields.DateTime(dump_only=True)
@@ -145,6 +155,26 @@ class AsciiInteger(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class SyncArgs(Schema):
+    force = fields.Boolean(load_default=False, truthy={"true", "1"}, falsy={"false", "0"}, metadata={
+        "description": "start even when MAX_CONCURRENT_SYNCS pulls already run (the project's own "
+                       "active run is still waited for)"})
+
+
+def _printable_query(value):
+    if not value.isprintable():
+        raise ValidationError("The search must be printable text.")
+
+
+class MirrorListArgs(Schema):
+    """The visitors' page: ``?q=`` words to look for in names and descriptions."""
+
+    class Meta:
+        unknown = EXCLUDE  # a link with tracking parameters still opens the page
+
+    q = fields.String(load_default="", validate=[validate.Length(max=100), _printable_query])
+
+
 class RunListArgs(Schema):
     limit = AsciiInteger(load_default=50, validate=validate.Range(min=1, max=500))
     before = AsciiInteger(load_default=None, validate=validate.Range(min=1, max=MAX_ID))
@@ -152,6 +182,11 @@ class RunListArgs(Schema):
 
 class LogArgs(Schema):
     offset = AsciiInteger(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
+
+
+class DeleteProjectArgs(Schema):
+    force = fields.Boolean(load_default=False, truthy={"true", "1"}, falsy={"false", "0"},
+                           metadata={"description": "cancel a run in progress first, instead of answering 409"})
 
 
 class SlaveSchema(Schema):

@@ -14,13 +14,17 @@ from master.db import db
 from master.models import Project
 from master.paths import logs_root
 from master.seams import now
-from master.services import runs
+from master.services import cancels, runs
 from master.services.tokens import hash_token
 
 # The fields whose values decide together whether a project can be pulled.
 CHECKED_TOGETHER = ("method", "upstream", "stage1_profile", "command", "hooks", "upstream_marker")
 
 log = logging.getLogger(__name__)
+
+
+def default_public_path(name):
+    return f"/{name}"
 
 
 def list_projects():
@@ -41,6 +45,8 @@ def create_project(data):
     data = _with_push_token(dict(data))
     if data.get("timeout") is None:
         data["timeout"] = current_app.config["DEFAULT_TIMEOUT"]
+    if data.get("public_path") is None:
+        data["public_path"] = default_public_path(data["name"])
     check_fields_together(data)
     project = Project(**data, created_at=stamp, updated_at=stamp)
     db.session.add(project)
@@ -63,6 +69,8 @@ def update_project(name, changes):
     for field, value in changes.items():
         if field == "timeout" and value is None:
             value = current_app.config["DEFAULT_TIMEOUT"]
+        if field == "public_path" and value is None:
+            value = default_public_path(project.name)
         setattr(project, field, value)
     project.marker_digest = None   # changed settings: the next pull is a full one
     project.updated_at = now()
@@ -122,14 +130,19 @@ def _sentence(setting, name, error):
     return f"There is no executable {name!r} in {setting}."
 
 
-def delete_project(name):
+def delete_project(name, force=False):
     """Remove a project, its runs and logs; its tree in DATA_DIR stays on disk.
 
-    Raises NotFound, or Conflict while a run of it is syncing.
+    With ``force``, a run in progress is cancelled first. Raises NotFound, or Conflict while a run
+    of it is in progress and ``force`` is not given.
     """
     project = get_project(name)
     if runs.has_active_run(project.id):
-        raise Conflict(f"Project {name!r} has a run in progress; disable it and delete it once the run ends.")
+        if not force:
+            raise Conflict(f"Project {name!r} has a run in progress; cancel it (POST /api/v1/runs/<id>/cancel) "
+                           "or delete with ?force=true, which cancels it.")
+        cancels.cancel_active_run(project, "cancelled: the project was removed")
+        project = get_project(name)
     runs.cancel_queued_runs(project)
     db.session.delete(project)
     db.session.commit()

@@ -47,9 +47,10 @@ def test_failed_pushes_are_rate_limited_like_any_authentication(app, client, mak
     make_project(push_token=TOKEN)
     app.config["AUTH_FAILURE_LIMIT"] = 3
     assert [push(client, "wrong-token-0123456789").status_code for _ in range(3)] == [401] * 3
-    refused = push(client)
+    refused = push(client, "wrong-token-0123456789")
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     assert refused.json["error"] == "too_many_requests"
+    assert push(client).status_code == 202, "the right token still passes, as any valid credential does"
 
 
 def test_a_push_during_a_run_is_never_lost_it_becomes_the_follow_up(app, client, admin, make_project):

@@ -1,7 +1,7 @@
 """Sync methods, hooks, upstream push, unchanged-upstream markers and trace files.
 
-Revision ID: 0003_sync_methods
-Revises: 0002_never_reuse_ids
+Revision ID: 0005_sync_methods
+Revises: 0004_visitor_fields
 Create Date: 2026-12-01
 
 Projects gain method, stage1_profile, command, command_args,
@@ -13,8 +13,8 @@ projects keep pulling as before: method rsync, no hooks, no marker, no trace.
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0003_sync_methods"
-down_revision = "0002_never_reuse_ids"
+revision = "0005_sync_methods"
+down_revision = "0004_visitor_fields"
 branch_labels = None
 depends_on = None
 
