@@ -36,6 +36,11 @@ class Project(db.Model):
     retries = sa.Column(sa.Integer, nullable=False, default=3)
     # Up to this many seconds of random delay on each scheduled start.
     splay = sa.Column(sa.Integer, nullable=False, default=0)
+    # For visitors: a short text, a help page, and where the files are on the site
+    # (SITE_URL + public_path); services fill public_path with "/<name>" when not given.
+    description = sa.Column(sa.String(256))
+    help_url = sa.Column(sa.String(512))
+    public_path = sa.Column(sa.String(256))
     # How the upstream is pulled: "rsync", "two-stage" (ftpsync's two stages, with the
     # stage-1 filter list ``stage1_profile``) or "command" (the script ``command`` of
     # SYNC_SCRIPTS_DIR, run with ``command_args``).
@@ -55,11 +60,6 @@ class Project(db.Model):
     trace = sa.Column(sa.String(8), nullable=False, default="none", server_default="none")
     # SHA-256 of the token upstream presents to POST /api/v1/projects/<name>/push.
     push_token_hash = sa.Column(sa.String(64))
-    # For visitors: a short text, a help page, and where the files are on the site
-    # (SITE_URL + public_path); services fill public_path with "/<name>" when not given.
-    description = sa.Column(sa.String(256))
-    help_url = sa.Column(sa.String(512))
-    public_path = sa.Column(sa.String(256))
     # Read-only fields kept up to date by services.runs.move_run, so that
     # listing projects never scans run history.
     last_state = sa.Column(sa.String(16))

@@ -6,11 +6,10 @@ from common.hooks import HOOKS
 from common.methods import METHODS, RSYNC
 from common.methods.twostage import PROFILES
 from common.traces import NONE, TRACE_MODES
-from common.validation import (public_rsync_url, validate_argument, validate_description,
-                               validate_executable_name, validate_help_url, validate_pattern,
-                               validate_project_name, validate_public_path, validate_push_token,
-                               validate_relative_path, validate_rsync_option, validate_secret,
-                               validate_upstream_url)
+from common.validation import (public_rsync_url, validate_argument, validate_description, validate_executable_name,
+                               validate_help_url, validate_pattern, validate_project_name, validate_public_path,
+                               validate_push_token, validate_relative_path, validate_rsync_option,
+                               validate_secret, validate_upstream_url)
 from common.wire import MAX_ID, PUBLISH_MODES, StatsSchema, StrictBoolean
 from master.schedules import validate_crontab
 
@@ -48,6 +47,12 @@ class ProjectSchema(Schema):
         "description": "further tries after a transient upstream failure, with exponential backoff"})
     splay = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=86400), metadata={
         "description": "up to this many seconds of random delay on each scheduled start"})
+    description = fields.String(allow_none=True, load_default=None, validate=validate_description, metadata={
+        "description": "a short text for visitors (up to 200 characters, one line)"})
+    help_url = fields.String(allow_none=True, load_default=None, validate=validate_help_url, metadata={
+        "description": "an http(s) page that tells visitors how to use this mirror"})
+    public_path = fields.String(allow_none=True, load_default=None, validate=validate_public_path, metadata={
+        "description": "where the files are on the site, joined to SITE_URL; null means /<name>"})
     method = fields.String(load_default=RSYNC, validate=validate.OneOf(METHODS), metadata={
         "description": "rsync, two-stage (Debian's ftpsync: all but the indices first, without deleting, "
                        "then the rest with deletions; master and slaves) or command (a sync script)"})
@@ -70,12 +75,6 @@ class ProjectSchema(Schema):
     push_token = fields.String(load_only=True, allow_none=True, validate=validate_push_token, metadata={
         "description": "write-only: the bearer token for POST /api/v1/projects/<name>/push; null removes it"})
     has_push_token = fields.Method("_has_push_token", dump_only=True)
-    description = fields.String(allow_none=True, load_default=None, validate=validate_description, metadata={
-        "description": "a short text for visitors (up to 200 characters, one line)"})
-    help_url = fields.String(allow_none=True, load_default=None, validate=validate_help_url, metadata={
-        "description": "an http(s) page that tells visitors how to use this mirror"})
-    public_path = fields.String(allow_none=True, load_default=None, validate=validate_public_path, metadata={
-        "description": "where the files are on the site, joined to SITE_URL; null means /<name>"})
     has_password = fields.Method("_has_password", dump_only=True)
     status = fields.String(dump_only=True)
     last_success = fields.DateTime(dump_only=True)

@@ -50,7 +50,8 @@ def test_failed_pushes_are_rate_limited_like_any_authentication(app, client, mak
     refused = push(client, "wrong-token-0123456789")
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     assert refused.json["error"] == "too_many_requests"
-    assert push(client).status_code == 202, "the right token still passes, as any valid credential does"
+    # Only guesses are refused: upstream's real token still gets through from the same address.
+    assert push(client).status_code == 202
 
 
 def test_a_push_during_a_run_is_never_lost_it_becomes_the_follow_up(app, client, admin, make_project):

@@ -21,6 +21,7 @@ TABLE = [
     ("GET", "/", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/projects/debian", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/runs/{run}", None, {ANON: 200, READER: 200, ADMIN: 200}),
+    ("GET", "/mirrors", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/api/v1/projects", None, {ANON: 401, READER: 200, ADMIN: 200}),
     ("POST", "/api/v1/projects", {"name": "ubuntu", "upstream": "rsync://m.example.org/ubuntu"},
      {ANON: 401, READER: 403, ADMIN: 201}),
