@@ -117,6 +117,8 @@ def _optional_host_name(name, value):
     value = _optional_text(name, value)
     if value is not None and not HOST_NAME.match(value):
         raise ConfigError(f"{name} must be a host name (letters, digits, '.', '-'), got {value!r}")
+    if value is not None and value.lower() == "master":
+        raise ConfigError(f"{name} must not be 'master': project/trace/master is upstream's trace")
     return value
 
 

@@ -19,6 +19,7 @@ from common.clock import SystemClock
 from common.config import load_settings, tls_verify
 from common.errors import ConfigError
 from common.headers import install_security_headers
+from common.processes import ProgramRunner
 from common.rsync import RsyncRunner, check_rsync_version
 from master import schema
 from master.db import db, init_database
@@ -54,6 +55,7 @@ def _build_app(test_config):
     clock = test_config.pop("CLOCK", None) or SystemClock()
     runner = test_config.pop("RSYNC_RUNNER", None)
     slave_client = test_config.pop("SLAVE_CLIENT", None)
+    program_runner = test_config.pop("PROGRAM_RUNNER", None)
     # Admin commands act on an existing database only: a typo in DATA_DIR must not make a new one.
     create_database = test_config.pop("CREATE_DATABASE", True)
     settings = load_settings("master", test_config)
@@ -83,7 +85,8 @@ def _build_app(test_config):
         slave_client=slave_client or SlaveClient(workers=settings["DISPATCH_WORKERS"],
                                                  timeout=settings["DISPATCH_TIMEOUT"],
                                                  verify=tls_verify(settings)),
-        wakeups=Wakeups(settings["DATA_DIR"]))
+        wakeups=Wakeups(settings["DATA_DIR"]),
+        program_runner=program_runner or ProgramRunner())
 
     if settings["TRUSTED_PROXIES"]:
         hops = settings["TRUSTED_PROXIES"]

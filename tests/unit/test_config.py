@@ -30,6 +30,12 @@ def test_environment_overrides_defaults_and_overrides_win():
     ("MASTER_URL", "ftp://x", "MASTER_URL must be"),
     ("CA_BUNDLE", "/no/such/ca.pem", "CA_BUNDLE must name a readable file"),
     ("TLS_CERT_FILE", __file__, "TLS_CERT_FILE and TLS_KEY_FILE must be set together"),
+    ("MIRROR_NAME", "mirror/../x", "MIRROR_NAME must be a host name"),
+    ("MIRROR_NAME", "master", "MIRROR_NAME must not be 'master'"),
+    ("HOOKS_DIR", "/no/such/hooks", "HOOKS_DIR must name an existing directory"),
+    ("SYNC_SCRIPTS_DIR", "/no/such/scripts", "SYNC_SCRIPTS_DIR must name an existing directory"),
+    ("HOOK_TIMEOUT", "0", "HOOK_TIMEOUT must be between"),
+    ("TRACE_SPONSOR", "a\nb", "TRACE_SPONSOR must be one line"),
 ])
 def test_a_bad_setting_names_itself(name, value, words):
     with pytest.raises(ConfigError, match=words):
