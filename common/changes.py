@@ -43,9 +43,10 @@ def between(old, new):
                if path not in after or (after[path].type != entry.type)]
     # Children before their parent, so that each directory is empty when its turn comes.
     deleted.sort(key=lambda path: os.fsencode(path), reverse=True)
-    # The root's own time changes with any entry made or removed in it: it is set, never transferred
-    # (a "." in rsync's --files-from would bring the whole top level along).
-    parents = {path.rpartition("/")[0] or "." for path in deleted} | ({"."} & set(changed))
+    # A directory's time moves when an entry is made or removed in it, by rsync's --delay-updates
+    # folder too: every parent of a change gets its time set again afterwards. The root's is set,
+    # never transferred (a "." in rsync's --files-from would bring the whole top level along).
+    parents = {path.rpartition("/")[0] or "." for path in (*changed, *deleted) if path != "."} | {"."}
     touch = tuple(sorted((path, after[path].mtime) for path in parents
                          if path in after and after[path].mtime is not None and after[path].type == "d"))
     return ChangeList(tuple(changed), tuple(deleted), created, touch)

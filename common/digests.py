@@ -5,9 +5,9 @@ A manifest is the sorted list of every entry under a root, the root itself as
 (permission bits, not for symlinks), link target (symlinks) and hard-link group
 (the first path of the files sharing an inode within the tree). It comes from
 one walk that never follows a symlink and never reads a file's content. The
-digest is SHA-256 over that list, so two trees with the same digest look the
-same to every reader: the same names, kinds, sizes, times, modes, links and
-hard links.
+digest is SHA-256 over that list (less the root's own mtime), so two trees
+with the same digest look the same to every reader: the same names, kinds,
+sizes, times, modes, links and hard links.
 """
 
 import dataclasses
@@ -35,6 +35,11 @@ class Entry:
     def line(self):
         fields = (self.type, self.path, self.size, self.mtime, self.mode, self.target, self.group)
         return b"\0".join(b"" if value is None else os.fsencode(str(value)) for value in fields) + b"\n"
+
+    def digest_line(self):
+        # The root's own time moves when rsync removes its --delay-updates folder there after
+        # setting it: it is compared by change lists, not by digests.
+        return dataclasses.replace(self, mtime=None).line() if self.path == "." else self.line()
 
     def same_as(self, other):
         return other is not None and self.line() == other.line()
@@ -89,7 +94,7 @@ def digest(entries):
     """``sha256:<hex>`` of a manifest."""
     hasher = hashlib.sha256()
     for entry in entries:
-        hasher.update(entry.line())
+        hasher.update(entry.digest_line())
     return f"sha256:{hasher.hexdigest()}"
 
 
@@ -104,7 +109,7 @@ def first_differences(expected, actual, limit=5):
     want = {entry.path: entry for entry in expected}
     got = {entry.path: entry for entry in actual}
     differing = [path for path in want.keys() | got.keys()
-                 if not (path in want and want[path].same_as(got.get(path)))]
+                 if not (path in want and path in got and want[path].digest_line() == got[path].digest_line())]
     return sorted(differing, key=os.fsencode)[:limit]
 
 
