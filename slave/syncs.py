@@ -118,7 +118,8 @@ class SyncRecords:
 
     def newest_first(self):
         """Every readable record, newest run first."""
-        return [record for record in (self._read(key) for key in reversed(self._keys())) if record is not None]
+        return [record for record in (self._read(key) for key in reversed(self._keys()))
+                if record is not None]
 
     def prune(self, keep=KEEP_RECORDS):
         """Delete finished records beyond the ``keep`` newest orders; returns how many went."""
