@@ -36,6 +36,18 @@ def validate_slug(value):
             "Must be 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit.")
 
 
+# Names the rsync daemon reads as something other than a module: "[global]" is its
+# section of global parameters, so a project of that name could never be pulled.
+RESERVED_PROJECT_NAMES = frozenset({"global"})
+
+
+def validate_project_name(value):
+    """A slug that is also a module name the rsync daemon serves."""
+    validate_slug(value)
+    if value.lower() in RESERVED_PROJECT_NAMES:
+        raise ValidationError(f"{value!r} is reserved by the rsync daemon; choose another name.")
+
+
 def validate_host(host):
     if host.startswith("[") and host.endswith("]"):
         try:

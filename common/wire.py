@@ -89,6 +89,11 @@ class OrderSchema(Schema):
     publish = fields.String(load_default="delay", validate=validate.OneOf(PUBLISH_MODES))
 
 
+class CancelSchema(Schema):
+    """Master -> slave: stop pulling ``project`` for this run (the run id is in the path)."""
+    project = fields.String(required=True, validate=validate_slug)
+
+
 class ReportSchema(Schema):
     """Slave -> master: what became of one order."""
     run_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=MAX_ID))
@@ -114,5 +119,6 @@ class HeartbeatSchema(Schema):
 registration_schema = RegistrationSchema()
 credentials_schema = CredentialsSchema()
 order_schema = OrderSchema()
+cancel_schema = CancelSchema()
 report_schema = ReportSchema()
 heartbeat_schema = HeartbeatSchema()

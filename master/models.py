@@ -221,10 +221,16 @@ class Nonce(db.Model):
 
 
 class AuthFailure(db.Model):
-    """Failed authentications per client address in the current window, shared by every worker."""
+    """Failed authentications per client network in the current window, shared by every worker.
+
+    The window runs on the monotonic clock of the host that counted (``clock_id``
+    names it), so a step of the wall clock neither lengthens nor ends a lockout.
+    """
 
     __tablename__ = "auth_failures"
 
-    address = sa.Column(sa.String(64), primary_key=True)
+    network = sa.Column(sa.String(64), primary_key=True)   # 192.0.2.0/24, 2001:db8::/64, or "unknown"
+    clock_id = sa.Column(sa.String(64), primary_key=True)
     count = sa.Column(sa.Integer, nullable=False)
-    window_start = sa.Column(UTCDateTime, nullable=False)
+    window_started = sa.Column(sa.Float, nullable=False)  # seconds on that host's monotonic clock
+    seen_at = sa.Column(UTCDateTime, nullable=False)      # wall clock, only to purge rows of gone hosts

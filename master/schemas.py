@@ -3,8 +3,8 @@
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from common.validation import (public_rsync_url, validate_description, validate_help_url, validate_pattern,
-                               validate_public_path, validate_rsync_option, validate_rsync_url, validate_secret,
-                               validate_slug)
+                               validate_project_name, validate_public_path, validate_rsync_option,
+                               validate_rsync_url, validate_secret)
 from common.wire import MAX_ID, PUBLISH_MODES, StatsSchema, StrictBoolean
 from master.schedules import validate_crontab
 
@@ -12,7 +12,7 @@ MAX_TIMEOUT = 30 * 86400
 
 
 class ProjectSchema(Schema):
-    name = fields.String(required=True, validate=validate_slug)
+    name = fields.String(required=True, validate=validate_project_name)
     upstream = fields.String(required=True, validate=validate_rsync_url)
     schedule = fields.String(allow_none=True, load_default=None, validate=validate_crontab,
                              metadata={"description": "5-field crontab (UTC), or null for manual syncs only"})
@@ -139,6 +139,11 @@ class RunListArgs(Schema):
 
 class LogArgs(Schema):
     offset = AsciiInteger(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
+
+
+class DeleteProjectArgs(Schema):
+    force = fields.Boolean(load_default=False, truthy={"true", "1"}, falsy={"false", "0"},
+                           metadata={"description": "cancel a run in progress first, instead of answering 409"})
 
 
 class SlaveSchema(Schema):

@@ -153,13 +153,14 @@ def edit(ctl, name, upstream, manual, no_options, no_excludes, no_password, **op
 
 @projects.command()
 @click.argument("name")
+@click.option("--force", is_flag=True, help="Cancel a run in progress first (else the master refuses).")
 @pass_ctl
-def rm(ctl, name):
+def rm(ctl, name, force):
     """Delete project NAME and its run history; its files stay on the master's disk.
 
     Prints nothing with --json (the API answers with no body).
     """
-    ctl.client.delete_project(name)
+    ctl.client.delete_project(name, force=force)
     if not ctl.as_json:
         click.echo(f"removed project {name}; its files stay on the master's disk")
 

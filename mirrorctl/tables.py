@@ -4,6 +4,7 @@ Every function takes the API's JSON as it is and ``now`` (for '3m ago'), and
 returns text; fields the master adds later show up at the end of detail blocks.
 """
 
+from common.texts import printable
 from mirrorctl.units import NONE, clock, human_age, human_duration, human_size, parse_time
 
 ERROR_WIDTH = 60
@@ -32,7 +33,7 @@ def _cell(value):
 
 
 def _short(text, width=ERROR_WIDTH):
-    text = " ".join(str(text).split()) if text else ""
+    text = printable(" ".join(str(text).split())) if text else ""
     return text if len(text) <= width else text[:width - 3] + "..."
 
 

@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from common.errors import Conflict
+from common.errors import Conflict, NotFound
 from common.rsync import RsyncJob, RsyncResult, RsyncStats, end_orphaned_rsync, remove_partial_updates
 from common.runlogs import log_path, prune_logs
 from slave.credentials import create_json_exclusively, ensure_private_dir, read_json, write_json_atomically
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 ACCEPTED, SYNCING, SUCCESS, FAILED = "accepted", "syncing", "success", "failed"
 FINAL_STATES = frozenset({SUCCESS, FAILED})
 INTERRUPTED = "interrupted: the slave was stopped"
+CANCELLED_BY_MASTER = "cancelled by the master"
 KEEP_RECORDS = 1000
 # What GET /api/v1/syncs/<run_id> shows of a record; the rest is for this slave alone.
 PUBLIC_FIELDS = ("run_id", "project", "state", "catchup", "accepted_at", "started_at", "finished_at",
@@ -174,6 +175,7 @@ class _Pull:
     run_ids: list = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
     started: bool = False
+    cancelled_by_master: bool = False
 
     @property
     def project(self):
@@ -207,8 +209,10 @@ class SyncWorker:
         self.log_retention = log_retention
         self.logs_root = os.path.join(state_dir, "logs")
         self.orders_dir = os.path.join(state_dir, "orders")
+        self.cancels_dir = os.path.join(state_dir, "cancels")
         self._leader_lock_path = os.path.join(state_dir, "worker.lock")
         ensure_private_dir(self.orders_dir)
+        ensure_private_dir(self.cancels_dir)
         self._leader_fd = None
         self._leader_pid = None
         self._lock = threading.Condition()
@@ -300,10 +304,53 @@ class SyncWorker:
             open(os.path.join(self.orders_dir, f"{int(order['run_id'])}-{order['project']}"), "a").close()
         return record
 
+    def cancel(self, project, run_id):
+        """Stop pulling ``run_id`` of ``project``: an order still waiting is dropped, a running pull that
+        answers no other run is ended; the record ends failed ("cancelled by the master").
+
+        Returns the record; raises NotFound when this slave never had the order.
+        """
+        record = self.records.get(run_id, project)
+        if record is None:
+            raise NotFound(f"This slave has no record of run {run_id} of {project!r}.")
+        if record["state"] in FINAL_STATES:
+            return record
+        if not self.is_leader:
+            # The process holding worker.lock stops it from here.
+            open(os.path.join(self.cancels_dir, f"{int(run_id)}-{project}"), "a").close()
+            return record
+        self._cancel_here(project, run_id)
+        return self.records.get(run_id, project) or record
+
+    def _cancel_here(self, project, run_id):
+        finish_now = True
+        with self._lock:
+            slot = self._slots.get(project)
+            for pull in (slot.current, slot.pending) if slot is not None else ():
+                if pull is None or run_id not in pull.run_ids:
+                    continue
+                if pull is slot.current and pull.started and pull.run_ids == [run_id]:
+                    pull.cancelled_by_master = True
+                    pull.cancel.set()
+                    finish_now = False  # the pull records its end
+                    continue
+                pull.run_ids.remove(run_id)
+                self._in_flight.discard((project, run_id))
+                if pull.run_ids:
+                    pull.order = dict(pull.order, run_id=pull.run_ids[-1])
+                elif pull is slot.pending:
+                    slot.pending = None
+        record = self.records.get(run_id, project)
+        if finish_now and record is not None and record["state"] not in FINAL_STATES:
+            self._finish_records(project, [run_id], FAILED, finished_at=_iso(self.clock.now()),
+                                 error=CANCELLED_BY_MASTER, pid=None)
+        log.info("run %s of %s cancelled by the master", run_id, project)
+
     def take_queued(self):
-        """Run the orders other processes accepted (a no-op unless this process runs pulls)."""
+        """Run the orders and cancels other processes accepted (a no-op unless this process runs pulls)."""
         if not self.is_leader:
             return
+        self._take_cancels()
         try:
             names = [n for n in os.listdir(self.orders_dir) if _ORDER_MARKER.match(n)]
         except FileNotFoundError:
@@ -315,6 +362,19 @@ class SyncWorker:
                 self._submit(record)
             try:
                 os.unlink(os.path.join(self.orders_dir, name))
+            except FileNotFoundError:
+                pass
+
+    def _take_cancels(self):
+        try:
+            names = [n for n in os.listdir(self.cancels_dir) if _ORDER_MARKER.match(n)]
+        except FileNotFoundError:
+            return
+        for name in names:
+            run_id, project = _ORDER_MARKER.match(name).groups()
+            self._cancel_here(project, int(run_id))
+            try:
+                os.unlink(os.path.join(self.cancels_dir, name))
             except FileNotFoundError:
                 pass
 
@@ -392,8 +452,8 @@ class SyncWorker:
 
     def _run(self, pull):
         with self._lock:
-            if self._stopping:
-                return
+            if self._stopping or not pull.run_ids:
+                return  # stopping, or every run it was for was cancelled
             pull.started = True
             run_ids, order = list(pull.run_ids), pull.order
         project = order["project"]
@@ -404,7 +464,11 @@ class SyncWorker:
             if record is not None:
                 self.outbox.put(report_of(record))
         result, previous = self._pull(order, pull.cancel, run_ids)
-        error = INTERRUPTED if result.cancelled and self._stopping else result.error
+        error = result.error
+        if result.cancelled:
+            error = CANCELLED_BY_MASTER if pull.cancelled_by_master and not self._stopping else INTERRUPTED
+        with self._lock:
+            run_ids = list(pull.run_ids)  # less any run cancelled meanwhile
         state = SUCCESS if result.ok else FAILED
         self._finish_records(project, run_ids, state, finished_at=_iso(self.clock.now()), exit_code=result.exit_code,
                              error=_clip(error), warning=_clip(result.warning), stats=result.stats.to_dict(),

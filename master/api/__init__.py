@@ -5,10 +5,10 @@ import logging
 from flask import jsonify
 from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields
-from webargs import core
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 from werkzeug.routing import BaseConverter, ValidationError
 
+from common.answers import DuplicateKey, loads_strict
 from common.errors import MirrorSyncError
 from common.wire import MAX_ID
 
@@ -51,7 +51,9 @@ class JsonBodyParser(FlaskParser):
         if not body.strip():
             abort(400, messages={"json": ["The request body is empty; send a JSON object."]})
         try:
-            return core.parse_json(body)
+            return loads_strict(body)
+        except DuplicateKey as error:
+            abort(400, messages={"json": [f"The request body is not valid JSON: {error}."]})
         except (ValueError, RecursionError, UnicodeDecodeError):
             abort(400, messages={"json": ["The request body is not valid JSON."]})
 

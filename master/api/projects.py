@@ -6,7 +6,7 @@ from flask.views import MethodView
 from common.states import Trigger
 from master.api import ApiBlueprint
 from master.auth import authorize_request
-from master.schemas import ProjectPatchSchema, ProjectSchema, RunListArgs, RunSchema, SyncArgs
+from master.schemas import DeleteProjectArgs, ProjectPatchSchema, ProjectSchema, RunListArgs, RunSchema, SyncArgs
 from master.services import projects, runs
 
 blp = ApiBlueprint("projects", __name__, description="Mirrored projects")
@@ -37,9 +37,11 @@ class Project(MethodView):
     def patch(self, changes, name):
         return projects.update_project(name, changes)
 
+    @blp.arguments(DeleteProjectArgs, location="query")
     @blp.response(204)
-    def delete(self, name):
-        projects.delete_project(name)
+    def delete(self, args, name):
+        """Remove the project; ``?force=true`` cancels a run in progress first (else 409)."""
+        projects.delete_project(name, force=args["force"])
 
 
 @blp.route("/projects/<name>/syncs")

@@ -7,6 +7,7 @@ import dataclasses
 import os
 
 from common import runlogs
+from common.rsync import EXIT_MEANINGS
 from common.errors import Gone
 from common.states import RunState
 from common.validation import public_rsync_url
@@ -94,7 +95,16 @@ def log_tail(run, lines=LOG_TAIL_LINES):
     return LogTail("\n".join(all_lines[-lines:]), truncated, None)
 
 
-def run_detail(run_id):
-    """(run, LogTail); raises NotFound."""
+def run_detail(run_id, with_log):
+    """(run, LogTail or None); raises NotFound. Public pages get no log (``with_log`` False)."""
     run = runs.get_run(run_id)
-    return run, log_tail(run)
+    return run, log_tail(run) if with_log else None
+
+
+def run_summary(run):
+    """What a public page says about how a run ended: never rsync's own words, which name
+    users, paths and options, only the exit code and what it means."""
+    if run.exit_code is None or run.exit_code == 0:
+        return None
+    meaning = EXIT_MEANINGS.get(run.exit_code)
+    return f"rsync exit code {run.exit_code}" + (f" ({meaning})" if meaning else "")

@@ -12,7 +12,7 @@ from master.db import db
 from master.models import Project
 from master.paths import logs_root
 from master.seams import now
-from master.services import runs
+from master.services import cancels, runs
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,19 @@ def update_project(name, changes):
     return project
 
 
-def delete_project(name):
+def delete_project(name, force=False):
     """Remove a project, its runs and logs; its tree in DATA_DIR stays on disk.
 
-    Raises NotFound, or Conflict while a run of it is syncing.
+    With ``force``, a run in progress is cancelled first. Raises NotFound, or Conflict while a run
+    of it is in progress and ``force`` is not given.
     """
     project = get_project(name)
     if runs.has_active_run(project.id):
-        raise Conflict(f"Project {name!r} has a run in progress; disable it and delete it once the run ends.")
+        if not force:
+            raise Conflict(f"Project {name!r} has a run in progress; cancel it (POST /api/v1/runs/<id>/cancel) "
+                           "or delete with ?force=true, which cancels it.")
+        cancels.cancel_active_run(project, "cancelled: the project was removed")
+        project = get_project(name)
     runs.cancel_queued_runs(project)
     db.session.delete(project)
     db.session.commit()

@@ -185,6 +185,11 @@ def _commit_queued(wake=True):
         wakeups.after_commit(db.session)
 
 
+def wake_executor():
+    """Nudge the executor now, whatever process it is in (say, to end a cancelled pull at once)."""
+    _commit_queued()
+
+
 def request_scheduled_syncs(project_ids, trigger=Trigger.SCHEDULE):
     """Queue a run of each enabled project in ``project_ids`` at once, in a few statements.
 
@@ -249,13 +254,17 @@ def queue_retry(run, delay):
     return retry
 
 
-def claim_queued_runs(limit):
+def claim_queued_runs(limit, busy_projects=()):
     """Move up to ``limit`` queued runs of idle projects to syncing, plus every forced one, and return
-    them, oldest first."""
+    them, oldest first.
+
+    ``busy_projects`` (ids) are skipped too: a cancelled pull of theirs may not have ended yet.
+    """
     busy = sa.select(Run.project_id).where(Run.state.in_(ACTIVE_VALUES))
     due = sa.or_(Run.not_before.is_(None), Run.not_before <= now())
     ready = sa.select(Run).join(Project).where(Run.state == QUEUED, Project.enabled.is_(True),
-                                               Run.project_id.not_in(busy), due)
+                                               Run.project_id.not_in(busy), Run.project_id.not_in(busy_projects),
+                                               due)
     candidates = db.session.execute(ready.where(Run.force.is_(True)).order_by(Run.id)).scalars().all()
     if limit > 0:
         candidates += db.session.execute(ready.where(Run.force.is_(False)).order_by(Run.id)
@@ -287,6 +296,12 @@ def cancel_queued_runs(project):
             move_run(run, RunState.CANCELLED, error="cancelled: the project was disabled or removed")
         except StaleRun:
             pass
+
+
+def cancelled_runs_with_a_pull():
+    """Cancelled runs whose rsync may still be running (its process group is recorded)."""
+    return db.session.execute(sa.select(Run).where(Run.state == RunState.CANCELLED.value,
+                                                   Run.pid.is_not(None))).scalars().all()
 
 
 def active_runs():

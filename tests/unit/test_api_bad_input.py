@@ -778,6 +778,21 @@ def test_an_option_with_a_space_for_its_equals_sign_gets_a_hint(client, admin, o
     assert hint in response.get_json()["fields"]["rsync_options"]["0"][0]
 
 
+def test_a_project_named_like_the_rsync_daemons_global_section_is_refused(client, admin):
+    response = client.post("/api/v1/projects", json={"name": "global", "upstream": "rsync://m.example.org/g"},
+                           headers=admin)
+    assert response.status_code == 422 and "name" in response.json["fields"]
+    assert "reserved" in response.json["fields"]["name"][0]
+
+
+@pytest.mark.parametrize("raw", ['{"name": "a", "name": "debian", "upstream": "rsync://m.example.org/d"}',
+                                 '{"name": "debian", "upstream": "rsync://m.example.org/d", "timeout": NaN}'])
+def test_duplicate_keys_and_nan_are_refused_not_silently_resolved(client, admin, raw):
+    response = client.post("/api/v1/projects", data=raw, headers={**admin, "Content-Type": "application/json"})
+    assert response.status_code == 400 and "not valid JSON" in response.json["message"]
+    assert client.get("/api/v1/projects/debian", headers=admin).status_code == 404
+
+
 def test_public_path_defaults_to_the_name_and_null_restores_the_default(client, admin, make_project):
     created = make_project("debian")
     assert created["public_path"] == "/debian"

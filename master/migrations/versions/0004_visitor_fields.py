@@ -1,7 +1,7 @@
 """Project fields for visitors (description, help_url, public_path) and forced runs.
 
-Revision ID: 0003_visitor_fields
-Revises: 0002_never_reuse_ids
+Revision ID: 0004_visitor_fields
+Revises: 0003_auth_failures_per_network
 Create Date: 2026-12-01
 
 Existing projects get public_path "/<name>", the default new ones get too.
@@ -13,8 +13,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0003_visitor_fields"
-down_revision = "0002_never_reuse_ids"
+revision = "0004_visitor_fields"
+down_revision = "0003_auth_failures_per_network"
 branch_labels = None
 depends_on = None
 
