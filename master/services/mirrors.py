@@ -7,7 +7,7 @@ run's error, a log, the upstream URL or the master's paths.
 
 import dataclasses
 
-from master.services import projects
+from master.services import projects, slaves
 
 # What a visitor reads, from the project's status: tunasync's words, which mirror users know.
 VISITOR_STATES = {
@@ -22,7 +22,8 @@ class MirrorEntry:
     name: str
     description: str | None
     help_url: str | None
-    files_url: str          # SITE_URL + public_path, or the path alone on the page's own host
+    files_url: str          # SITE_URL + public_path, else the first host's, else the path alone
+    hosts: tuple            # (slave name, that host's URL of the files) for each slave with a public_url
     state: str              # success, syncing, failed, paused or new
     last_success: object
     next_run: object
@@ -46,12 +47,17 @@ def _visitor_state(project):
 
 def mirror_entries(site_url=None):
     """One MirrorEntry per project, by name."""
-    base = site_url or ""
-    return [MirrorEntry(name=project.name, description=project.description, help_url=project.help_url,
-                        files_url=base + (project.public_path or projects.default_public_path(project.name)),
-                        state=_visitor_state(project), last_success=project.last_success,
-                        next_run=project.next_run, size=project.size)
-            for project in projects.list_projects()]
+    bases = [(slave.name, slave.public_url.rstrip("/")) for slave in slaves.enabled_slaves() if slave.public_url]
+    entries = []
+    for project in projects.list_projects():
+        path = project.public_path or projects.default_public_path(project.name)
+        hosts = tuple((name, base + path) for name, base in bases)
+        files_url = (site_url + path) if site_url else hosts[0][1] if hosts else path
+        entries.append(MirrorEntry(name=project.name, description=project.description, help_url=project.help_url,
+                                   files_url=files_url, hosts=hosts, state=_visitor_state(project),
+                                   last_success=project.last_success, next_run=project.next_run,
+                                   size=project.size))
+    return entries
 
 
 def matches(entry, query):
