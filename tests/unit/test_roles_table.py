@@ -19,6 +19,7 @@ TABLE = [
     ("GET", "/metrics", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/api/v1/openapi.json", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/", None, {ANON: 200, READER: 200, ADMIN: 200}),
+    ("GET", "/mirrors", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/projects/debian", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/runs/{run}", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/api/v1/projects", None, {ANON: 401, READER: 200, ADMIN: 200}),
