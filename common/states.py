@@ -54,8 +54,9 @@ class Trigger(str, enum.Enum):
     MANUAL = "manual"
     SCHEDULE = "schedule"
     RETRY = "retry"
-    UPSTREAM = "upstream"
+    UPSTREAM = "upstream"   # kept for runs recorded before PUSH; nothing creates it any more
     RECOVERY = "recovery"
+    PUSH = "push"           # upstream called POST /api/v1/projects/<name>/push
 
 
 class Role(str, enum.Enum):

@@ -121,8 +121,49 @@ def validate_rsync_url(value):
     parse_rsync_url(value)
 
 
+# Upstreams a sync script (method: command) may name besides rsync:// ones.
+SCRIPT_URL_SCHEMES = ("http", "https", "ftp", "git", "ssh")
+
+
+def validate_upstream_url(value):
+    """An rsync:// URL, or for a sync script an http(s)/ftp/git/ssh URL of a valid host, without a password."""
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme == "rsync" or scheme not in SCRIPT_URL_SCHEMES:
+        parse_rsync_url(value)
+        return
+    _ascii_printable(value, "The upstream")
+    if len(value) > 1024 or " " in value:
+        raise ValidationError("The upstream URL must be at most 1024 characters, without spaces.")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError as error:
+        raise ValidationError(f"Not a valid URL: {error}.") from None
+    if parts.password is not None:
+        raise ValidationError("Put the password in upstream_password, never in the URL.")
+    if not parts.hostname:
+        raise ValidationError("The upstream URL has no host.")
+    validate_host(f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname)
+
+
+def is_rsync_url(value):
+    return value.lower().startswith("rsync://")
+
+
+def upstream_host(value):
+    """The host part of an upstream URL, as trace files name the upstream mirror."""
+    try:
+        return urllib.parse.urlsplit(value).hostname or value
+    except ValueError:
+        return value
+
+
 def public_rsync_url(value):
     """The upstream URL without its user part, for the public status feed."""
+    if not is_rsync_url(value):
+        parts = urllib.parse.urlsplit(value)
+        host = parts.netloc.rpartition("@")[2]
+        return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
     parts = parse_rsync_url(value)
     port = f":{parts['port']}" if parts["port"] else ""
     path = f"/{parts['path']}" if parts["path"] else ""
@@ -299,3 +340,41 @@ def validate_rsync_option(value):
         validate_pattern(argument)
     elif not shape.match(argument):
         raise ValidationError(f"{argument!r} is not a valid value for {name}.")
+
+
+EXECUTABLE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")
+
+
+def validate_executable_name(value):
+    """The bare name of an executable in a configured directory: no '/', never a path."""
+    _ascii_printable(value, "A name")
+    if "/" in value:
+        raise ValidationError("Give the bare name of an executable in its directory, not a path ('/').")
+    if not EXECUTABLE_NAME_RE.match(value):
+        raise ValidationError("Must be 1-128 letters, digits, '.', '_', '+' or '-', not starting with '.' or '-'.")
+
+
+def validate_argument(value):
+    """One argument of a sync script: printable text; it never meets a shell."""
+    if CONTROL_RE.search(value):
+        raise ValidationError("An argument must not contain control characters (NUL, newline...).")
+    if len(value) > 1024:
+        raise ValidationError("An argument must be at most 1024 characters long.")
+
+
+def validate_relative_path(value):
+    """A path inside the upstream tree, such as ``project/trace/master``."""
+    _ascii_printable(value, "A path")
+    segments = value.split("/")
+    if not value or len(value) > 255 or value.startswith("/") or "" in segments:
+        raise ValidationError("Must be a relative path such as 'lastupdate' or 'project/trace/master'.")
+    for segment in segments:
+        if segment in (".", "..") or segment.startswith("-") or not PATH_SEGMENT_RE.match(segment):
+            raise ValidationError(f"The path segment {segment!r} is not allowed.")
+
+
+def validate_push_token(value):
+    """A push token: 16-256 printable ASCII characters without spaces (it travels in a header)."""
+    _ascii_printable(value, "A push token")
+    if not 16 <= len(value) <= 256 or " " in value:
+        raise ValidationError("A push token must be 16-256 printable ASCII characters without spaces.")

@@ -41,6 +41,25 @@ class Project(db.Model):
     description = sa.Column(sa.String(256))
     help_url = sa.Column(sa.String(512))
     public_path = sa.Column(sa.String(256))
+    # How the upstream is pulled: "rsync", "two-stage" (ftpsync's two stages, with the
+    # stage-1 filter list ``stage1_profile``) or "command" (the script ``command`` of
+    # SYNC_SCRIPTS_DIR, run with ``command_args``).
+    method = sa.Column(sa.String(16), nullable=False, default="rsync", server_default="rsync")
+    stage1_profile = sa.Column(sa.String(32))
+    command = sa.Column(sa.String(128))
+    command_args = sa.Column(sa.JSON, nullable=False, default=list, server_default="[]")
+    # Exit codes of ``command`` worth a retry, like rsync's network errors.
+    transient_exit_codes = sa.Column(sa.JSON, nullable=False, default=list, server_default="[]")
+    # {"pre_sync": name, "post_success": name, "post_failure": name}, executables in HOOKS_DIR.
+    hooks = sa.Column(sa.JSON, nullable=False, default=dict, server_default="{}")
+    # A file of the upstream fetched first; unchanged since the last good pull, the pull is skipped.
+    upstream_marker = sa.Column(sa.String(255))
+    # SHA-256 of the marker as it was before the last good pull.
+    marker_digest = sa.Column(sa.String(64))
+    # "debian": write ftpsync's trace files after each pull, on the master and on every slave.
+    trace = sa.Column(sa.String(8), nullable=False, default="none", server_default="none")
+    # SHA-256 of the token upstream presents to POST /api/v1/projects/<name>/push.
+    push_token_hash = sa.Column(sa.String(64))
     # Read-only fields kept up to date by services.runs.move_run, so that
     # listing projects never scans run history.
     last_state = sa.Column(sa.String(16))
@@ -104,6 +123,8 @@ class Run(db.Model):
     stats = sa.Column(sa.JSON)
     # Latest whole-transfer progress of the upstream pull (bytes, percent, rate, eta).
     progress = sa.Column(sa.JSON)
+    # The upstream marker was unchanged: nothing was pulled, no slave was ordered.
+    skipped = sa.Column(sa.Boolean, nullable=False, default=False, server_default=sa.false())
     # Process group of the running rsync, so a restarted executor can end an orphan.
     pid = sa.Column(sa.Integer)
 

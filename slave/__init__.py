@@ -8,6 +8,7 @@ time runs pulls, delivers reports and sends heartbeats (see slave/syncs.py).
 import atexit
 import logging
 import os
+import socket
 import threading
 
 from common.dependencies import require_installed
@@ -17,7 +18,7 @@ require_installed()
 from flask import Flask
 from marshmallow import ValidationError
 
-from common import texts
+from common import texts, traces
 from common.clock import SystemClock
 from common.config import load_settings, tls_verify
 from common.errors import ConfigError
@@ -59,7 +60,8 @@ class SlaveServices:
             state_dir=state_dir, public_dir=settings["PUBLIC_DIR"], runner=runner,
             records=SyncRecords(os.path.join(state_dir, "syncs")), outbox=self.outbox,
             credentials=self.credentials.load, clock=clock,
-            max_concurrent=settings["MAX_CONCURRENT_SYNCS"], log_retention=settings["LOG_RETENTION"])
+            max_concurrent=settings["MAX_CONCURRENT_SYNCS"], log_retention=settings["LOG_RETENTION"],
+            site=trace_site(settings))
         self.status_board = StatusBoard(self.worker.records, settings["PUBLIC_DIR"])
         self.heartbeat = Heartbeat(client, self.credentials.load, settings["SLAVE_URL"],
                                    settings["HEARTBEAT_INTERVAL"], self.worker.syncing_projects,
@@ -138,6 +140,14 @@ class SlaveServices:
             except Exception:
                 log.exception("background duties hit an unexpected error")
             self._stopping.wait(DUTY_INTERVAL)
+
+
+def trace_site(settings):
+    """This slave as its Debian trace files name it."""
+    return traces.Site(name=settings["PUBLIC_NAME"], host=socket.getfqdn(), creator=traces.CREATOR,
+                       maintainer=settings["TRACE_MAINTAINER"], sponsor=settings["TRACE_SPONSOR"],
+                       country=settings["TRACE_COUNTRY"], location=settings["TRACE_LOCATION"],
+                       throughput=settings["TRACE_THROUGHPUT"])
 
 
 def _check_slave_settings(settings):

@@ -21,8 +21,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from common import traces
 from common.errors import Conflict, NotFound
-from common.rsync import RsyncJob, RsyncResult, RsyncStats, end_orphaned_rsync, remove_partial_updates
+from common.methods import RSYNC, MethodSpec, Runners, method_for
+from common.processes import ProgramRunner
+from common.rsync import RsyncResult, RsyncStats, end_orphaned_rsync, remove_partial_updates
 from common.runlogs import log_path, prune_logs
 from slave.credentials import create_json_exclusively, ensure_private_dir, read_json, write_json_atomically
 from slave.publishing import DELAY, Publisher, PublishError
@@ -52,10 +55,16 @@ def rsync_source(user, host, port, project):
     return f"rsync://{user}@{host}:{port}/{project}/"
 
 
+# Order fields a master before sync methods and trace files did not send, with their meaning then.
+_ORDER_DEFAULTS = {"publish": DELAY, "method": RSYNC, "stage1_profile": None, "trace": traces.NONE,
+                   "upstream_name": None}
+
+
 def _order_fields(order):
     """What a record keeps of its order, to pull it again after a restart."""
     return {"rsyncd_host": order["rsyncd_host"], "rsyncd_port": order["rsyncd_port"],
-            "timeout": order["timeout"], "publish": order.get("publish", DELAY)}
+            "timeout": order["timeout"],
+            **{name: order.get(name, default) for name, default in _ORDER_DEFAULTS.items()}}
 
 
 def public_record(record):
@@ -197,8 +206,10 @@ class SyncWorker:
     """Accepts orders, runs their pulls and keeps their records and reports."""
 
     def __init__(self, *, state_dir, public_dir, runner, records, outbox, credentials, clock,
-                 max_concurrent, log_retention):
+                 max_concurrent, log_retention, site=None, program_runner=None):
         self.public_dir = public_dir
+        self.site = site   # a traces.Site: who this slave is in trace files
+        self.runners = Runners(runner, program_runner or ProgramRunner())
         self.publisher = Publisher(public_dir, clock)
         self.runner = runner
         self.records = records
@@ -492,16 +503,22 @@ class SyncWorker:
             publication = self.publisher.prepare(project, order["run_id"], order.get("publish", DELAY))
         except (PublishError, OSError) as error:
             return _failure(f"the tree cannot be published: {error}"), None
-        job = RsyncJob(
+        trace = order.get("trace") == traces.DEBIAN and self.site is not None
+        spec = MethodSpec(
+            method=order.get("method") or RSYNC, stage1_profile=order.get("stage1_profile"),
             source=rsync_source(credentials.rsync_user, order["rsyncd_host"], order["rsyncd_port"], project),
-            destination=publication.destination,
             options=publication.options,
             password=credentials.rsync_password,
             timeout=order["timeout"],
+            protect=traces.protected_paths(self.site.name) if trace else (),
         )
+        started = self.clock.now()
         try:
-            result = self.runner.run(job, log_path(self.logs_root, project, order["run_id"]), cancel=cancel,
-                                     on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
+            result = method_for(spec, self.runners).run(
+                publication.destination, log_path(self.logs_root, project, order["run_id"]), cancel=cancel,
+                on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
+            if result.ok and trace:
+                result = self._write_trace(order, publication.destination, started, result)
         except Exception as error:
             log.exception("rsync for run %s could not run", order["run_id"])
             result = _failure(f"the pull could not run: {error}")
@@ -517,6 +534,19 @@ class SyncWorker:
             self.publisher.abort(publication)
             return dataclasses.replace(result, ok=False, warning=None,
                                        error=f"the tree could not be published: {error}"), None
+
+    def _write_trace(self, order, tree, started, result):
+        """This slave's trace, written into the tree about to go public; a failure is a warning."""
+        pull = traces.Pull(started=started, finished=self.clock.now(),
+                           upstream=order.get("upstream_name") or order["rsyncd_host"], trigger="master",
+                           bytes_received=result.stats.bytes_received, stages=result.stages)
+        try:
+            traces.write_traces(tree, self.site, pull)
+        except OSError as error:
+            log.error("the trace files of %s could not be written: %s", order["project"], error)
+            note = f"trace files not written: {error.strerror or error}"
+            return result.replace(warning="; ".join(w for w in (result.warning, note) if w))
+        return result
 
     def _note_pid(self, project, run_ids, pid):
         """Remember rsync's process group, so a restart after a crash can end it."""

@@ -111,7 +111,7 @@ class IdConverter(BaseConverter):
 
 
 def register_api(app):
-    from master.api import docs, feeds, health, mirrors, pages, projects, runs, slaves, status, tokens
+    from master.api import docs, feeds, health, mirrors, pages, projects, push, runs, slaves, status, tokens
 
     app.url_map.converters["id"] = IdConverter
     app.config.update(OPENAPI_SWAGGER_UI_URL=docs.ASSETS_URL, OPENAPI_SWAGGER_UI_CONFIG=docs.SWAGGER_UI_CONFIG)
@@ -120,7 +120,7 @@ def register_api(app):
                                                            "maximum": MAX_ID})
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     app.register_error_handler(MirrorSyncError, handle_domain_error)
-    for blueprint in (projects.blp, runs.blp, status.blp, slaves.channel, slaves.blp, tokens.blp):
+    for blueprint in (projects.blp, push.blp, runs.blp, status.blp, slaves.channel, slaves.blp, tokens.blp):
         api.register_blueprint(blueprint, url_prefix="/api/v1")
     app.register_blueprint(health.blp)
     app.register_blueprint(feeds.blp)

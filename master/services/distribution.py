@@ -6,7 +6,9 @@ import logging
 import sqlalchemy as sa
 from flask import current_app
 
+from common import traces
 from common.errors import Forbidden, NotFound, ValidationFailed
+from common.methods import TWO_STAGE
 from common.states import RunState, SlaveRunState
 from master import rsyncd
 from master.db import db
@@ -33,9 +35,15 @@ def _rsyncd_host(address):
 
 def _order(run_id, project, catchup=False):
     config = current_app.config
-    return {"run_id": run_id, "project": project.name, "rsyncd_host": _rsyncd_host(config["RSYNCD_ADDRESS"]),
-            "rsyncd_port": config["RSYNCD_PORT"], "timeout": project.timeout, "catchup": catchup,
-            "publish": project.publish}
+    order = {"run_id": run_id, "project": project.name, "rsyncd_host": _rsyncd_host(config["RSYNCD_ADDRESS"]),
+             "rsyncd_port": config["RSYNCD_PORT"], "timeout": project.timeout, "catchup": catchup,
+             "publish": project.publish}
+    # Only what differs from a plain order, so that slaves from before these fields still take plain ones.
+    if project.method == TWO_STAGE:
+        order.update(method=TWO_STAGE, stage1_profile=project.stage1_profile)
+    if project.trace == traces.DEBIAN:
+        order.update(trace=traces.DEBIAN, upstream_name=config["MIRROR_NAME"])
+    return order
 
 
 def _deadline(project, stamp):

@@ -61,7 +61,9 @@ def move_run(run, state, **fields):
         if run.started_at is not None or state is RunState.SUCCESS:
             project_values["last_ended"] = stamp
     # The master's tree is new once the upstream pull succeeded, whether or not slaves follow.
-    if current is RunState.SYNCING and state in (RunState.DISTRIBUTING, RunState.SUCCESS):
+    # A skipped run (upstream unchanged) pulled nothing: the tree is still the one before.
+    if current is RunState.SYNCING and state in (RunState.DISTRIBUTING, RunState.SUCCESS) \
+            and not fields.get("skipped"):
         project_values["tree_run_id"] = run.id
         project_values["tree_at"] = stamp
         project_values["tree_dirty"] = False

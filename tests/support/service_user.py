@@ -20,6 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.support.apt import apt_install
 from tests.support.processes import REPO_ROOT
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -130,6 +131,10 @@ def service_venv():
         for argv in steps:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=VENV_BUILD_TIMEOUT,
                                   stdin=subprocess.DEVNULL, check=False)
+            if done.returncode != 0 and argv[1:3] == ["-m", "venv"] and apt_install("python3-venv") is None:
+                shutil.rmtree(venv, ignore_errors=True)  # Debian keeps ensurepip in python3-venv
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=VENV_BUILD_TIMEOUT,
+                                      stdin=subprocess.DEVNULL, check=False)
             if done.returncode != 0:
                 raise ServiceUserError(f"{' '.join(argv[:3])} failed: {(done.stderr or done.stdout)[-2000:]}")
         complete.touch()

@@ -22,6 +22,7 @@ TABLE = [
     ("GET", "/mirrors", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/projects/debian", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/runs/{run}", None, {ANON: 200, READER: 200, ADMIN: 200}),
+    ("GET", "/mirrors", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/api/v1/projects", None, {ANON: 401, READER: 200, ADMIN: 200}),
     ("POST", "/api/v1/projects", {"name": "ubuntu", "upstream": "rsync://m.example.org/ubuntu"},
      {ANON: 401, READER: 403, ADMIN: 201}),
@@ -30,6 +31,8 @@ TABLE = [
     ("DELETE", "/api/v1/projects/debian", None, {ANON: 401, READER: 403, ADMIN: 204}),
     ("DELETE", "/api/v1/projects/debian?force=true", None, {ANON: 401, READER: 403, ADMIN: 204}),
     ("POST", "/api/v1/projects/debian/syncs", None, {ANON: 401, READER: 403, ADMIN: 202}),
+    # Only the project's own push token opens it; API tokens of any role do not.
+    ("POST", "/api/v1/projects/debian/push", None, {ANON: 401, READER: 401, ADMIN: 401}),
     ("GET", "/api/v1/projects/debian/runs", None, {ANON: 401, READER: 200, ADMIN: 200}),
     ("GET", "/api/v1/runs/{run}", None, {ANON: 401, READER: 200, ADMIN: 200}),
     ("GET", "/api/v1/runs/{run}/log", None, {ANON: 401, READER: 200, ADMIN: 200}),
