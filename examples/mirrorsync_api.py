@@ -99,7 +99,15 @@ class MirrorSyncClient:
         return error
 
     def list_projects(self):
-        return self.request("GET", "/api/v1/projects").json()
+        """Every project: the master answers a page at a time and names the next in X-Next-Cursor."""
+        projects, params = [], {"limit": 500}
+        while True:
+            response = self.request("GET", "/api/v1/projects", params=params)
+            projects += response.json()
+            cursor = response.headers.get("X-Next-Cursor")
+            if not cursor:
+                return projects
+            params = {"limit": 500, "cursor": cursor}
 
     def get_project(self, name):
         return self.request("GET", f"/api/v1/projects/{_segment(name)}").json()

@@ -90,6 +90,8 @@ def _build_app(test_config):
     install_security_headers(app)
     from master.api import register_api
     register_api(app)
+    from master.services import readmodel
+    readmodel.install(app)
 
     @app.errorhandler(Exception)
     def internal_error(error):

@@ -79,6 +79,11 @@ class Project(db.Model):
     # Seconds and bytes of the newest finished run.
     last_duration = sa.Column(sa.Float)
     last_bytes = sa.Column(sa.BigInteger)
+    # End of the newest run every slave got (partial runs do not count): tunasync's last_update.
+    last_full_success = sa.Column(UTCDateTime)
+    # The feed generation (FeedState.generation) of the newest change to what the public
+    # documents show of this project; readers rebuild the entries changed since their build.
+    feed_generation = sa.Column(sa.BigInteger, nullable=False, default=0, server_default="0", index=True)
     created_at = sa.Column(UTCDateTime, nullable=False)
     updated_at = sa.Column(UTCDateTime, nullable=False)
 
@@ -95,6 +100,25 @@ class Project(db.Model):
         if not self.enabled or not self.schedule:
             return None
         return next_fire_time(self.schedule, now())
+
+
+class FeedState(db.Model):
+    """One row: counters that say when the public documents changed, shared by every process.
+
+    ``generation`` moves on every change (the changed projects carry its new value);
+    ``layout`` moves when every entry changes at once (a slave added or removed, a project deleted).
+    """
+
+    __tablename__ = "feed_state"
+
+    id = sa.Column(sa.Integer, primary_key=True)
+    generation = sa.Column(sa.BigInteger, nullable=False, default=0, server_default="0")
+    layout = sa.Column(sa.BigInteger, nullable=False, default=0, server_default="0")
+
+
+# The row exists from the start, so a change only ever updates it.
+sa.event.listen(FeedState.__table__, "after_create",
+                sa.DDL("INSERT INTO feed_state (id, generation, layout) VALUES (1, 0, 0)"))
 
 
 class Run(db.Model):

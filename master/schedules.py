@@ -68,8 +68,18 @@ def _cached_trigger(expression, timezone):
     return parse_crontab(expression, timezone)
 
 
+# (expression, timezone) -> (asked at, answer): the answer holds for any moment up to itself.
+_answers = {}
+
+
 def next_fire_time(expression, now, timezone="UTC"):
     """When a schedule fires next after ``now``, or None for a manual-only project."""
     if not expression:
         return None
-    return _cached_trigger(expression, timezone).get_next_fire_time(None, now)
+    key = (expression, timezone)
+    known = _answers.get(key)
+    if known is not None and known[0] <= now and (known[1] is None or now <= known[1]):
+        return known[1]
+    answer = _cached_trigger(expression, timezone).get_next_fire_time(None, now)
+    _answers[key] = (now, answer)
+    return answer

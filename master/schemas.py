@@ -9,11 +9,13 @@ from common.traces import NONE, TRACE_MODES
 from common.validation import (public_rsync_url, validate_argument, validate_description, validate_executable_name,
                                validate_help_url, validate_pattern, validate_project_name, validate_public_path,
                                validate_push_token, validate_relative_path, validate_rsync_option,
-                               validate_secret, validate_upstream_url)
+                               validate_secret, validate_slug, validate_upstream_url)
 from common.wire import MAX_ID, PUBLISH_MODES, StatsSchema, StrictBoolean, validate_http_url
 from master.schedules import validate_crontab
 
 MAX_TIMEOUT = 30 * 86400
+PROJECT_PAGE = 100
+MAX_PROJECT_PAGE = 10000
 
 
 def _hook_field(hook):
@@ -177,6 +179,14 @@ class MirrorListArgs(Schema):
 class RunListArgs(Schema):
     limit = AsciiInteger(load_default=50, validate=validate.Range(min=1, max=500))
     before = AsciiInteger(load_default=None, validate=validate.Range(min=1, max=MAX_ID))
+
+
+class ProjectListArgs(Schema):
+    limit = AsciiInteger(load_default=PROJECT_PAGE, validate=validate.Range(min=1, max=MAX_PROJECT_PAGE),
+                         metadata={"description": f"projects per page (default {PROJECT_PAGE}); ask for up to "
+                                                  f"{MAX_PROJECT_PAGE} to get every project in one answer"})
+    cursor = fields.String(load_default=None, validate=validate_slug, metadata={
+        "description": "the X-Next-Cursor of the previous page: projects whose name sorts after it"})
 
 
 class LogArgs(Schema):

@@ -8,6 +8,8 @@ from mirrorctl.errors import ApiError, MasterUnreachable
 from mirrorctl.transport import ConnectionFailed
 
 API = "/api/v1"
+# Projects asked for per request when listing them all.
+PROJECT_PAGE = 500
 
 
 class MasterClient:
@@ -20,7 +22,15 @@ class MasterClient:
     # Projects
 
     def list_projects(self):
-        return self._json("GET", "/projects")
+        """Every project, following the master's pages (X-Next-Cursor) to the last one."""
+        projects, cursor = [], None
+        while True:
+            params = {"limit": PROJECT_PAGE} if cursor is None else {"limit": PROJECT_PAGE, "cursor": cursor}
+            reply = self._send("GET", "/projects", params=params)
+            projects += self._decode(reply, "/projects")
+            cursor = reply.header("X-Next-Cursor")
+            if not cursor:
+                return projects
 
     def get_project(self, name):
         return self._json("GET", f"/projects/{_segment(name)}")
@@ -76,7 +86,9 @@ class MasterClient:
         return self._json("GET", "/status")
 
     def _json(self, method, path, params=None, body=None):
-        reply = self._send(method, path, params=params, body=body)
+        return self._decode(self._send(method, path, params=params, body=body), path)
+
+    def _decode(self, reply, path):
         try:
             return json.loads(reply.body)
         except ValueError:

@@ -9,13 +9,14 @@ from flask import Blueprint, current_app, render_template
 
 from common import humanize
 from common.errors import MirrorSyncError, NotFound
+from master.api.documents import serve
 from master.auth import authorize_request
 from master.schemas import MAX_ID
 from master.seams import now
 from master.services import pages
 
 blp = Blueprint("pages", __name__)
-REFRESH_SECONDS = 10
+REFRESH_SECONDS = pages.REFRESH_SECONDS
 
 
 @blp.before_request
@@ -35,9 +36,7 @@ def error_page(error):
 
 @blp.get("/")
 def index():
-    slave_names, rows = pages.overview()
-    return render_template("index.html", slave_names=slave_names, rows=rows, slaves=pages.slave_list(),
-                           refresh=REFRESH_SECONDS)
+    return serve(pages.overview_page())
 
 
 @blp.get("/projects/<name>")
@@ -67,6 +66,7 @@ def detail_level():
 
 
 blp.add_app_template_filter(pages.run_summary, "outcome")
+blp.app_template_global("slot")(pages.slot)
 
 
 @blp.app_template_filter("age")

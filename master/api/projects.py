@@ -1,12 +1,13 @@
 """/api/v1/projects: mirrored projects and their sync trigger."""
 
-from flask import url_for
+from flask import Response, url_for
 from flask.views import MethodView
 
 from common.states import Trigger
 from master.api import ApiBlueprint
 from master.auth import authorize_request
-from master.schemas import DeleteProjectArgs, ProjectPatchSchema, ProjectSchema, RunListArgs, RunSchema, SyncArgs
+from master.schemas import (DeleteProjectArgs, ProjectListArgs, ProjectPatchSchema, ProjectSchema, RunListArgs,
+                            RunSchema, SyncArgs)
 from master.services import projects, runs
 
 blp = ApiBlueprint("projects", __name__, description="Mirrored projects")
@@ -15,15 +16,28 @@ blp.before_request(authorize_request)
 
 @blp.route("/projects")
 class Projects(MethodView):
-    @blp.response(200, ProjectSchema(many=True))
-    def get(self):
-        return projects.list_projects()
+    @blp.arguments(ProjectListArgs, location="query")
+    @blp.response(200, ProjectSchema(many=True), headers={
+        "X-Next-Cursor": {"description": "cursor of the next page; absent on the last page",
+                          "schema": {"type": "string"}},
+        "Link": {"description": 'the next page as <url>; rel="next"', "schema": {"type": "string"}}})
+    def get(self, args):
+        """Projects by name, a page at a time: follow X-Next-Cursor (or the Link header) for more."""
+        page, after = projects.list_projects_page(args["limit"], args["cursor"])
+        return Response(page, mimetype="application/json", headers=_next_page_headers(after, args["limit"]))
 
     @blp.arguments(ProjectSchema)
     @blp.response(201, ProjectSchema)
     def post(self, data):
         project = projects.create_project(data)
         return project, {"Location": url_for("projects.Project", name=project.name)}
+
+
+def _next_page_headers(after, limit):
+    if after is None:
+        return {}
+    url = url_for("projects.Projects", limit=limit, cursor=after)
+    return {"X-Next-Cursor": after, "Link": f'<{url}>; rel="next"'}
 
 
 @blp.route("/projects/<name>")

@@ -3,6 +3,7 @@
 from flask.views import MethodView
 
 from master.api import ApiBlueprint
+from master.api.documents import serve
 from master.schemas import StatusSchema
 from master.services import status
 
@@ -11,6 +12,9 @@ blp = ApiBlueprint("status", __name__, description="Public status feed")
 
 @blp.route("/status")
 class Status(MethodView):
-    @blp.response(200, StatusSchema(many=True))
+    @blp.response(200, StatusSchema(many=True), headers={
+        "ETag": {"description": "send it back in If-None-Match to get 304 while nothing changed",
+                 "schema": {"type": "string"}}})
+    @blp.alt_response(304, description="Not Modified: the If-None-Match ETag is current")
     def get(self):
-        return status.status_feed()
+        return serve(status.status_document())

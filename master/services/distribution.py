@@ -14,7 +14,7 @@ from master import rsyncd
 from master.db import db
 from master.models import Project, Run, Slave, SlaveProject, SlaveRun
 from master.seams import current_seams, now
-from master.services import runs, slaves as slaves_service
+from master.services import readmodel, runs, slaves as slaves_service
 from master.slave_client import OrderTarget
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def _send(run_id, project, slaves, catchup=False):
         db.session.execute(sa.update(SlaveRun).where(
             SlaveRun.run_id == run_id, SlaveRun.slave_name == outcome.name, pending)
             .values(state=outcome.state, error=outcome.error, finished_at=stamp))
+    readmodel.note_changed([project.id])
     db.session.commit()
     return outcomes
 
@@ -217,6 +218,7 @@ def record_slave_report(slave, report):
         if entry.state in (SlaveRunState.PENDING.value, SlaveRunState.DISPATCHED.value):
             entry.state = SlaveRunState.SYNCING.value
             entry.started_at = report["started_at"] or stamp
+            readmodel.note_changed([run.project_id])
             db.session.commit()
         return True
     entry.state = report["state"]
@@ -226,6 +228,7 @@ def record_slave_report(slave, report):
     entry.error = report["error"]
     entry.stats = report["stats"]
     _note_freshness(slave, run, entry)
+    readmodel.note_changed([run.project_id])
     db.session.commit()
     log.info("run %s: slave %s reported %s", run.id, slave.name, entry.state)
     finish_run_if_complete(run.id)
@@ -287,6 +290,8 @@ def expire_overdue_entries():
         entry.finished_at = stamp
         entry.error = "no report from the slave before its deadline"
         log.warning("run %s: slave %s timed out", entry.run_id, entry.slave_name)
+    if overdue:
+        readmodel.note_changed([entry.run.project_id for entry in overdue])
     db.session.commit()
     distributing = db.session.execute(
         sa.select(Run.id).where(Run.state == RunState.DISTRIBUTING.value)).scalars().all()
@@ -333,6 +338,7 @@ def catch_up_slaves():
             continue
         for slave in laggards:
             _reopen_entry(run_id, project, slave, stamp)
+        readmodel.note_changed([project.id])
         db.session.commit()
         log.info("catch-up: ordering %s to pull run %s of %s", ", ".join(s.name for s in laggards),
                  run_id, project.name)

@@ -46,13 +46,14 @@ def _visitor_state(row):
         # A queued run keeps the state before it until it starts, as tunasync shows it.
         if row.last_ended is None:
             return "new"
-        good = row.last_success is not None and row.last_success >= row.last_ended
+        good = row.last_full_success is not None and row.last_full_success >= row.last_ended
         return "success" if good else "failed"
     return VISITOR_STATES.get(status, "new")
 
 
 _COLUMNS = (Project.name, Project.description, Project.help_url, Project.public_path, Project.enabled,
-            Project.schedule, Project.last_state, Project.last_success, Project.last_ended, Project.size)
+            Project.schedule, Project.last_state, Project.last_success, Project.last_full_success, Project.last_ended,
+            Project.size)
 
 
 def mirror_entries(site_url=None):

@@ -4,20 +4,36 @@ Reads only; raises NotFound for a project or run that does not exist.
 """
 
 import dataclasses
+import datetime
+import hashlib
 import os
 
-from common import runlogs
+import markupsafe
+import sqlalchemy as sa
+from flask import current_app, get_template_attribute, render_template
+
+from common import humanize, runlogs
 from common.rsync import EXIT_MEANINGS
 from common.errors import Gone
 from common.states import RunState
 from common.validation import public_rsync_url
+from master.db import db
+from master.models import Run, Slave, SlaveProject
 from master.paths import logs_root
-from master.services import projects, runs, slaves, status
+from master.seams import now
+from master.services import projects, readmodel, runs, slaves
 
 LOG_TAIL_LINES = 200
 # Bytes read from the end of a run log for its tail: enough for LOG_TAIL_LINES of rsync output.
 LOG_TAIL_BYTES = 64 * 1024
 RECENT_RUNS = 30
+REFRESH_SECONDS = 10
+# With more enabled slaves than this, the front page counts their copies per project in one
+# column instead of one column per slave; each project's page still lists every slave.
+FOLD_SLAVES_AT = 12
+# How many not-fresh slaves a folded cell names in its tooltip.
+FOLDED_NAMES = 10
+SLOT = "\x00"
 
 
 @dataclasses.dataclass
@@ -42,18 +58,100 @@ def _safe_upstream(url):
         return "(hidden)"
 
 
-def _active_runs_by_project():
-    return {run.project_id: run for run in runs.active_runs()}
+def slot(kind, value):
+    """A mark in a built page that the read model fills in per request (see fill_slots)."""
+    return markupsafe.Markup(f"{SLOT}{kind}{value}{SLOT}")
 
 
-def overview():
-    """(slave names, one ProjectRow per project) for the front page."""
-    feed = status.status_feed()
-    active = _active_runs_by_project()
-    names = sorted(slave.name for slave in slaves.enabled_slaves())
-    rows = [ProjectRow(entry.project, _safe_upstream(entry.project.upstream), entry.slaves,
-                       active.get(entry.project.id)) for entry in feed]
-    return names, rows
+@dataclasses.dataclass
+class FoldedSummary:
+    counts: list          # (state, how many slaves) for fresh, stale, failed, leaving out zeros
+    title: str
+
+
+def _fold(per_slave):
+    counts = {"fresh": 0, "stale": 0, "failed": 0}
+    behind = []
+    for name, held in per_slave.items():
+        counts[held["state"]] += 1
+        if held["state"] != "fresh":
+            behind.append(f"{name} ({held['state']})")
+    title = ", ".join(behind[:FOLDED_NAMES]) + (f" and {len(behind) - FOLDED_NAMES} more"
+                                                if len(behind) > FOLDED_NAMES else "")
+    return FoldedSummary([(state, count) for state, count in counts.items() if count],
+                         f"not fresh: {title}" if behind else "every slave holds the newest tree")
+
+
+def page_piece(snapshot, model):
+    """One project's row of the front page, with slots for its times and progress."""
+    folded = len(model.slave_names) > FOLD_SLAVES_AT
+    row = ProjectRow(snapshot, _safe_upstream(snapshot.upstream), snapshot.slaves, None)
+    row.active_run_id = snapshot.active_run_id
+    row.summary = _fold(snapshot.slaves) if folded else None
+    return str(get_template_attribute("_project_row.html", "project_row")(row, model.slave_names, folded))
+
+
+def page_assembly(model, pieces):
+    """The whole front page cut at its slots: text at even places, slot names at odd ones."""
+    folded = len(model.slave_names) > FOLD_SLAVES_AT
+    html = render_template("index.html", slave_names=model.slave_names, folded=folded, fold_at=FOLD_SLAVES_AT,
+                           rows=[markupsafe.Markup(piece) for piece in pieces],
+                           slaves=[{"id": slave_id, "name": name} for slave_id, name in model.slaves],
+                           refresh=REFRESH_SECONDS)
+    return html.split(SLOT)
+
+
+def overview_page():
+    """The front page as of now: the build's text with ages, slave states and progress filled in."""
+    parts, etag = readmodel.current_model().assembled("page")
+    stamp = now()
+    timeout = datetime.timedelta(seconds=readmodel.heartbeat_timeout())
+    liveness = {}
+    for slave in readmodel.slave_liveness():
+        state = "disabled" if not slave.enabled else "new" if slave.last_seen is None else \
+            "online" if stamp - slave.last_seen <= timeout else "offline"
+        liveness[slave.id] = (state, slave.last_seen)
+    progress = _progress_of_syncing_runs()
+    filled = fill_slots(parts, stamp, liveness, progress)
+    body = "".join(filled).encode()
+    moving = hashlib.blake2b("\x00".join(filled[1::2]).encode(), digest_size=8).hexdigest()
+    return readmodel.Document(body, f"{etag}-{moving}", "text/html; charset=utf-8",
+                              "public, max-age=5" if current_app.config["STATUS_PUBLIC"] else "private, no-cache")
+
+
+def _progress_of_syncing_runs():
+    """Run id -> progress HTML of the pulls running now (at most MAX_CONCURRENT_SYNCS)."""
+    macro = get_template_attribute("_macros.html", "progress")
+    syncing = db.session.execute(sa.select(Run).where(Run.state == RunState.SYNCING.value)).scalars().all()
+    return {run.id: str(macro(run)) for run in syncing}
+
+
+def fill_slots(parts, stamp, liveness, progress):
+    """Copy of ``parts`` with each slot (odd places) replaced by its text as of ``stamp``."""
+    filled = list(parts)
+    now_seconds = int(stamp.timestamp())
+    for index in range(1, len(parts), 2):
+        kind, value = parts[index][0], parts[index][1:]
+        if kind == "A":
+            filled[index] = seconds_ago_text(now_seconds - int(value))
+        elif kind == "P":
+            filled[index] = progress.get(int(value), "")
+        elif kind == "S":
+            state = liveness.get(int(value), ("disabled", None))[0]
+            filled[index] = f'<span class="badge state-{state}">{state}</span>'
+        elif kind == "L":
+            seen = liveness.get(int(value), (None, None))[1]
+            filled[index] = '<span class="muted">never</span>' if seen is None else (
+                f'<time datetime="{humanize.iso(seen)}" title="{humanize.iso(seen)}">{humanize.age(seen, stamp)}</time>')
+    return filled
+
+
+def seconds_ago_text(delta):
+    """'3 h ago', 'in 5 min' or 'just now', for a moment ``delta`` seconds ago."""
+    if abs(delta) < 5:
+        return "just now"
+    return f"{humanize.span(delta)} ago" if delta > 0 else f"in {humanize.span(delta)}"
+
 
 
 def slave_list():
@@ -61,13 +159,22 @@ def slave_list():
     return [(slave, slaves.slave_state(slave)) for slave in slaves.list_slaves()]
 
 
+def _freshness_of_project(project):
+    """Enabled slave name -> freshness of ``project``: one query, one project."""
+    rows = db.session.execute(
+        sa.select(Slave.name, SlaveProject.run_id, SlaveProject.synced_at, SlaveProject.last_state,
+                  SlaveProject.last_error)
+        .select_from(Slave).outerjoin(SlaveProject, sa.and_(SlaveProject.slave_id == Slave.id,
+                                                             SlaveProject.project_id == project.id))
+        .where(Slave.enabled.is_(True)).order_by(Slave.name)).all()
+    return {name: readmodel.freshness_of(project.tree_run_id, held) for name, *held in rows}
+
+
 def project_detail(name):
     """(ProjectRow, recent runs newest first); raises NotFound."""
     project = projects.get_project(name)
-    entry = next((item for item in status.status_feed() if item.project.id == project.id), None)
-    per_slave = entry.slaves if entry else {}
-    active = _active_runs_by_project().get(project.id)
-    return ProjectRow(project, _safe_upstream(project.upstream), per_slave, active), \
+    active = next((run for run in runs.active_runs() if run.project_id == project.id), None)
+    return ProjectRow(project, _safe_upstream(project.upstream), _freshness_of_project(project), active), \
         runs.list_runs(project, limit=RECENT_RUNS)
 
 

@@ -1,5 +1,6 @@
 """Projects: create, read, change and remove mirrored projects."""
 
+import json
 import logging
 
 import sqlalchemy as sa
@@ -13,14 +14,16 @@ from common.validation import is_rsync_url
 from master.db import db
 from master.models import Project
 from master.paths import logs_root
+from master.schemas import ProjectSchema
 from master.seams import now
-from master.services import cancels, runs
+from master.services import cancels, readmodel, runs
 from master.services.tokens import hash_token
 
 # The fields whose values decide together whether a project can be pulled.
 CHECKED_TOGETHER = ("method", "upstream", "stage1_profile", "command", "hooks", "upstream_marker")
 
 log = logging.getLogger(__name__)
+_LISTED = ProjectSchema()
 
 
 def default_public_path(name):
@@ -29,6 +32,17 @@ def default_public_path(name):
 
 def list_projects():
     return db.session.execute(sa.select(Project).order_by(Project.name)).scalars().all()
+
+
+def project_piece(snapshot, model):
+    """One project as GET /api/v1/projects lists it (ProjectSchema), as JSON: built once per change."""
+    return json.dumps(_LISTED.dump(snapshot.row), separators=(",", ":")).encode()
+
+
+def list_projects_page(limit, after=None):
+    """(JSON list of up to ``limit`` projects by name after ``after``, the name to continue after or None)."""
+    pieces, following = readmodel.current_model().page("projects", limit, after)
+    return b"[" + b",".join(pieces) + b"]", following
 
 
 def get_project(name):
@@ -51,6 +65,8 @@ def create_project(data):
     project = Project(**data, created_at=stamp, updated_at=stamp)
     db.session.add(project)
     try:
+        db.session.flush()
+        readmodel.note_changed([project.id])
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
@@ -74,6 +90,7 @@ def update_project(name, changes):
         setattr(project, field, value)
     project.marker_digest = None   # changed settings: the next pull is a full one
     project.updated_at = now()
+    readmodel.note_changed([project.id])
     db.session.commit()
     if changes.get("enabled") is False:
         runs.cancel_queued_runs(project)
@@ -145,6 +162,7 @@ def delete_project(name, force=False):
         project = get_project(name)
     runs.cancel_queued_runs(project)
     db.session.delete(project)
+    readmodel.note_changed(layout=True)
     db.session.commit()
     runlogs.remove_logs(logs_root(), name)
     log.info("project %s deleted", name)

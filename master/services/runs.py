@@ -14,6 +14,7 @@ from master.db import db
 from master.models import Project, Run
 from master.paths import logs_root
 from master.seams import current_seams, now
+from master.services import readmodel
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ def move_run(run, state, **fields):
         project_values["tree_dirty"] = True
     if state in GOOD_RUN_STATES:
         project_values["last_success"] = stamp
+    if state is RunState.SUCCESS:
+        project_values["last_full_success"] = stamp
     if state.is_final and run.started_at is not None:
         project_values["last_duration"] = (stamp - run.started_at).total_seconds()
         project_values["last_bytes"] = ((fields.get("stats") or run.stats or {}).get("bytes_received"))
@@ -100,6 +103,7 @@ def move_run(run, state, **fields):
         project_values["run_totals"] = totals
     if project_values:
         db.session.execute(sa.update(Project).where(Project.id == run.project_id).values(**project_values))
+    readmodel.note_changed([run.project_id])
     db.session.commit()
     db.session.expire_all()
     log.info("run %s of %s: %s -> %s", run.id, run.project.name, current.value, state.value)
@@ -171,6 +175,7 @@ def request_sync(project, trigger, force=False):
             continue
         if not has_active_run(project.id):
             project.last_state = QUEUED
+        readmodel.note_changed([project.id])
         _commit_queued()
         log.info("run %s of %s queued (%s)", run.id, project.name, run.trigger)
         return run, True
@@ -219,6 +224,7 @@ def request_scheduled_syncs(project_ids, trigger=Trigger.SCHEDULE):
             busy = sa.select(Run.project_id).where(Run.state.in_(ACTIVE_VALUES))
             db.session.execute(sa.update(Project).where(Project.id.in_(fresh), Project.id.not_in(busy))
                                .values(last_state=QUEUED))
+            readmodel.note_changed(fresh)
         db.session.commit()
     except IntegrityError:
         # Another process queued one of them in between: take them one by one.

@@ -14,6 +14,7 @@ from common.errors import Conflict, Forbidden, NotFound, Unauthorized, UnknownSl
 from master.db import db
 from master.models import Nonce, Slave
 from master.seams import now
+from master.services import readmodel
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ def register_slave(join_token, name, url):
                   rsync_user=f"ms-{name}", rsync_password=secrets.token_urlsafe(24), created_at=now())
     db.session.add(slave)
     try:
+        db.session.flush()
+        readmodel.note_changed(layout=True)
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
@@ -79,6 +82,7 @@ def update_slave(name, changes):
     disabling = slave.enabled and changes.get("enabled") is False
     for field, value in changes.items():
         setattr(slave, field, value)
+    readmodel.note_changed(layout=True)
     db.session.commit()
     log.info("slave %s changed: %s", name, ", ".join(sorted(changes)) or "nothing")
     if disabling:
@@ -93,6 +97,7 @@ def delete_slave(name):
     """Forget a slave: it can no longer sign anything nor pull from the rsync daemon."""
     slave = get_slave(name)
     db.session.delete(slave)
+    readmodel.note_changed(layout=True)
     db.session.commit()
     log.info("slave %s deleted", name)
 

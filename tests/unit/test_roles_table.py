@@ -17,6 +17,8 @@ TABLE = [
     ("GET", "/api/v1/status", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/jobs", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/metrics", None, {ANON: 200, READER: 200, ADMIN: 200}),
+    # Public, and 404 until SITE_URL and SITE_ABBR say who the site is (unset here).
+    ("GET", "/mirrorz.json", None, {ANON: 404, READER: 404, ADMIN: 404}),
     ("GET", "/api/v1/openapi.json", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/mirrors", None, {ANON: 200, READER: 200, ADMIN: 200}),
