@@ -1,7 +1,7 @@
 """Slaves' public URL: where visitors fetch a host's files, for the visitors' page.
 
-Revision ID: 0007_slave_public_url
-Revises: 0006_feed_generation
+Revision ID: 0008_slave_public_url
+Revises: 0007_snapshots_digests
 Create Date: 2026-12-01
 """
 
@@ -9,8 +9,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0007_slave_public_url"
-down_revision = "0006_feed_generation"
+revision = "0008_slave_public_url"
+down_revision = "0007_snapshots_digests"
 branch_labels = None
 depends_on = None
 
