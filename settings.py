@@ -59,6 +59,9 @@ RSYNCD_ADDRESS = "127.0.0.1"
 # Address the managed rsync daemon binds to; None means RSYNCD_ADDRESS when
 # that is an IP address, else every interface.
 RSYNCD_BIND = None
+# Pulls each module of the master's rsync daemon serves at once (0: no limit); a
+# slave over the limit is told to try later and catches up on a later sweep.
+RSYNCD_MAX_CONNECTIONS = 100
 # Seconds without a heartbeat after which a slave counts as offline.
 HEARTBEAT_TIMEOUT = 60
 # Orders to slaves go out in parallel through this many threads.
@@ -82,11 +85,18 @@ RETRY_BASE_DELAY = 30
 RETRY_MAX_DELAY = 1800
 # Default wall-clock limit, in seconds, for one upstream pull of a new project.
 DEFAULT_TIMEOUT = 21600
-# An address that fails authentication (bearer token, join token or a slave's
-# signature) AUTH_FAILURE_LIMIT times within AUTH_FAILURE_WINDOW seconds gets
-# 429 Too Many Requests until the window ends.
+# A network that fails authentication (bearer token or join token)
+# AUTH_FAILURE_LIMIT times within AUTH_FAILURE_WINDOW seconds gets 429 Too Many
+# Requests for its further failures until the window ends.
+# Only failures are limited: a valid token or join token always passes, and signed
+# slave traffic is never counted. Failures count per /24 (IPv4) or /64 (IPv6).
 AUTH_FAILURE_LIMIT = 20
 AUTH_FAILURE_WINDOW = 60
+# How many reverse proxies stand in front of the API (0: none). With N, the client
+# address and scheme are taken from the N-th last X-Forwarded-For/-Proto entry (werkzeug's
+# ProxyFix); never set it higher than the real number of proxies, or clients can pick
+# their own address.
+TRUSTED_PROXIES = 0
 # Largest request body the API accepts, in bytes.
 MAX_CONTENT_LENGTH = 65536
 # Name of the master in Debian trace files: it writes project/trace/<MIRROR_NAME>

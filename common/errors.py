@@ -35,6 +35,11 @@ class Unauthorized(MirrorSyncError):
     code = "unauthorized"
 
 
+class UnknownSlave(Unauthorized):
+    """A request signed as a slave the master does not know (deleted, or never enrolled)."""
+    code = "unknown_slave"
+
+
 class Forbidden(MirrorSyncError):
     status = 403
     code = "forbidden"

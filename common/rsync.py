@@ -20,21 +20,37 @@ from dataclasses import dataclass
 from common.processes import (OutputTail, RunLog, Supervisor, child_environment, copy_output, output_lines,
                               signal_name)
 
-# What a mirror needs: an exact copy (--archive --hard-links --delete-delay), switched
-# over at the end so readers never see half a tree (--delay-updates; --delete-delay
-# removes files only once the transfer completed, so a pull that dies midway, from a
-# full disk or a kill, leaves every old file in place), no symlink that points out of
-# the tree (--safe-links), owners kept as numbers (--numeric-ids), and a --stats
-# block with plain digits that parse_stats can read (--no-human-readable).
+# What a mirror needs, as Debian's ftpsync has it (-rlptH, not --archive): files,
+# symlinks, modes and times, with hard links (--hard-links); switched over at the end
+# so readers never see half a tree (--delay-updates; --delete-delay removes files only
+# once the transfer completed, so a pull that dies midway, from a full disk or a kill,
+# leaves every old file in place), no symlink that points out of the tree
+# (--safe-links), and a --stats block with plain digits that parse_stats can read
+# (--no-human-readable). Owners and groups are not kept: files belong to the user that
+# pulls them, never to upstream's numeric ids.
 DEFAULT_OPTIONS = (
-    "--archive",
+    "--recursive",
+    "--links",
+    "--perms",
+    "--times",
     "--hard-links",
     "--delete-delay",
     "--delay-updates",
     "--safe-links",
-    "--numeric-ids",
     "--stats",
     "--no-human-readable",
+)
+# Last on every command line, after the project's own options (rsync takes the last
+# word, and --chmod rules apply in order), so nothing a project sets can bring them back:
+# no device node or special file (fifo, socket) ever lands, no owner or group is copied,
+# and no file or directory keeps a set-user-id or set-group-id bit or becomes writable
+# by group or others.
+ENFORCED_OPTIONS = (
+    "--no-devices",
+    "--no-specials",
+    "--no-owner",
+    "--no-group",
+    "--chmod=ug-s,go-w",
 )
 
 # rsync(1), EXIT VALUES. 6 is gone from the 3.5 page but still in errcode.h.
@@ -110,7 +126,7 @@ class RsyncResult:
 
 
 def build_command(job, binary="rsync", progress=False):
-    """The argv list for ``job``: defaults, job options, excludes, then ``--`` and the two paths.
+    """The argv list for ``job``: defaults, job options, enforced options, excludes, ``--``, the paths.
 
     With ``progress``, rsync also prints whole-transfer progress (``--info=progress2``).
     """
@@ -120,6 +136,7 @@ def build_command(job, binary="rsync", progress=False):
         *defaults,
         *(("--info=progress2",) if progress else ()),
         *job.options,
+        *ENFORCED_OPTIONS,
         *(f"--exclude={pattern}" for pattern in job.excludes),
         # rsync 3.x stops option parsing at "--", so a path can never be read as a flag.
         "--",

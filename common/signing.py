@@ -7,6 +7,7 @@ late (more than MAX_AGE seconds) or sent twice (the nonce is remembered).
 
 import hashlib
 import hmac
+import os
 import secrets
 import sqlite3
 import threading
@@ -108,6 +109,10 @@ class SqliteNonceStore:
     def __init__(self, path):
         self.path = path
         self._local = threading.local()
+        # Owner-only from the first byte, and mended if an older build left it 0644; SQLite
+        # gives its -wal and -shm files the same mode.
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        os.chmod(path, 0o600)
         with self._connection() as connection:
             connection.execute("CREATE TABLE IF NOT EXISTS nonces "
                                "(key_id TEXT, nonce TEXT, expires_at INTEGER, PRIMARY KEY (key_id, nonce))")

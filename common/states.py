@@ -32,8 +32,11 @@ RUN_TRANSITIONS = {
     RunState.QUEUED: {RunState.SYNCING, RunState.CANCELLED, RunState.INTERRUPTED},
     RunState.SYNCING: {RunState.DISTRIBUTING, RunState.SUCCESS, RunState.FAILED, RunState.INTERRUPTED,
                        RunState.CANCELLED},
-    RunState.DISTRIBUTING: {RunState.SUCCESS, RunState.PARTIAL, RunState.FAILED, RunState.INTERRUPTED},
+    RunState.DISTRIBUTING: {RunState.SUCCESS, RunState.PARTIAL, RunState.FAILED, RunState.INTERRUPTED,
+                            RunState.CANCELLED},
 }
+# What POST /api/v1/runs/<id>/cancel can end.
+CANCELLABLE_RUN_STATES = frozenset({RunState.QUEUED, RunState.SYNCING, RunState.DISTRIBUTING})
 
 
 class SlaveRunState(str, enum.Enum):
@@ -44,14 +47,16 @@ class SlaveRunState(str, enum.Enum):
     FAILED = "failed"
     UNREACHABLE = "unreachable"
     TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
 
 
 class Trigger(str, enum.Enum):
     MANUAL = "manual"
     SCHEDULE = "schedule"
     RETRY = "retry"
-    UPSTREAM = "upstream"
+    UPSTREAM = "upstream"   # kept for runs recorded before PUSH; nothing creates it any more
     RECOVERY = "recovery"
+    PUSH = "push"           # upstream called POST /api/v1/projects/<name>/push
 
 
 class Role(str, enum.Enum):

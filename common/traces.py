@@ -20,6 +20,7 @@ TRACES = "_traces"
 MASTER_TRACE = "master"
 NEW_SUFFIX = ".new"
 NONE, DEBIAN = "none", "debian"
+CREATOR = "mirror-sync 0.1.0"
 TRACE_MODES = (NONE, DEBIAN)
 # date(1)'s output in the POSIX locale: English names whatever this process's locale is.
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

@@ -36,6 +36,18 @@ def validate_slug(value):
             "Must be 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit.")
 
 
+# Names the rsync daemon reads as something other than a module: "[global]" is its
+# section of global parameters, so a project of that name could never be pulled.
+RESERVED_PROJECT_NAMES = frozenset({"global"})
+
+
+def validate_project_name(value):
+    """A slug that is also a module name the rsync daemon serves."""
+    validate_slug(value)
+    if value.lower() in RESERVED_PROJECT_NAMES:
+        raise ValidationError(f"{value!r} is reserved by the rsync daemon; choose another name.")
+
+
 def validate_host(host):
     if host.startswith("[") and host.endswith("]"):
         try:
@@ -109,8 +121,49 @@ def validate_rsync_url(value):
     parse_rsync_url(value)
 
 
+# Upstreams a sync script (method: command) may name besides rsync:// ones.
+SCRIPT_URL_SCHEMES = ("http", "https", "ftp", "git", "ssh")
+
+
+def validate_upstream_url(value):
+    """An rsync:// URL, or for a sync script an http(s)/ftp/git/ssh URL of a valid host, without a password."""
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme == "rsync" or scheme not in SCRIPT_URL_SCHEMES:
+        parse_rsync_url(value)
+        return
+    _ascii_printable(value, "The upstream")
+    if len(value) > 1024 or " " in value:
+        raise ValidationError("The upstream URL must be at most 1024 characters, without spaces.")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError as error:
+        raise ValidationError(f"Not a valid URL: {error}.") from None
+    if parts.password is not None:
+        raise ValidationError("Put the password in upstream_password, never in the URL.")
+    if not parts.hostname:
+        raise ValidationError("The upstream URL has no host.")
+    validate_host(f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname)
+
+
+def is_rsync_url(value):
+    return value.lower().startswith("rsync://")
+
+
+def upstream_host(value):
+    """The host part of an upstream URL, as trace files name the upstream mirror."""
+    try:
+        return urllib.parse.urlsplit(value).hostname or value
+    except ValueError:
+        return value
+
+
 def public_rsync_url(value):
     """The upstream URL without its user part, for the public status feed."""
+    if not is_rsync_url(value):
+        parts = urllib.parse.urlsplit(value)
+        host = parts.netloc.rpartition("@")[2]
+        return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
     parts = parse_rsync_url(value)
     port = f":{parts['port']}" if parts["port"] else ""
     path = f"/{parts['path']}" if parts["path"] else ""
@@ -200,6 +253,54 @@ REFUSED_OPTIONS = {
 }
 
 
+MAX_DESCRIPTION = 200
+MAX_HELP_URL = 512
+MAX_PUBLIC_PATH = 256
+# Segments never start with a dot (no "..", no hidden directories); "//" would leave the site.
+PUBLIC_PATH_RE = re.compile(r"^/(?:[A-Za-z0-9_~+-][A-Za-z0-9._~+-]*(?:/[A-Za-z0-9_~+-][A-Za-z0-9._~+-]*)*/?)?$")
+# RFC 3986's characters for a path, query and fragment, without quotes that could end an attribute.
+URL_REST_RE = re.compile(r"^[A-Za-z0-9._~!$&()*+,;=:@%/?#-]*$")
+
+
+def validate_description(value):
+    """A short text for visitors: one line of printable characters in any script."""
+    if not value.strip() or value != value.strip():
+        raise ValidationError("Must be text without leading or trailing spaces; use null to clear it.")
+    if len(value) > MAX_DESCRIPTION:
+        raise ValidationError(f"Must be at most {MAX_DESCRIPTION} characters long.")
+    if not value.isprintable():
+        raise ValidationError("Must be one line of printable characters (no control or formatting characters).")
+
+
+def validate_help_url(value):
+    """An http(s) URL of a page for visitors: a real host, no user or password, nothing that breaks out."""
+    message = "Must be an http:// or https:// URL such as https://mirrors.example.org/help/debian/."
+    _ascii_printable(value, "A URL")
+    if len(value) > MAX_HELP_URL:
+        raise ValidationError(f"Must be at most {MAX_HELP_URL} characters long.")
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ValidationError(message) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        raise ValidationError(message)
+    if port is not None and not 1 <= port <= 65535:
+        raise ValidationError("The port must be between 1 and 65535.")
+    host = parts.netloc.rsplit(":", 1)[0] if port is not None else parts.netloc
+    validate_host(host)
+    if not URL_REST_RE.match(value[len(parts.scheme) + 3 + len(parts.netloc):]):
+        raise ValidationError(message)
+
+
+def validate_public_path(value):
+    """Where a project's files are on the site: '/debian', '/pub/debian/'; no '..', no other host."""
+    _ascii_printable(value, "A path")
+    if len(value) > MAX_PUBLIC_PATH or not PUBLIC_PATH_RE.match(value):
+        raise ValidationError("Must be a path starting with '/', such as /debian/, made of letters, digits "
+                              "and '.', '_', '~', '+', '-', with no segment starting with '.'.")
+
+
 def _refuse_spaced_option(value):
     """'--bwlimit 1000' is one shell word with a space where '=' belongs: say what was meant."""
     name, _, rest = value.partition(" ")
@@ -239,3 +340,41 @@ def validate_rsync_option(value):
         validate_pattern(argument)
     elif not shape.match(argument):
         raise ValidationError(f"{argument!r} is not a valid value for {name}.")
+
+
+EXECUTABLE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")
+
+
+def validate_executable_name(value):
+    """The bare name of an executable in a configured directory: no '/', never a path."""
+    _ascii_printable(value, "A name")
+    if "/" in value:
+        raise ValidationError("Give the bare name of an executable in its directory, not a path ('/').")
+    if not EXECUTABLE_NAME_RE.match(value):
+        raise ValidationError("Must be 1-128 letters, digits, '.', '_', '+' or '-', not starting with '.' or '-'.")
+
+
+def validate_argument(value):
+    """One argument of a sync script: printable text; it never meets a shell."""
+    if CONTROL_RE.search(value):
+        raise ValidationError("An argument must not contain control characters (NUL, newline...).")
+    if len(value) > 1024:
+        raise ValidationError("An argument must be at most 1024 characters long.")
+
+
+def validate_relative_path(value):
+    """A path inside the upstream tree, such as ``project/trace/master``."""
+    _ascii_printable(value, "A path")
+    segments = value.split("/")
+    if not value or len(value) > 255 or value.startswith("/") or "" in segments:
+        raise ValidationError("Must be a relative path such as 'lastupdate' or 'project/trace/master'.")
+    for segment in segments:
+        if segment in (".", "..") or segment.startswith("-") or not PATH_SEGMENT_RE.match(segment):
+            raise ValidationError(f"The path segment {segment!r} is not allowed.")
+
+
+def validate_push_token(value):
+    """A push token: 16-256 printable ASCII characters without spaces (it travels in a header)."""
+    _ascii_printable(value, "A push token")
+    if not 16 <= len(value) <= 256 or " " in value:
+        raise ValidationError("A push token must be 16-256 printable ASCII characters without spaces.")

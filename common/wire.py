@@ -10,6 +10,9 @@ SLAVE_REPORT_STATES = ("syncing", "success", "failed")
 # How a slave publishes a new tree: rsync's --delay-updates in place, or a
 # snapshot built beside the old one and swapped in by renaming one symlink.
 PUBLISH_MODES = ("delay", "atomic")
+# How a slave pulls from the master: a command project's tree is plain rsync there.
+SLAVE_METHODS = ("rsync", "two-stage")
+STAGE1_PROFILES = ("debian",)
 
 
 MAX_ID = 2**63 - 1  # what a 64-bit id column holds
@@ -87,6 +90,16 @@ class OrderSchema(Schema):
     timeout = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=30 * 86400))
     catchup = StrictBoolean(load_default=False)
     publish = fields.String(load_default="delay", validate=validate.OneOf(PUBLISH_MODES))
+    # Sent only when not the default, so that a slave from before them still takes plain orders.
+    method = fields.String(load_default="rsync", validate=validate.OneOf(SLAVE_METHODS))
+    stage1_profile = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(STAGE1_PROFILES))
+    trace = fields.String(load_default="none", validate=validate.OneOf(("none", "debian")))
+    upstream_name = fields.String(load_default=None, allow_none=True, validate=validate_host)
+
+
+class CancelSchema(Schema):
+    """Master -> slave: stop pulling ``project`` for this run (the run id is in the path)."""
+    project = fields.String(required=True, validate=validate_slug)
 
 
 class ReportSchema(Schema):
@@ -114,5 +127,6 @@ class HeartbeatSchema(Schema):
 registration_schema = RegistrationSchema()
 credentials_schema = CredentialsSchema()
 order_schema = OrderSchema()
+cancel_schema = CancelSchema()
 report_schema = ReportSchema()
 heartbeat_schema = HeartbeatSchema()

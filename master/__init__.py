@@ -12,10 +12,13 @@ from common.dependencies import require_installed
 require_installed()
 
 from flask import Flask, jsonify
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from common import texts
 from common.clock import SystemClock
 from common.config import load_settings, tls_verify
 from common.errors import ConfigError
+from common.headers import install_security_headers
 from common.rsync import RsyncRunner
 from master import schema
 from master.db import db, init_database
@@ -28,8 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def configure_logging(level):
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level)
+    texts.configure_logging(level)
     # APScheduler logs every job run at INFO; ours are logged by the services.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
@@ -81,7 +83,11 @@ def _build_app(test_config):
                                                  verify=tls_verify(settings)),
         wakeups=Wakeups(settings["DATA_DIR"]))
 
+    if settings["TRUSTED_PROXIES"]:
+        hops = settings["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     db.init_app(app)
+    install_security_headers(app)
     from master.api import register_api
     register_api(app)
     from master.services import readmodel

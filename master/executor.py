@@ -19,7 +19,7 @@ class Executor:
         self.poll_interval = app.config["POLL_INTERVAL"]
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._workers = {}   # run id -> (thread, cancel event)
+        self._workers = {}   # run id -> (thread, cancel event, project id)
         self._lock = threading.Lock()
         self._thread = None
 
@@ -43,12 +43,16 @@ class Executor:
 
     def _free_slots(self):
         with self._lock:
-            for run_id in [r for r, (thread, _) in self._workers.items() if not thread.is_alive()]:
+            for run_id in [r for r, (thread, _, _) in self._workers.items() if not thread.is_alive()]:
                 del self._workers[run_id]
             return self.max_concurrent - len(self._workers)
 
     def _loop(self):
         while not self._stopping.is_set():
+            try:
+                self._stop_cancelled_pulls()
+            except Exception:
+                log.exception("executor: looking for cancelled runs failed; retrying")
             try:
                 self._claim_and_start()
             except Exception:
@@ -56,18 +60,31 @@ class Executor:
             self._wake.wait(self.poll_interval)
             self._wake.clear()
 
-    def _claim_and_start(self):
-        free = self._free_slots()
-        if free <= 0:
+    def _stop_cancelled_pulls(self):
+        """An API worker cancels a run in the database; end the pulls of runs no longer syncing."""
+        with self._lock:
+            watched = {run_id: worker for run_id, worker in self._workers.items() if not worker[1].is_set()}
+        if not watched:
             return
         with self.app.app_context():
-            run_ids = syncs.run_ids_to_execute(free)
-        for run_id in run_ids:
+            gone = syncs.runs_no_longer_syncing(sorted(watched))
+        for run_id in gone:
+            log.info("run %s was cancelled: ending its pull", run_id)
+            watched[run_id][1].set()
+
+    def _claim_and_start(self):
+        free = self._free_slots()
+        with self._lock:
+            busy = {project_id for _, _, project_id in self._workers.values()}
+        with self.app.app_context():
+            # Forced runs (mirrorctl projects sync --force) start even with no slot free.
+            claimed = syncs.runs_to_execute(max(0, free), busy)
+        for run_id, project_id in claimed:
             cancel = threading.Event()
             thread = threading.Thread(target=self._execute, args=(run_id, cancel),
                                       name=f"run-{run_id}", daemon=True)
             with self._lock:
-                self._workers[run_id] = (thread, cancel)
+                self._workers[run_id] = (thread, cancel, project_id)
             thread.start()
 
     def _execute(self, run_id, cancel):
@@ -85,10 +102,10 @@ class Executor:
         self._wake.set()
         with self._lock:
             workers = list(self._workers.values())
-        for _, cancel in workers:
+        for _, cancel, _ in workers:
             cancel.set()
         deadline = time.monotonic() + timeout
-        for thread, _ in workers:
+        for thread, _, _ in workers:
             thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread is not None:
             self._thread.join(max(0.0, deadline - time.monotonic()))

@@ -36,6 +36,30 @@ class Project(db.Model):
     retries = sa.Column(sa.Integer, nullable=False, default=3)
     # Up to this many seconds of random delay on each scheduled start.
     splay = sa.Column(sa.Integer, nullable=False, default=0)
+    # For visitors: a short text, a help page, and where the files are on the site
+    # (SITE_URL + public_path); services fill public_path with "/<name>" when not given.
+    description = sa.Column(sa.String(256))
+    help_url = sa.Column(sa.String(512))
+    public_path = sa.Column(sa.String(256))
+    # How the upstream is pulled: "rsync", "two-stage" (ftpsync's two stages, with the
+    # stage-1 filter list ``stage1_profile``) or "command" (the script ``command`` of
+    # SYNC_SCRIPTS_DIR, run with ``command_args``).
+    method = sa.Column(sa.String(16), nullable=False, default="rsync", server_default="rsync")
+    stage1_profile = sa.Column(sa.String(32))
+    command = sa.Column(sa.String(128))
+    command_args = sa.Column(sa.JSON, nullable=False, default=list, server_default="[]")
+    # Exit codes of ``command`` worth a retry, like rsync's network errors.
+    transient_exit_codes = sa.Column(sa.JSON, nullable=False, default=list, server_default="[]")
+    # {"pre_sync": name, "post_success": name, "post_failure": name}, executables in HOOKS_DIR.
+    hooks = sa.Column(sa.JSON, nullable=False, default=dict, server_default="{}")
+    # A file of the upstream fetched first; unchanged since the last good pull, the pull is skipped.
+    upstream_marker = sa.Column(sa.String(255))
+    # SHA-256 of the marker as it was before the last good pull.
+    marker_digest = sa.Column(sa.String(64))
+    # "debian": write ftpsync's trace files after each pull, on the master and on every slave.
+    trace = sa.Column(sa.String(8), nullable=False, default="none", server_default="none")
+    # SHA-256 of the token upstream presents to POST /api/v1/projects/<name>/push.
+    push_token_hash = sa.Column(sa.String(64))
     # Read-only fields kept up to date by services.runs.move_run, so that
     # listing projects never scans run history.
     last_state = sa.Column(sa.String(16))
@@ -112,6 +136,8 @@ class Run(db.Model):
     retry_of = sa.Column(sa.Integer)
     retried_by = sa.Column(sa.Integer)  # the run that tries again after this one failed
     not_before = sa.Column(UTCDateTime)
+    # Started even when MAX_CONCURRENT_SYNCS pulls already run (mirrorctl projects sync --force).
+    force = sa.Column(sa.Boolean, nullable=False, default=False, server_default=sa.false())
     created_at = sa.Column(UTCDateTime, nullable=False)
     started_at = sa.Column(UTCDateTime)
     finished_at = sa.Column(UTCDateTime)
@@ -121,6 +147,8 @@ class Run(db.Model):
     stats = sa.Column(sa.JSON)
     # Latest whole-transfer progress of the upstream pull (bytes, percent, rate, eta).
     progress = sa.Column(sa.JSON)
+    # The upstream marker was unchanged: nothing was pulled, no slave was ordered.
+    skipped = sa.Column(sa.Boolean, nullable=False, default=False, server_default=sa.false())
     # Process group of the running rsync, so a restarted executor can end an orphan.
     pid = sa.Column(sa.Integer)
 
@@ -238,10 +266,16 @@ class Nonce(db.Model):
 
 
 class AuthFailure(db.Model):
-    """Failed authentications per client address in the current window, shared by every worker."""
+    """Failed authentications per client network in the current window, shared by every worker.
+
+    The window runs on the monotonic clock of the host that counted (``clock_id``
+    names it), so a step of the wall clock neither lengthens nor ends a lockout.
+    """
 
     __tablename__ = "auth_failures"
 
-    address = sa.Column(sa.String(64), primary_key=True)
+    network = sa.Column(sa.String(64), primary_key=True)   # 192.0.2.0/24, 2001:db8::/64, or "unknown"
+    clock_id = sa.Column(sa.String(64), primary_key=True)
     count = sa.Column(sa.Integer, nullable=False)
-    window_start = sa.Column(UTCDateTime, nullable=False)
+    window_started = sa.Column(sa.Float, nullable=False)  # seconds on that host's monotonic clock
+    seen_at = sa.Column(UTCDateTime, nullable=False)      # wall clock, only to purge rows of gone hosts

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from common import rsync
+from common.validation import RESERVED_PROJECT_NAMES
 from master.db import db
 from master.models import Project, Slave
 from master.paths import state_dir
@@ -46,8 +47,12 @@ def daemon_identity():
     return os.geteuid(), os.getegid()
 
 
-def render(projects, slaves, data_dir, secrets_path, log_path, identity):
+def render(projects, slaves, data_dir, secrets_path, log_path, identity, max_connections=100):
     """Return (rsyncd.conf text, secrets file text).
+
+    Each module serves at most ``max_connections`` pulls at once (0: no limit),
+    counted in a lock file beside the log. A project whose name the daemon
+    reads as something else (``global``) gets no module.
 
     With ``identity`` (uid, gid) the daemon, started as root, reads trees as
     the user that wrote them and runs chrooted; without it there are no
@@ -69,9 +74,14 @@ def render(projects, slaves, data_dir, secrets_path, log_path, identity):
         "refuse options = copy-links copy-unsafe-links copy-dirlinks keep-dirlinks",
         f"secrets file = {secrets_path}",
         f"log file = {log_path}",
+        f"max connections = {int(max_connections)}",
+        f"lock file = {os.path.join(os.path.dirname(log_path), 'rsyncd.lock')}",
         "",
     ]
     for project in projects:
+        if project.name.lower() in RESERVED_PROJECT_NAMES:
+            log.warning("project %s gets no rsync module: the daemon reserves that name", project.name)
+            continue
         lines += [
             f"[{project.name}]",
             f"    path = {os.path.join(data_dir, project.name)}",
@@ -115,7 +125,8 @@ def write_config(config_path=None, secrets_path=None):
     slaves = db.session.execute(
         sa.select(Slave).where(Slave.enabled.is_(True)).order_by(Slave.name)).scalars().all()
     text, secrets = render(projects, slaves, data_dir, secrets_path,
-                           os.path.join(state_dir(data_dir), "rsyncd.log"), daemon_identity())
+                           os.path.join(state_dir(data_dir), "rsyncd.log"), daemon_identity(),
+                           max_connections=current_app.config["RSYNCD_MAX_CONNECTIONS"])
     # Secrets first, so the config never names a secrets file that lacks a new slave.
     changed = _write_if_changed(secrets_path, secrets, 0o600)
     changed = _write_if_changed(config_path, text, 0o644) or changed

@@ -1,9 +1,15 @@
 """marshmallow schemas of the master's API: what comes in is checked, what goes out is shaped."""
 
-from marshmallow import Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from common.validation import (public_rsync_url, validate_pattern, validate_rsync_option, validate_rsync_url,
-                               validate_secret, validate_slug)
+from common.hooks import HOOKS
+from common.methods import METHODS, RSYNC
+from common.methods.twostage import PROFILES
+from common.traces import NONE, TRACE_MODES
+from common.validation import (public_rsync_url, validate_argument, validate_description, validate_executable_name,
+                               validate_help_url, validate_pattern, validate_project_name, validate_public_path,
+                               validate_push_token, validate_relative_path, validate_rsync_option,
+                               validate_secret, validate_slug, validate_upstream_url)
 from common.wire import MAX_ID, PUBLISH_MODES, StatsSchema, StrictBoolean
 from master.schedules import validate_crontab
 
@@ -12,9 +18,19 @@ PROJECT_PAGE = 100
 MAX_PROJECT_PAGE = 10000
 
 
+def _hook_field(hook):
+    return fields.String(allow_none=True, validate=validate_executable_name, metadata={
+        "description": f"name of an executable in HOOKS_DIR run as the {hook} hook, or null"})
+
+
+HooksSchema = Schema.from_dict({hook: _hook_field(hook) for hook in HOOKS}, name="HooksSchema")
+
+
 class ProjectSchema(Schema):
-    name = fields.String(required=True, validate=validate_slug)
-    upstream = fields.String(required=True, validate=validate_rsync_url)
+    name = fields.String(required=True, validate=validate_project_name)
+    upstream = fields.String(required=True, validate=validate_upstream_url, metadata={
+        "description": "rsync://[user@]host[:port]/module[/path]; with method command, also an "
+                       "http(s)/ftp/git/ssh URL the script is given as MIRRORSYNC_UPSTREAM"})
     schedule = fields.String(allow_none=True, load_default=None, validate=validate_crontab,
                              metadata={"description": "5-field crontab (UTC), or null for manual syncs only"})
     enabled = StrictBoolean(load_default=True)
@@ -33,6 +49,34 @@ class ProjectSchema(Schema):
         "description": "further tries after a transient upstream failure, with exponential backoff"})
     splay = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=86400), metadata={
         "description": "up to this many seconds of random delay on each scheduled start"})
+    description = fields.String(allow_none=True, load_default=None, validate=validate_description, metadata={
+        "description": "a short text for visitors (up to 200 characters, one line)"})
+    help_url = fields.String(allow_none=True, load_default=None, validate=validate_help_url, metadata={
+        "description": "an http(s) page that tells visitors how to use this mirror"})
+    public_path = fields.String(allow_none=True, load_default=None, validate=validate_public_path, metadata={
+        "description": "where the files are on the site, joined to SITE_URL; null means /<name>"})
+    method = fields.String(load_default=RSYNC, validate=validate.OneOf(METHODS), metadata={
+        "description": "rsync, two-stage (Debian's ftpsync: all but the indices first, without deleting, "
+                       "then the rest with deletions; master and slaves) or command (a sync script)"})
+    stage1_profile = fields.String(allow_none=True, load_default=None, validate=validate.OneOf(sorted(PROFILES)),
+                                   metadata={"description": "the stage-1 filter list of method two-stage"})
+    command = fields.String(allow_none=True, load_default=None, validate=validate_executable_name, metadata={
+        "description": "method command: name of an executable in SYNC_SCRIPTS_DIR (never a path)"})
+    command_args = fields.List(fields.String(validate=validate_argument), load_default=list,
+                               validate=validate.Length(max=64), metadata={
+                                   "description": "the arguments the command is run with"})
+    transient_exit_codes = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1, max=255)),
+                                       load_default=list, validate=validate.Length(max=32), metadata={
+                                           "description": "exit codes of the command worth a retry"})
+    hooks = fields.Nested(HooksSchema, load_default=dict)
+    upstream_marker = fields.String(allow_none=True, load_default=None, validate=validate_relative_path,
+                                    metadata={"description": "a file of the upstream fetched first: unchanged "
+                                                             "since the last good pull, the pull is skipped"})
+    trace = fields.String(load_default=NONE, validate=validate.OneOf(TRACE_MODES), metadata={
+        "description": "debian: master and slaves write ftpsync's trace files in project/trace/"})
+    push_token = fields.String(load_only=True, allow_none=True, validate=validate_push_token, metadata={
+        "description": "write-only: the bearer token for POST /api/v1/projects/<name>/push; null removes it"})
+    has_push_token = fields.Method("_has_push_token", dump_only=True)
     has_password = fields.Method("_has_password", dump_only=True)
     status = fields.String(dump_only=True)
     last_success = fields.DateTime(dump_only=True)
@@ -45,6 +89,9 @@ class ProjectSchema(Schema):
 
     def _has_password(self, project):
         return bool(project.upstream_password)
+
+    def _has_push_token(self, project):
+        return bool(project.push_token_hash)
 
 
 class ProjectPatchSchema(ProjectSchema):
@@ -78,6 +125,8 @@ class RunSchema(Schema):
         "description": "the run that tries again after this one failed"})
     not_before = fields.DateTime(dump_only=True, allow_none=True, metadata={
         "description": "a queued retry waits until then"})
+    force = fields.Boolean(dump_only=True, metadata={
+        "description": "starts even when MAX_CONCURRENT_SYNCS pulls already run"})
     created_at = fields.DateTime(dump_only=True)
     started_at = fields.DateTime(dump_only=True)
     finished_at = fields.DateTime(dump_only=True)
@@ -85,6 +134,8 @@ class RunSchema(Schema):
     exit_code = fields.Integer(dump_only=True, allow_none=True)
     error = fields.String(dump_only=True, allow_none=True)
     warning = fields.String(dump_only=True, allow_none=True)
+    skipped = fields.Boolean(dump_only=True, metadata={
+        "description": "the upstream marker was unchanged: nothing was pulled and no slave was ordered"})
     stats = fields.Nested(StatsSchema, dump_only=True, allow_none=True)
     progress = fields.Dict(dump_only=True, allow_none=True, metadata={
         "description": "latest progress of the upstream pull: bytes, percent, rate, eta, files"})
@@ -105,6 +156,26 @@ class AsciiInteger(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class SyncArgs(Schema):
+    force = fields.Boolean(load_default=False, truthy={"true", "1"}, falsy={"false", "0"}, metadata={
+        "description": "start even when MAX_CONCURRENT_SYNCS pulls already run (the project's own "
+                       "active run is still waited for)"})
+
+
+def _printable_query(value):
+    if not value.isprintable():
+        raise ValidationError("The search must be printable text.")
+
+
+class MirrorListArgs(Schema):
+    """The visitors' page: ``?q=`` words to look for in names and descriptions."""
+
+    class Meta:
+        unknown = EXCLUDE  # a link with tracking parameters still opens the page
+
+    q = fields.String(load_default="", validate=[validate.Length(max=100), _printable_query])
+
+
 class RunListArgs(Schema):
     limit = AsciiInteger(load_default=50, validate=validate.Range(min=1, max=500))
     before = AsciiInteger(load_default=None, validate=validate.Range(min=1, max=MAX_ID))
@@ -120,6 +191,11 @@ class ProjectListArgs(Schema):
 
 class LogArgs(Schema):
     offset = AsciiInteger(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
+
+
+class DeleteProjectArgs(Schema):
+    force = fields.Boolean(load_default=False, truthy={"true", "1"}, falsy={"false", "0"},
+                           metadata={"description": "cancel a run in progress first, instead of answering 409"})
 
 
 class SlaveSchema(Schema):
@@ -153,3 +229,9 @@ class StatusSchema(Schema):
     upstream = fields.Function(lambda project: public_rsync_url(project.upstream))
     size = fields.Integer()
     slaves = fields.Dict(keys=fields.String(), values=fields.Nested(SlaveFreshnessSchema))
+
+
+class PushSchema(Schema):
+    run = fields.Integer(attribute="id", metadata={"description": "the run that will pull"})
+    state = fields.String()
+    coalesced = fields.Integer(metadata={"description": "further triggers folded into it"})

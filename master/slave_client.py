@@ -1,4 +1,4 @@
-"""The one place the master calls slaves: signed orders, sent in parallel through a bounded pool."""
+"""The one place the master calls slaves: signed orders and cancels, sent in parallel through a bounded pool."""
 
 import concurrent.futures
 import dataclasses
@@ -26,7 +26,7 @@ class OrderTarget:
 class OrderOutcome:
     name: str
     accepted: bool
-    state: str            # dispatched, unreachable or failed
+    state: str            # dispatched (cancelled for a cancel), unreachable or failed
     error: str | None = None
 
 
@@ -101,6 +101,29 @@ class SlaveClient:
         if not orders:
             return []
         return list(self._executor().map(lambda pair: self.send_order(*pair), orders))
+
+    def send_cancel(self, target, run_id, project):
+        """POST one signed cancel of ``project``'s run ``run_id``; never raises."""
+        url = f"{target.url.rstrip('/')}/api/v1/syncs/{int(run_id)}/cancel"
+        try:
+            answer = answers.call(self._session(), "POST", url, (self.timeout, self.timeout),
+                                  json={"project": project}, auth=HmacAuth(target.name, target.signing_key),
+                                  verify=self.verify)
+        except requests.RequestException as error:
+            return OrderOutcome(target.name, False, "unreachable",
+                                f"slave unreachable at {printable(target.url, 200)}: {type(error).__name__}")
+        except answers.MalformedAnswer as error:
+            return OrderOutcome(target.name, False, "failed", f"slave's answer refused: {error}")
+        if answer.status in (202, 404):  # 404: it never got the order, so there is nothing to stop
+            return OrderOutcome(target.name, True, "cancelled")
+        return OrderOutcome(target.name, False, "failed", f"slave refused the cancel (HTTP {answer.status}): "
+                                                          f"{answer.message() or 'no explanation'}")
+
+    def send_cancels(self, cancels):
+        """Send [(target, run_id, project), ...] in parallel; returns outcomes."""
+        if not cancels:
+            return []
+        return list(self._executor().map(lambda triple: self.send_cancel(*triple), cancels))
 
     def close(self):
         with self._pool_lock:

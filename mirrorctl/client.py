@@ -41,8 +41,8 @@ class MasterClient:
     def update_project(self, name, changes):
         return self._json("PATCH", f"/projects/{_segment(name)}", body=changes)
 
-    def delete_project(self, name):
-        self._send("DELETE", f"/projects/{_segment(name)}")
+    def delete_project(self, name, force=False):
+        self._send("DELETE", f"/projects/{_segment(name)}", params={"force": "true"} if force else None)
 
     def trigger_sync(self, name, force=False):
         params = {"force": "true"} if force else None
@@ -56,6 +56,9 @@ class MasterClient:
 
     def get_run(self, run_id):
         return self._json("GET", f"/runs/{_segment(run_id)}")
+
+    def cancel_run(self, run_id):
+        return self._json("POST", f"/runs/{_segment(run_id)}/cancel")
 
     def read_log(self, run_id, offset=0):
         """Return (bytes, next_offset) of the run's log from byte ``offset``."""

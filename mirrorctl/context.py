@@ -6,6 +6,7 @@ import time
 
 import click
 
+from common.texts import printable_lines
 from mirrorctl.client import MasterClient
 from mirrorctl.config import load_settings
 from mirrorctl.transport import RequestsTransport
@@ -44,7 +45,8 @@ class Ctl:
         if self.as_json:
             click.echo(json.dumps(document, indent=2))
         else:
-            click.echo(human(document, self.now()))
+            # Texts from the master (slaves' errors, rsync's) never reach the terminal raw.
+            click.echo(printable_lines(human(document, self.now())))
 
 
 pass_ctl = click.make_pass_decorator(Ctl)

@@ -47,6 +47,10 @@ def project_options(editing):
                      help="Read the upstream password from stdin (it is never taken as an argument)."),
         editing and click.option("--no-password", is_flag=True, help="Remove the upstream password."),
         click.option("--enabled/--disabled", default=None, help="Whether the project syncs at all."),
+        click.option("--description", metavar="TEXT", help="One line for visitors of the status page."),
+        click.option("--help-url", metavar="URL", help="An http(s) page that tells visitors how to use the mirror."),
+        click.option("--public-path", metavar="PATH",
+                     help="Where the files are on the site, joined to the master's SITE_URL (default /NAME)."),
     ]
 
     def decorate(command):
@@ -69,10 +73,11 @@ def read_password():
 
 
 def project_fields(schedule, rsync_options, excludes, timeout, retries, splay, publish, password_stdin,
-                   enabled, upstream=None):
+                   enabled, description, help_url, public_path, upstream=None):
     """The API fields the given options set; options not given are left out."""
     fields = {"upstream": upstream, "schedule": schedule, "timeout": timeout, "retries": retries,
-              "splay": splay, "publish": publish, "enabled": enabled,
+              "splay": splay, "publish": publish, "enabled": enabled, "description": description,
+              "help_url": help_url, "public_path": public_path,
               "rsync_options": list(rsync_options) or None, "excludes": list(excludes) or None}
     fields = {name: value for name, value in fields.items() if value is not None}
     if password_stdin:
@@ -148,13 +153,14 @@ def edit(ctl, name, upstream, manual, no_options, no_excludes, no_password, **op
 
 @projects.command()
 @click.argument("name")
+@click.option("--force", is_flag=True, help="Cancel a run in progress first (else the master refuses).")
 @pass_ctl
-def rm(ctl, name):
+def rm(ctl, name, force):
     """Delete project NAME and its run history; its files stay on the master's disk.
 
     Prints nothing with --json (the API answers with no body).
     """
-    ctl.client.delete_project(name)
+    ctl.client.delete_project(name, force=force)
     if not ctl.as_json:
         click.echo(f"removed project {name}; its files stay on the master's disk")
 

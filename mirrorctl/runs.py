@@ -1,7 +1,8 @@
-"""``mirrorctl runs``: a project's run history, one run with its slaves, and a run's log."""
+"""``mirrorctl runs``: a project's run history, one run with its slaves, cancelling one, and a run's log."""
 
 import click
 
+from common.texts import printable_lines
 from mirrorctl.context import pass_ctl
 from mirrorctl.errors import StoppedFollowing
 from mirrorctl.follow import LogTail, follow_log
@@ -36,13 +37,22 @@ def show(ctl, run_id):
 
 @runs.command()
 @click.argument("run_id", metavar="ID", type=RUN_ID)
+@pass_ctl
+def cancel(ctl, run_id):
+    """Cancel run ID while it is queued, syncing or distributing: its rsync and the slaves' pulls stop."""
+    ctl.emit(ctl.client.cancel_run(run_id), lambda run, now: f"cancelled run {run_id}\n\n{run_details(run, now)}")
+
+
+@runs.command()
+@click.argument("run_id", metavar="ID", type=RUN_ID)
 @click.option("--follow", is_flag=True, help="Keep printing new lines until the run ends.")
 @pass_ctl
 def log(ctl, run_id, follow):
     """Print the rsync log of run ID as plain text (--json does not change it)."""
 
     def write(text):
-        click.echo(text, nl=False)
+        # A log holds upstream's file names, which may carry terminal escapes.
+        click.echo(printable_lines(text), nl=False)
 
     if not follow:
         write(LogTail(ctl.client, run_id).read(run_final=True))

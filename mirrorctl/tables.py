@@ -4,6 +4,7 @@ Every function takes the API's JSON as it is and ``now`` (for '3m ago'), and
 returns text; fields the master adds later show up at the end of detail blocks.
 """
 
+from common.texts import printable
 from mirrorctl.units import NONE, clock, human_age, human_duration, human_size, parse_time
 
 ERROR_WIDTH = 60
@@ -32,7 +33,7 @@ def _cell(value):
 
 
 def _short(text, width=ERROR_WIDTH):
-    text = " ".join(str(text).split()) if text else ""
+    text = printable(" ".join(str(text).split())) if text else ""
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
@@ -53,7 +54,8 @@ def _extra(document, shown):
 
 PROJECT_FIELDS = ("name", "upstream", "schedule", "enabled", "status", "last_success", "last_started",
                   "last_ended", "next_run", "size", "timeout", "retries", "splay", "publish", "rsync_options",
-                  "excludes", "has_password", "created_at", "updated_at")
+                  "excludes", "has_password", "description", "help_url", "public_path", "created_at",
+                  "updated_at")
 
 
 def project_table(projects, now):
@@ -89,6 +91,9 @@ def project_details(project, now):
         ("rsync options", " ".join(project.get("rsync_options") or [])),
         ("excludes", " ".join(project.get("excludes") or [])),
         ("password", "set" if project.get("has_password") else "none"),
+        ("description", project.get("description")),
+        ("help url", project.get("help_url")),
+        ("public path", project.get("public_path")),
         ("created", _moment(project.get("created_at"), now)),
         ("updated", _moment(project.get("updated_at"), now)),
     ]

@@ -8,6 +8,7 @@ time runs pulls, delivers reports and sends heartbeats (see slave/syncs.py).
 import atexit
 import logging
 import os
+import socket
 import threading
 
 from common.dependencies import require_installed
@@ -17,9 +18,11 @@ require_installed()
 from flask import Flask
 from marshmallow import ValidationError
 
+from common import texts, traces
 from common.clock import SystemClock
 from common.config import load_settings, tls_verify
 from common.errors import ConfigError
+from common.headers import install_security_headers
 from common.rsync import RsyncRunner
 from common.signing import SqliteNonceStore
 from common.validation import validate_slug
@@ -39,8 +42,7 @@ DUTY_INTERVAL = 0.5
 
 
 def configure_logging(level):
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(level)
+    texts.configure_logging(level)
 
 
 class SlaveServices:
@@ -58,10 +60,12 @@ class SlaveServices:
             state_dir=state_dir, public_dir=settings["PUBLIC_DIR"], runner=runner,
             records=SyncRecords(os.path.join(state_dir, "syncs")), outbox=self.outbox,
             credentials=self.credentials.load, clock=clock,
-            max_concurrent=settings["MAX_CONCURRENT_SYNCS"], log_retention=settings["LOG_RETENTION"])
+            max_concurrent=settings["MAX_CONCURRENT_SYNCS"], log_retention=settings["LOG_RETENTION"],
+            site=trace_site(settings))
         self.status_board = StatusBoard(self.worker.records, settings["PUBLIC_DIR"])
         self.heartbeat = Heartbeat(client, self.credentials.load, settings["SLAVE_URL"],
-                                   settings["HEARTBEAT_INTERVAL"], self.worker.syncing_projects)
+                                   settings["HEARTBEAT_INTERVAL"], self.worker.syncing_projects,
+                                   on_forgotten=self.enroll_again)
         self.enrollment_error = None
         self._stopping = threading.Event()
         self._thread = None
@@ -71,6 +75,32 @@ class SlaveServices:
         """Register with the master until it works; see slave.heartbeat.enroll."""
         return enroll(self.credentials, self.client, self.settings["SLAVE_NAME"], self.settings["SLAVE_URL"],
                       self.settings["MASTER_URL"], stop or self._stopping)
+
+    def enroll_again(self, error):
+        """The master no longer knows this slave: enroll again with the join token, or say what to do.
+
+        Returns whether this slave holds a new identity. Logs one line either way.
+        """
+        old = self.credentials.load()
+        master_url, name = self.settings["MASTER_URL"], self.settings["SLAVE_NAME"]
+        known_as = old.name if old else name
+        if not self.settings["JOIN_TOKEN"]:
+            log.error("the master at %s no longer knows this slave as %r (was it deleted there?) and there is "
+                      "no JOIN_TOKEN to enroll again: set MIRRORSYNC_JOIN_TOKEN to the master's join token and "
+                      "restart this slave", master_url, known_as)
+            return False
+        log.warning("the master at %s no longer knows this slave as %r (was it deleted there?); enrolling "
+                    "again as %r with the join token", master_url, known_as, name)
+        try:
+            if old is not None:
+                self.credentials.forget(old)
+            return enroll(self.credentials, self.client, name, self.settings["SLAVE_URL"], master_url,
+                          self._stopping, announce=False) is not None
+        except EnrollmentRefused as error:
+            log.error("this slave cannot enroll again and takes no orders until it can: %s", error)
+        except (ConfigError, OSError) as error:
+            log.error("this slave cannot keep its new identity: %s", error)
+        return False
 
     def start_background(self):
         """Enroll if needed, then (in the process that runs pulls) deliver reports and send heartbeats."""
@@ -110,6 +140,14 @@ class SlaveServices:
             except Exception:
                 log.exception("background duties hit an unexpected error")
             self._stopping.wait(DUTY_INTERVAL)
+
+
+def trace_site(settings):
+    """This slave as its Debian trace files name it."""
+    return traces.Site(name=settings["PUBLIC_NAME"], host=socket.getfqdn(), creator=traces.CREATOR,
+                       maintainer=settings["TRACE_MAINTAINER"], sponsor=settings["TRACE_SPONSOR"],
+                       country=settings["TRACE_COUNTRY"], location=settings["TRACE_LOCATION"],
+                       throughput=settings["TRACE_THROUGHPUT"])
 
 
 def _check_slave_settings(settings):
@@ -159,6 +197,7 @@ def create_app(test_config=None):
     app = Flask(__name__)
     app.config.update(settings)
     app.extensions["mirrorsync_slave"] = services
+    install_security_headers(app)
     from slave.api import register_api
     register_api(app)
     if settings["STATUS_PAGE"]:

@@ -4,18 +4,18 @@ Errors are ``{"error", "message", "fields"}`` with a 4xx for every bad request, 
 """
 
 import ipaddress
-import json
 import logging
 
 from flask import Blueprint, current_app, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from common.answers import DuplicateKey, loads_strict
 from common.errors import (BadRequest, ConfigError, MirrorSyncError, NotEnrolled, NotFound, Unauthorized,
                            UnsupportedMediaType, ValidationFailed)
 from common.signing import SignatureError, verify_signature
 from common.validation import validate_slug
-from common.wire import order_schema
+from common.wire import cancel_schema, order_schema
 from slave.syncs import public_record
 
 log = logging.getLogger(__name__)
@@ -54,22 +54,25 @@ def require_master_signature():
         raise Unauthorized(f"Signature refused: {error}.") from None
 
 
-def load_order():
-    """The order in the request body; raises UnsupportedMediaType, BadRequest, ValidationFailed."""
+def load_order(schema=order_schema):
+    """The order (or cancel) in the request body; raises UnsupportedMediaType, BadRequest, ValidationFailed."""
     if not request.is_json:
         raise UnsupportedMediaType("Send a JSON object with 'Content-Type: application/json'.",
                                    {"json": ["Send a JSON object with 'Content-Type: application/json'."]})
     raw = request.get_data(cache=True)
     try:
-        body = json.loads(raw)
+        body = loads_strict(raw)
+    except DuplicateKey as error:
+        raise BadRequest(f"The request body is not valid JSON: {error}.",
+                         {"json": [f"The request body is not valid JSON: {error}."]}) from None
     except (ValueError, RecursionError):
         raise BadRequest("The request body is not valid JSON.",
-                              {"json": ["The request body is not valid JSON."]}) from None
+                         {"json": ["The request body is not valid JSON."]}) from None
     if not isinstance(body, dict):
         raise ValidationFailed("Invalid request: the body must be a JSON object.",
                                {"body": ["Must be a JSON object."]})
     try:
-        return order_schema.load(_bracket_bare_ipv6(body))
+        return schema.load(_bracket_bare_ipv6(body))
     except ValidationError as error:
         field, messages = next(iter(error.messages.items()))
         message = messages[0] if isinstance(messages, list) and messages else messages
@@ -117,6 +120,14 @@ def get_sync(run_id):
         of = f" of {project!r}" if project else ""
         raise NotFound(f"This slave has no record of run {run_id}{of}.")
     return jsonify(public_record(record))
+
+
+@blp.post("/api/v1/syncs/<int:run_id>/cancel")
+def cancel_sync(run_id):
+    """The master cancelled the run: stop pulling it (202), or 404 when this slave never had the order."""
+    require_master_signature()
+    record = _services().worker.cancel(load_order(cancel_schema)["project"], run_id)
+    return jsonify(run_id=record["run_id"], project=record["project"], state=record["state"]), 202
 
 
 @blp.get("/healthz")

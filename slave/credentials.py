@@ -106,10 +106,22 @@ class CredentialStore:
         self.path = os.path.join(state_dir, CREDENTIALS_FILE)
         self._lock_path = os.path.join(state_dir, ENROLL_LOCK_FILE)
         self._cached = None
+        self._stamp = None
 
     def load(self):
-        """The identity, or None before enrollment. Raises ConfigError when the file is unreadable."""
-        if self._cached is not None:
+        """The identity, or None before enrollment. Raises ConfigError when the file is unreadable.
+
+        Another process may enroll again and replace the file: a changed file is read again.
+        """
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            self._cached = None
+            return None
+        except OSError as error:
+            raise ConfigError(f"STATE_DIR: cannot read {self.path} ({error.strerror})") from None
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._cached is not None and self._stamp == stamp:
             return self._cached
         try:
             data = read_json(self.path)
@@ -118,6 +130,7 @@ class CredentialStore:
                               "move it away to enroll this slave again") from None
         if data is None:
             return None
+        self._stamp = stamp
         if not isinstance(data, dict) or any(not isinstance(data.get(f), str) or not data[f] for f in FIELDS):
             raise ConfigError(f"STATE_DIR: {self.path} is not a complete identity; "
                               "move it away to enroll this slave again")
@@ -128,7 +141,18 @@ class CredentialStore:
         """Write the identity, 0600. Raises OSError."""
         ensure_private_dir(self.state_dir)
         write_json_atomically(self.path, dataclasses.asdict(credentials), mode=0o600)
-        self._cached = credentials
+        self._cached = None  # read back, with the new file's stamp
+
+    def forget(self, credentials):
+        """Set ``credentials`` aside (credentials.json.forgotten) so the next enroll registers again.
+
+        A file another process already replaced is left alone. Raises OSError.
+        """
+        with self._enrollment_lock():
+            current = self.load()
+            if current is not None and current.signing_key == credentials.signing_key:
+                os.replace(self.path, f"{self.path}.forgotten")
+            self._cached = None
 
     def enroll(self, register, master_url):
         """The identity, calling ``register()`` for one only if no process has enrolled yet.

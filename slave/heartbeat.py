@@ -4,15 +4,17 @@ import logging
 import random
 import threading
 
-from slave.master_client import MasterUnavailable
+from slave.master_client import MasterUnavailable, SlaveForgotten
 
 log = logging.getLogger(__name__)
 
 ENROLL_BACKOFF_START = 0.5
 ENROLL_BACKOFF_MAX = 10.0
+# A slave the master forgot, that cannot enroll again, knocks this seldom: nothing changes until a restart.
+FORGOTTEN_INTERVAL = 60.0
 
 
-def enroll(store, client, name, url, master_url, stop, rng=random.random):
+def enroll(store, client, name, url, master_url, stop, rng=random.random, announce=True):
     """Register with the master until it works; returns the identity, or None once ``stop`` is set.
 
     An identity already on disk is returned without calling the master.
@@ -39,7 +41,7 @@ def enroll(store, client, name, url, master_url, stop, rng=random.random):
             stop.wait(rng() * min(ENROLL_BACKOFF_MAX, ENROLL_BACKOFF_START * 2 ** min(attempt, 16)))
             attempt += 1
             continue
-        if registered:
+        if registered and announce:
             log.info("enrolled with the master at %s as %s", master_url, credentials.name)
         _warn_about_moves(credentials, name, master_url)
         return credentials
@@ -58,8 +60,10 @@ def _warn_about_moves(credentials, name, master_url):
 class Heartbeat:
     """Tells the master every ``interval`` seconds that this slave is alive, from one thread."""
 
-    def __init__(self, client, credentials, url, interval, syncing_projects):
+    def __init__(self, client, credentials, url, interval, syncing_projects, on_forgotten=None):
         self.client = client
+        # (error) -> whether this slave enrolled again; called once when the master no longer knows it.
+        self.on_forgotten = on_forgotten
         self.credentials = credentials             # () -> Credentials | None
         self.url = url
         self.interval = interval
@@ -68,6 +72,7 @@ class Heartbeat:
         self._thread = None
         self._failing = False
         self._disabled = False
+        self._forgotten = False
 
     def beat(self):
         """Send one heartbeat; returns whether the master took it. Failures are logged once per outage."""
@@ -76,6 +81,12 @@ class Heartbeat:
             return False
         try:
             answer = self.client.heartbeat(credentials, {"url": self.url, "syncing": self.syncing_projects()})
+        except SlaveForgotten as error:
+            # Enroll again once per time the master forgets this slave; after a refusal, wait quietly
+            # until a heartbeat gets through (what to do was logged).
+            if not self._forgotten and self.on_forgotten is not None:
+                self._forgotten = not self.on_forgotten(error)
+            return False
         except MasterUnavailable as error:
             if not self._failing:
                 log.warning("heartbeat to the master failed (%s); still trying every %g s", error, self.interval)
@@ -84,6 +95,7 @@ class Heartbeat:
         if self._failing:
             log.info("heartbeats reach the master again")
             self._failing = False
+        self._forgotten = False
         disabled = answer.get("enabled") is False
         if disabled and not self._disabled:
             log.warning("the master has disabled this slave: it sends no orders until re-enabled")
@@ -110,4 +122,4 @@ class Heartbeat:
                 self.beat()
             except Exception:
                 log.exception("heartbeat hit an unexpected error")
-            self._stopping.wait(self.interval)
+            self._stopping.wait(max(self.interval, FORGOTTEN_INTERVAL) if self._forgotten else self.interval)

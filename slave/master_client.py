@@ -13,14 +13,20 @@ from common.wire import credentials_schema
 # Seconds to connect, then to wait for the answer.
 TIMEOUT = (3.0, 10.0)
 
+UNKNOWN_SLAVE = "unknown_slave"  # the master's error code for a name it does not know
 ACKNOWLEDGED = "acknowledged"
 DROPPED = "dropped"
 # Answers to a report that will not change however often it is sent again.
-_REPORT_NEVER_ACCEPTED = frozenset({400, 404, 409, 410, 413, 415, 422})
+# 403: this slave is disabled; the master ended its parts in flight when it was disabled.
+_REPORT_NEVER_ACCEPTED = frozenset({400, 403, 404, 409, 410, 413, 415, 422})
 
 
 class MasterUnavailable(Exception):
     """The master could not be reached or did not take the call this time; worth another try."""
+
+
+class SlaveForgotten(MasterUnavailable):
+    """The master no longer knows this slave's name (an admin deleted it): only enrolling again helps."""
 
 
 class EnrollmentRefused(Exception):
@@ -61,9 +67,13 @@ class MasterClient:
         raise MasterUnavailable(f"the master answered HTTP {response.status}: {message}")
 
     def heartbeat(self, credentials, body):
-        """Tell the master this slave is alive; returns the master's answer. Raises MasterUnavailable."""
+        """Tell the master this slave is alive; returns the master's answer.
+
+        Raises SlaveForgotten, or MasterUnavailable.
+        """
         response = self._post(f"/api/v1/slaves/{credentials.name}/heartbeat", body,
                               auth=HmacAuth(credentials.name, credentials.signing_key))
+        _raise_if_forgotten(response)
         if response.status != 200:
             raise MasterUnavailable(f"the master answered HTTP {response.status}: {_message(response)}")
         try:
@@ -78,6 +88,7 @@ class MasterClient:
         """
         response = self._post(f"/api/v1/slaves/{credentials.name}/reports", body,
                               auth=HmacAuth(credentials.name, credentials.signing_key))
+        _raise_if_forgotten(response)
         if response.status == 200:
             return ACKNOWLEDGED
         if response.status in _REPORT_NEVER_ACCEPTED:
@@ -103,6 +114,17 @@ class MasterClient:
         if session is None:
             session = self._local.session = requests.Session()
         return session
+
+
+def _raise_if_forgotten(answer):
+    if answer.status != 401:
+        return
+    try:
+        code = answer.json_object().get("error")
+    except MalformedAnswer:
+        return
+    if code == UNKNOWN_SLAVE:
+        raise SlaveForgotten(f"the master answered HTTP 401: {_message(answer)}")
 
 
 def _message(answer):

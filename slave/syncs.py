@@ -21,8 +21,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from common.errors import Conflict
-from common.rsync import RsyncJob, RsyncResult, RsyncStats, end_orphaned_rsync, remove_partial_updates
+from common import traces
+from common.errors import Conflict, NotFound
+from common.methods import RSYNC, MethodSpec, Runners, method_for
+from common.processes import ProgramRunner
+from common.rsync import RsyncResult, RsyncStats, end_orphaned_rsync, remove_partial_updates
 from common.runlogs import log_path, prune_logs
 from slave.credentials import create_json_exclusively, ensure_private_dir, read_json, write_json_atomically
 from slave.publishing import DELAY, Publisher, PublishError
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 ACCEPTED, SYNCING, SUCCESS, FAILED = "accepted", "syncing", "success", "failed"
 FINAL_STATES = frozenset({SUCCESS, FAILED})
 INTERRUPTED = "interrupted: the slave was stopped"
+CANCELLED_BY_MASTER = "cancelled by the master"
 KEEP_RECORDS = 1000
 # What GET /api/v1/syncs/<run_id> shows of a record; the rest is for this slave alone.
 PUBLIC_FIELDS = ("run_id", "project", "state", "catchup", "accepted_at", "started_at", "finished_at",
@@ -51,10 +55,16 @@ def rsync_source(user, host, port, project):
     return f"rsync://{user}@{host}:{port}/{project}/"
 
 
+# Order fields a master before sync methods and trace files did not send, with their meaning then.
+_ORDER_DEFAULTS = {"publish": DELAY, "method": RSYNC, "stage1_profile": None, "trace": traces.NONE,
+                   "upstream_name": None}
+
+
 def _order_fields(order):
     """What a record keeps of its order, to pull it again after a restart."""
     return {"rsyncd_host": order["rsyncd_host"], "rsyncd_port": order["rsyncd_port"],
-            "timeout": order["timeout"], "publish": order.get("publish", DELAY)}
+            "timeout": order["timeout"],
+            **{name: order.get(name, default) for name, default in _ORDER_DEFAULTS.items()}}
 
 
 def public_record(record):
@@ -174,6 +184,7 @@ class _Pull:
     run_ids: list = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
     started: bool = False
+    cancelled_by_master: bool = False
 
     @property
     def project(self):
@@ -195,8 +206,10 @@ class SyncWorker:
     """Accepts orders, runs their pulls and keeps their records and reports."""
 
     def __init__(self, *, state_dir, public_dir, runner, records, outbox, credentials, clock,
-                 max_concurrent, log_retention):
+                 max_concurrent, log_retention, site=None, program_runner=None):
         self.public_dir = public_dir
+        self.site = site   # a traces.Site: who this slave is in trace files
+        self.runners = Runners(runner, program_runner or ProgramRunner())
         self.publisher = Publisher(public_dir, clock)
         self.runner = runner
         self.records = records
@@ -207,8 +220,10 @@ class SyncWorker:
         self.log_retention = log_retention
         self.logs_root = os.path.join(state_dir, "logs")
         self.orders_dir = os.path.join(state_dir, "orders")
+        self.cancels_dir = os.path.join(state_dir, "cancels")
         self._leader_lock_path = os.path.join(state_dir, "worker.lock")
         ensure_private_dir(self.orders_dir)
+        ensure_private_dir(self.cancels_dir)
         self._leader_fd = None
         self._leader_pid = None
         self._lock = threading.Condition()
@@ -300,10 +315,53 @@ class SyncWorker:
             open(os.path.join(self.orders_dir, f"{int(order['run_id'])}-{order['project']}"), "a").close()
         return record
 
+    def cancel(self, project, run_id):
+        """Stop pulling ``run_id`` of ``project``: an order still waiting is dropped, a running pull that
+        answers no other run is ended; the record ends failed ("cancelled by the master").
+
+        Returns the record; raises NotFound when this slave never had the order.
+        """
+        record = self.records.get(run_id, project)
+        if record is None:
+            raise NotFound(f"This slave has no record of run {run_id} of {project!r}.")
+        if record["state"] in FINAL_STATES:
+            return record
+        if not self.is_leader:
+            # The process holding worker.lock stops it from here.
+            open(os.path.join(self.cancels_dir, f"{int(run_id)}-{project}"), "a").close()
+            return record
+        self._cancel_here(project, run_id)
+        return self.records.get(run_id, project) or record
+
+    def _cancel_here(self, project, run_id):
+        finish_now = True
+        with self._lock:
+            slot = self._slots.get(project)
+            for pull in (slot.current, slot.pending) if slot is not None else ():
+                if pull is None or run_id not in pull.run_ids:
+                    continue
+                if pull is slot.current and pull.started and pull.run_ids == [run_id]:
+                    pull.cancelled_by_master = True
+                    pull.cancel.set()
+                    finish_now = False  # the pull records its end
+                    continue
+                pull.run_ids.remove(run_id)
+                self._in_flight.discard((project, run_id))
+                if pull.run_ids:
+                    pull.order = dict(pull.order, run_id=pull.run_ids[-1])
+                elif pull is slot.pending:
+                    slot.pending = None
+        record = self.records.get(run_id, project)
+        if finish_now and record is not None and record["state"] not in FINAL_STATES:
+            self._finish_records(project, [run_id], FAILED, finished_at=_iso(self.clock.now()),
+                                 error=CANCELLED_BY_MASTER, pid=None)
+        log.info("run %s of %s cancelled by the master", run_id, project)
+
     def take_queued(self):
-        """Run the orders other processes accepted (a no-op unless this process runs pulls)."""
+        """Run the orders and cancels other processes accepted (a no-op unless this process runs pulls)."""
         if not self.is_leader:
             return
+        self._take_cancels()
         try:
             names = [n for n in os.listdir(self.orders_dir) if _ORDER_MARKER.match(n)]
         except FileNotFoundError:
@@ -315,6 +373,19 @@ class SyncWorker:
                 self._submit(record)
             try:
                 os.unlink(os.path.join(self.orders_dir, name))
+            except FileNotFoundError:
+                pass
+
+    def _take_cancels(self):
+        try:
+            names = [n for n in os.listdir(self.cancels_dir) if _ORDER_MARKER.match(n)]
+        except FileNotFoundError:
+            return
+        for name in names:
+            run_id, project = _ORDER_MARKER.match(name).groups()
+            self._cancel_here(project, int(run_id))
+            try:
+                os.unlink(os.path.join(self.cancels_dir, name))
             except FileNotFoundError:
                 pass
 
@@ -392,8 +463,8 @@ class SyncWorker:
 
     def _run(self, pull):
         with self._lock:
-            if self._stopping:
-                return
+            if self._stopping or not pull.run_ids:
+                return  # stopping, or every run it was for was cancelled
             pull.started = True
             run_ids, order = list(pull.run_ids), pull.order
         project = order["project"]
@@ -404,7 +475,11 @@ class SyncWorker:
             if record is not None:
                 self.outbox.put(report_of(record))
         result, previous = self._pull(order, pull.cancel, run_ids)
-        error = INTERRUPTED if result.cancelled and self._stopping else result.error
+        error = result.error
+        if result.cancelled:
+            error = CANCELLED_BY_MASTER if pull.cancelled_by_master and not self._stopping else INTERRUPTED
+        with self._lock:
+            run_ids = list(pull.run_ids)  # less any run cancelled meanwhile
         state = SUCCESS if result.ok else FAILED
         self._finish_records(project, run_ids, state, finished_at=_iso(self.clock.now()), exit_code=result.exit_code,
                              error=_clip(error), warning=_clip(result.warning), stats=result.stats.to_dict(),
@@ -428,16 +503,22 @@ class SyncWorker:
             publication = self.publisher.prepare(project, order["run_id"], order.get("publish", DELAY))
         except (PublishError, OSError) as error:
             return _failure(f"the tree cannot be published: {error}"), None
-        job = RsyncJob(
+        trace = order.get("trace") == traces.DEBIAN and self.site is not None
+        spec = MethodSpec(
+            method=order.get("method") or RSYNC, stage1_profile=order.get("stage1_profile"),
             source=rsync_source(credentials.rsync_user, order["rsyncd_host"], order["rsyncd_port"], project),
-            destination=publication.destination,
             options=publication.options,
             password=credentials.rsync_password,
             timeout=order["timeout"],
+            protect=traces.protected_paths(self.site.name) if trace else (),
         )
+        started = self.clock.now()
         try:
-            result = self.runner.run(job, log_path(self.logs_root, project, order["run_id"]), cancel=cancel,
-                                     on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
+            result = method_for(spec, self.runners).run(
+                publication.destination, log_path(self.logs_root, project, order["run_id"]), cancel=cancel,
+                on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
+            if result.ok and trace:
+                result = self._write_trace(order, publication.destination, started, result)
         except Exception as error:
             log.exception("rsync for run %s could not run", order["run_id"])
             result = _failure(f"the pull could not run: {error}")
@@ -453,6 +534,19 @@ class SyncWorker:
             self.publisher.abort(publication)
             return dataclasses.replace(result, ok=False, warning=None,
                                        error=f"the tree could not be published: {error}"), None
+
+    def _write_trace(self, order, tree, started, result):
+        """This slave's trace, written into the tree about to go public; a failure is a warning."""
+        pull = traces.Pull(started=started, finished=self.clock.now(),
+                           upstream=order.get("upstream_name") or order["rsyncd_host"], trigger="master",
+                           bytes_received=result.stats.bytes_received, stages=result.stages)
+        try:
+            traces.write_traces(tree, self.site, pull)
+        except OSError as error:
+            log.error("the trace files of %s could not be written: %s", order["project"], error)
+            note = f"trace files not written: {error.strerror or error}"
+            return result.replace(warning="; ".join(w for w in (result.warning, note) if w))
+        return result
 
     def _note_pid(self, project, run_ids, pid):
         """Remember rsync's process group, so a restart after a crash can end it."""

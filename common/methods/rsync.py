@@ -32,7 +32,9 @@ def is_transient(result):
 def run_stage(runners, rsync_job, log_path, name, cancel, on_spawn, on_progress):
     """Run one rsync; returns (SyncResult, seconds)."""
     started = time.monotonic()
-    result = runners.rsync.run(rsync_job, log_path, on_spawn=on_spawn, cancel=cancel, on_progress=on_progress)
+    # Progress is asked for only when someone listens: it adds --info=progress2 to the command.
+    extra = {} if on_progress is None else {"on_progress": on_progress}
+    result = runners.rsync.run(rsync_job, log_path, on_spawn=on_spawn, cancel=cancel, **extra)
     seconds = round(time.monotonic() - started, 3)
     return SyncResult.of(result, transient=is_transient(result), stages=((name, seconds),)), seconds
 

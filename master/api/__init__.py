@@ -5,10 +5,10 @@ import logging
 from flask import jsonify
 from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields
-from webargs import core
 from webargs.flaskparser import FlaskParser, abort, is_json_request
 from werkzeug.routing import BaseConverter, ValidationError
 
+from common.answers import DuplicateKey, loads_strict
 from common.errors import MirrorSyncError
 from common.wire import MAX_ID
 
@@ -51,7 +51,9 @@ class JsonBodyParser(FlaskParser):
         if not body.strip():
             abort(400, messages={"json": ["The request body is empty; send a JSON object."]})
         try:
-            return core.parse_json(body)
+            return loads_strict(body)
+        except DuplicateKey as error:
+            abort(400, messages={"json": [f"The request body is not valid JSON: {error}."]})
         except (ValueError, RecursionError, UnicodeDecodeError):
             abort(400, messages={"json": ["The request body is not valid JSON."]})
 
@@ -109,7 +111,7 @@ class IdConverter(BaseConverter):
 
 
 def register_api(app):
-    from master.api import docs, feeds, health, pages, projects, runs, slaves, status, tokens
+    from master.api import docs, feeds, health, mirrors, pages, projects, push, runs, slaves, status, tokens
 
     app.url_map.converters["id"] = IdConverter
     app.config.update(OPENAPI_SWAGGER_UI_URL=docs.ASSETS_URL, OPENAPI_SWAGGER_UI_CONFIG=docs.SWAGGER_UI_CONFIG)
@@ -118,9 +120,10 @@ def register_api(app):
                                                            "maximum": MAX_ID})
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     app.register_error_handler(MirrorSyncError, handle_domain_error)
-    for blueprint in (projects.blp, runs.blp, status.blp, slaves.channel, slaves.blp, tokens.blp):
+    for blueprint in (projects.blp, push.blp, runs.blp, status.blp, slaves.channel, slaves.blp, tokens.blp):
         api.register_blueprint(blueprint, url_prefix="/api/v1")
     app.register_blueprint(health.blp)
     app.register_blueprint(feeds.blp)
     app.register_blueprint(pages.blp)
+    app.register_blueprint(mirrors.blp)
     app.register_blueprint(docs.blp)

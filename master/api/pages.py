@@ -1,7 +1,8 @@
 """HTML status pages rendered on the server: /, /projects/<name> and /runs/<id>.
 
 They refresh themselves with a meta tag, so they work with JavaScript off. With
-STATUS_PUBLIC false they need a bearer token, like the API.
+STATUS_PUBLIC false they need a bearer token, like the API, and only then does a
+run's page show its log and error texts; public pages show summaries.
 """
 
 from flask import Blueprint, current_app, render_template
@@ -49,12 +50,25 @@ def run(run_id):
     # Any text is accepted here so that a bad id gets this page's 404, not the API's JSON one.
     if not (run_id.isascii() and run_id.isdigit() and len(run_id) <= 19 and 0 < int(run_id) <= MAX_ID):
         raise NotFound(f"There is no run {run_id}.")
-    found, tail = pages.run_detail(int(run_id))
+    found, tail = pages.run_detail(int(run_id), with_log=_detailed())
     final = pages.run_is_final(found)
     return render_template("run.html", run=found, tail=tail, refresh=None if final else REFRESH_SECONDS)
 
 
 blp.app_template_global("slot")(pages.slot)
+
+
+def _detailed():
+    """Public pages show summaries; logs and rsync's error texts stay behind a token."""
+    return not current_app.config["STATUS_PUBLIC"]
+
+
+@blp.context_processor
+def detail_level():
+    return {"detailed": _detailed()}
+
+
+blp.add_app_template_filter(pages.run_summary, "outcome")
 
 
 @blp.app_template_filter("age")

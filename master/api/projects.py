@@ -6,7 +6,8 @@ from flask.views import MethodView
 from common.states import Trigger
 from master.api import ApiBlueprint
 from master.auth import authorize_request
-from master.schemas import ProjectListArgs, ProjectPatchSchema, ProjectSchema, RunListArgs, RunSchema
+from master.schemas import (DeleteProjectArgs, ProjectListArgs, ProjectPatchSchema, ProjectSchema, RunListArgs,
+                            RunSchema, SyncArgs)
 from master.services import projects, runs
 
 blp = ApiBlueprint("projects", __name__, description="Mirrored projects")
@@ -50,16 +51,19 @@ class Project(MethodView):
     def patch(self, changes, name):
         return projects.update_project(name, changes)
 
+    @blp.arguments(DeleteProjectArgs, location="query")
     @blp.response(204)
-    def delete(self, name):
-        projects.delete_project(name)
+    def delete(self, args, name):
+        """Remove the project; ``?force=true`` cancels a run in progress first (else 409)."""
+        projects.delete_project(name, force=args["force"])
 
 
 @blp.route("/projects/<name>/syncs")
 class ProjectSyncs(MethodView):
+    @blp.arguments(SyncArgs, location="query")
     @blp.response(202, RunSchema)
-    def post(self, name):
-        run, _ = runs.request_sync(projects.get_project(name), Trigger.MANUAL)
+    def post(self, args, name):
+        run, _ = runs.request_sync(projects.get_project(name), Trigger.MANUAL, force=args["force"])
         return run, {"Location": url_for("runs.Run", run_id=run.id)}
 
 

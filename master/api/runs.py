@@ -1,4 +1,4 @@
-"""/api/v1/runs: one run and its log."""
+"""/api/v1/runs: one run, its log, and cancelling it."""
 
 from flask import Response
 from flask.views import MethodView
@@ -6,7 +6,7 @@ from flask.views import MethodView
 from master.api import ApiBlueprint
 from master.auth import authorize_request
 from master.schemas import LogArgs, RunSchema
-from master.services import runs
+from master.services import cancels, runs
 
 blp = ApiBlueprint("runs", __name__, description="Sync runs")
 blp.before_request(authorize_request)
@@ -17,6 +17,14 @@ class Run(MethodView):
     @blp.response(200, RunSchema)
     def get(self, run_id):
         return runs.get_run(run_id)
+
+
+@blp.route("/runs/<id:run_id>/cancel")
+class RunCancel(MethodView):
+    @blp.response(200, RunSchema)
+    def post(self, run_id):
+        """End a queued, syncing or distributing run as cancelled (409 once it ended)."""
+        return cancels.cancel_run(run_id)
 
 
 @blp.route("/runs/<id:run_id>/log")

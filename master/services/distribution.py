@@ -6,7 +6,9 @@ import logging
 import sqlalchemy as sa
 from flask import current_app
 
-from common.errors import NotFound, ValidationFailed
+from common import traces
+from common.errors import Forbidden, NotFound, ValidationFailed
+from common.methods import TWO_STAGE
 from common.states import RunState, SlaveRunState
 from master import rsyncd
 from master.db import db
@@ -19,7 +21,8 @@ log = logging.getLogger(__name__)
 
 IN_FLIGHT = (SlaveRunState.PENDING.value, SlaveRunState.DISPATCHED.value, SlaveRunState.SYNCING.value)
 FINAL_SLAVE_STATES = frozenset({SlaveRunState.SUCCESS.value, SlaveRunState.FAILED.value,
-                                SlaveRunState.UNREACHABLE.value, SlaveRunState.TIMEOUT.value})
+                                SlaveRunState.UNREACHABLE.value, SlaveRunState.TIMEOUT.value,
+                                SlaveRunState.CANCELLED.value})
 # Runs that ended for their slaves' sake; every part succeeding later makes them a success.
 LATE_SUCCESS_STATES = frozenset({RunState.PARTIAL.value, RunState.FAILED.value})
 REPORTED_STATES = frozenset({SlaveRunState.SUCCESS.value, SlaveRunState.FAILED.value})
@@ -32,9 +35,15 @@ def _rsyncd_host(address):
 
 def _order(run_id, project, catchup=False):
     config = current_app.config
-    return {"run_id": run_id, "project": project.name, "rsyncd_host": _rsyncd_host(config["RSYNCD_ADDRESS"]),
-            "rsyncd_port": config["RSYNCD_PORT"], "timeout": project.timeout, "catchup": catchup,
-            "publish": project.publish}
+    order = {"run_id": run_id, "project": project.name, "rsyncd_host": _rsyncd_host(config["RSYNCD_ADDRESS"]),
+             "rsyncd_port": config["RSYNCD_PORT"], "timeout": project.timeout, "catchup": catchup,
+             "publish": project.publish}
+    # Only what differs from a plain order, so that slaves from before these fields still take plain ones.
+    if project.method == TWO_STAGE:
+        order.update(method=TWO_STAGE, stage1_profile=project.stage1_profile)
+    if project.trace == traces.DEBIAN:
+        order.update(trace=traces.DEBIAN, upstream_name=config["MIRROR_NAME"])
+    return order
 
 
 def _deadline(project, stamp):
@@ -164,8 +173,29 @@ def _settle_late_success(run):
     return run
 
 
+def end_parts_of_disabled_slave(slave):
+    """A slave an admin disabled gets no say in runs any more: its parts still in flight end as
+    failed, and runs waiting only for it end (partial or failed)."""
+    stamp = now()
+    entries = db.session.execute(sa.select(SlaveRun).where(
+        SlaveRun.slave_id == slave.id, SlaveRun.state.in_(IN_FLIGHT))).scalars().all()
+    for entry in entries:
+        entry.state = SlaveRunState.FAILED.value
+        entry.finished_at = stamp
+        entry.error = "the slave was disabled by an admin before it reported"
+    db.session.commit()
+    for run_id in {entry.run_id for entry in entries}:
+        finish_run_if_complete(run_id)
+    return len(entries)
+
+
 def record_slave_report(slave, report):
-    """Fold one signed report into its run; returns False for a repeat. Raises NotFound, ValidationFailed."""
+    """Fold one signed report into its run; returns False for a repeat.
+
+    Raises Forbidden for a disabled slave, NotFound, ValidationFailed.
+    """
+    if not slave.enabled:
+        raise Forbidden(f"Slave {slave.name!r} is disabled; the master takes no report from it.")
     entry = db.session.execute(sa.select(SlaveRun).where(
         SlaveRun.run_id == report["run_id"], SlaveRun.slave_id == slave.id)).scalar_one_or_none()
     if entry is None:
@@ -175,7 +205,14 @@ def record_slave_report(slave, report):
         raise ValidationFailed("The report names another project than its run.",
                                {"project": [f"Run {run.id} is of project {run.project.name!r}."]})
     if entry.state in REPORTED_STATES:
+        finish_run_if_complete(run.id)  # a repeat after a failed finish finishes it now
         return False  # already counted: reports are retried until acknowledged
+    if entry.state == SlaveRunState.CANCELLED.value:
+        if report["state"] == SlaveRunState.SUCCESS.value:
+            # The pull ended before the cancel reached the slave: it holds the tree all the same.
+            _note_held_tree(_freshness_row(slave, run), run, report["finished_at"] or now())
+            db.session.commit()
+        return True
     stamp = now()
     if report["state"] == SlaveRunState.SYNCING.value:
         if entry.state in (SlaveRunState.PENDING.value, SlaveRunState.DISPATCHED.value):
@@ -198,16 +235,49 @@ def record_slave_report(slave, report):
     return True
 
 
-def _note_freshness(slave, run, entry):
+def _freshness_row(slave, run):
     freshness = db.session.get(SlaveProject, (slave.id, run.project_id))
     if freshness is None:
         freshness = SlaveProject(slave_id=slave.id, project_id=run.project_id)
         db.session.add(freshness)
+    return freshness
+
+
+def _note_held_tree(freshness, run, finished_at):
+    if freshness.run_id is None or run.id >= freshness.run_id:
+        freshness.run_id = run.id
+        freshness.synced_at = finished_at
+
+
+def _note_freshness(slave, run, entry):
+    freshness = _freshness_row(slave, run)
     freshness.last_state = entry.state
     freshness.last_error = entry.error
-    if entry.state == SlaveRunState.SUCCESS.value and (freshness.run_id is None or run.id >= freshness.run_id):
-        freshness.run_id = run.id
-        freshness.synced_at = entry.finished_at
+    if entry.state == SlaveRunState.SUCCESS.value:
+        _note_held_tree(freshness, run, entry.finished_at)
+
+
+def cancel_parts(run, reason):
+    """Mark the in-flight parts of ``run`` cancelled (uncommitted); returns who to tell, as OrderTargets."""
+    stamp = now()
+    told = []
+    for entry in run.slave_runs:
+        if entry.state not in IN_FLIGHT:
+            continue
+        sent = entry.state != SlaveRunState.PENDING.value
+        entry.state, entry.finished_at, entry.error = SlaveRunState.CANCELLED.value, stamp, reason
+        slave = db.session.get(Slave, entry.slave_id) if entry.slave_id is not None else None
+        if sent and slave is not None:
+            told.append(OrderTarget(slave.name, slave.url, slave.signing_key))
+    return told
+
+
+def tell_slaves_to_cancel(run_id, project_name, targets):
+    """Ask each slave to stop its pull of the run; one that does not hear it reports a result nobody counts."""
+    for outcome in current_seams().slave_client.send_cancels(
+            [(target, run_id, project_name) for target in targets]):
+        if not outcome.accepted:
+            log.warning("run %s: telling %s to cancel failed: %s", run_id, outcome.name, outcome.error)
 
 
 def expire_overdue_entries():

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from flask import current_app, get_template_attribute, render_template
 
 from common import humanize, runlogs
+from common.rsync import EXIT_MEANINGS
 from common.errors import Gone
 from common.states import RunState
 from common.validation import public_rsync_url
@@ -87,13 +88,17 @@ def page_piece(snapshot, model):
     row = ProjectRow(snapshot, _safe_upstream(snapshot.upstream), snapshot.slaves, None)
     row.active_run_id = snapshot.active_run_id
     row.summary = _fold(snapshot.slaves) if folded else None
-    return str(get_template_attribute("_project_row.html", "project_row")(row, model.slave_names, folded))
+    # Rendered outside the pages' own requests: what their context processor adds is given here.
+    module = current_app.jinja_env.get_template("_project_row.html").make_module(
+        {"detailed": not current_app.config["STATUS_PUBLIC"]})
+    return str(module.project_row(row, model.slave_names, folded))
 
 
 def page_assembly(model, pieces):
     """The whole front page cut at its slots: text at even places, slot names at odd ones."""
     folded = len(model.slave_names) > FOLD_SLAVES_AT
-    html = render_template("index.html", slave_names=model.slave_names, folded=folded, fold_at=FOLD_SLAVES_AT,
+    html = render_template("index.html", detailed=not current_app.config["STATUS_PUBLIC"],
+                           slave_names=model.slave_names, folded=folded, fold_at=FOLD_SLAVES_AT,
                            rows=[markupsafe.Markup(piece) for piece in pieces],
                            slaves=[{"id": slave_id, "name": name} for slave_id, name in model.slaves],
                            refresh=REFRESH_SECONDS)
@@ -201,7 +206,16 @@ def log_tail(run, lines=LOG_TAIL_LINES):
     return LogTail("\n".join(all_lines[-lines:]), truncated, None)
 
 
-def run_detail(run_id):
-    """(run, LogTail); raises NotFound."""
+def run_detail(run_id, with_log):
+    """(run, LogTail or None); raises NotFound. Public pages get no log (``with_log`` False)."""
     run = runs.get_run(run_id)
-    return run, log_tail(run)
+    return run, log_tail(run) if with_log else None
+
+
+def run_summary(run):
+    """What a public page says about how a run ended: never rsync's own words, which name
+    users, paths and options, only the exit code and what it means."""
+    if run.exit_code is None or run.exit_code == 0:
+        return None
+    meaning = EXIT_MEANINGS.get(run.exit_code)
+    return f"rsync exit code {run.exit_code}" + (f" ({meaning})" if meaning else "")

@@ -62,7 +62,9 @@ def move_run(run, state, **fields):
         if run.started_at is not None or state is RunState.SUCCESS:
             project_values["last_ended"] = stamp
     # The master's tree is new once the upstream pull succeeded, whether or not slaves follow.
-    if current is RunState.SYNCING and state in (RunState.DISTRIBUTING, RunState.SUCCESS):
+    # A skipped run (upstream unchanged) pulled nothing: the tree is still the one before.
+    if current is RunState.SYNCING and state in (RunState.DISTRIBUTING, RunState.SUCCESS) \
+            and not fields.get("skipped"):
         project_values["tree_run_id"] = run.id
         project_values["tree_at"] = stamp
         project_values["tree_dirty"] = False
@@ -138,9 +140,10 @@ def settle_late_success(run, note):
     return run
 
 
-def request_sync(project, trigger):
+def request_sync(project, trigger, force=False):
     """Queue a run of ``project``, or fold the trigger into the one already queued.
 
+    A forced trigger makes the queued run start past MAX_CONCURRENT_SYNCS.
     Returns (run, created). Raises Conflict when the project is disabled.
     """
     if not project.enabled:
@@ -152,16 +155,18 @@ def request_sync(project, trigger):
         if queued is not None:
             # A trigger does not wait for a retry's backoff: the queued run is due now.
             was_waiting = queued.not_before is not None
+            changes = {"coalesced": Run.coalesced + 1, "not_before": None}
+            if force:
+                changes["force"] = True
             bumped = db.session.execute(
-                sa.update(Run).where(Run.id == queued.id, Run.state == QUEUED)
-                .values(coalesced=Run.coalesced + 1, not_before=None))
-            _commit_queued(wake=was_waiting)
+                sa.update(Run).where(Run.id == queued.id, Run.state == QUEUED).values(**changes))
+            _commit_queued(wake=was_waiting or force)
             if bumped.rowcount == 1:
                 db.session.refresh(queued)
                 return queued, False
             continue  # claimed in between: queue a fresh one
         run = Run(project_id=project.id, trigger=str(getattr(trigger, "value", trigger)),
-                  state=QUEUED, created_at=now())
+                  state=QUEUED, created_at=now(), force=bool(force))
         db.session.add(run)
         try:
             db.session.flush()
@@ -185,6 +190,11 @@ def _commit_queued(wake=True):
     db.session.commit()
     if wakeups is not None:
         wakeups.after_commit(db.session)
+
+
+def wake_executor():
+    """Nudge the executor now, whatever process it is in (say, to end a cancelled pull at once)."""
+    _commit_queued()
 
 
 def request_scheduled_syncs(project_ids, trigger=Trigger.SCHEDULE):
@@ -252,16 +262,21 @@ def queue_retry(run, delay):
     return retry
 
 
-def claim_queued_runs(limit):
-    """Move up to ``limit`` queued runs of idle projects to syncing and return them, oldest first."""
-    if limit <= 0:
-        return []
+def claim_queued_runs(limit, busy_projects=()):
+    """Move up to ``limit`` queued runs of idle projects to syncing, plus every forced one, and return
+    them, oldest first.
+
+    ``busy_projects`` (ids) are skipped too: a cancelled pull of theirs may not have ended yet.
+    """
     busy = sa.select(Run.project_id).where(Run.state.in_(ACTIVE_VALUES))
     due = sa.or_(Run.not_before.is_(None), Run.not_before <= now())
-    candidates = db.session.execute(
-        sa.select(Run).join(Project).where(Run.state == QUEUED, Project.enabled.is_(True),
-                                           Run.project_id.not_in(busy), due)
-        .order_by(Run.id).limit(limit)).scalars().all()
+    ready = sa.select(Run).join(Project).where(Run.state == QUEUED, Project.enabled.is_(True),
+                                               Run.project_id.not_in(busy), Run.project_id.not_in(busy_projects),
+                                               due)
+    candidates = db.session.execute(ready.where(Run.force.is_(True)).order_by(Run.id)).scalars().all()
+    if limit > 0:
+        candidates += db.session.execute(ready.where(Run.force.is_(False)).order_by(Run.id)
+                                         .limit(limit)).scalars().all()
     claimed = []
     for run in candidates:
         try:
@@ -289,6 +304,12 @@ def cancel_queued_runs(project):
             move_run(run, RunState.CANCELLED, error="cancelled: the project was disabled or removed")
         except StaleRun:
             pass
+
+
+def cancelled_runs_with_a_pull():
+    """Cancelled runs whose rsync may still be running (its process group is recorded)."""
+    return db.session.execute(sa.select(Run).where(Run.state == RunState.CANCELLED.value,
+                                                   Run.pid.is_not(None))).scalars().all()
 
 
 def active_runs():

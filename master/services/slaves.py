@@ -10,7 +10,7 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from common import signing
-from common.errors import Conflict, Forbidden, NotFound, Unauthorized
+from common.errors import Conflict, Forbidden, NotFound, Unauthorized, UnknownSlave
 from master.db import db
 from master.models import Nonce, Slave
 from master.seams import now
@@ -77,12 +77,19 @@ def get_slave(name):
 
 
 def update_slave(name, changes):
+    """Change a slave; disabling it also ends its parts still in flight. Raises NotFound."""
     slave = get_slave(name)
+    disabling = slave.enabled and changes.get("enabled") is False
     for field, value in changes.items():
         setattr(slave, field, value)
     readmodel.note_changed(layout=True)
     db.session.commit()
     log.info("slave %s changed: %s", name, ", ".join(sorted(changes)) or "nothing")
+    if disabling:
+        from master.services import distribution  # it builds on this module
+        ended = distribution.end_parts_of_disabled_slave(slave)
+        if ended:
+            log.info("slave %s disabled: %d part(s) in flight ended as failed", name, ended)
     return slave
 
 
@@ -111,8 +118,16 @@ def purge_nonces():
 
 
 def authenticate_slave(name, headers, method, path, body):
-    """Return the slave that signed this request as ``name``; raises Unauthorized."""
+    """Return the slave that signed this request as ``name``.
+
+    Raises UnknownSlave when no slave has that name (so the slave can tell it must enroll again),
+    Unauthorized for any other refused signature.
+    """
     slave = db.session.execute(sa.select(Slave).where(Slave.name == name)).scalar_one_or_none()
+    if slave is None:
+        log.warning("refused a request signed as slave %r: no slave has that name", name)
+        raise UnknownSlave(f"Signature refused: the master knows no slave {name!r} (it was deleted or never "
+                           "enrolled); enroll it again with the join token.")
 
     def secret_for(key_id):
         return slave.signing_key if slave is not None and key_id == name else None
@@ -129,7 +144,8 @@ def record_heartbeat(slave, url):
     """Note that ``slave`` is alive at ``url``; returns whether it had been offline or new."""
     was = slave_state(slave)
     slave.last_seen = now()
-    if url != slave.url:
+    # A disabled slave is told so in the answer, but cannot move where orders would go.
+    if url != slave.url and slave.enabled:
         log.info("slave %s moved from %s to %s", slave.name, slave.url, url)
         slave.url = url
     db.session.commit()

@@ -2,26 +2,18 @@
 
 import logging
 
+import sqlalchemy as sa
+
 from flask import current_app
 
 from common import rsync, runlogs
-from common.rsync import TRANSIENT_EXIT_CODES, RsyncJob
 from common.states import RunState, Trigger
 from master.db import db
+from master.models import Run
 from master.paths import logs_root, project_tree
-from master.seams import current_seams
-from master.services import distribution, runs
+from master.services import distribution, pulls, runs
 
 log = logging.getLogger(__name__)
-
-# What an upstream rsync daemon says when the project's settings, not the network, are wrong.
-PERMANENT_DAEMON_ERRORS = ("auth failed", "unknown module", "access denied", "chroot failed")
-
-
-def upstream_job(project):
-    return RsyncJob(source=project.upstream, destination=project_tree(project.name),
-                    options=tuple(project.rsync_options or ()), excludes=tuple(project.excludes or ()),
-                    password=project.upstream_password, timeout=project.timeout)
 
 
 def _progress_recorder(run_id):
@@ -43,25 +35,36 @@ def start_upstream_sync(run_id, cancel=None):
     config = current_app.config
     run = runs.get_run(run_id)
     project = run.project
+    project_name = project.name
     path = runlogs.log_path(logs_root(), project.name, run.id)
+    destination = project_tree(project.name)
     try:
-        result = current_seams().rsync_runner.run(
-            upstream_job(project), path, on_spawn=lambda pid: runs.record_pid(run_id, pid), cancel=cancel,
-            on_progress=_progress_recorder(run_id))
+        pulled = pulls.pull_upstream(run, destination, path, cancel=cancel,
+                                     on_spawn=lambda pid: runs.record_pid(run_id, pid),
+                                     on_progress=_progress_recorder(run_id))
+        if not pulled.result.cancelled:
+            pulled = pulls.run_post_hook(runs.get_run(run_id), pulled, destination, path)
     except Exception as error:  # a bug must not leave the run syncing forever
-        log.exception("run %s of %s: the rsync runner failed", run_id, project.name)
+        log.exception("run %s of %s: the pull failed", run_id, project_name)
         db.session.rollback()
-        runs.move_run(runs.get_run(run_id), RunState.FAILED, error=f"internal error: {error}")
-        return runs.get_run(run_id)
-    run = runs.get_run(run_id)
+        run = _still_syncing(run_id, project_name)
+        if run is not None:
+            runs.move_run(run, RunState.FAILED, error=f"internal error: {error}")
+        return db.session.get(Run, run_id)
+    result = pulled.result
+    run = _still_syncing(run_id, project_name)
+    if run is None:
+        return db.session.get(Run, run_id)
     outcome = dict(exit_code=result.exit_code, stats=result.stats.to_dict(), pid=None)
-    if result.cancelled:
+    if pulled.skipped:
+        runs.move_run(run, RunState.SUCCESS, skipped=True, warning=pulled.warning, **outcome)
+    elif result.cancelled:
         runs.move_run(run, RunState.INTERRUPTED, error="interrupted: the executor was stopped during the pull",
                       **outcome)
         if project.enabled:
             runs.request_sync(project, Trigger.RECOVERY)  # picked up again after the restart
     elif result.ok:
-        distribution.dispatch_to_slaves(run_id, dict(outcome, warning=result.warning))
+        distribution.dispatch_to_slaves(run_id, dict(outcome, warning=pulled.warning))
     else:
         # The retry is queued first, so the failed run names it in the same update.
         retry = _retry_if_transient(run, result)
@@ -69,18 +72,32 @@ def start_upstream_sync(run_id, cancel=None):
             outcome.update(retried_by=retry.id, warning=(
                 f"transient failure: retrying as run {retry.id} (attempt {retry.attempt} of "
                 f"{project.retries + 1}) at {retry.not_before.isoformat()}"))
+        if pulled.warning:
+            outcome["warning"] = "; ".join(w for w in (outcome.get("warning"), pulled.warning) if w)
         runs.move_run(run, RunState.FAILED, error=result.error, **outcome)
     runlogs.prune_logs(logs_root(), project.name, config["LOG_RETENTION"])
     return runs.get_run(run_id)
 
 
+def _still_syncing(run_id, project_name):
+    """The run, unless it was cancelled (or removed with its project) while it pulled."""
+    db.session.expire_all()
+    run = db.session.get(Run, run_id)
+    if run is None:
+        log.warning("run %s of %s was removed with its project during the pull", run_id, project_name)
+        return None
+    if run.state != RunState.SYNCING.value:
+        log.info("run %s of %s: the pull ended after the run was %s", run_id, project_name, run.state)
+        runs.record_pid(run_id, None)
+        return None
+    return run
+
+
 def _retry_if_transient(run, result):
     """Queue another try after a transient failure, within the project's ``retries``."""
     project = run.project
-    if result.exit_code not in TRANSIENT_EXIT_CODES or result.timed_out:
-        return None
-    if any(marker in (result.error or "").lower() for marker in PERMANENT_DAEMON_ERRORS):
-        return None  # exit 5 also covers a wrong password or module: trying again will not help
+    if not result.transient:
+        return None  # the method says trying again will not help (see common/methods)
     if run.attempt > project.retries or not project.enabled:
         return None
     config = current_app.config
@@ -96,6 +113,9 @@ def recover_interrupted_runs(kill_process_group):
     here; only orders that never left are sent again.
     """
     recovered = []
+    for run in runs.cancelled_runs_with_a_pull():
+        kill_process_group(run.pid)  # cancelled while this executor was gone: its rsync may live on
+        runs.record_pid(run.id, None)
     distribution.resend_unsent_orders()
     for run in runs.active_runs():
         if run.state != RunState.SYNCING.value:
@@ -115,6 +135,21 @@ def recover_interrupted_runs(kill_process_group):
     return recovered
 
 
+def runs_to_execute(limit, busy_projects=()):
+    """Claim up to ``limit`` queued runs, none of ``busy_projects`` (ids); returns (run id, project id)."""
+    return [(run.id, run.project_id) for run in runs.claim_queued_runs(limit, busy_projects)]
+
+
 def run_ids_to_execute(limit):
-    return [run.id for run in runs.claim_queued_runs(limit)]
+    return [run_id for run_id, _ in runs_to_execute(limit)]
+
+
+def runs_no_longer_syncing(run_ids):
+    """Which of ``run_ids`` were cancelled or removed: their pulls must stop."""
+    if not run_ids:
+        return set()
+    syncing = set(db.session.execute(sa.select(Run.id).where(
+        Run.id.in_(run_ids), Run.state == RunState.SYNCING.value)).scalars())
+    db.session.rollback()
+    return set(run_ids) - syncing
 

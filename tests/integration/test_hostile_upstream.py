@@ -11,6 +11,7 @@ before and compared after each sync.
 
 import hashlib
 import os
+import socket
 import stat
 
 import pytest
@@ -273,3 +274,76 @@ def test_a_directory_upstream_replaced_by_an_unsafe_symlink_does_not_linger(host
     for project in PROJECTS:
         for tree in (layout.data_dir / project, layout.public_dir / project):
             assert not os.path.lexists(tree / "swap"), f"{tree / 'swap'} is still there"
+
+
+def build_special_tree(tree):
+    """Device nodes, special files, set-id bits, foreign owners and world-writable modes."""
+    tree.mkdir(parents=True)
+    write(tree / "README")
+    os.mknod(tree / "null-device", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mknod(tree / "disk-device", 0o660 | stat.S_IFBLK, os.makedev(7, 0))
+    os.mkfifo(tree / "fifo")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(tree / "socket"))
+    write(tree / "setuid-root")
+    os.chmod(tree / "setuid-root", 0o4755)
+    write(tree / "setgid-file")
+    os.chmod(tree / "setgid-file", 0o2755)
+    (tree / "setgid-dir").mkdir()
+    write(tree / "setgid-dir" / "inside")
+    os.chmod(tree / "setgid-dir", 0o2775)
+    write(tree / "world-writable")
+    os.chmod(tree / "world-writable", 0o666)
+    write(tree / "foreign-owner")
+    os.chown(tree / "foreign-owner", 4242, 4343)
+    os.chown(tree / "setgid-dir", 4242, 4343)
+
+
+def assert_no_special_landed(root):
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+                found.append((path, "special file", oct(st.st_mode)))
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & (stat.S_ISUID | stat.S_ISGID | 0o022):
+                found.append((path, "set-id or group/world-writable", oct(stat.S_IMODE(st.st_mode))))
+            if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                found.append((path, "owner kept", st.st_uid, st.st_gid))
+    assert not found, found
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="making device nodes and foreign owners needs root")
+def test_devices_specials_set_id_bits_and_owners_never_land_on_master_or_slave(master_factory, tmp_path):
+    tree = tmp_path / "up" / "special"
+    build_special_tree(tree)
+    daemon = RsyncDaemon(tmp_path / "up" / "rsyncd", {"special": tree}).start()
+    master = master_factory(tmp_path / "master", extra_env=MASTER_ENV)
+    api = ApiClient(master.url, master.admin_token)
+    slave = start_slave(tmp_path / "mirror1", "mirror1", master.url, log_dir=tmp_path / "logs")
+    try:
+        wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
+                 message="the slave online")
+        for project, mode in PROJECTS.items():
+            # A project's own options cannot bring any of it back.
+            created = api.post("/api/v1/projects", json={
+                "name": project, "upstream": daemon.url("special"), "publish": mode,
+                "rsync_options": ["--chmod=u+s,g+s,o+w"]})
+            assert created.status_code == 201, created.text
+        runs = sync_all(api, master)
+        for project, run in runs.items():
+            assert run["state"] == "success", (project, run)
+            assert [entry["state"] for entry in run["slaves"]] == ["success"], run
+        for project in PROJECTS:
+            for root in (tmp_path / "master" / project, tmp_path / "mirror1" / "public" / project):
+                assert (root / "README").is_file() and (root / "setuid-root").is_file()
+                assert (root / "foreign-owner").is_file() and (root / "setgid-dir" / "inside").is_file()
+                for gone in ("null-device", "disk-device", "fifo", "socket"):
+                    assert not os.path.lexists(root / gone), f"{root / gone} landed"
+                assert_no_special_landed(os.path.realpath(root))
+    finally:
+        slave.stop()
+        api.close()
+        daemon.stop()

@@ -132,6 +132,24 @@ def test_wall_clock_timeout_kills_rsync_and_fails_the_run(master, api, tmp_path)
     wait_for(lambda: not rsync_of(master.data_dir), 10, message="the timed-out rsync processes to be gone")
 
 
+def test_cancelling_a_syncing_run_ends_its_rsync_and_the_next_sync_works(master, api, tmp_path):
+    with slow_upstream(tmp_path) as daemon:
+        create_project(api, "slowpoke", daemon.url("slow"), rsync_options=["--bwlimit=100"])
+        started = api.post("/api/v1/projects/slowpoke/syncs").json()
+        wait_for(lambda: rsync_of(master.data_dir), 20, message="the rsync of the run")
+        cancelled = api.post(f"/api/v1/runs/{started['id']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["state"] == "cancelled"
+        wait_for(lambda: not rsync_of(master.data_dir), 10, message="the cancelled rsync processes to be gone")
+        again = api.post(f"/api/v1/runs/{started['id']}/cancel")
+        assert again.status_code == 409 and "already ended (cancelled)" in again.json()["message"]
+        assert api.patch("/api/v1/projects/slowpoke", json={"rsync_options": []}).status_code == 200
+        run = sync(api, master, "slowpoke")
+    assert run["state"] == "success", run
+    history = api.get("/api/v1/projects/slowpoke/runs").json()
+    assert [r["state"] for r in history] == ["success", "cancelled"], "a cancel queues no recovery run"
+
+
 def test_failed_pull_keeps_the_previous_tree_and_last_success(master, api, upstream):
     create_project(api, "flaky", upstream.url)
     good = sync(api, master, "flaky")

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tests.integration.test_master_sync import slow_upstream
 from tests.support.processes import DEFAULT_JOIN_TOKEN, REPO_ROOT, start_slave, wait_for
 
 COMMAND_TIMEOUT = 60
@@ -15,11 +16,14 @@ COMMAND_TIMEOUT = 60
 
 @pytest.fixture
 def mirrorctl(tmp_path):
-    """``mirrorctl(*args, master=, token=, url=, input=)`` -> CompletedProcess; no config file is read."""
+    """``mirrorctl(*args, master=, token=, url=, input=, config=, extra_env=)`` -> CompletedProcess.
+
+    No config file is read unless ``config`` names one.
+    """
     home = tmp_path / "ctl-home"
     home.mkdir()
 
-    def run(*args, master=None, url=None, token=None, input=None):
+    def run(*args, master=None, url=None, token=None, input=None, config=None, extra_env=None):
         env = {key: value for key, value in os.environ.items()
                if not key.startswith("MIRRORSYNC_") and key != "XDG_CONFIG_HOME"}
         env.update(HOME=str(home), PYTHONUNBUFFERED="1")
@@ -29,6 +33,9 @@ def mirrorctl(tmp_path):
             env["MIRRORSYNC_URL"] = url
         if token is not None:
             env["MIRRORSYNC_TOKEN"] = token
+        if config is not None:
+            env["MIRRORSYNC_CONFIG"] = str(config)
+        env.update(extra_env or {})
         return subprocess.run([sys.executable, "-m", "mirrorctl", *args], env=env, cwd=REPO_ROOT,
                               input=input, stdin=None if input is not None else subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
@@ -139,7 +146,47 @@ def test_a_wrong_token_fails_with_one_clear_line(master, mirrorctl):
     result = mirrorctl("projects", "list", url=master.url, token="not-the-token")
 
     assert result.returncode == 1
-    assert failed(result) == "Error: the token was refused: the token is not valid; set MIRRORSYNC_TOKEN"
+    assert failed(result) == ("Error: the token from the environment variable MIRRORSYNC_TOKEN was refused: "
+                              "the token is not valid; set it to a valid token")
+
+
+def test_a_refused_token_from_the_config_file_names_the_file_and_json_errors_are_json(master, mirrorctl,
+                                                                                      tmp_path):
+    config = tmp_path / "ctl.toml"
+    config.write_text('token = "not-the-token"\n')
+    config.chmod(0o600)
+
+    result = mirrorctl("projects", "list", "--json", url=master.url, config=config)
+
+    document = json.loads(failed(result))
+    assert document["status"] == 401 and document["error"] == "unauthorized"
+    assert document["message"].startswith(f"the token from {config} was refused: ")
+
+
+def test_json_goes_after_the_subcommand_and_version_prints(master, upstream, mirrorctl, api):
+    ok(mirrorctl("projects", "add", "epsilon", "--upstream", upstream.url, master=master))
+
+    assert json.loads(ok(mirrorctl("projects", "list", "--json", master=master))) == \
+        api.get("/api/v1/projects").json()
+    assert re.fullmatch(r"mirrorctl \S+\n", ok(mirrorctl("--version")))
+
+
+def test_an_option_with_a_space_gets_the_masters_hint(master, upstream, mirrorctl, api):
+    line = failed(mirrorctl("projects", "add", "zeta", "--upstream", upstream.url, "--option", "--bwlimit 1000",
+                            master=master))
+
+    assert line == ("Error: invalid rsync_options[0]: '--bwlimit 1000' has a space where '=' belongs; "
+                    "did you mean --bwlimit=1000?")
+    assert api.get("/api/v1/projects").json() == []
+
+
+def test_bash_completion_completes_subcommands(mirrorctl):
+    script = ok(mirrorctl("completion", "bash"))
+    assert "_MIRRORCTL_COMPLETE=bash_complete" in script
+
+    answer = ok(mirrorctl(extra_env={"_MIRRORCTL_COMPLETE": "bash_complete", "COMP_WORDS": "mirrorctl pro",
+                               "COMP_CWORD": "1"}))
+    assert answer.split() == ["plain,projects"]
 
 
 def test_a_stopped_master_cannot_be_reached(master, mirrorctl):
@@ -186,3 +233,27 @@ def test_slaves_are_listed_shown_disabled_enabled_and_removed(master_with_slave,
     ok(mirrorctl("slaves", "rm", "m1", master=master))
     assert row(ok(mirrorctl("slaves", "list", master=master)), "m1") is None
     assert failed(mirrorctl("slaves", "show", "m1", master=master)) == "Error: there is no slave 'm1'"
+
+
+@pytest.mark.slow
+def test_sync_force_starts_past_the_concurrency_cap(master_factory, upstream, mirrorctl, tmp_path):
+    from tests.integration.conftest import ApiClient
+    master = master_factory(tmp_path / "capped", extra_env={"MIRRORSYNC_MAX_CONCURRENT_SYNCS": "1"})
+    api = ApiClient(master.url, master.admin_token)
+    with slow_upstream(tmp_path) as daemon:
+        ok(mirrorctl("projects", "add", "slow", "--upstream", daemon.url("slow"), "--option=--bwlimit=200",
+                     master=master))
+        for name in ("waiting", "urgent"):
+            ok(mirrorctl("projects", "add", name, "--upstream", upstream.url, master=master))
+        slow = json.loads(ok(mirrorctl("projects", "sync", "slow", "--json", master=master)))
+        wait_for(lambda: api.get(f"/api/v1/runs/{slow['id']}").json()["state"] == "syncing", 20,
+                 message="the slow pull holds the only slot")
+        waiting = json.loads(ok(mirrorctl("projects", "sync", "waiting", "--json", master=master)))
+
+        forced = json.loads(ok(mirrorctl("projects", "sync", "urgent", "--force", "--follow", "--json",
+                                         master=master)))
+
+        assert forced["state"] == "success" and forced["force"] is True
+        assert api.get(f"/api/v1/runs/{slow['id']}").json()["state"] == "syncing"
+        assert api.get(f"/api/v1/runs/{waiting['id']}").json()["state"] == "queued", \
+            "a sync without --force must still wait for a slot"

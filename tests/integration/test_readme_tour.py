@@ -10,6 +10,7 @@ and the outcome each line's comment promises is checked.
 import os
 import re
 import shlex
+import socket
 import subprocess
 
 import pytest
@@ -142,3 +143,17 @@ def test_the_readme_tour_runs_as_written(tour, tmp_path, request):
         for service in reversed(started):
             service.stop()
     assert all(service.returncode is not None for service in started)
+
+
+def test_the_local_upstream_says_in_one_line_when_its_port_is_taken(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([".venv/bin/python", "examples/local_upstream.py", "--dir", str(tmp_path / "up"),
+                               "--port", str(port)], cwd=REPO_ROOT, env=clean_environment(), capture_output=True,
+                              text=True, timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL, check=False)
+    assert done.returncode == 1
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: ") and f"port {port}" in line and "already taken" in line, line
+    assert "Traceback" not in done.stdout + done.stderr

@@ -260,7 +260,7 @@ def test_missing_binary_gives_a_clean_result(tmp_path):
     assert (result.exit_code, result.ok) == (None, False)
     assert result.error == "rsync binary '/nonexistent/rsync' not found"
     lines = read_log(log_path).splitlines()
-    assert lines[0].startswith("$ /nonexistent/rsync --archive")
+    assert lines[0].startswith("$ /nonexistent/rsync --recursive")
     assert lines[-1] == "# exit code None, failed: rsync binary '/nonexistent/rsync' not found"
 
 
@@ -281,7 +281,7 @@ def test_log_holds_command_output_and_outcome_and_is_not_world_readable(tmp_path
 
     assert result.ok, result.error
     lines = read_log(log_path).splitlines()
-    assert lines[0].startswith("$ rsync --archive --hard-links --delete")
+    assert lines[0].startswith("$ rsync --recursive --links --perms --times --hard-links --delete")
     assert any(line.startswith("Number of files: ") for line in lines)
     assert lines.count("# exit code 0, ok") == 2  # appended, not overwritten
     assert stat.S_IMODE(os.stat(log_path).st_mode) & 0o027 == 0

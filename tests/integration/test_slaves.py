@@ -237,3 +237,49 @@ def test_a_project_deleted_and_another_added_reaches_both_slaves_though_its_run_
         assert_same_with_rsync(upstream.tree, slave.tree("debian"))
     feed = {entry["name"]: entry for entry in cluster.api.get("/api/v1/status").json()}["debian"]
     assert {name: f["state"] for name, f in feed["slaves"].items()} == {"mirror1": "fresh", "mirror2": "fresh"}
+
+
+FORGOTTEN = "no longer knows this slave"
+
+
+def test_a_deleted_slave_enrolls_again_by_itself_and_the_master_keeps_its_history(cluster, upstream):
+    cluster.wait_online()
+    assert cluster.api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url}).status_code == 201
+    first = cluster.sync("tricky")
+    assert first["state"] == "success", first
+    slave = cluster.slaves["mirror1"]
+    old_key = credentials_of(slave)["signing_key"]
+    assert cluster.api.delete("/api/v1/slaves/mirror1").status_code == 204
+    issued = slave.state_dir / "credentials.json"
+    wait_for(lambda: issued.exists() and credentials_of(slave)["signing_key"] != old_key, 20,
+             message=lambda: f"mirror1 to enroll again; its log:\n{slave.log_text()[-2000:]}")
+    cluster.wait_online("mirror1")
+    assert slave.log_text().count(FORGOTTEN) == 1
+    # The old name's history stays with its runs.
+    assert by_slave(cluster.api.get(f"/api/v1/runs/{first['id']}").json())["mirror1"]["state"] == "success"
+    mutate_tree(upstream.tree)
+    second = cluster.sync("tricky")
+    assert second["state"] == "success", second
+    assert by_slave(second)["mirror1"]["state"] == "success"
+    assert_same_with_rsync(upstream.tree, slave.tree("tricky"))
+
+
+def test_a_deleted_slave_without_a_join_token_says_once_what_the_admin_must_do(cluster):
+    cluster.wait_online()
+    old = cluster.slaves["mirror2"]
+    old.stop()
+    slave = cluster.slaves["mirror2"] = start_slave(old.root, "mirror2", cluster.master.url, port=old.port,
+                                                    join_token="", log_dir=cluster.tmp_path / "logs")
+    cluster.wait_online("mirror2")
+    assert cluster.api.delete("/api/v1/slaves/mirror2").status_code == 204
+    wait_for(lambda: FORGOTTEN in slave.log_text(), 20, message="mirror2 to say the master forgot it")
+    [line] = [line for line in slave.log_text().splitlines() if FORGOTTEN in line]
+    assert "set MIRRORSYNC_JOIN_TOKEN" in line and "restart this slave" in line
+    # Several heartbeat intervals later it has said nothing more and enrolled nothing.
+    seen = cluster.api.get("/api/v1/slaves/mirror1").json()["last_seen"]
+    for _ in range(3):
+        wait_for(lambda: cluster.api.get("/api/v1/slaves/mirror1").json()["last_seen"] != seen, 10,
+                 message="heartbeats of mirror1")
+        seen = cluster.api.get("/api/v1/slaves/mirror1").json()["last_seen"]
+    assert slave.log_text().count(FORGOTTEN) == 1
+    assert "mirror2" not in cluster.slave_states()

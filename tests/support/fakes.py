@@ -69,6 +69,7 @@ class FakeSlaveClient:
 
     def __init__(self):
         self.orders = []          # (slave name, order dict)
+        self.cancels = []         # (slave name, run id, project)
         self.outcomes = {}        # name -> "dispatched" | "unreachable" | "failed"
 
     def send_orders(self, orders):
@@ -80,6 +81,11 @@ class FakeSlaveClient:
             error = None if state == "dispatched" else f"{target.name} is {state}"
             results.append(OrderOutcome(target.name, state == "dispatched", state, error))
         return results
+
+    def send_cancels(self, cancels):
+        from master.slave_client import OrderOutcome
+        self.cancels.extend((target.name, run_id, project) for target, run_id, project in cancels)
+        return [OrderOutcome(target.name, True, "cancelled") for target, _, _ in cancels]
 
 
 class FakeMasterClient:

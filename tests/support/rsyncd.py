@@ -9,7 +9,8 @@ Usage::
 ``root_dir`` holds the daemon's own files (rsyncd.conf, secrets, pid file, log);
 it is created if missing, and relative module paths are resolved against it.
 With ``users`` every module requires one of those users (``auth users``) and a
-0600 secrets file is written; ``port`` fixes the port instead of picking a free one. ``start()``/``stop()`` work without ``with``.
+0600 secrets file is written; ``port`` fixes the port instead of picking a free
+one. ``start()``/``stop()`` work without ``with``.
 ``daemon_factory(base_dir)`` starts any number of daemons and stops them all on
 exit; a pytest fixture only has to wrap it. This module imports no pytest.
 """

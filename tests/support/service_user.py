@@ -17,8 +17,10 @@ import pwd
 import secrets
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
+from tests.support.apt import apt_install
 from tests.support.processes import REPO_ROOT
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -76,24 +78,20 @@ class ServiceUser:
             os.chown(path, self.uid, self.gid)
             os.chmod(path, mode)
 
-    def process_ids(self):
-        """Pids of every process running as this user now."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and entry.stat().st_uid == self.uid:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-        return found
-
     def end_processes(self):
-        """SIGKILL whatever still runs as this user, so userdel can remove it."""
-        for pid in self.process_ids():
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
+        """SIGKILL whatever the test left running as this user, so userdel can remove it."""
+        if self.uid is not None:
+            end_processes_of(self.uid)
+
+
+def end_processes_of(uid):
+    """SIGKILL, one pid at a time, every process whose owner is ``uid`` (a user made for one test)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == uid:
+                os.kill(int(entry.name), 9)
+        except (OSError, ProcessLookupError):
+            continue
 
 
 def uid_of(pid):
@@ -116,6 +114,7 @@ def service_venv():
     venv = VENV_CACHE / f"venv-{key}"
     complete = venv / ".complete"
     if complete.exists():
+        os.utime(complete)  # in use: keeps it from being pruned
         return venv
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         raise ServiceUserError(f"a service venv needs the system's Python at {SYSTEM_PYTHON}")
@@ -132,10 +131,26 @@ def service_venv():
         for argv in steps:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=VENV_BUILD_TIMEOUT,
                                   stdin=subprocess.DEVNULL, check=False)
+            if done.returncode != 0 and argv[1:3] == ["-m", "venv"] and apt_install("python3-venv") is None:
+                shutil.rmtree(venv, ignore_errors=True)  # Debian keeps ensurepip in python3-venv
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=VENV_BUILD_TIMEOUT,
+                                      stdin=subprocess.DEVNULL, check=False)
             if done.returncode != 0:
                 raise ServiceUserError(f"{' '.join(argv[:3])} failed: {(done.stderr or done.stdout)[-2000:]}")
         complete.touch()
+        _prune_old_venvs(keep=venv)
     return venv
+
+
+def _prune_old_venvs(keep, older_than=2 * 86400):
+    """Drop venvs of earlier requirements files unused for days (each is ~100 MB)."""
+    for other in VENV_CACHE.glob("venv-*"):
+        try:
+            stale = time.time() - (other / ".complete").stat().st_mtime > older_than
+        except OSError:
+            stale = True
+        if other != keep and stale:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def install_copy(dest, venv):

@@ -27,8 +27,12 @@ EXISTING = {
     "excludes": ["*.iso"],
     "timeout": 3600,
     "upstream_password": "baseline-secret",
+    "description": "The universal operating system",
+    "help_url": "https://mirrors.example.org/help/debian/",
+    "public_path": "/debian/",
 }
-PATCHABLE = ("upstream", "schedule", "enabled", "rsync_options", "excludes", "timeout", "upstream_password")
+PATCHABLE = ("upstream", "schedule", "enabled", "rsync_options", "excludes", "timeout", "upstream_password",
+             "description", "help_url", "public_path")
 
 def refused(case_id, value):
     return case_id, value
@@ -39,6 +43,61 @@ def accepted(case_id, value):
 
 
 REFUSED = {
+    "description": [
+        refused("wrong-type-int", 5),
+        refused("wrong-type-list", ["text"]),
+        refused("empty", ""),
+        refused("only-spaces", "   "),
+        refused("leading-space", " Debian"),
+        refused("range-201-chars", "a" * 201),
+        refused("oversized", "a" * 10_000),
+        refused("newline", "Debian\nGNU"),
+        refused("nul", "Debian\x00"),
+        refused("escape", "\x1b[31mred"),
+        refused("bidi-override", "Debian \u202egnp.exe"),
+        refused("line-separator", "a\u2028b"),
+        refused("zero-width", "De\u200bbian"),
+    ],
+    "help_url": [
+        refused("wrong-type-int", 5),
+        refused("empty", ""),
+        refused("javascript", "javascript:alert(1)"),
+        refused("data", "data:text/html,<script>alert(1)</script>"),
+        refused("ftp", "ftp://mirrors.example.org/help"),
+        refused("no-scheme", "mirrors.example.org/help"),
+        refused("protocol-relative", "//evil.example.org/help"),
+        refused("user", "https://user:pw@mirrors.example.org/help"),
+        refused("at-sign", "https://mirrors.example.org@evil.example.org/"),
+        refused("bad-port", "https://mirrors.example.org:99999/"),
+        refused("quote", 'https://mirrors.example.org/"onmouseover="alert(1)'),
+        refused("angle", "https://mirrors.example.org/<script>"),
+        refused("space", "https://mirrors.example.org/help me"),
+        refused("backslash", "https://mirrors.example.org\\@evil.example.org/"),
+        refused("newline", "https://mirrors.example.org/\nhelp"),
+        refused("cyrillic-host", "https://mirrors.\u0435xample.org/"),
+        refused("host-underscore", "https://mir_rors.example.org/"),
+        refused("oversized", "https://mirrors.example.org/" + "a" * 600),
+    ],
+    "public_path": [
+        refused("wrong-type-int", 5),
+        refused("empty", ""),
+        refused("relative", "debian"),
+        refused("protocol-relative", "//evil.example.org/debian"),
+        refused("double-slash", "/pub//debian"),
+        refused("dot-dot", "/pub/../etc"),
+        refused("dot-segment", "/./debian"),
+        refused("hidden", "/.mirrorsync"),
+        refused("url", "https://evil.example.org/debian"),
+        refused("query", "/debian?x=1"),
+        refused("fragment", "/debian#x"),
+        refused("quote", '/debian"onclick'),
+        refused("backslash", "/debian\\..\\x"),
+        refused("space", "/deb ian"),
+        refused("percent", "/deb%2e%2e"),
+        refused("nul", "/debian\x00"),
+        refused("fullwidth", "/ｄebian"),
+        refused("oversized", "/" + "a" * 300),
+    ],
     "name": [
         refused("wrong-type-int", 42),
         refused("wrong-type-list", ["debian"]),
@@ -271,6 +330,29 @@ REFUSED = {
 }
 
 ACCEPTED = {
+    "description": [
+        accepted("plain", "The universal operating system"),
+        accepted("chinese", "Debian 是一个自由的操作系统"),
+        accepted("punctuation", "Arch Linux: a simple, lightweight distribution (x86_64 & aarch64)."),
+        accepted("200-chars", "a" * 200),
+        accepted("null", None),
+    ],
+    "help_url": [
+        accepted("https", "https://mirrors.example.org/help/debian/"),
+        accepted("http-port", "http://mirrors.example.org:8080/help"),
+        accepted("query-fragment", "https://wiki.example.org/index.php?title=Debian#mirror"),
+        accepted("ipv4", "http://192.0.2.10/help"),
+        accepted("ipv6", "http://[2001:db8::1]:8080/help"),
+        accepted("null", None),
+    ],
+    "public_path": [
+        accepted("plain", "/debian"),
+        accepted("trailing-slash", "/debian/"),
+        accepted("nested", "/pub/linux/debian-cd/"),
+        accepted("dots-inside", "/ubuntu.releases"),
+        accepted("tilde-plus", "/~user/gcc+tools"),
+        accepted("root", "/"),
+    ],
     "name": [
         accepted("plain", "debian"),
         accepted("dash", "debian-security"),
@@ -694,3 +776,28 @@ def test_an_option_with_a_space_for_its_equals_sign_gets_a_hint(client, admin, o
                                            "rsync_options": [option]}, headers=admin)
     assert_error_shape(response, field="rsync_options")
     assert hint in response.get_json()["fields"]["rsync_options"]["0"][0]
+
+
+def test_a_project_named_like_the_rsync_daemons_global_section_is_refused(client, admin):
+    response = client.post("/api/v1/projects", json={"name": "global", "upstream": "rsync://m.example.org/g"},
+                           headers=admin)
+    assert response.status_code == 422 and "name" in response.json["fields"]
+    assert "reserved" in response.json["fields"]["name"][0]
+
+
+@pytest.mark.parametrize("raw", ['{"name": "a", "name": "debian", "upstream": "rsync://m.example.org/d"}',
+                                 '{"name": "debian", "upstream": "rsync://m.example.org/d", "timeout": NaN}'])
+def test_duplicate_keys_and_nan_are_refused_not_silently_resolved(client, admin, raw):
+    response = client.post("/api/v1/projects", data=raw, headers={**admin, "Content-Type": "application/json"})
+    assert response.status_code == 400 and "not valid JSON" in response.json["message"]
+    assert client.get("/api/v1/projects/debian", headers=admin).status_code == 404
+
+
+def test_public_path_defaults_to_the_name_and_null_restores_the_default(client, admin, make_project):
+    created = make_project("debian")
+    assert created["public_path"] == "/debian"
+    assert created["description"] is None and created["help_url"] is None
+    moved = client.patch(f"{PROJECTS}/debian", json={"public_path": "/pub/debian/"}, headers=admin)
+    assert moved.get_json()["public_path"] == "/pub/debian/"
+    reset = client.patch(f"{PROJECTS}/debian", json={"public_path": None}, headers=admin)
+    assert reset.get_json()["public_path"] == "/debian"

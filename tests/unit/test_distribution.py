@@ -221,6 +221,16 @@ def test_a_slave_whose_pull_failed_is_retried_after_a_pause(app, client, admin, 
         assert distribution.catch_up_slaves() == 1
 
 
+def test_a_deleted_slave_is_told_apart_from_a_wrong_signature(client, admin, clock):
+    one = enroll(client, "one")
+    forged = heartbeat(client, dict(one, signing_key="guessed"), clock)
+    assert forged.status_code == 401 and forged.json["error"] == "unauthorized"
+    assert client.delete("/api/v1/slaves/one", headers=admin).status_code == 204
+    forgotten = heartbeat(client, one, clock)
+    assert forgotten.status_code == 401 and forgotten.json["error"] == "unknown_slave"
+    assert "knows no slave 'one'" in forgotten.json["message"] and "join token" in forgotten.json["message"]
+
+
 def test_enrollment_needs_the_join_token_and_a_free_name(client, admin):
     body = {"name": "mirror1", "url": "http://mirror1:7000"}
     assert client.post("/api/v1/slaves/register", json=body).status_code == 403
@@ -404,3 +414,21 @@ def test_a_slave_unreachable_at_fan_out_gets_no_catch_up_before_it_is_heard_from
     heartbeat(client, late, clock)
     with app.app_context():
         assert distribution.catch_up_slaves() == 1
+
+
+def test_a_disabled_slave_can_neither_report_nor_move_and_its_parts_in_flight_end(
+        app, client, admin, make_project, clock):
+    make_project()
+    one, two = enroll(client, "one"), enroll(client, "two")
+    run_id = pull(app, client, admin)
+    assert client.patch("/api/v1/slaves/two", json={"enabled": False}, headers=admin).status_code == 200
+    run = get_run(client, admin, run_id)
+    part = next(entry for entry in run["slaves"] if entry["slave"] == "two")
+    assert part["state"] == "failed" and "disabled" in part["error"]
+    refused = report(client, two, clock, run_id)
+    assert refused.status_code == 403 and "disabled" in refused.json["message"]
+    answer = heartbeat(client, two, clock, url="http://attacker.example:7000")
+    assert answer.status_code == 200 and answer.json["enabled"] is False
+    assert client.get("/api/v1/slaves/two", headers=admin).json["url"] == "http://two:7000"
+    assert report(client, one, clock, run_id).status_code == 200
+    assert get_run(client, admin, run_id)["state"] == "partial"

@@ -78,12 +78,92 @@ def test_each_unit_starts_what_exists(unit, target):
         assert callable(importlib.import_module("master.scheduler").main)
 
 
-def test_the_rsyncd_unit_reads_the_config_the_scheduler_writes():
+def sample_env(name):
+    return dict(re.findall(r"^MIRRORSYNC_([A-Z_]+)=(.*)$", sample_texts()[name], re.MULTILINE))
+
+
+def unit_values(unit, key):
+    return re.findall(rf"^{key}=(.*)$", sample_texts()[unit], re.MULTILINE)
+
+
+UNITS = sorted(name for name in sample_texts() if name.endswith(".service"))
+MASTER_UNITS = ("mirror-sync-api.service", "mirror-sync-scheduler.service", "mirror-sync-rsyncd.service")
+
+
+def test_the_rsyncd_unit_reads_the_config_the_scheduler_writes_and_waits_for_it():
     from master.rsyncd import config_paths
-    env = dict(re.findall(r"^MIRRORSYNC_([A-Z_]+)=(.*)$", sample_texts()["mirror-sync.env"], re.MULTILINE))
+    env = sample_env("master.env")
     config_path, _ = config_paths(env["DATA_DIR"])
     assert f"--config={config_path}" in sample_texts()["mirror-sync-rsyncd.service"]
     assert f"--port={env['RSYNCD_PORT']}" in sample_texts()["mirror-sync-rsyncd.service"]
+    assert unit_values("mirror-sync-rsyncd.path", "PathExists") == [config_path]
+    assert unit_values("mirror-sync-rsyncd.path", "Unit") == ["mirror-sync-rsyncd.service"]
+    assert unit_values("mirror-sync-rsyncd.service", "ConditionPathExists") == [config_path]
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_each_unit_reads_an_env_file_that_is_a_sample(unit):
+    for name in unit_values(unit, "EnvironmentFile"):
+        assert name.lstrip("-").startswith("/etc/mirror-sync/")
+        assert name.lstrip("-").rsplit("/", 1)[1] in sample_texts(), f"{unit} reads {name}, which no sample is"
+    expected = "master.env" if unit in MASTER_UNITS else "slave.env"
+    if unit != "mirror-sync-rsyncd.service":  # rsync reads no MIRRORSYNC_ settings
+        assert unit_values(unit, "EnvironmentFile") == [f"/etc/mirror-sync/{expected}"]
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_each_unit_runs_as_the_service_user_with_a_writable_tmp(unit):
+    assert unit_values(unit, "User") == ["mirrorsync"]
+    assert unit_values(unit, "ProtectSystem") == ["strict"]
+    assert unit_values(unit, "PrivateTmp") == ["true"], "ProtectSystem=strict leaves no writable /tmp"
+    [exec_start] = unit_values(unit, "ExecStart")
+    if "gunicorn" in exec_start:
+        tmp_dir = re.search(r"--worker-tmp-dir (\S+)", exec_start).group(1)
+        assert tmp_dir == f"/run/{unit_values(unit, 'RuntimeDirectory')[0]}", "gunicorn's heartbeat files"
+
+
+def test_where_tls_is_used_a_ca_bundle_is_set():
+    master, slave = sample_env("master.env"), sample_env("slave.env")
+    assert slave["MASTER_URL"].startswith("https://") and slave["CA_BUNDLE"]
+    assert "--certfile" in sample_texts()["mirror-sync-slave.service"]
+    assert slave["SLAVE_URL"].startswith("https://") and master["CA_BUNDLE"], "the master verifies slaves"
+
+
+def test_nginx_fronts_the_api_with_tls_and_buffering():
+    nginx = sample_texts()["mirror-sync.nginx.conf"]
+    [exec_start] = unit_values("mirror-sync-api.service", "ExecStart")
+    bind = re.search(r"--bind (\S+)", exec_start).group(1)
+    assert bind.startswith("127.0.0.1:"), "gunicorn is reached only through the proxy"
+    assert f"proxy_pass http://{bind};" in nginx
+    for directive in ("listen 443 ssl;", "ssl_certificate ", "ssl_certificate_key ", "proxy_request_buffering on;",
+                      "proxy_buffering on;", "X-Forwarded-Proto"):
+        assert directive in nginx, directive
+    assert f"MIRRORSYNC_API_PORT={bind.rsplit(':', 1)[1]}" in sample_texts()["master.env"]
+
+
+def guide_text():
+    return (ROOT / "docs" / "deploy.md").read_text()
+
+
+def test_the_guide_installs_every_sample_and_the_readme_points_to_it():
+    for name in sample_texts():
+        assert name in guide_text(), f"docs/deploy.md does not install {name}"
+    assert "(docs/deploy.md)" in readme_section("Deployment")
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_the_guide_creates_every_path_a_unit_needs(unit):
+    created = set(re.findall(r"^    (?:install -d|useradd) .* (/\S+)$", guide_text(), re.MULTILINE))
+    installed = set(re.findall(r"^    install -o .* (/\S+)$", guide_text(), re.MULTILINE))
+    for path in " ".join(unit_values(unit, "ReadWritePaths")).split():
+        if not path.endswith("/.mirrorsync"):  # the master makes its own state directory
+            assert path in created, f"{unit} writes {path}, which the guide does not create"
+    for key in ("EnvironmentFile",):
+        for path in unit_values(unit, key):
+            assert path.lstrip("-") in installed, f"{unit} reads {path}, which the guide does not install"
+    for path in re.findall(r"--(?:certfile|keyfile) (\S+)", unit_values(unit, "ExecStart")[0]):
+        assert path in installed, f"{unit} reads {path}, which the guide does not install"
+    assert re.search(rf"^    useradd .*\b{unit_values(unit, 'User')[0]}$", guide_text(), re.MULTILINE)
 
 
 BARE_COMMAND = re.compile(r"(?:^|[\s|;(])(python3?|mirrorctl|gunicorn)(?=\s)")

@@ -174,3 +174,24 @@ def test_a_database_newer_than_this_release_is_refused(tmp_path):
         master_app(tmp_path)
     result = invoke(["db", "upgrade"], tmp_path)
     assert result.exit_code == 1 and "newer release" in result.output
+
+
+def test_after_the_upgrade_existing_projects_are_published_under_their_name(tmp_path):
+    data_dir = tmp_path / "data"
+    os.makedirs(data_dir / ".mirrorsync")
+    url = sqlite_url(data_dir / ".mirrorsync" / "mirrorsync.db")
+    build_legacy_database(url)
+    upgrade_database(url, data_dir)
+    client = master_app(data_dir).test_client()
+    listed = client.get("/api/v1/projects", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json
+    assert {project["name"]: project["public_path"] for project in listed} == {
+        "archlinux": "/archlinux", "debian": "/debian"}
+    runs = client.get("/api/v1/projects/debian/runs", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json
+    assert runs and all(run["force"] is False for run in runs)
+
+
+def test_every_revision_id_fits_alembic_version_on_postgresql():
+    """alembic_version.version_num is VARCHAR(32): a longer id upgrades SQLite but fails on PostgreSQL."""
+    revisions = ScriptDirectory.from_config(schema.alembic_config()).walk_revisions()
+    too_long = [revision.revision for revision in revisions if len(revision.revision) > 32]
+    assert too_long == []

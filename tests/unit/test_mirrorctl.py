@@ -486,6 +486,31 @@ def test_runs_list_passes_limit_and_shows_slave_summary(mirrorctl, fake):
     assert row.split()[:4] == ["7", "success", "manual", "1m"] and "1m 15s" in row and "1/1 ok" in row
 
 
+def test_runs_cancel_posts_the_cancel_and_shows_the_run(mirrorctl, fake):
+    fake.on_json("POST", "/runs/7/cancel", make_run("cancelled", error="cancelled by an admin"))
+
+    result = mirrorctl("runs", "cancel", "7")
+
+    assert result.exit_code == 0 and fake.last()["method"] == "POST"
+    assert result.stdout.startswith("cancelled run 7") and "cancelled by an admin" in result.stdout
+
+
+def test_runs_cancel_of_a_finished_run_says_why_in_one_line(mirrorctl, fake):
+    message = "Run 7 already ended (success); only a queued, syncing or distributing run can be cancelled."
+    fake.on("POST", "/runs/7/cancel", api_error(409, "conflict", message))
+
+    result = mirrorctl("runs", "cancel", "7")
+
+    assert result.exit_code == 1 and "run 7 already ended (success)" in one_error_line(result)
+
+
+def test_projects_rm_force_asks_the_master_to_cancel_first(mirrorctl, fake):
+    fake.on("DELETE", "/projects/debian", Reply(204, b"", {}))
+
+    assert mirrorctl("projects", "rm", "debian", "--force").exit_code == 0
+    assert fake.last()["params"] == {"force": "true"}
+
+
 def test_status_shows_each_slaves_freshness(mirrorctl, fake):
     fake.on_json("GET", "/status", [{
         "name": "debian", "status": "success", "last_success": "2026-05-09T11:00:00+00:00", "next_run": None,
@@ -769,3 +794,34 @@ def test_sync_force_asks_the_master_to_pass_the_concurrency_cap(mirrorctl, fake)
     result = mirrorctl("projects", "sync", "debian", "--force")
     assert result.exit_code == 0, result.output
     assert fake.last()["params"] == {"force": "true"}
+
+
+def test_texts_from_slaves_and_rsync_never_reach_the_terminal_raw(mirrorctl, fake):
+    hostile = "bad\x1b[2J\x1b]0;owned\x07\u202eevil\nforged: line"
+    run = make_run("partial", error=f"rsync said {hostile}",
+                   slaves=[slave_entry("m1", "success"), slave_entry("m2", "failed", hostile)])
+    fake.on_json("GET", "/runs/7", run)
+    out = mirrorctl("runs", "show", "7").stdout
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in out
+    assert "bad\\x1b[2J" in out
+    fake.on("GET", "/runs/7/log", log_pages(b"file \x1b[31mred\x1b[0m\tok\n"))
+    log = mirrorctl("runs", "log", "7").stdout
+    assert log == "file \\x1b[31mred\\x1b[0m\tok\n"
+
+
+def test_add_and_edit_set_the_visitor_fields(mirrorctl, fake):
+    fake.on_json("POST", "/projects", dict(PROJECT, description="The universal OS"), 201)
+    fake.on_json("PATCH", "/projects/debian", PROJECT)
+
+    added = mirrorctl("projects", "add", "debian", "--upstream", "rsync://ftp.example.org/debian/",
+                      "--description", "The universal OS", "--help-url", "https://example.org/help/debian/",
+                      "--public-path", "/pub/debian/")
+    assert added.exit_code == 0, added.output
+    assert fake.last("POST")["json"] == {
+        "name": "debian", "upstream": "rsync://ftp.example.org/debian/", "description": "The universal OS",
+        "help_url": "https://example.org/help/debian/", "public_path": "/pub/debian/"}
+    assert "description:" in added.stdout and "The universal OS" in added.stdout
+
+    mirrorctl("projects", "edit", "debian", "--public-path", "/debian")
+    assert fake.last("PATCH")["json"] == {"public_path": "/debian"}

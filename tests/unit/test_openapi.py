@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
-MASTER = Path(__file__).resolve().parents[2] / "master"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_api_route_is_in_the_openapi_document(app, client):
@@ -26,6 +26,12 @@ def test_the_document_carries_the_validation_rules_and_hides_secrets(client):
     assert project["status"].get("readOnly") is True
     assert project["retries"]["maximum"] == 10
     assert set(project["publish"]["enum"]) == {"delay", "atomic"}
+
+
+def test_the_document_describes_cancel_and_forced_delete(client):
+    paths = client.get("/api/v1/openapi.json").json["paths"]
+    assert "post" in paths["/api/v1/runs/{run_id}/cancel"]
+    assert "force" in [p["name"] for p in paths["/api/v1/projects/{name}"]["delete"]["parameters"]]
 
 
 def test_interactive_docs_are_served(client):
@@ -82,8 +88,11 @@ def test_a_missing_asset_is_a_404(client):
     assert client.get("/api/v1/docs/assets/../../settings.py").status_code == 404
 
 
-def test_no_template_or_stylesheet_names_another_host():
-    for path in [*MASTER.glob("templates/*.html"), *MASTER.glob("static/*")]:
+def test_no_template_or_stylesheet_of_master_or_slave_names_another_host():
+    pages = [path for app in ("master", "slave") for kind in ("templates/*.html", "static/*")
+             for path in (ROOT / app).glob(kind)]
+    assert len(pages) >= 4, pages
+    for path in pages:
         text = path.read_text()
         assert not re.search(r"(?:https?:)?//[\w.-]+\.\w", text.replace("http-equiv", "")), \
             f"{path.name} refers to another host"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from common.rsync import DEFAULT_OPTIONS, RsyncJob, build_command
+from common.rsync import DEFAULT_OPTIONS, ENFORCED_OPTIONS, RsyncJob, build_command
 
 SOURCE = "rsync://mirror@127.0.0.1:8730/debian/dists"
 
@@ -11,9 +11,20 @@ def test_mirroring_defaults_come_first():
     argv = build_command(RsyncJob(SOURCE, "/srv/debian"))
     assert argv[0] == "rsync"
     assert argv[1:1 + len(DEFAULT_OPTIONS)] == list(DEFAULT_OPTIONS)
-    for option in ("--archive", "--hard-links", "--delete-delay", "--delay-updates", "--safe-links",
-                   "--numeric-ids", "--stats", "--no-human-readable"):
+    for option in ("--recursive", "--links", "--perms", "--times", "--hard-links", "--delete-delay",
+                   "--delay-updates", "--safe-links", "--stats", "--no-human-readable"):
         assert option in DEFAULT_OPTIONS
+    for kept_from_upstream in ("--archive", "-a", "--devices", "-D", "--specials", "--owner", "-o", "--group",
+                               "-g", "--numeric-ids"):
+        assert kept_from_upstream not in DEFAULT_OPTIONS, "devices, specials and owners must never land"
+
+
+def test_no_project_option_can_bring_back_devices_owners_or_set_id_bits():
+    argv = build_command(RsyncJob(SOURCE, "/srv/debian", options=("--chmod=u+s,g+s,o+w",)))
+    user = argv.index("--chmod=u+s,g+s,o+w")
+    assert argv[user + 1:user + 1 + len(ENFORCED_OPTIONS)] == list(ENFORCED_OPTIONS)
+    assert {"--no-devices", "--no-specials", "--no-owner", "--no-group", "--chmod=ug-s,go-w"} <= set(
+        ENFORCED_OPTIONS)
 
 
 def test_job_options_then_excludes_then_end_of_options_then_paths():
@@ -22,8 +33,8 @@ def test_job_options_then_excludes_then_end_of_options_then_paths():
     argv = build_command(job, binary="/usr/bin/rsync")
     assert argv[0] == "/usr/bin/rsync"
     tail = argv[1 + len(DEFAULT_OPTIONS):]
-    assert tail == ["--bwlimit=1000", "--contimeout=10", "--exclude=*.tmp", "--exclude=.~tmp~/",
-                    "--", SOURCE + "/", "/srv/debian/"]
+    assert tail == ["--bwlimit=1000", "--contimeout=10", *ENFORCED_OPTIONS, "--exclude=*.tmp",
+                    "--exclude=.~tmp~/", "--", SOURCE + "/", "/srv/debian/"]
 
 
 def test_exclude_pattern_with_spaces_stays_one_argument():

@@ -115,3 +115,24 @@ def test_the_identity_is_only_claimed_by_root():
         assert rsyncd.daemon_identity() == (0, os.getegid())
     else:
         assert rsyncd.daemon_identity() is None
+
+
+def test_each_module_serves_a_bounded_number_of_pulls_counted_in_the_state_dir(app, make_project):
+    app.config["RSYNCD_MAX_CONNECTIONS"] = 7
+    make_project("debian")
+    text, _, _ = render(app)
+    lines = [line.strip() for line in text.splitlines()]
+    assert "max connections = 7" in lines
+    lock = next(line for line in lines if line.startswith("lock file = "))
+    assert lock == f"lock file = {os.path.join(app.config['DATA_DIR'], '.mirrorsync', 'rsyncd.lock')}"
+
+
+def test_a_project_named_like_the_daemons_global_section_gets_no_module(app, make_project):
+    from master.db import db
+    from master.models import Project
+    make_project("debian")
+    with app.app_context():  # one that a build before the refusal let in
+        db.session.execute(db.update(Project).where(Project.name == "debian").values(name="global"))
+        db.session.commit()
+    text, _, _ = render(app)
+    assert "[global]" not in text and "global" not in modules(text)

@@ -200,6 +200,42 @@ def test_executor_never_runs_more_than_max_concurrent_syncs(tmp_path, clock):
     assert runner.max_running == 2
 
 
+def test_a_forced_sync_starts_past_max_concurrent_syncs(tmp_path, clock):
+    from master import create_app
+    from tests.support.fakes import FakeRsyncRunner
+    runner = FakeRsyncRunner(hold=True)
+    app = create_app({"DATA_DIR": str(tmp_path), "MAX_CONCURRENT_SYNCS": 1, "LOG_LEVEL": "WARNING",
+                      "CLOCK": clock, "RSYNC_RUNNER": runner, "POLL_INTERVAL": 60, "ADMIN_TOKEN": "t"})
+    client, admin = app.test_client(), {"Authorization": "Bearer t"}
+    for name in ("busy", "waiting", "urgent"):
+        assert client.post("/api/v1/projects", json={"name": name, "upstream": f"rsync://h/{name}"},
+                           headers=admin).status_code == 201
+    client.post("/api/v1/projects/busy/syncs", headers=admin)
+    executor = Executor(app)
+    executor._claim_and_start()
+    assert runner.wait_started()
+    waiting = client.post("/api/v1/projects/waiting/syncs", headers=admin).get_json()
+    plain = client.post("/api/v1/projects/urgent/syncs", headers=admin).get_json()
+    forced = client.post("/api/v1/projects/urgent/syncs?force=true", headers=admin).get_json()
+    assert forced["id"] == plain["id"] and forced["force"] is True and waiting["force"] is False
+
+    executor._claim_and_start()
+
+    assert runner.wait_started(), "the forced run did not start while the one slot was taken"
+    with app.app_context():
+        states = dict(db.session.execute(db.select(Run.id, Run.state)).all())
+    assert states[forced["id"]] == "syncing" and states[waiting["id"]] == "queued"
+    assert len(executor.running()) == 2
+    executor.stop(timeout=5)
+
+
+@pytest.mark.parametrize("query", ["force=yes", "force=", "force=2"])
+def test_a_bad_force_flag_is_refused_and_named(client, admin, make_project, query):
+    from tests.support.api_errors import assert_error_shape
+    make_project("debian")
+    assert_error_shape(client.post(f"/api/v1/projects/debian/syncs?{query}", headers=admin), field="force")
+
+
 def test_restart_marks_orphaned_runs_interrupted_and_queues_a_fresh_run(app, client, admin, make_project):
     make_project()
     trigger(client, admin)

@@ -134,3 +134,18 @@ def test_a_replay_through_two_workers_sharing_the_store_is_refused(tmp_path):
     verify_signature(headers, "POST", PATH, BODY, secret_for, SqliteNonceStore(path).remember)
     with pytest.raises(SignatureError, match="replayed"):
         verify_signature(headers, "POST", PATH, BODY, secret_for, SqliteNonceStore(path).remember)
+
+
+def test_the_nonce_store_is_readable_by_its_owner_only(tmp_path):
+    import os
+    import stat
+    from common.signing import SqliteNonceStore
+    old = tmp_path / "old.db"
+    old.touch(mode=0o644)
+    os.chmod(old, 0o644)
+    for path in (tmp_path / "nonces.db", old):
+        store = SqliteNonceStore(str(path))
+        assert store.remember("k", "n", 10**10)
+        for name in os.listdir(tmp_path):
+            if name.startswith(path.name):
+                assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name

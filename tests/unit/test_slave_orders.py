@@ -317,6 +317,53 @@ def test_orders_during_a_running_pull_wait_and_share_the_next_pull(make_slave):
         (7, "success"), (8, "success"), (9, "success")]
 
 
+def cancel(client, run_id, project="debian", **kwargs):
+    return send(client, "POST", f"/api/v1/syncs/{run_id}/cancel", {"project": project}, **kwargs)
+
+
+def test_a_cancel_from_the_master_ends_the_running_pull_and_drops_waiting_orders(make_slave):
+    held = FakeRsyncRunner(hold=True)
+    app = make_slave(rsync_runner=held)
+    client = app.test_client()
+    order(client, an_order(7))
+    assert held.wait_started()
+    order(client, an_order(8))
+    order(client, an_order(9))
+    # 8 waits (with 9 riding along): cancelling it leaves 9 to pull next.
+    waiting = cancel(client, 8)
+    assert waiting.status_code == 202 and waiting.json["state"] == "failed"
+    running = cancel(client, 7)
+    assert running.status_code == 202, running.json
+    deadline = time.monotonic() + 5
+    while record(client, 7).json["state"] != "failed" and time.monotonic() < deadline:
+        time.sleep(0.02)  # the pull ends by the cancel, not by the release below
+    held.release()
+    wait_idle(app)
+    answers = {run_id: record(client, run_id).json for run_id in (7, 8, 9)}
+    assert answers[7]["state"] == "failed" and answers[7]["error"] == "cancelled by the master"
+    assert answers[8]["state"] == "failed" and answers[8]["error"] == "cancelled by the master"
+    assert answers[9]["state"] == "success"
+    assert len(held.jobs) == 2, "7 was cut short, 9 pulled"
+    finals = {r["run_id"]: r for r in outbox(app) if r["state"] != "syncing"}
+    assert finals[7]["error"] == "cancelled by the master" and finals[9]["state"] == "success"
+    # A cancel after the end changes nothing; one for an order never taken is a 404.
+    assert cancel(client, 9).json["state"] == "success"
+    assert_error_shape(cancel(client, 9, project="ubuntu"), 404, code="not_found")
+    assert_error_shape(cancel(client, 9, key="wrong"), 401)
+    assert_error_shape(send(client, "POST", "/api/v1/syncs/9/cancel", {}), 422, code="validation_error")
+
+
+def test_a_cancel_taken_by_another_worker_process_stops_the_pull_in_the_one_running_pulls(make_slave):
+    held = FakeRsyncRunner(hold=True)
+    leader, other = make_slave(rsync_runner=held), make_slave(rsync_runner=held)
+    order(leader.test_client(), an_order(7))
+    assert held.wait_started()
+    assert cancel(other.test_client(), 7).status_code == 202
+    services(leader).worker.take_queued()
+    wait_idle(leader)
+    assert record(leader.test_client(), 7).json["error"] == "cancelled by the master"
+
+
 def test_different_projects_pull_in_parallel_up_to_the_limit(make_slave):
     held = FakeRsyncRunner(hold=True)
     app = make_slave(rsync_runner=held, MAX_CONCURRENT_SYNCS=2)
@@ -463,3 +510,12 @@ def test_a_pull_remembers_rsyncs_process_group_until_it_ends(make_slave):
     held.release()
     wait_idle(app)
     assert services(app).worker.records.get(7)["pid"] is None
+
+
+def test_an_order_with_duplicate_keys_is_refused_and_nothing_runs(client, runner):
+    raw = b'{"run_id": 7, "project": "debian", "project": "other", "rsyncd_host": "127.0.0.1", ' \
+          b'"rsyncd_port": 873, "timeout": 60}'
+    signed = signature_headers(NAME, SIGNING_KEY, "POST", "/api/v1/syncs", raw)
+    response = client.post("/api/v1/syncs", data=raw, headers={**signed, "Content-Type": "application/json"})
+    assert response.status_code == 400 and "duplicate key" in response.json["message"]
+    assert runner.jobs == []

@@ -1,7 +1,7 @@
 """Feed generation and last full success.
 
-Revision ID: 0003_feed_generation_and_last_full_success
-Revises: 0002_never_reuse_ids
+Revision ID: 0006_feed_generation
+Revises: 0005_sync_methods
 Create Date: 2026-12-01
 
 The public documents are built once per change: ``feed_state`` holds the one
@@ -14,8 +14,8 @@ slave got (tunasync's last_update); existing projects take it from their runs.
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0003_feed_generation_and_last_full_success"
-down_revision = "0002_never_reuse_ids"
+revision = "0006_feed_generation"
+down_revision = "0005_sync_methods"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,164 @@
+"""One upstream pull of a project: hooks, the unchanged-upstream check, the sync method, trace files.
+
+services/syncs.py claims and finishes runs; this module does the pulling in
+between, into the destination it is given.
+"""
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from flask import current_app
+
+from common import hooks, traces
+from common.methods import COMMAND, MethodSpec, Runners, SyncResult, method_for
+from common.methods.markers import fetch_marker
+from common.processes import ProgramRunner
+from common.rsync import RsyncStats
+from common.validation import upstream_host
+from master.db import db
+from master.models import Project
+from master.paths import state_dir
+from master.seams import current_seams, now
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PullOutcome:
+    result: SyncResult
+    skipped: bool = False
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def warning(self):
+        texts = [w for w in (self.result.warning, *self.warnings) if w]
+        return "; ".join(texts) or None
+
+
+def runners():
+    seams = current_seams()
+    return Runners(seams.rsync_runner, getattr(seams, "program_runner", None) or ProgramRunner())
+
+
+def method_spec(project, run_id=None):
+    """The MethodSpec of ``project``'s upstream pull. Raises ValueError when its script is missing."""
+    config = current_app.config
+    protect = traces.protected_paths(config["MIRROR_NAME"]) if project.trace == traces.DEBIAN else ()
+    program, environment = None, {}
+    if project.method == COMMAND:
+        program = hooks.executable_in(config["SYNC_SCRIPTS_DIR"], project.command or "")
+        environment = {"MIRRORSYNC_PROJECT": project.name, "MIRRORSYNC_UPSTREAM": project.upstream,
+                       "MIRRORSYNC_RUN_ID": str(run_id or "")}
+        if project.upstream_password:
+            environment["MIRRORSYNC_UPSTREAM_PASSWORD"] = project.upstream_password
+    return MethodSpec(method=project.method, source=project.upstream, options=tuple(project.rsync_options or ()),
+                      excludes=tuple(project.excludes or ()), password=project.upstream_password,
+                      timeout=project.timeout, stage1_profile=project.stage1_profile, protect=protect,
+                      program=program, arguments=tuple(project.command_args or ()),
+                      transient_exit_codes=frozenset(project.transient_exit_codes or ()),
+                      environment=environment)
+
+
+def _failed(error):
+    return SyncResult(None, False, None, error, False, False, RsyncStats())
+
+
+def run_hook(project, run_id, hook, state, destination, log_path, cancel=None):
+    """Run ``project``'s ``hook`` if it has one; returns None or the sentence saying how it failed."""
+    name = (project.hooks or {}).get(hook)
+    if not name:
+        return None
+    config = current_app.config
+    try:
+        path = hooks.executable_in(config["HOOKS_DIR"], name)
+    except ValueError as error:
+        return f"hook {hook} ({name}): {error}"
+    return hooks.run_hook(runners().programs, path, hook, project=project.name, run_id=run_id, state=state,
+                          directory=destination, log_path=log_path, timeout=config["HOOK_TIMEOUT"], cancel=cancel)
+
+
+def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_progress=None):
+    """Pull ``run``'s project into ``destination``; returns a PullOutcome. Never raises for a failed pull."""
+    project = run.project
+    started = now()
+    failure = run_hook(project, run.id, hooks.PRE_SYNC, "syncing", destination, log_path, cancel)
+    if failure is not None:
+        return PullOutcome(_failed(failure))
+    try:
+        spec = method_spec(project, run.id)
+    except ValueError as error:
+        return PullOutcome(_failed(f"command: {error}"))
+    fetched = None
+    if project.upstream_marker and project.method != COMMAND:
+        fetched = fetch_marker(spec, runners(), project.upstream_marker,
+                               os.path.join(state_dir(current_app.config["DATA_DIR"]), "markers", project.name),
+                               log_path, cancel)
+        if _unchanged(project, fetched):
+            return _skip(project, fetched, destination, log_path)
+    result = method_for(spec, runners()).run(destination, log_path, cancel=cancel, on_spawn=on_spawn,
+                                             on_progress=on_progress)
+    warnings = []
+    if result.ok:
+        _remember_marker(project.id, fetched.marker_digest if fetched is not None else None)
+        if project.trace == traces.DEBIAN:
+            warnings += _write_trace(project, run, destination, started, result)
+    return PullOutcome(result, warnings=tuple(warnings))
+
+
+def run_post_hook(run, outcome, destination, log_path):
+    """post_success or post_failure after the pull; a failure becomes a warning of the run."""
+    hook, state = (hooks.POST_SUCCESS, "success") if outcome.result.ok else (hooks.POST_FAILURE, "failed")
+    failure = run_hook(run.project, run.id, hook, state, destination, log_path)
+    if failure is not None:
+        outcome.warnings = (*outcome.warnings, failure)
+    return outcome
+
+
+def _unchanged(project, fetched):
+    return (fetched.marker is not None and project.marker_digest == fetched.marker_digest
+            and project.tree_run_id is not None and not project.tree_dirty)
+
+
+def _skip(project, fetched, destination, log_path):
+    copied = []
+    try:
+        copied = fetched.copy_companions(destination)
+    except OSError as error:
+        log.warning("%s: cannot copy %s: %s", project.name, ", ".join(fetched.paths[1:]), error)
+    _log_line(log_path, f"# {project.upstream_marker} is unchanged since the last good pull: skipped"
+              + (f" (copied {', '.join(copied)})" if copied else ""))
+    return PullOutcome(fetched.result.replace(stats=RsyncStats(), stages=()), skipped=True)
+
+
+def _remember_marker(project_id, digest):
+    db.session.execute(sa.update(Project).where(Project.id == project_id).values(marker_digest=digest))
+    db.session.commit()
+
+
+def site(name):
+    """This host as trace files name it, from the settings."""
+    config = current_app.config
+    return traces.Site(name=name, host=socket.getfqdn(), creator=traces.CREATOR,
+                       maintainer=config["TRACE_MAINTAINER"], sponsor=config["TRACE_SPONSOR"],
+                       country=config["TRACE_COUNTRY"], location=config["TRACE_LOCATION"],
+                       throughput=config["TRACE_THROUGHPUT"])
+
+
+def _write_trace(project, run, destination, started, result):
+    rsync_stages = tuple(stage for stage in result.stages if stage[0] != "command")
+    pull = traces.Pull(started=started, finished=now(), upstream=upstream_host(project.upstream),
+                       trigger=run.trigger, bytes_received=result.stats.bytes_received, stages=rsync_stages)
+    try:
+        traces.write_traces(destination, site(current_app.config["MIRROR_NAME"]), pull)
+    except OSError as error:
+        log.error("%s: cannot write the trace files: %s", project.name, error)
+        return [f"trace files not written: {error.strerror or error}"]
+    return []
+
+
+def _log_line(log_path, line):
+    with open(log_path, "a", encoding="utf-8") as log_file:
+        log_file.write(line + "\n")
