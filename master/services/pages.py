@@ -158,11 +158,6 @@ def seconds_ago_text(delta):
 
 
 
-def slave_list():
-    """(slave, state) for every enrolled slave: online, offline, new or disabled."""
-    return [(slave, slaves.slave_state(slave)) for slave in slaves.list_slaves()]
-
-
 def _freshness_of_project(project):
     """Enabled slave name -> freshness of ``project``: one query, one project."""
     rows = db.session.execute(
