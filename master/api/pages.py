@@ -55,9 +55,6 @@ def run(run_id):
     return render_template("run.html", run=found, tail=tail, refresh=None if final else REFRESH_SECONDS)
 
 
-blp.app_template_global("slot")(pages.slot)
-
-
 def _detailed():
     """Public pages show summaries; logs and rsync's error texts stay behind a token."""
     return not current_app.config["STATUS_PUBLIC"]
@@ -69,6 +66,7 @@ def detail_level():
 
 
 blp.add_app_template_filter(pages.run_summary, "outcome")
+blp.app_template_global("slot")(pages.slot)
 
 
 @blp.app_template_filter("age")
