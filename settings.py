@@ -71,6 +71,11 @@ DISPATCH_TIMEOUT = 5
 # Seconds a slave may take to report beyond the project's timeout before its
 # part of the run ends as "timeout".
 SLAVE_GRACE = 300
+# Seconds a slave that accepted an order may go without a word (its "syncing"
+# report, any report, a heartbeat) before its part ends as "timeout": a dead or
+# silent slave is given up on this soon, a live one keeps its part open until
+# the deadline above, however long its pull takes.
+SLAVE_START_TIMEOUT = 120
 # Seconds between looks for slaves that missed a tree and need to catch up.
 CATCHUP_INTERVAL = 15
 # Seconds between the executor's looks for queued runs.

@@ -175,6 +175,7 @@ PARSERS = {
     "DISPATCH_WORKERS": _number(int, 1, 512),
     "DISPATCH_TIMEOUT": _number(float, 0.1, 300),
     "SLAVE_GRACE": _number(float, 0, 86400),
+    "SLAVE_START_TIMEOUT": _number(float, 0.1, 86400),
     "CATCHUP_INTERVAL": _number(float, 0.05, 3600),
     "HEARTBEAT_INTERVAL": _number(float, 0.05, 3600),
     "REPORT_RETRY_MAX": _number(float, 0.05, 3600),

@@ -16,6 +16,7 @@ STAGE1_PROFILES = ("debian",)
 
 
 MAX_ID = 2**63 - 1  # what a 64-bit id column holds
+DIGEST = r"^sha256:[0-9a-f]{64}$"
 _URL = re.compile(r"^(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::([0-9]{1,5}))?(/[A-Za-z0-9._~-]+)*/?$")
 # Control characters other than tab and newline: terminal escapes, NUL...
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -95,6 +96,14 @@ class OrderSchema(Schema):
     stage1_profile = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(STAGE1_PROFILES))
     trace = fields.String(load_default="none", validate=validate.OneOf(("none", "debian")))
     upstream_name = fields.String(load_default=None, allow_none=True, validate=validate_host)
+    # The run's snapshot inside the project's module (its run id); None: the module root,
+    # as masters that pulled in place served it.
+    snapshot = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(r"^[0-9]{1,19}$"))
+    # The digest of the run's tree (common/digests.py): what the slave's published tree must match.
+    digest = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(DIGEST))
+    # A change list from the previous snapshot is in the module (.changes-<snapshot>/): a slave that
+    # holds exactly that previous tree transfers and deletes only what it names.
+    changes = StrictBoolean(load_default=False)
 
 
 class CancelSchema(Schema):
@@ -115,6 +124,8 @@ class ReportSchema(Schema):
     error = ReportText(allow_none=True, load_default=None, validate=validate.Length(max=4000))
     warning = ReportText(allow_none=True, load_default=None, validate=validate.Length(max=4000))
     stats = fields.Nested(StatsSchema, allow_none=True, load_default=None)
+    # The digest of the tree the slave published; slaves of earlier releases send none.
+    digest = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(DIGEST))
 
 
 class HeartbeatSchema(Schema):

@@ -8,7 +8,7 @@ from master.schedules import next_fire_time
 from master.seams import now
 
 _QUEUED = sa.text("state = 'queued'")
-_ACTIVE = sa.text("state IN ('syncing', 'distributing')")
+_SYNCING = sa.text("state = 'syncing'")
 
 
 # Ids are never reused, whatever is deleted: slaves and logs know runs by id (SQLite
@@ -71,8 +71,8 @@ class Project(db.Model):
     # which catching-up slaves get.
     tree_run_id = sa.Column(sa.Integer)
     tree_at = sa.Column(UTCDateTime)  # when that pull finished
-    # A pull died after it may have changed DATA_DIR/<name> (rsync applies directories, links
-    # and modes as it goes): until a pull succeeds, no slave is sent this tree to catch up.
+    # Set by earlier releases, which pulled in place, when a pull died after it may have changed
+    # DATA_DIR/<name>; pulls into snapshots never set it, and the next good pull clears it.
     tree_dirty = sa.Column(sa.Boolean, nullable=False, default=False)
     # Finished runs by final state ({"success": 12, "failed": 1}), for metrics without counting history.
     run_totals = sa.Column(sa.JSON)
@@ -151,6 +151,8 @@ class Run(db.Model):
     skipped = sa.Column(sa.Boolean, nullable=False, default=False, server_default=sa.false())
     # Process group of the running rsync, so a restarted executor can end an orphan.
     pid = sa.Column(sa.Integer)
+    # sha256 of the manifest of the tree this run pulled (common/digests.py); slaves report theirs.
+    digest = sa.Column(sa.String(80))
 
     project = db.relationship("Project", back_populates="runs")
     slave_runs = db.relationship("SlaveRun", back_populates="run", passive_deletes=True,
@@ -159,11 +161,12 @@ class Run(db.Model):
     __table_args__ = (
         sa.Index("ix_runs_project_newest", "project_id", "id"),
         sa.Index("ix_runs_state", "state"),
-        # At most one queued and one active run per project, whichever process asks.
+        # At most one queued and one pulling run per project, whichever process asks. Runs still
+        # distributing do not count: the next pull writes a new snapshot, not their tree.
         sa.Index("uq_runs_one_queued", "project_id", unique=True,
                  sqlite_where=_QUEUED, postgresql_where=_QUEUED),
-        sa.Index("uq_runs_one_active", "project_id", unique=True,
-                 sqlite_where=_ACTIVE, postgresql_where=_ACTIVE),
+        sa.Index("uq_runs_one_syncing", "project_id", unique=True,
+                 sqlite_where=_SYNCING, postgresql_where=_SYNCING),
         NEVER_REUSE_IDS,
     )
 
@@ -220,11 +223,15 @@ class SlaveRun(db.Model):
     attempts = sa.Column(sa.Integer, nullable=False, default=0)
     dispatched_at = sa.Column(UTCDateTime)
     deadline = sa.Column(UTCDateTime)
+    # A part whose slave is not heard from (a report or a heartbeat) by then ends as timeout;
+    # each one moves it on by SLAVE_START_TIMEOUT. ``deadline`` caps the whole pull.
+    start_deadline = sa.Column(UTCDateTime)
     started_at = sa.Column(UTCDateTime)
     finished_at = sa.Column(UTCDateTime)
     exit_code = sa.Column(sa.Integer)
     error = sa.Column(sa.Text)
     stats = sa.Column(sa.JSON)
+    digest = sa.Column(sa.String(80))  # of the tree the slave published
 
     run = db.relationship("Run", back_populates="slave_runs")
 

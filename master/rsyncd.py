@@ -1,7 +1,8 @@
 """The master's rsync daemon: its configuration rendered from the database, and its supervision.
 
-One read-only module per project, pointing at DATA_DIR/<project>, open only
-to enrolled, enabled slaves (``auth users``) whose passwords sit in a 0600
+One read-only module per project, pointing at its snapshots
+(DATA_DIR/.snapshots/<project>, see master/snapshots.py: an order names the
+run's snapshot inside the module), open only to enrolled, enabled slaves (``auth users``) whose passwords sit in a 0600
 secrets file. rsync re-reads both files on every connection, so a change is
 live as soon as the files are rewritten: no restart needed.
 """
@@ -19,6 +20,7 @@ from flask import current_app
 
 from common import rsync
 from common.validation import RESERVED_PROJECT_NAMES
+from master import snapshots
 from master.db import db
 from master.models import Project, Slave
 from master.paths import state_dir
@@ -84,7 +86,7 @@ def render(projects, slaves, data_dir, secrets_path, log_path, identity, max_con
             continue
         lines += [
             f"[{project.name}]",
-            f"    path = {os.path.join(data_dir, project.name)}",
+            f"    path = {snapshots.project_snapshots(data_dir, project.name)}",
             f"    comment = mirror-sync project {project.name}",
             f"    auth users = {users}",
             "",

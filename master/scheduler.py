@@ -24,7 +24,7 @@ from master.models import Project
 from master.schedules import parse_crontab
 from master.wakeups import WakeupListener
 from master import rsyncd
-from master.services import distribution, runs, slaves, throttle
+from master.services import distribution, runs, slaves, snapshots, throttle
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,7 @@ def sweep_distribution(app):
         with app.app_context():
             distribution.expire_overdue_entries()
             distribution.catch_up_slaves()
+            snapshots.prune_all()
             slaves.purge_nonces()
             throttle.purge_expired()
     except Exception:

@@ -109,6 +109,7 @@ class SlaveRunSchema(Schema):
     exit_code = fields.Integer(allow_none=True)
     error = fields.String(allow_none=True)
     stats = fields.Nested(StatsSchema, allow_none=True)
+    digest = fields.String(allow_none=True, metadata={"description": "digest of the tree the slave published"})
 
 
 class RunSchema(Schema):
@@ -137,6 +138,9 @@ class RunSchema(Schema):
     skipped = fields.Boolean(dump_only=True, metadata={
         "description": "the upstream marker was unchanged: nothing was pulled and no slave was ordered"})
     stats = fields.Nested(StatsSchema, dump_only=True, allow_none=True)
+    digest = fields.String(dump_only=True, allow_none=True, metadata={
+        "description": "sha256 of the pulled tree's sorted list of paths, types, sizes, times, modes, "
+                       "link targets and hard links; each slave's must match"})
     progress = fields.Dict(dump_only=True, allow_none=True, metadata={
         "description": "latest progress of the upstream pull: bytes, percent, rate, eta, files"})
     slaves = fields.List(fields.Nested(SlaveRunSchema), dump_only=True, dump_default=list)

@@ -25,17 +25,13 @@ and ".swap-*" a symlink or directory being renamed: both are leftovers when no
 pull runs, and ``remove_leftovers`` deletes them at start.
 """
 
-import ctypes
-import errno
-import functools
 import logging
 import os
 import secrets
-import shutil
 import stat
-import sys
 from dataclasses import dataclass
 
+from common.trees import exchange as _exchange, remove_tree as _remove_quietly
 from slave.credentials import _fsync_directory
 
 log = logging.getLogger(__name__)
@@ -278,64 +274,3 @@ def _fresh_name(snapshots, base):
                    for candidate in (name, name + PARTIAL_SUFFIX)):
             return name
         number += 1
-
-
-def _remove_quietly(path):
-    """Delete a file, symlink or whole tree; returns whether it went. Logs instead of raising."""
-    try:
-        if os.path.islink(path) or not os.path.isdir(path):
-            os.unlink(path)
-        elif sys.version_info >= (3, 12):
-            shutil.rmtree(path, onexc=_make_writable_and_retry)
-        else:
-            shutil.rmtree(path, onerror=_make_writable_and_retry)
-        return True
-    except FileNotFoundError:
-        return False
-    except OSError as error:
-        log.error("cannot remove %s: %s", path, error)
-        return False
-
-
-def _make_writable_and_retry(function, path, _error):
-    # Mirrored directories may be read-only (mode 0555), and then their entries cannot
-    # go: open the parent and the entry up to their owner, and try once more.
-    for directory in (os.path.dirname(path), path):
-        if os.path.isdir(directory) and not os.path.islink(directory):
-            os.chmod(directory, stat.S_IMODE(os.lstat(directory).st_mode) | stat.S_IRWXU)
-    if function in (os.unlink, os.remove, os.rmdir):
-        function(path)
-    else:
-        shutil.rmtree(path)
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-_UNSUPPORTED = frozenset({errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP})
-
-
-def _exchange(first, second):
-    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot.
-
-    Raises OSError for any other failure.
-    """
-    renameat2 = _renameat2()
-    if renameat2 is None:
-        return False
-    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in _UNSUPPORTED:
-        return False
-    raise OSError(code, os.strerror(code), first, None, second)
-
-
-@functools.cache
-def _renameat2():
-    try:
-        function = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return None  # not glibc >= 2.28 or a libc that has it
-    function.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
-    function.restype = ctypes.c_int
-    return function

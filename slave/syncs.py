@@ -17,6 +17,8 @@ import logging
 import os
 import queue
 import re
+import shutil
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,9 +27,10 @@ from common import traces
 from common.errors import Conflict, NotFound
 from common.methods import RSYNC, MethodSpec, Runners, method_for
 from common.processes import ProgramRunner
-from common.rsync import RsyncResult, RsyncStats, end_orphaned_rsync, remove_partial_updates
+from common.rsync import RsyncJob, RsyncResult, RsyncStats, end_orphaned_rsync, remove_partial_updates
 from common.runlogs import log_path, prune_logs
 from slave.credentials import create_json_exclusively, ensure_private_dir, read_json, write_json_atomically
+from slave import transfers
 from slave.publishing import DELAY, Publisher, PublishError
 
 log = logging.getLogger(__name__)
@@ -39,24 +42,26 @@ CANCELLED_BY_MASTER = "cancelled by the master"
 KEEP_RECORDS = 1000
 # What GET /api/v1/syncs/<run_id> shows of a record; the rest is for this slave alone.
 PUBLIC_FIELDS = ("run_id", "project", "state", "catchup", "accepted_at", "started_at", "finished_at",
-                 "exit_code", "error", "warning", "stats")
+                 "exit_code", "error", "warning", "stats", "digest")
 REPORT_FIELDS = ("run_id", "project", "state", "started_at", "finished_at", "exit_code", "error",
-                 "warning", "stats")
+                 "warning", "stats", "digest")
 _ORDER_MARKER = re.compile(r"^(\d+)-([a-z0-9][a-z0-9._-]*)$")
 _RECORD_NAME = re.compile(r"^(\d+)-([a-z0-9][a-z0-9._-]*)\.json$")
 # The master refuses longer texts in a report.
 _MAX_TEXT = 4000
 
 
-def rsync_source(user, host, port, project):
-    """The master's rsync daemon module of ``project``, as this slave's rsync user."""
+def rsync_source(user, host, port, project, snapshot=None):
+    """The master's snapshot ``snapshot`` of ``project`` (or the module root), as this slave's rsync user."""
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"rsync://{user}@{host}:{port}/{project}/"
+    path = f"{project}/{snapshot}/" if snapshot else f"{project}/"
+    return f"rsync://{user}@{host}:{port}/{path}"
 
 
 # Order fields a master before sync methods and trace files did not send, with their meaning then.
 _ORDER_DEFAULTS = {"publish": DELAY, "method": RSYNC, "stage1_profile": None, "trace": traces.NONE,
+                   "snapshot": None, "digest": None, "changes": False,
                    "upstream_name": None}
 
 
@@ -219,6 +224,9 @@ class SyncWorker:
         self.max_concurrent = max_concurrent
         self.log_retention = log_retention
         self.logs_root = os.path.join(state_dir, "logs")
+        self.published = transfers.PublishedTrees(state_dir)
+        self.work_root = os.path.join(state_dir, "transfers")
+        ensure_private_dir(self.work_root)
         self.orders_dir = os.path.join(state_dir, "orders")
         self.cancels_dir = os.path.join(state_dir, "cancels")
         self._leader_lock_path = os.path.join(state_dir, "worker.lock")
@@ -474,7 +482,7 @@ class SyncWorker:
             record = self._update(project, run_id, state=SYNCING, started_at=started_at)
             if record is not None:
                 self.outbox.put(report_of(record))
-        result, previous = self._pull(order, pull.cancel, run_ids)
+        result, previous, digest = self._pull(order, pull.cancel, run_ids)
         error = result.error
         if result.cancelled:
             error = CANCELLED_BY_MASTER if pull.cancelled_by_master and not self._stopping else INTERRUPTED
@@ -483,7 +491,7 @@ class SyncWorker:
         state = SUCCESS if result.ok else FAILED
         self._finish_records(project, run_ids, state, finished_at=_iso(self.clock.now()), exit_code=result.exit_code,
                              error=_clip(error), warning=_clip(result.warning), stats=result.stats.to_dict(),
-                             pid=None)
+                             pid=None, digest=digest)
         if result.ok:
             log.info("pulled %s for run %s", project, order["run_id"])
         else:
@@ -494,46 +502,104 @@ class SyncWorker:
         self.records.prune(KEEP_RECORDS)
 
     def _pull(self, order, cancel, run_ids=()):
-        """Pull ``order``'s tree and publish it; returns (RsyncResult, the snapshot kept as previous tree)."""
+        """Pull ``order``'s tree, publish and verify it; returns (RsyncResult, the snapshot kept as
+        previous tree, the published tree's digest)."""
         credentials = self.credentials()
         if credentials is None:
-            return _failure("this slave is not enrolled"), None
+            return _failure("this slave is not enrolled"), None, None
         project = order["project"]
         try:
             publication = self.publisher.prepare(project, order["run_id"], order.get("publish", DELAY))
         except (PublishError, OSError) as error:
-            return _failure(f"the tree cannot be published: {error}"), None
+            return _failure(f"the tree cannot be published: {error}"), None, None
+        logs = log_path(self.logs_root, project, order["run_id"])
         trace = order.get("trace") == traces.DEBIAN and self.site is not None
-        spec = MethodSpec(
-            method=order.get("method") or RSYNC, stage1_profile=order.get("stage1_profile"),
-            source=rsync_source(credentials.rsync_user, order["rsyncd_host"], order["rsyncd_port"], project),
-            options=publication.options,
-            password=credentials.rsync_password,
-            timeout=order["timeout"],
-            protect=traces.protected_paths(self.site.name) if trace else (),
-        )
+
+        def source_of(path):
+            return rsync_source(credentials.rsync_user, order["rsyncd_host"], order["rsyncd_port"], project, path)
+        work_dir = tempfile.mkdtemp(prefix=f"{project}-", dir=self.work_root)
         started = self.clock.now()
         try:
-            result = method_for(spec, self.runners).run(
-                publication.destination, log_path(self.logs_root, project, order["run_id"]), cancel=cancel,
-                on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
+            plan = None
+            # A change list needs the published tree as its base (in place), and a plain rsync:
+            # two stages order what they bring, which one list of paths cannot.
+            if publication.staged is None and (order.get("method") or RSYNC) == RSYNC and not trace:
+                plan = transfers.plan_changes(self.runner, order, source_of, credentials.rsync_password,
+                                              self.published, work_dir, logs)
+            if plan is not None:
+                result = self._transfer(order, publication, plan, source_of, credentials, cancel, run_ids, logs)
+            else:
+                result = self._pull_with_method(order, publication, source_of, credentials, cancel, run_ids, logs)
             if result.ok and trace:
                 result = self._write_trace(order, publication.destination, started, result)
-        except Exception as error:
-            log.exception("rsync for run %s could not run", order["run_id"])
-            result = _failure(f"the pull could not run: {error}")
         finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
             prune_logs(self.logs_root, project, self.log_retention)
         if not result.ok:
             self.publisher.abort(publication)
-            return result, None
+            self.published.forget(project)
+            return result, None, None
         try:
-            return result, self.publisher.commit(publication)
+            previous = self.publisher.commit(publication)
         except (PublishError, OSError) as error:
             log.error("the tree of %s for run %s could not be published: %s", project, order["run_id"], error)
             self.publisher.abort(publication)
+            self.published.forget(project)
             return dataclasses.replace(result, ok=False, warning=None,
-                                       error=f"the tree could not be published: {error}"), None
+                                       error=f"the tree could not be published: {error}"), None, None
+        if trace:
+            # This slave's own trace files make its tree differ from the master's on purpose:
+            # the digest is not compared (the master takes a report without one).
+            self.published.forget(project)
+            return result, previous, None
+        if plan is not None and plan.empty and plan.base_digest == order.get("digest"):
+            digest, mismatch = plan.base_digest, None  # nothing changed: nothing to walk
+        else:
+            digest, mismatch = transfers.verify(
+                self.publisher.tree_path(project), order,
+                transfers.manifest_fetcher(self.runner, order, source_of, credentials.rsync_password, logs))
+        if mismatch:
+            self.published.forget(project)  # the next order pulls in full, which repairs the tree
+            return dataclasses.replace(result, ok=False, warning=None, error=mismatch), previous, digest
+        self.published.remember(project, order.get("snapshot"), digest)
+        return result, previous, digest
+
+    def _pull_with_method(self, order, publication, source_of, credentials, cancel, run_ids, logs):
+        """A full pull of the run's snapshot with the project's method (rsync or two stages)."""
+        project = order["project"]
+        trace = order.get("trace") == traces.DEBIAN and self.site is not None
+        spec = MethodSpec(
+            method=order.get("method") or RSYNC, stage1_profile=order.get("stage1_profile"),
+            source=source_of(order.get("snapshot")), options=publication.options,
+            password=credentials.rsync_password, timeout=order["timeout"],
+            protect=traces.protected_paths(self.site.name) if trace else (),
+        )
+        try:
+            return method_for(spec, self.runners).run(
+                publication.destination, logs, cancel=cancel, on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
+        except Exception as error:
+            log.exception("rsync for run %s could not run", order["run_id"])
+            return _failure(f"the pull could not run: {error}")
+
+    def _transfer(self, order, publication, plan, source_of, credentials, cancel, run_ids, logs):
+        """The rsync of the run's tree: the change list's paths only with a plan, else everything."""
+        project = order["project"]
+        if plan is not None and plan.empty:
+            return RsyncResult(0, True, None, None, False, False, RsyncStats(files_transferred=0))
+        options = publication.options + (transfers.plan_options(plan) if plan is not None else ())
+        job = RsyncJob(source=source_of(order.get("snapshot")), destination=publication.destination,
+                       options=options, password=credentials.rsync_password, timeout=order["timeout"])
+        try:
+            result = self.runner.run(job, logs, cancel=cancel, on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
+        except Exception as error:
+            log.exception("rsync for run %s could not run", order["run_id"])
+            return _failure(f"the pull could not run: {error}")
+        if result.ok and plan is not None:
+            deleted = transfers.apply_deletions(publication.destination, plan)
+            result.stats.files_deleted = deleted
+            log.info("run %s of %s: %d paths changed, %d deleted (change list)", order["run_id"], project,
+                     len(plan.changed), deleted)
+        return result
 
     def _write_trace(self, order, tree, started, result):
         """This slave's trace, written into the tree about to go public; a failure is a warning."""

@@ -2,6 +2,7 @@
 
 import datetime
 import logging
+import os
 
 import sqlalchemy as sa
 from flask import current_app
@@ -10,7 +11,7 @@ from common import traces
 from common.errors import Forbidden, NotFound, ValidationFailed
 from common.methods import TWO_STAGE
 from common.states import RunState, SlaveRunState
-from master import rsyncd
+from master import rsyncd, snapshots
 from master.db import db
 from master.models import Project, Run, Slave, SlaveProject, SlaveRun
 from master.seams import current_seams, now
@@ -35,9 +36,12 @@ def _rsyncd_host(address):
 
 def _order(run_id, project, catchup=False):
     config = current_app.config
+    run = db.session.get(Run, run_id)
+    has_changes = os.path.isdir(snapshots.changes_dir(config["DATA_DIR"], project.name, str(run_id)))
     order = {"run_id": run_id, "project": project.name, "rsyncd_host": _rsyncd_host(config["RSYNCD_ADDRESS"]),
              "rsyncd_port": config["RSYNCD_PORT"], "timeout": project.timeout, "catchup": catchup,
-             "publish": project.publish}
+             "publish": project.publish, "snapshot": str(run_id), "digest": run.digest if run else None,
+             "changes": has_changes}
     # Only what differs from a plain order, so that slaves from before these fields still take plain ones.
     if project.method == TWO_STAGE:
         order.update(method=TWO_STAGE, stage1_profile=project.stage1_profile)
@@ -70,7 +74,8 @@ def _send(run_id, project, slaves, catchup=False):
     if accepted:
         db.session.execute(sa.update(SlaveRun).where(
             SlaveRun.run_id == run_id, SlaveRun.slave_name.in_(accepted), pending)
-            .values(state=SlaveRunState.DISPATCHED.value, error=None))
+            .values(state=SlaveRunState.DISPATCHED.value, error=None,
+                    start_deadline=slaves_service.start_deadline(stamp)))
     for outcome in outcomes:
         if outcome.accepted:
             continue
@@ -219,7 +224,8 @@ def record_slave_report(slave, report):
             entry.state = SlaveRunState.SYNCING.value
             entry.started_at = report["started_at"] or stamp
             readmodel.note_changed([run.project_id])
-            db.session.commit()
+        slaves_service.keep_parts_alive(slave, stamp)
+        db.session.commit()
         return True
     entry.state = report["state"]
     entry.started_at = report["started_at"] or entry.started_at
@@ -227,12 +233,32 @@ def record_slave_report(slave, report):
     entry.exit_code = report["exit_code"]
     entry.error = report["error"]
     entry.stats = report["stats"]
+    entry.digest = report.get("digest")
+    mismatch = _digest_mismatch(run, entry.digest) if entry.state == SlaveRunState.SUCCESS.value else None
+    if mismatch:
+        entry.state, entry.error = SlaveRunState.FAILED.value, mismatch
+        log.warning("run %s: slave %s published another tree: %s", run.id, slave.name, mismatch)
     _note_freshness(slave, run, entry)
     readmodel.note_changed([run.project_id])
+    slaves_service.keep_parts_alive(slave, stamp)
     db.session.commit()
     log.info("run %s: slave %s reported %s", run.id, slave.name, entry.state)
     finish_run_if_complete(run.id)
     return True
+
+
+def _digest_mismatch(run, digest):
+    """Why a reported success is not one: its digest is neither the run's nor a newer run's of
+    the project (a slave that folded orders pulls the newest). None when it matches or either
+    side has no digest (slaves and runs of earlier releases)."""
+    if digest is None or run.digest is None or digest == run.digest:
+        return None
+    newer = db.session.execute(sa.select(Run.id).where(
+        Run.project_id == run.project_id, Run.id > run.id, Run.digest == digest).limit(1)).first()
+    if newer is not None:
+        return None
+    return (f"the slave's published tree ({digest[:19]}) is not run {run.id}'s tree ({run.digest[:19]}); "
+            "it is pulled again in full")
 
 
 def _freshness_row(slave, run):
@@ -284,11 +310,16 @@ def expire_overdue_entries():
     """Entries past their deadline end as timeout; runs whose entries are all final end."""
     stamp = now()
     overdue = db.session.execute(sa.select(SlaveRun).where(
-        SlaveRun.state.in_(IN_FLIGHT), SlaveRun.deadline < stamp)).scalars().all()
+        SlaveRun.state.in_(IN_FLIGHT), sa.or_(SlaveRun.deadline < stamp, SlaveRun.start_deadline < stamp))
+    ).scalars().all()
+    silence = current_app.config["SLAVE_START_TIMEOUT"]
     for entry in overdue:
         entry.state = SlaveRunState.TIMEOUT.value
         entry.finished_at = stamp
-        entry.error = "no report from the slave before its deadline"
+        if entry.deadline is not None and entry.deadline < stamp:
+            entry.error = "no report from the slave before its deadline"
+        else:
+            entry.error = f"the slave was not heard from for {silence:g} seconds (SLAVE_START_TIMEOUT)"
         log.warning("run %s: slave %s timed out", entry.run_id, entry.slave_name)
     if overdue:
         readmodel.note_changed([entry.run.project_id for entry in overdue])
@@ -309,7 +340,7 @@ def catch_up_slaves():
     config = current_app.config
     stamp = now()
     retry_after = datetime.timedelta(seconds=4 * config["CATCHUP_INTERVAL"])
-    busy = sa.select(Run.project_id).where(Run.state.in_(runs.ACTIVE_VALUES))
+    busy = sa.select(Run.project_id).where(Run.state == RunState.SYNCING.value)
     projects = db.session.execute(sa.select(Project).where(
         Project.enabled.is_(True), Project.tree_run_id.is_not(None), Project.tree_dirty.is_(False),
         Project.id.not_in(busy))).scalars().all()
@@ -356,6 +387,7 @@ def _reopen_entry(run_id, project, slave, stamp):
     entry.state = SlaveRunState.PENDING.value
     entry.attempts = (entry.attempts or 0) + 1
     entry.deadline = _deadline(project, stamp)
+    entry.start_deadline = None
     entry.dispatched_at = entry.started_at = entry.finished_at = entry.exit_code = entry.error = None
     entry.stats = None
 

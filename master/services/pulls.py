@@ -4,6 +4,7 @@ services/syncs.py claims and finishes runs; this module does the pulling in
 between, into the destination it is given.
 """
 
+import dataclasses
 import logging
 import os
 import socket
@@ -80,8 +81,13 @@ def run_hook(project, run_id, hook, state, destination, log_path, cancel=None):
                           directory=destination, log_path=log_path, timeout=config["HOOK_TIMEOUT"], cancel=cancel)
 
 
-def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_progress=None):
-    """Pull ``run``'s project into ``destination``; returns a PullOutcome. Never raises for a failed pull."""
+def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_progress=None, options=(),
+                  current=None):
+    """Pull ``run``'s project into ``destination``; returns a PullOutcome. Never raises for a failed pull.
+
+    ``options`` go before the project's own rsync options (a snapshot's --link-dest); an
+    unchanged upstream copies its marker's companions into ``current``, the tree as it is.
+    """
     project = run.project
     started = now()
     failure = run_hook(project, run.id, hooks.PRE_SYNC, "syncing", destination, log_path, cancel)
@@ -91,13 +97,14 @@ def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_pro
         spec = method_spec(project, run.id)
     except ValueError as error:
         return PullOutcome(_failed(f"command: {error}"))
+    spec = dataclasses.replace(spec, options=(*options, *spec.options))
     fetched = None
     if project.upstream_marker and project.method != COMMAND:
         fetched = fetch_marker(spec, runners(), project.upstream_marker,
                                os.path.join(state_dir(current_app.config["DATA_DIR"]), "markers", project.name),
                                log_path, cancel)
         if _unchanged(project, fetched):
-            return _skip(project, fetched, destination, log_path)
+            return _skip(project, fetched, current or destination, log_path)
     result = method_for(spec, runners()).run(destination, log_path, cancel=cancel, on_spawn=on_spawn,
                                              on_progress=on_progress)
     warnings = []

@@ -35,6 +35,11 @@ def has_active_run(project_id, except_run_id=None):
     return db.session.execute(query.limit(1)).first() is not None
 
 
+def _has_newer_active_run(project_id, run_id):
+    query = sa.select(Run.id).where(Run.project_id == project_id, Run.state.in_(ACTIVE_VALUES), Run.id > run_id)
+    return db.session.execute(query.limit(1)).first() is not None
+
+
 def _has_queued_run(project_id):
     query = sa.select(Run.id).where(Run.project_id == project_id, Run.state == QUEUED)
     return db.session.execute(query.limit(1)).first() is not None
@@ -61,8 +66,9 @@ def move_run(run, state, **fields):
         values["finished_at"] = stamp
         if run.started_at is not None or state is RunState.SUCCESS:
             project_values["last_ended"] = stamp
-    # The master's tree is new once the upstream pull succeeded, whether or not slaves follow.
-    # A skipped run (upstream unchanged) pulled nothing: the tree is still the one before.
+    # The master's tree is new once the upstream pull succeeded, whether or not slaves follow;
+    # a pull that fails only ever wrote a snapshot that was thrown away (master/snapshots.py),
+    # and a skipped run (upstream unchanged) pulled nothing: the tree is still the one before.
     if current is RunState.SYNCING and state in (RunState.DISTRIBUTING, RunState.SUCCESS) \
             and not fields.get("skipped"):
         project_values["tree_run_id"] = run.id
@@ -71,8 +77,6 @@ def move_run(run, state, **fields):
         total_size = (fields.get("stats") or {}).get("total_size")
         if total_size is not None:
             project_values["size"] = total_size
-    elif current is RunState.SYNCING and state.is_final:
-        project_values["tree_dirty"] = True
     if state in GOOD_RUN_STATES:
         project_values["last_success"] = stamp
     if state is RunState.SUCCESS:
@@ -85,6 +89,8 @@ def move_run(run, state, **fields):
     # follow-up queued behind it hands the status to that one.
     if current is RunState.QUEUED and state.is_final and has_active_run(run.project_id, run.id):
         pass
+    elif state.is_final and _has_newer_active_run(run.project_id, run.id):
+        pass  # a run that ends while the next one already pulls leaves the status to that one
     elif current.is_active and state.is_final and _has_queued_run(run.project_id):
         project_values["last_state"] = QUEUED
     else:
@@ -267,12 +273,14 @@ def queue_retry(run, delay):
 
 
 def claim_queued_runs(limit, busy_projects=()):
-    """Move up to ``limit`` queued runs of idle projects to syncing, plus every forced one, and return
-    them, oldest first.
+    """Move up to ``limit`` queued runs of projects not pulling to syncing, plus every forced one, and
+    return them, oldest first.
 
+    A project whose previous run is still distributing is not busy: each pull writes a
+    snapshot of its own, so slaves still pulling the previous one are not disturbed.
     ``busy_projects`` (ids) are skipped too: a cancelled pull of theirs may not have ended yet.
     """
-    busy = sa.select(Run.project_id).where(Run.state.in_(ACTIVE_VALUES))
+    busy = sa.select(Run.project_id).where(Run.state == RunState.SYNCING.value)
     due = sa.or_(Run.not_before.is_(None), Run.not_before <= now())
     ready = sa.select(Run).join(Project).where(Run.state == QUEUED, Project.enabled.is_(True),
                                                Run.project_id.not_in(busy), Run.project_id.not_in(busy_projects),

@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from common import signing
 from common.errors import Conflict, Forbidden, NotFound, Unauthorized, UnknownSlave
 from master.db import db
-from master.models import Nonce, Slave
+from common.states import SlaveRunState
+from master.models import Nonce, Slave, SlaveRun
 from master.seams import now
 from master.services import readmodel
 
@@ -144,6 +145,7 @@ def record_heartbeat(slave, url):
     """Note that ``slave`` is alive at ``url``; returns whether it had been offline or new."""
     was = slave_state(slave)
     slave.last_seen = now()
+    keep_parts_alive(slave, slave.last_seen)
     # A disabled slave is told so in the answer, but cannot move where orders would go.
     if url != slave.url and slave.enabled:
         log.info("slave %s moved from %s to %s", slave.name, slave.url, url)
@@ -152,3 +154,16 @@ def record_heartbeat(slave, url):
     if was in ("offline", "new"):
         log.info("slave %s is online", slave.name)
     return was in ("offline", "new")
+
+
+def start_deadline(stamp):
+    """Until when a part may go without a word from its slave (a report or a heartbeat)."""
+    return stamp + datetime.timedelta(seconds=current_app.config["SLAVE_START_TIMEOUT"])
+
+
+def keep_parts_alive(slave, stamp):
+    """A heartbeat or a report from ``slave``: its open parts wait SLAVE_START_TIMEOUT more."""
+    db.session.execute(sa.update(SlaveRun).where(
+        SlaveRun.slave_id == slave.id,
+        SlaveRun.state.in_((SlaveRunState.DISPATCHED.value, SlaveRunState.SYNCING.value)))
+        .values(start_deadline=start_deadline(stamp)))

@@ -1,19 +1,42 @@
-"""Upstream pulls: run rsync for a claimed run and record the outcome."""
+"""Upstream pulls: claim a run, pull its project into a fresh snapshot, and record the outcome."""
 
+import dataclasses
 import logging
 
 import sqlalchemy as sa
 
 from flask import current_app
 
-from common import rsync, runlogs
+from common import runlogs
+from common.methods import COMMAND
+from common.trees import link_copy
 from common.states import RunState, Trigger
+from master import snapshots
 from master.db import db
 from master.models import Run
 from master.paths import logs_root, project_tree
-from master.services import distribution, pulls, runs
+from master.services import distribution, pulls, runs, snapshots as snapshots_service
 
 log = logging.getLogger(__name__)
+
+
+def _stage(project, run_id):
+    """A fresh snapshot to pull into; raises SnapshotError, OSError.
+
+    A sync script (method command) works on the tree it left last time, so its snapshot
+    starts as hard links of the previous one; scripts must replace files, not rewrite them.
+    """
+    data_dir = current_app.config["DATA_DIR"]
+    snapshots.adopt_in_place_tree(data_dir, project.name, snapshots_service.adopted_name(project))
+    staging = snapshots.prepare(data_dir, project.name, run_id)
+    if project.method == COMMAND and staging.basis is not None:
+        try:
+            link_copy(snapshots.snapshot_path(data_dir, project.name, staging.basis), staging.destination)
+        except OSError as error:
+            snapshots.abort(staging)
+            raise OSError(f"cannot start the script's tree from snapshot {staging.basis}: "
+                          f"{error.strerror or error}") from None
+    return staging
 
 
 def _progress_recorder(run_id):
@@ -27,7 +50,7 @@ def _progress_recorder(run_id):
 
 
 def start_upstream_sync(run_id, cancel=None):
-    """Pull the project of a syncing run from its upstream and finish the run.
+    """Pull the project of a syncing run from its upstream into a new snapshot and finish the run.
 
     ``cancel`` (a threading.Event) ends the pull early; the run is then
     recorded as interrupted. Never leaves the run in ``syncing``.
@@ -37,25 +60,43 @@ def start_upstream_sync(run_id, cancel=None):
     project = run.project
     project_name = project.name
     path = runlogs.log_path(logs_root(), project.name, run.id)
-    destination = project_tree(project.name)
+    try:
+        staging = _stage(project, run_id)
+    except (snapshots.SnapshotError, OSError) as error:
+        log.error("run %s of %s: %s", run_id, project_name, error)
+        runs.move_run(run, RunState.FAILED, error=f"the master's tree cannot be prepared: {error}")
+        return runs.get_run(run_id)
+    destination = staging.destination
     try:
         pulled = pulls.pull_upstream(run, destination, path, cancel=cancel,
                                      on_spawn=lambda pid: runs.record_pid(run_id, pid),
-                                     on_progress=_progress_recorder(run_id))
-        if not pulled.result.cancelled:
+                                     on_progress=_progress_recorder(run_id), options=staging.options,
+                                     current=project_tree(project_name))
+        if not pulled.result.cancelled and not pulled.skipped:
             pulled = pulls.run_post_hook(runs.get_run(run_id), pulled, destination, path)
     except Exception as error:  # a bug must not leave the run syncing forever
         log.exception("run %s of %s: the pull failed", run_id, project_name)
+        snapshots.abort(staging)
         db.session.rollback()
         run = _still_syncing(run_id, project_name)
         if run is not None:
             runs.move_run(run, RunState.FAILED, error=f"internal error: {error}")
         return db.session.get(Run, run_id)
     result = pulled.result
+    sealed = None
+    if result.ok and not pulled.skipped:
+        try:
+            sealed = snapshots.commit(staging)
+        except OSError as error:
+            log.error("run %s of %s: the new tree cannot be swapped in: %s", run_id, project_name, error)
+            result = dataclasses.replace(result, ok=False, warning=None,
+                                         error=f"the new tree cannot be swapped in: {error}")
+    if sealed is None:
+        snapshots.abort(staging)  # what slaves and the rsync daemon serve stays the previous tree
     run = _still_syncing(run_id, project_name)
     if run is None:
         return db.session.get(Run, run_id)
-    outcome = dict(exit_code=result.exit_code, stats=result.stats.to_dict(), pid=None)
+    outcome = dict(exit_code=result.exit_code, stats=_stats(result, sealed), pid=None)
     if pulled.skipped:
         runs.move_run(run, RunState.SUCCESS, skipped=True, warning=pulled.warning, **outcome)
     elif result.cancelled:
@@ -64,7 +105,8 @@ def start_upstream_sync(run_id, cancel=None):
         if project.enabled:
             runs.request_sync(project, Trigger.RECOVERY)  # picked up again after the restart
     elif result.ok:
-        distribution.dispatch_to_slaves(run_id, dict(outcome, warning=pulled.warning))
+        distribution.dispatch_to_slaves(run_id, dict(outcome, warning=pulled.warning, digest=sealed.digest))
+        snapshots_service.prune(project)
     else:
         # The retry is queued first, so the failed run names it in the same update.
         retry = _retry_if_transient(run, result)
@@ -75,8 +117,18 @@ def start_upstream_sync(run_id, cancel=None):
         if pulled.warning:
             outcome["warning"] = "; ".join(w for w in (outcome.get("warning"), pulled.warning) if w)
         runs.move_run(run, RunState.FAILED, error=result.error, **outcome)
-    runlogs.prune_logs(logs_root(), project.name, config["LOG_RETENTION"])
+    runlogs.prune_logs(logs_root(), project_name, config["LOG_RETENTION"])
     return runs.get_run(run_id)
+
+
+def _stats(result, sealed):
+    """The method's stats; created and deleted counts from the change list, since a pull into a
+    fresh snapshot creates every entry and deletes none as far as rsync can tell."""
+    stats = result.stats.to_dict()
+    if sealed is not None and sealed.changes is not None:
+        stats["files_created"] = sealed.changes.created
+        stats["files_deleted"] = len(sealed.changes.deleted)
+    return stats
 
 
 def _still_syncing(run_id, project_name):
@@ -122,7 +174,7 @@ def recover_interrupted_runs(kill_process_group):
             continue
         if run.pid:
             kill_process_group(run.pid)
-        rsync.remove_partial_updates(project_tree(run.project.name))
+        snapshots.remove_leftovers(current_app.config["DATA_DIR"], run.project.name)
         project = run.project
         try:
             runs.move_run(run, RunState.INTERRUPTED, pid=None,
@@ -132,6 +184,8 @@ def recover_interrupted_runs(kill_process_group):
         if project.enabled:
             runs.request_sync(project, Trigger.RECOVERY)
         recovered.append(run.id)
+    # After the orphans are gone: trees an earlier release pulled in place become snapshots.
+    snapshots_service.adopt_in_place_trees()
     return recovered
 
 

@@ -140,11 +140,11 @@ def test_kill9_of_the_scheduler_mid_pull_interrupts_the_run_and_the_restart_ends
         create_project(api, "crash", daemon.url("slow"), rsync_options=[f"--bwlimit={UPSTREAM_BWLIMIT}"])
         run = trigger(api, "crash")
         wait_state(api, run["id"], "syncing")
-        wait_rsync_under(prod.data_dir / "crash")
+        wait_rsync_under(prod.data_dir / ".snapshots" / "crash")
 
         prod.scheduler.kill9(whole_session=False)
         # rsync runs in a session of its own: the crash leaves it running, still writing into DATA_DIR.
-        orphans = set(rsync_processes_under(prod.data_dir / "crash"))
+        orphans = set(rsync_processes_under(prod.data_dir / ".snapshots" / "crash"))
         assert orphans, "the rsync of the killed scheduler should have outlived it"
         assert run_of(api, run["id"])["state"] == "syncing"
         # Only to keep the test short: the resumed pull reads the project as it is then.
@@ -182,7 +182,7 @@ def test_sigterm_of_the_scheduler_mid_pull_records_it_interrupted_and_loses_no_q
             create_project(api, name, upstream.url)
         run = trigger(api, "gentle")
         wait_state(api, run["id"], "syncing")
-        wait_rsync_under(prod.data_dir / "gentle")
+        wait_rsync_under(prod.data_dir / ".snapshots" / "gentle")
         behind = {name: trigger(api, name)["id"] for name in waiting}
         assert {name: run_of(api, run_id)["state"] for name, run_id in behind.items()} == dict.fromkeys(
             waiting, "queued"), "with MAX_CONCURRENT_SYNCS=1 the other projects wait their turn"

@@ -26,8 +26,9 @@ def daemon_children(parent_pid):
     return found
 
 
-def pull_from_master(master, credentials, project, destination, password=None):
-    job = RsyncJob(source=f"rsync://{credentials['rsync_user']}@127.0.0.1:{master.rsyncd_port}/{project}/",
+def pull_from_master(master, credentials, project, snapshot, destination, password=None):
+    """Pull run ``snapshot``'s tree of ``project``, as a slave does."""
+    job = RsyncJob(source=f"rsync://{credentials['rsync_user']}@127.0.0.1:{master.rsyncd_port}/{project}/{snapshot}/",
                    destination=str(destination), password=password or credentials["rsync_password"], timeout=30)
     return RsyncRunner(kill_grace=1).run(job, str(destination) + ".log")
 
@@ -43,9 +44,9 @@ def test_the_daemon_serves_enrolled_slaves_only_and_is_restarted_when_it_dies(ma
     run = wait_run_finished(master.url, master.admin_token, api.post("/api/v1/projects/served/syncs").json()["id"])
     assert run["state"] == "failed" and "probe (unreachable)" in run["error"]
 
-    assert pull_from_master(master, credentials, "served", tmp_path / "copy").ok
+    assert pull_from_master(master, credentials, "served", run["id"], tmp_path / "copy").ok
     assert_trees_equal(upstream.tree, tmp_path / "copy")
-    wrong = pull_from_master(master, credentials, "served", tmp_path / "wrong", password="guess")
+    wrong = pull_from_master(master, credentials, "served", run["id"], tmp_path / "wrong", password="guess")
     assert not wrong.ok and "auth failed" in wrong.error
 
     [daemon] = wait_for(lambda: daemon_children(master.pid), 10, message="the managed rsync daemon")
@@ -53,13 +54,13 @@ def test_the_daemon_serves_enrolled_slaves_only_and_is_restarted_when_it_dies(ma
     restarted = wait_for(lambda: [pid for pid in daemon_children(master.pid) if pid != daemon], 15,
                          message="the rsync daemon to be restarted")
     assert restarted
-    result = wait_for(lambda: (r := pull_from_master(master, credentials, "served", tmp_path / "again")).ok and r,
+    result = wait_for(lambda: (r := pull_from_master(master, credentials, "served", run["id"], tmp_path / "again")).ok and r,
                       10, interval=0.2, message="a pull from the restarted daemon")
     assert result.ok
     assert "restarting it" in master.log_text()
 
     api.delete("/api/v1/slaves/probe")
-    wait_for(lambda: not pull_from_master(master, credentials, "served", tmp_path / "gone").ok, 10,
+    wait_for(lambda: not pull_from_master(master, credentials, "served", run["id"], tmp_path / "gone").ok, 10,
              interval=0.2, message="a deleted slave to be locked out of the daemon")
 
 
@@ -73,7 +74,7 @@ def test_a_master_killed_with_sigkill_leaves_no_daemon_in_the_way_of_its_restart
                                 headers={"Authorization": f"Bearer {DEFAULT_JOIN_TOKEN}"}).json()
     api = ApiClient(master.url, master.admin_token)
     api.post("/api/v1/projects", json={"name": "served", "upstream": upstream.url})
-    wait_run_finished(master.url, master.admin_token, api.post("/api/v1/projects/served/syncs").json()["id"])
+    run = wait_run_finished(master.url, master.admin_token, api.post("/api/v1/projects/served/syncs").json()["id"])
     [old_daemon] = wait_for(lambda: daemon_children(master.pid), 10, message="the managed rsync daemon")
     master.kill9(whole_session=False)  # only the master: its daemon lives on, holding the port
     assert os.path.exists(f"/proc/{old_daemon}")
@@ -82,7 +83,7 @@ def test_a_master_killed_with_sigkill_leaves_no_daemon_in_the_way_of_its_restart
     wait_for(lambda: not os.path.exists(f"/proc/{old_daemon}") or
              open(f"/proc/{old_daemon}/stat").read().split()[2] == "Z", 15,
              message="the leftover daemon to be ended")
-    wait_for(lambda: (r := pull_from_master(master, credentials, "served", tmp_path / "after")).ok and r,
+    wait_for(lambda: (r := pull_from_master(master, credentials, "served", run["id"], tmp_path / "after")).ok and r,
                       15, interval=0.2, message="a pull from the restarted master's daemon")
     assert_trees_equal(upstream.tree, tmp_path / "after")
     assert "a previous master left running" in master.log_text()

@@ -135,8 +135,10 @@ def describe_tree(root):
     """Map each relative path to what a mirror must keep: type, content, target, mode, mtime, links.
 
     Files that share an inode carry the same ``hardlink_group`` (the first of their paths).
+    A root that is a symlink (the master's DATA_DIR/<project>, an atomic slave's tree) is
+    followed: what is described is the tree a reader of that path gets.
     """
-    root = os.fspath(root)
+    root = os.path.realpath(os.fspath(root))
     entries = {}
     inodes = {}
     for relpath, st in _walk(root):

@@ -366,7 +366,7 @@ def test_an_ipv6_rsync_address_reaches_slaves_in_brackets(app, client, admin, ma
     assert order["rsyncd_host"] == "[2001:db8::1]"
 
 
-def test_no_catch_up_from_a_tree_a_dying_pull_may_have_half_changed(
+def test_after_a_pull_dies_catch_up_sends_the_previous_tree_whose_snapshot_is_intact(
         app, client, admin, make_project, fake_rsync, fake_slaves, clock):
     fake_rsync.exit_codes = [0, 11, 0]
     make_project()
@@ -374,13 +374,59 @@ def test_no_catch_up_from_a_tree_a_dying_pull_may_have_half_changed(
     fake_slaves.outcomes = {"one": "unreachable"}
     good = pull(app, client, admin)
     assert get_run(client, admin, good)["state"] == "failed"  # the only slave missed it
-    pull(app, client, admin)  # the next upstream pull dies midway (disk full)
+    pull(app, client, admin)  # the next upstream pull dies midway (disk full): its snapshot is thrown away
+    clock.advance(4 * app.config["CATCHUP_INTERVAL"] + 1)
     heartbeat(client, one, clock)
     fake_slaves.outcomes, fake_slaves.orders = {}, []
     with app.app_context():
-        assert distribution.catch_up_slaves() == 0, "DATA_DIR may hold a mix of two trees"
-    pull(app, client, admin)  # a good pull makes the tree whole again, and orders go out as usual
-    assert [name for name, _ in fake_slaves.orders] == ["one"]
+        assert distribution.catch_up_slaves() == 1
+    [(name, order)] = fake_slaves.orders
+    assert (name, order["run_id"], order["snapshot"]) == ("one", good, str(good))
+
+
+def test_the_next_pull_of_a_project_runs_while_a_silent_slave_holds_the_previous_run_open(
+        app, client, admin, make_project, fake_slaves, clock):
+    make_project()
+    one, _ = enroll(client, "one"), enroll(client, "silent")
+    first = pull(app, client, admin)
+    report(client, one, clock, first)
+    assert get_run(client, admin, first)["state"] == "distributing", "the silent slave has not reported"
+    second = pull(app, client, admin)  # claimed and pulled at once: nothing waits for the silent slave
+    assert get_run(client, admin, second)["state"] == "distributing"
+    assert [order["snapshot"] for _, order in fake_slaves.orders] == [str(first)] * 2 + [str(second)] * 2
+    assert client.get("/api/v1/projects/debian", headers=admin).json["status"] == "distributing"
+    report(client, one, clock, second)
+    with app.app_context():
+        from master.models import Project
+        from master.services import snapshots as snapshots_service
+        # Both snapshots stay while the silent slave may still pull either.
+        assert snapshots_service.needed(db_project(Project)) == {str(first), str(second)}
+    assert get_run(client, admin, first)["state"] == "distributing"
+
+
+def db_project(model, name="debian"):
+    from master.db import db
+    return db.session.execute(db.select(model).where(model.name == name)).scalar_one()
+
+
+def test_a_slave_not_heard_from_is_given_up_after_the_start_timeout_and_a_heartbeating_one_is_not(
+        app, client, admin, make_project, clock):
+    app.config["SLAVE_START_TIMEOUT"] = 30
+    make_project(timeout=3600)
+    alive, _ = enroll(client, "alive"), enroll(client, "dead")
+    run_id = pull(app, client, admin)
+    for _ in range(3):
+        clock.advance(20)
+        heartbeat(client, alive, clock)
+        with app.app_context():
+            distribution.expire_overdue_entries()
+    parts = {s["slave"]: s for s in get_run(client, admin, run_id)["slaves"]}
+    assert parts["dead"]["state"] == "timeout" and "SLAVE_START_TIMEOUT" in parts["dead"]["error"]
+    assert parts["alive"]["state"] == "dispatched", "a slave that heartbeats keeps its part open"
+    report(client, alive, clock, run_id, state="syncing")
+    clock.advance(25)
+    report(client, alive, clock, run_id)
+    assert get_run(client, admin, run_id)["state"] == "partial"
 
 
 def test_a_report_faster_than_the_dispatch_bookkeeping_keeps_the_dispatch_time(

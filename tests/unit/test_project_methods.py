@@ -10,7 +10,9 @@ from master.models import SlaveRun
 from master.services import distribution, syncs
 from tests.conftest import JOIN_TOKEN
 
-PLAIN_ORDER_KEYS = {"run_id", "project", "rsyncd_host", "rsyncd_port", "timeout", "catchup", "publish"}
+# A plain order: what every order has, the run's snapshot and digest included, and no method fields.
+PLAIN_ORDER_KEYS = {"run_id", "project", "rsyncd_host", "rsyncd_port", "timeout", "catchup", "publish",
+                    "snapshot", "digest", "changes"}
 
 
 def script(directory, name, body):
@@ -104,7 +106,7 @@ def test_plain_projects_send_plain_orders_and_two_stage_traced_ones_say_so(app, 
     run_once(app, client, admin, "debian")
     run_once(app, client, admin, "ubuntu")
     plain, staged = [order for _, order in fake_slaves.orders]
-    assert set(plain) == PLAIN_ORDER_KEYS, "a slave from before these fields still takes the order"
+    assert set(plain) == PLAIN_ORDER_KEYS, "a plain project sends no method or trace fields"
     assert (staged["method"], staged["stage1_profile"], staged["trace"], staged["upstream_name"]) == (
         "two-stage", "debian", "debian", "mirror.example.org")
 

@@ -41,7 +41,8 @@ def test_one_read_only_module_per_project_open_only_to_enabled_slaves(app, clien
     text, secrets, secrets_path = render(app)
     found = modules(text)
     assert set(found) == {"debian", "fedora"}
-    assert found["debian"]["path"] == os.path.join(app.config["DATA_DIR"], "debian")
+    # The module holds the project's snapshots; an order names its run's snapshot inside it.
+    assert found["debian"]["path"] == os.path.join(app.config["DATA_DIR"], ".snapshots", "debian")
     assert found["debian"]["auth users"] == one["rsync_user"]
     assert "read only = yes" in text and "refuse options = copy-links" in text
     assert secrets == f"{one['rsync_user']}:{one['rsync_password']}\n"

@@ -81,8 +81,10 @@ def test_successful_pull_stamps_run_and_project(app, client, admin, make_project
     assert project["size"] == 1234
     [job] = fake_rsync.jobs
     assert job.source == "rsync://mirror.example.org/debian"
-    assert job.destination == os.path.join(app.config["DATA_DIR"], "debian")
-    assert job.options == ("--bwlimit=500",) and job.excludes == ("*.iso",)
+    # The pull writes a fresh snapshot of its run, which then becomes DATA_DIR/<project>.
+    assert job.destination == os.path.join(app.config["DATA_DIR"], ".snapshots", "debian", f"{run['id']}.partial")
+    assert os.readlink(os.path.join(app.config["DATA_DIR"], "debian")) == f".snapshots/debian/{run['id']}"
+    assert job.options == ("--no-delay-updates", "--bwlimit=500") and job.excludes == ("*.iso",)
     assert job.password == "s3cret"
 
 

@@ -1,0 +1,123 @@
+"""What a published tree is, as one list and one digest, so master and slave can compare trees.
+
+A manifest is the sorted list of every entry under a root, the root itself as
+".": path, type, size (regular files), mtime (seconds, not for symlinks), mode
+(permission bits, not for symlinks), link target (symlinks) and hard-link group
+(the first path of the files sharing an inode within the tree). It comes from
+one walk that never follows a symlink and never reads a file's content. The
+digest is SHA-256 over that list, so two trees with the same digest look the
+same to every reader: the same names, kinds, sizes, times, modes, links and
+hard links.
+"""
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import stat
+
+# rsync's --delay-updates folder: never part of a published tree.
+SKIPPED_NAMES = frozenset({".~tmp~"})
+FILE, DIR, SYMLINK, OTHER = "f", "d", "l", "o"
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    path: str             # relative, "/"-separated; str with surrogate escapes for odd bytes
+    type: str
+    size: int | None = None
+    mtime: int | None = None
+    mode: int | None = None
+    target: str | None = None
+    group: str | None = None
+
+    def line(self):
+        fields = (self.type, self.path, self.size, self.mtime, self.mode, self.target, self.group)
+        return b"\0".join(b"" if value is None else os.fsencode(str(value)) for value in fields) + b"\n"
+
+    def same_as(self, other):
+        return other is not None and self.line() == other.line()
+
+
+def _kind(mode):
+    if stat.S_ISREG(mode):
+        return FILE
+    if stat.S_ISDIR(mode):
+        return DIR
+    if stat.S_ISLNK(mode):
+        return SYMLINK
+    return OTHER
+
+
+def manifest(root):
+    """The sorted entries of the tree at ``root`` (followed if it is a symlink). Raises OSError."""
+    root = os.path.realpath(os.fspath(root))
+    top = os.lstat(root)
+    raw = [[".", DIR, None, int(top.st_mtime), stat.S_IMODE(top.st_mode), None, None]]
+    inodes = {}
+    pending = [""]
+    while pending:
+        reldir = pending.pop()
+        with os.scandir(os.path.join(root, reldir) if reldir else root) as scan:
+            for item in scan:
+                if item.name in SKIPPED_NAMES:
+                    continue
+                relpath = f"{reldir}/{item.name}" if reldir else item.name
+                st = item.stat(follow_symlinks=False)
+                kind = _kind(st.st_mode)
+                if kind == SYMLINK:
+                    raw.append([relpath, kind, None, None, None, os.readlink(item.path), None])
+                    continue
+                entry = [relpath, kind, st.st_size if kind == FILE else None, int(st.st_mtime),
+                         stat.S_IMODE(st.st_mode), None, None]
+                raw.append(entry)
+                if kind == FILE and st.st_nlink > 1:
+                    inodes.setdefault((st.st_dev, st.st_ino), []).append(entry)
+                elif kind == DIR:
+                    pending.append(relpath)
+    for members in inodes.values():
+        if len(members) > 1:
+            first = min(os.fsencode(member[0]) for member in members)
+            for member in members:
+                member[6] = os.fsdecode(first)
+    raw.sort(key=lambda entry: os.fsencode(entry[0]))
+    return [Entry(*entry) for entry in raw]
+
+
+def digest(entries):
+    """``sha256:<hex>`` of a manifest."""
+    hasher = hashlib.sha256()
+    for entry in entries:
+        hasher.update(entry.line())
+    return f"sha256:{hasher.hexdigest()}"
+
+
+def tree_digest(root):
+    """(digest, manifest) of the tree at ``root``. Raises OSError."""
+    entries = manifest(root)
+    return digest(entries), entries
+
+
+def first_differences(expected, actual, limit=5):
+    """Paths where two manifests differ, sorted, at most ``limit`` of them."""
+    want = {entry.path: entry for entry in expected}
+    got = {entry.path: entry for entry in actual}
+    differing = [path for path in want.keys() | got.keys()
+                 if not (path in want and want[path].same_as(got.get(path)))]
+    return sorted(differing, key=os.fsencode)[:limit]
+
+
+def save(entries, path):
+    """Write a manifest (gzip'd JSON lines) atomically."""
+    tmp = f"{path}.tmp"
+    with gzip.open(tmp, "wt", encoding="utf-8", errors="surrogateescape", compresslevel=3) as out:
+        for entry in entries:
+            out.write(json.dumps(dataclasses.astuple(entry)) + "\n")
+    os.replace(tmp, path)
+
+
+def load(path):
+    """A manifest written by ``save``; raises OSError, ValueError."""
+    with gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape") as stream:
+        return [Entry(*json.loads(line)) for line in stream]

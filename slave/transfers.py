@@ -1,0 +1,188 @@
+"""Changes-only pulls and verifying what was published, against the master's snapshot of the run.
+
+The master keeps, in each project's rsync module, the manifest of every
+snapshot (``.manifest-<run>/manifest.gz``) and the change list from the
+previous snapshot (``.changes-<run>/changes.gz``: base snapshot, its digest,
+paths changed, paths deleted). A slave that published exactly that base tree
+(STATE_DIR/published/<project>.json says which, and its digest) transfers just
+the changed paths (rsync --files-from) and deletes the deleted ones after the
+transfer, instead of rescanning the master's whole tree. Anything else (no
+record, another base, a digest that differs) is a full pull. After either, the
+published tree's digest must be the run's; when it is not, the part fails with
+the first paths that differ, the record is forgotten, and the next order (the
+master's catch-up) is a full pull that repairs the tree.
+"""
+
+import dataclasses
+import gzip
+import json
+import logging
+import os
+import stat
+import tempfile
+
+from common import digests
+from common.rsync import RsyncJob
+from common.trees import remove_tree
+from slave.credentials import ensure_private_dir, read_json, write_json_atomically
+
+log = logging.getLogger(__name__)
+
+CHANGES_PREFIX = ".changes-"
+MANIFEST_PREFIX = ".manifest-"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A changes-only pull: the --files-from list to transfer, then the paths to delete."""
+    list_path: str
+    changed: tuple[str, ...]
+    deleted: tuple[str, ...]
+    base_digest: str
+    touch: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def empty(self):
+        return not self.changed and not self.deleted
+
+
+class PublishedTrees:
+    """What this slave last published and verified, per project: the snapshot and its digest."""
+
+    def __init__(self, state_dir):
+        self.directory = os.path.join(state_dir, "published")
+        ensure_private_dir(self.directory)
+
+    def _path(self, project):
+        return os.path.join(self.directory, f"{project}.json")
+
+    def get(self, project):
+        try:
+            return read_json(self._path(project))
+        except (OSError, ValueError):
+            return None
+
+    def remember(self, project, snapshot, digest):
+        write_json_atomically(self._path(project), {"snapshot": snapshot, "digest": digest}, mode=0o600)
+
+    def forget(self, project):
+        try:
+            os.unlink(self._path(project))
+        except FileNotFoundError:
+            pass
+
+
+def _fetch(runner, source, work_dir, name, password, log_path):
+    """rsync one small directory of the master's module into ``work_dir/name``; returns its path or None."""
+    destination = os.path.join(work_dir, name)
+    job = RsyncJob(source=source, destination=destination, password=password, timeout=300)
+    result = runner.run(job, log_path)
+    return destination if result.ok else None
+
+
+def plan_changes(runner, order, source_of, password, published, work_dir, log_path):
+    """A Plan when this slave holds exactly the base of the run's change list, else None (a full pull)."""
+    held = published.get(order["project"])
+    if not order.get("changes") or held is None or not order.get("snapshot"):
+        return None
+    fetched = _fetch(runner, source_of(f"{CHANGES_PREFIX}{order['snapshot']}"), work_dir,
+                     f"changes-{order['run_id']}", password, log_path)
+    if fetched is None:
+        return None
+    try:
+        with gzip.open(os.path.join(fetched, "changes.gz"), "rt", encoding="utf-8") as stream:
+            body = json.load(stream)
+    except (OSError, ValueError) as error:
+        log.warning("the change list of run %s is unreadable (%s): pulling in full", order["run_id"], error)
+        return None
+    if body.get("base") != held.get("snapshot") or body.get("base_digest") != held.get("digest"):
+        return None  # this slave missed a run, or its tree is not the one the list starts from
+    changed, deleted = tuple(body.get("changed") or ()), tuple(body.get("deleted") or ())
+    try:
+        touch = tuple((str(path), int(mtime)) for path, mtime in body.get("touch") or ())
+    except (TypeError, ValueError):
+        return None
+    if not all(_safe_relative(path) for path in changed + deleted + tuple(path for path, _ in touch)):
+        log.warning("the change list of run %s names a path outside the tree: pulling in full", order["run_id"])
+        return None
+    list_path = os.path.join(fetched, "files-from")
+    with open(list_path, "wb") as out:
+        for path in changed:
+            if path != ".":  # the root's time is in ``touch``: listed, rsync would bring the top level along
+                out.write(os.fsencode(path) + b"\0")
+    return Plan(list_path, changed, deleted, body["base_digest"], touch)
+
+
+def plan_options(plan):
+    # --files-from turns off the recursion --archive implies: exactly the listed entries move.
+    # --force lets a file or link replace a directory that is not empty.
+    return (f"--files-from={plan.list_path}", "--from0", "--force")
+
+
+def _safe_relative(path):
+    return bool(path) and not path.startswith("/") and ".." not in path.split("/") and "\0" not in path
+
+
+def _inside(root, path):
+    """Whether every directory on the way to ``path`` is a real directory (no symlink to follow)."""
+    parent = root
+    for part in path.split("/")[:-1]:
+        parent = os.path.join(parent, part)
+        try:
+            if not stat.S_ISDIR(os.lstat(parent).st_mode):
+                return False
+        except FileNotFoundError:
+            return False
+    return True
+
+
+def apply_deletions(root, plan):
+    """Delete what the run deleted, children first, never through a symlink, then give the directories
+    the deletions touched their times back. Returns how many paths went."""
+    still_there = set(plan.changed)
+    removed = 0
+    for path in plan.deleted:
+        if path in still_there:
+            continue  # replaced by another kind of entry: rsync put the new one there already
+        full = os.path.join(root, path)
+        if _inside(root, path) and os.path.lexists(full) and remove_tree(full):
+            removed += 1
+    for path, mtime in plan.touch:
+        full = os.path.join(root, path)
+        if _inside(root, path) and os.path.isdir(full) and not os.path.islink(full):
+            os.utime(full, (mtime, mtime), follow_symlinks=False)
+    return removed
+
+
+def verify(tree, order, fetch_manifest):
+    """(digest, error) of the published ``tree``: error names the first paths that differ from the
+    run's snapshot, or is None when the digests agree (or the order carries none)."""
+    expected = order.get("digest")
+    try:
+        ours = digests.manifest(tree)
+    except OSError as error:
+        return None, (None if expected is None else f"the published tree cannot be read: {error}")
+    digest = digests.digest(ours)
+    if expected is None or digest == expected:
+        return digest, None
+    theirs = fetch_manifest()
+    if theirs is None:
+        return digest, f"the published tree's digest differs from run {order['run_id']}'s"
+    paths = digests.first_differences(theirs, ours)
+    shown = ", ".join(repr(path) for path in paths) or "none found"
+    return digest, f"the published tree differs from run {order['run_id']}'s, first at: {shown}"
+
+
+def manifest_fetcher(runner, order, source_of, password, log_path):
+    """A function that fetches the run's manifest from the master's module (None if it cannot)."""
+    def fetch():
+        with tempfile.TemporaryDirectory(prefix="mirrorsync-manifest-") as work_dir:
+            fetched = _fetch(runner, source_of(f"{MANIFEST_PREFIX}{order['snapshot']}"), work_dir, "m",
+                             password, log_path)
+            if fetched is None:
+                return None
+            try:
+                return digests.load(os.path.join(fetched, "manifest.gz"))
+            except (OSError, ValueError):
+                return None
+    return fetch

@@ -1,0 +1,158 @@
+"""Fan-out with real processes: a silent slave holds nothing hostage, and each slave gets exactly its run's tree."""
+
+import os
+import shutil
+
+import pytest
+import requests
+
+from tests.integration.conftest import ApiClient
+from tests.support.hostile_http import json_answer, scripted_server
+from tests.support.processes import DEFAULT_JOIN_TOKEN, start_slave, wait_for, wait_run_finished
+from tests.support.trees import assert_same_with_rsync, assert_trees_equal, mutate_tree
+
+MASTER_ENV = {"MIRRORSYNC_JOIN_TOKEN": DEFAULT_JOIN_TOKEN, "MIRRORSYNC_CATCHUP_INTERVAL": "0.3",
+              "MIRRORSYNC_HEARTBEAT_TIMEOUT": "3", "MIRRORSYNC_DISPATCH_TIMEOUT": "2",
+              # The silent slave's part must stay open for the whole test: no start timeout either.
+              "MIRRORSYNC_SLAVE_START_TIMEOUT": "3600"}
+
+
+def part_of(api, run_id, slave):
+    return {entry["slave"]: entry for entry in api.get(f"/api/v1/runs/{run_id}").json()["slaves"]}.get(slave)
+
+
+def wait_part(api, run_id, slave, state, timeout=30):
+    return wait_for(lambda: (part := part_of(api, run_id, slave)) and part["state"] == state and part, timeout,
+                    message=lambda: f"{slave}'s part of run {run_id} to be {state} (now {part_of(api, run_id, slave)})")
+
+
+@pytest.fixture
+def silent_slave(master):
+    """An enrolled slave that accepts every order with 202 and never reports nor heartbeats."""
+    with scripted_server(json_answer(202, '{"state": "accepted"}')) as server:
+        answer = requests.post(master.url + "/api/v1/slaves/register", timeout=5,
+                               json={"name": "silent", "url": server.url},
+                               headers={"Authorization": f"Bearer {DEFAULT_JOIN_TOKEN}"})
+        assert answer.status_code == 201, answer.text
+        yield server
+
+
+@pytest.fixture
+def master(master_factory, tmp_path):
+    return master_factory(tmp_path / "master", extra_env=MASTER_ENV)
+
+
+@pytest.fixture
+def mirror1(request, master, tmp_path):
+    slave = start_slave(tmp_path / "mirror1", "mirror1", master.url, log_dir=tmp_path / "logs")
+    request.addfinalizer(slave.stop)
+    return slave
+
+
+def trigger(api, name):
+    answer = api.post(f"/api/v1/projects/{name}/syncs")
+    assert answer.status_code == 202, answer.text
+    return answer.json()["id"]
+
+
+def test_a_silent_slave_holds_back_no_upstream_pull_no_other_project_and_no_other_slave(
+        master, silent_slave, mirror1, upstream, tmp_path):
+    api = ApiClient(master.url, master.admin_token)
+    for name in ("alpha", "beta"):
+        assert api.post("/api/v1/projects", json={"name": name, "upstream": upstream.url}).status_code == 201
+    first = trigger(api, "alpha")
+    wait_part(api, first, "mirror1", "success")
+    assert api.get(f"/api/v1/runs/{first}").json()["state"] == "distributing", "silent has not reported"
+
+    # The next pull of the same project starts at once, and mirror1 gets the new tree.
+    mutate_tree(upstream.tree)
+    second = trigger(api, "alpha")
+    wait_part(api, second, "mirror1", "success")
+    assert_trees_equal(upstream.tree, mirror1.tree("alpha"))
+    assert_trees_equal(upstream.tree, master.data_dir / "alpha")
+    runs = {run["id"]: run["state"] for run in api.get("/api/v1/projects/alpha/runs").json()}
+    assert runs == {first: "distributing", second: "distributing"}
+    # Run 1's snapshot stays while the silent slave may still pull it; it is still run 1's tree.
+    assert (master.data_dir / ".snapshots" / "alpha" / str(first)).is_dir()
+
+    # Another project is not held back either.
+    other = trigger(api, "beta")
+    wait_part(api, other, "mirror1", "success")
+    assert_trees_equal(upstream.tree, mirror1.tree("beta"))
+    orders = [body for method, path, _, body in silent_slave.requests if path == "/api/v1/syncs"]
+    assert len(orders) == 3, "the silent slave was ordered every run"
+
+
+def test_a_dead_slave_is_given_up_after_the_start_timeout_and_its_snapshot_is_pruned(
+        master_factory, tmp_path, upstream):
+    env = dict(MASTER_ENV, MIRRORSYNC_SLAVE_START_TIMEOUT="1")
+    master = master_factory(tmp_path / "master", extra_env=env)
+    api = ApiClient(master.url, master.admin_token)
+    with scripted_server(json_answer(202, '{"state": "accepted"}')) as server:
+        requests.post(master.url + "/api/v1/slaves/register", timeout=5, json={"name": "dead", "url": server.url},
+                      headers={"Authorization": f"Bearer {DEFAULT_JOIN_TOKEN}"}).raise_for_status()
+        assert api.post("/api/v1/projects", json={"name": "alpha", "upstream": upstream.url}).status_code == 201
+        first = wait_run_finished(master.url, master.admin_token, trigger(api, "alpha"), timeout=30)
+        assert first["state"] == "failed" and "SLAVE_START_TIMEOUT" in first["slaves"][0]["error"], first
+        mutate_tree(upstream.tree)
+        second = wait_run_finished(master.url, master.admin_token, trigger(api, "alpha"), timeout=30)
+    snapshots = master.data_dir / ".snapshots" / "alpha"
+    wait_for(lambda: sorted(p.name for p in snapshots.iterdir() if not p.name.startswith(".")) ==
+             [str(second["id"])], 20, message=lambda: f"only the newest snapshot left ({list(snapshots.iterdir())})")
+    assert_trees_equal(upstream.tree, master.data_dir / "alpha")
+
+
+def more_awkward_changes(root):
+    """What mutate_tree leaves out: a rename, a directory replaced by a symlink, a new hard link."""
+    os.rename(root / "small.txt", root / "small-renamed.txt")
+    shutil.rmtree(root / "a" / "new-dir")
+    os.symlink("big.bin", root / "a" / "new-dir")
+    os.link(root / "new-file.txt", root / "new-file-link.txt")
+
+
+@pytest.fixture
+def synced(master, mirror1, upstream):
+    """mirror1 holds run 1 of project ``tricky``, pulled in full."""
+    api = ApiClient(master.url, master.admin_token)
+    wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
+             message="mirror1 online")
+    assert api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url}).status_code == 201
+    first = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert first["state"] == "success", first
+    assert first["digest"] and first["slaves"][0]["digest"] == first["digest"]
+    return api, first
+
+
+def test_a_change_list_pull_gives_the_same_tree_as_a_full_pull_for_awkward_changes(
+        synced, master, mirror1, upstream, tmp_path):
+    api, first = synced
+    mutate_tree(upstream.tree)
+    more_awkward_changes(upstream.tree)
+    second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert second["state"] == "success", second
+    assert "(change list)" in mirror1.log_text(), "the second pull moved the change list only"
+    assert second["slaves"][0]["digest"] == second["digest"] != first["digest"]
+    assert_trees_equal(upstream.tree, mirror1.tree("tricky"))
+    assert_same_with_rsync(upstream.tree, mirror1.tree("tricky"))
+    # The same as the master's snapshot, which a full pull copies.
+    assert_trees_equal(master.data_dir / "tricky", mirror1.tree("tricky"))
+
+
+def test_a_tampered_slave_tree_is_detected_by_its_digest_and_repaired_by_catch_up(
+        synced, master, mirror1, upstream):
+    api, first = synced
+    public = mirror1.tree("tricky")
+    os.unlink(public / "empty")        # files no change list of the next run will name
+    os.chmod(public / "small.txt", 0o600)
+    (upstream.tree / "new-upstream.txt").write_text("one more file\n")
+    second = trigger(api, "tricky")
+    # mirror1 moves the change list, finds its digest differs, and fails its part naming the paths...
+    wait_for(lambda: f"differs from run {second}'s, first at: 'empty', 'small.txt'" in mirror1.log_text(), 30,
+             message="mirror1 to find its tree differs from the run's")
+    # ...then catch-up orders the run again; the slave pulls in full and the tree is whole again.
+    repaired = wait_for(lambda: (run := api.get(f"/api/v1/runs/{second}").json())["state"] == "success"
+                        and run, 30, message="catch-up to repair mirror1's tree")
+    assert "after the run ended" in repaired["warning"], repaired
+    assert repaired["slaves"][0]["digest"] == repaired["digest"]
+    assert repaired["slaves"][0]["attempts"] == 2
+    assert_trees_equal(upstream.tree, public)
