@@ -139,6 +139,9 @@ def settle_late_success(run, note):
         values["last_state"] = RunState.SUCCESS.value
     if project.last_success is None or project.last_success < run.finished_at:
         values["last_success"] = run.finished_at
+    # Every slave has the tree now: a full success, as tunasync's last_update counts it.
+    if project.last_full_success is None or project.last_full_success < run.finished_at:
+        values["last_full_success"] = run.finished_at
     db.session.execute(sa.update(Project).where(Project.id == run.project_id).values(**values))
     readmodel.note_changed([run.project_id])
     db.session.commit()

@@ -174,3 +174,33 @@ def test_many_reports_and_orders_at_once_never_answer_5xx(tmp_path, database_url
         thread.join(120)
     assert not failures, failures
     assert statuses and max(statuses) < 500, sorted(set(statuses))
+
+
+def test_public_documents_stay_in_step_across_workers_on_postgres(tmp_path, database_url):
+    """Two apps stand for two gunicorn workers: each serves its own build, both follow every change,
+    and concurrent changes each land in the shared generation."""
+    from master import create_app
+    from master.services import projects, runs
+    settings = {"DATA_DIR": str(tmp_path), "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
+    first, second = create_app(settings), create_app(settings)
+    with first.app_context():
+        for index in range(6):
+            projects.create_project({"name": f"p{index}", "upstream": f"rsync://mirror.example.org/p{index}"})
+    readers = [first.test_client(), second.test_client()]
+    etags = {reader.get("/jobs").headers["ETag"] for reader in readers}
+    assert len(etags) == 1, "the same build gives the same ETag in every worker"
+    barrier = threading.Barrier(6)
+
+    def trigger(index):
+        with (first if index % 2 else second).app_context():
+            barrier.wait()
+            runs.request_sync(projects.get_project(f"p{index}"), "manual")
+    threads = [threading.Thread(target=trigger, args=(index,)) for index in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for reader in readers:
+        assert {entry["name"]: entry["status"] for entry in reader.get("/api/v1/status").json} == \
+            {f"p{index}": "queued" for index in range(6)}
+    assert len({reader.get("/jobs").headers["ETag"] for reader in readers} | etags) == 2
