@@ -14,6 +14,13 @@ API_HOST = "127.0.0.1"
 API_PORT = None
 # Shared enrollment secret slaves present to ``POST /api/v1/slaves/register``.
 JOIN_TOKEN = None
+# Slaves enroll by a key exchange bound to JOIN_TOKEN, so no secret crosses the
+# network. Older slaves send the join token itself and get their keys in clear:
+# the master takes that only over HTTPS or from its own host, unless this is True.
+INSECURE_ENROLLMENT = False
+# The most slaves that may be enrolled at once; a further enrollment is refused
+# (409), so a leaked join token cannot flood the master with slaves.
+MAX_SLAVES = 256
 # Python logging level: DEBUG, INFO, WARNING, ERROR.
 LOG_LEVEL = "INFO"
 # How many rsyncs may run at the same time (upstream pulls on the master,

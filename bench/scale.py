@@ -22,7 +22,6 @@ import concurrent.futures
 import datetime
 import json
 import os
-import resource
 import secrets
 import statistics
 import subprocess
@@ -216,11 +215,19 @@ def burst_child(data_dir):
         last = db.session.scalar(sa.select(sa.func.max(Run.created_at)).where(burst))
     report = {"timers": len(jobs), "queued": queued, "seconds": (last - moment).total_seconds() if last else None,
               "max_syncing": runner.max_running, "cap": app.config["MAX_CONCURRENT_SYNCS"],
-              "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+              "peak_rss_mib": peak_rss_mib()}
     runner.release()
     keeper.stop()
     executor.stop()
     print(json.dumps(report))
+
+
+def peak_rss_mib():
+    """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
 
 
 def measure_burst(base_dir):

@@ -117,6 +117,8 @@ def _optional_host_name(name, value):
     value = _optional_text(name, value)
     if value is not None and not HOST_NAME.match(value):
         raise ConfigError(f"{name} must be a host name (letters, digits, '.', '-'), got {value!r}")
+    if value is not None and value.lower() == "master":
+        raise ConfigError(f"{name} must not be 'master': project/trace/master is upstream's trace")
     return value
 
 
@@ -158,6 +160,8 @@ PARSERS = {
     "API_HOST": _text,
     "API_PORT": _optional(_number(int, 1, 65535)),
     "JOIN_TOKEN": _optional_text,
+    "INSECURE_ENROLLMENT": _boolean,
+    "MAX_SLAVES": _number(int, 1, 100000),
     "LOG_LEVEL": _log_level,
     "RSYNC_BINARY": _text,
     "DATA_DIR": _directory,

@@ -5,7 +5,7 @@ import sys
 
 # What both roles import; requirements.txt pins them.
 THIRD_PARTY = ("flask", "flask_sqlalchemy", "flask_smorest", "sqlalchemy", "alembic", "marshmallow",
-               "requests", "apscheduler", "click")
+               "requests", "apscheduler", "click", "cryptography")
 
 
 def require_installed(modules=THIRD_PARTY):

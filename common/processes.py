@@ -45,13 +45,18 @@ class RunLog:
         self._stream = os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace")
         self._lock = threading.Lock()
         self._copying = True
+        self.write_error = None   # why the log stopped taking lines (a full disk), or None
 
     def write(self, line, from_output=False):
         with self._lock:
-            if from_output and not self._copying:
+            if (from_output and not self._copying) or self.write_error is not None:
                 return
-            self._stream.write(line.rstrip("\r\n") + "\n")
-            self._stream.flush()
+            try:
+                self._stream.write(line.rstrip("\r\n") + "\n")
+                self._stream.flush()
+            except OSError as error:
+                # A full disk must not stop the child (its output pipe would fill) nor hide how it ended.
+                self.write_error = error
 
     def start_copying(self):
         with self._lock:
@@ -64,7 +69,10 @@ class RunLog:
 
     def close(self):
         with self._lock:
-            self._stream.close()
+            try:
+                self._stream.close()
+            except OSError as error:
+                self.write_error = self.write_error or error
 
 
 class OutputTail:

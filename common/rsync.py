@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from common.errors import ConfigError
 from common.processes import (OutputTail, RunLog, Supervisor, child_environment, copy_output, output_lines,
                               signal_name)
 
@@ -432,3 +433,30 @@ def start_daemon(config_path, port, address=None, binary="rsync", log_file=None)
     return subprocess.Popen(daemon_command(config_path, port, address, binary), start_new_session=True,
                             stdin=subprocess.DEVNULL, stdout=log_file or subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)
+
+
+# --safe-links behaves as documented along a chain of links, --delete-delay and
+# --info=progress2 exist, and "--" ends options, from rsync 3.1 on.
+MINIMUM_VERSION = (3, 1)
+_VERSION_LINE = re.compile(r"rsync\s+version\s+v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def rsync_version(binary="rsync"):
+    """(major, minor, patch) of ``binary``, or None when it cannot be run or read."""
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = _VERSION_LINE.search(done.stdout.decode("utf-8", errors="replace"))
+    return tuple(int(part or 0) for part in match.groups()) if match else None
+
+
+def check_rsync_version(binary="rsync"):
+    """Raises ConfigError when ``binary`` is an rsync older than MINIMUM_VERSION.
+
+    A binary that cannot be run at all is left to the first sync, which says so in its run.
+    """
+    version = rsync_version(binary)
+    if version is not None and version[:2] < MINIMUM_VERSION:
+        raise ConfigError(f"RSYNC_BINARY: {binary} is rsync {'.'.join(map(str, version))}; mirror-sync needs "
+                          f"rsync {'.'.join(map(str, MINIMUM_VERSION))} or later")

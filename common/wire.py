@@ -2,7 +2,7 @@
 
 import re
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from common.validation import validate_host, validate_slug
 
@@ -68,18 +68,42 @@ class StatsSchema(Schema):
     bytes_received = _count()
 
 
+EXCHANGE_FIELDS = ("public_key", "timestamp", "nonce", "proof")
+
+
 class RegistrationSchema(Schema):
-    """Slave -> master, with the join token as bearer token."""
+    """Slave -> master: with a key exchange (common/enrollment.py), or with the join token as
+    bearer token (older slaves; only over HTTPS or from the master's own host)."""
     name = fields.String(required=True, validate=validate_slug)
     url = fields.String(required=True, validate=validate_http_url)
+    public_key = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_-]{43}$", error="Must be an X25519 "
+                                                        "public key in unpadded base64url (43 characters)."))
+    timestamp = fields.Integer(strict=True, validate=validate.Range(min=0, max=MAX_ID))
+    nonce = fields.String(validate=validate.Regexp(r"^[0-9a-f]{16,64}$", error="Must be 16-64 hex digits."))
+    proof = fields.String(validate=validate.Regexp(r"^[0-9a-f]{64}$", error="Must be 64 hex digits."))
+
+    @validates_schema
+    def _exchange_complete(self, data, **kwargs):
+        given = [name for name in EXCHANGE_FIELDS if name in data]
+        if given and len(given) != len(EXCHANGE_FIELDS):
+            missing = [name for name in EXCHANGE_FIELDS if name not in data]
+            raise ValidationError({name: ["Required with a key exchange."] for name in missing})
 
 
 class CredentialsSchema(Schema):
-    """Master -> slave, once, in answer to a registration."""
+    """Master -> slave, once, in answer to a bearer-token registration."""
     name = fields.String(required=True)
     signing_key = fields.String(required=True)
     rsync_user = fields.String(required=True)
     rsync_password = fields.String(required=True)
+
+
+class SealedCredentialsSchema(Schema):
+    """Master -> slave, once, in answer to a key-exchange registration: nothing secret in clear."""
+    name = fields.String(required=True)
+    rsync_user = fields.String(required=True)
+    public_key = fields.String(required=True)
+    sealed_rsync_password = fields.String(required=True)
 
 
 class OrderSchema(Schema):
@@ -137,6 +161,7 @@ class HeartbeatSchema(Schema):
 
 registration_schema = RegistrationSchema()
 credentials_schema = CredentialsSchema()
+sealed_credentials_schema = SealedCredentialsSchema()
 order_schema = OrderSchema()
 cancel_schema = CancelSchema()
 report_schema = ReportSchema()

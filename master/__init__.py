@@ -19,7 +19,8 @@ from common.clock import SystemClock
 from common.config import load_settings, tls_verify
 from common.errors import ConfigError
 from common.headers import install_security_headers
-from common.rsync import RsyncRunner
+from common.processes import ProgramRunner
+from common.rsync import RsyncRunner, check_rsync_version
 from master import schema
 from master.db import db, init_database
 from master.paths import default_database_url, state_dir
@@ -54,9 +55,12 @@ def _build_app(test_config):
     clock = test_config.pop("CLOCK", None) or SystemClock()
     runner = test_config.pop("RSYNC_RUNNER", None)
     slave_client = test_config.pop("SLAVE_CLIENT", None)
+    program_runner = test_config.pop("PROGRAM_RUNNER", None)
     # Admin commands act on an existing database only: a typo in DATA_DIR must not make a new one.
     create_database = test_config.pop("CREATE_DATABASE", True)
     settings = load_settings("master", test_config)
+    if runner is None:
+        check_rsync_version(settings["RSYNC_BINARY"])
     configure_logging(settings["LOG_LEVEL"])
 
     database_url = settings["DATABASE_URL"] or default_database_url(settings["DATA_DIR"])
@@ -81,7 +85,8 @@ def _build_app(test_config):
         slave_client=slave_client or SlaveClient(workers=settings["DISPATCH_WORKERS"],
                                                  timeout=settings["DISPATCH_TIMEOUT"],
                                                  verify=tls_verify(settings)),
-        wakeups=Wakeups(settings["DATA_DIR"]))
+        wakeups=Wakeups(settings["DATA_DIR"]),
+        program_runner=program_runner or ProgramRunner())
 
     if settings["TRUSTED_PROXIES"]:
         hops = settings["TRUSTED_PROXIES"]
@@ -96,6 +101,14 @@ def _build_app(test_config):
     @app.errorhandler(Exception)
     def internal_error(error):
         db.session.rollback()
+        from master.services.transactions import cannot_write, lost_a_race
+        if cannot_write(error) or lost_a_race(error):
+            log.warning("answered 503: the database cannot take a write now: %s", getattr(error, "orig", error))
+            response = jsonify(error="database_unavailable", fields={}, message=(
+                "The master's database cannot be written right now (the disk may be full); reads still "
+                "work, try this again later."))
+            response.headers["Retry-After"] = "5"
+            return response, 503
         log.exception("unhandled error")
         return jsonify(error="internal_error", message="The master hit an internal error; see its log.",
                        fields={}), 500

@@ -7,10 +7,10 @@ import sys
 import threading
 
 import click
-from werkzeug.serving import make_server
 
 from common.config import load_settings, tls_context
 from common.errors import ConfigError, MirrorSyncError
+from common.serving import make_guarded_server
 from common.states import Role
 from master import schema
 
@@ -65,15 +65,13 @@ def serve():
         service.stop()
         raise click.ClickException(f"RSYNC_BINARY: cannot start the rsync daemon: {error.strerror}")
     try:
-        server = make_server(app.config["API_HOST"], app.config["API_PORT"], app, threaded=True,
-                             ssl_context=tls_context(app.config))
+        server = make_guarded_server(app.config["API_HOST"], app.config["API_PORT"], app,
+                                     ssl_context=tls_context(app.config))
     except OSError as error:
         service.stop()
         daemon.stop()
         raise click.ClickException(
             f"API_PORT: cannot listen on {app.config['API_HOST']}:{app.config['API_PORT']}: {error.strerror}")
-    # Keep-alive connections hold a handler thread each; they must not keep the process alive.
-    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="api", daemon=True)
     thread.start()
     scheme = "https" if tls_context(app.config) else "http"

@@ -1,6 +1,7 @@
 """Bearer-token checks for API blueprints: readers may GET, only admins may change things."""
 
 import contextlib
+import ipaddress
 
 from flask import g, request
 
@@ -17,6 +18,17 @@ def bearer_token():
     if scheme.lower() != "bearer":
         return None
     return value.strip() or None
+
+
+def private_channel():
+    """Whether no one on the network can read this request: HTTPS (as the proxy says, with
+    TRUSTED_PROXIES), or a client on this host."""
+    if request.is_secure:
+        return True
+    try:
+        return ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        return False
 
 
 @contextlib.contextmanager

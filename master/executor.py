@@ -48,15 +48,19 @@ class Executor:
             return self.max_concurrent - len(self._workers)
 
     def _loop(self):
+        failing = False
         while not self._stopping.is_set():
             try:
                 self._stop_cancelled_pulls()
-            except Exception:
-                log.exception("executor: looking for cancelled runs failed; retrying")
-            try:
                 self._claim_and_start()
-            except Exception:
-                log.exception("executor: claiming queued runs failed; retrying")
+            except Exception as error:
+                if not failing:  # once per outage: a full disk fails every poll
+                    log.exception("executor: claiming queued runs failed; retrying every %g s", self.poll_interval)
+                failing = True
+            else:
+                if failing:
+                    log.info("executor: claiming queued runs works again")
+                failing = False
             self._wake.wait(self.poll_interval)
             self._wake.clear()
 
@@ -90,7 +94,7 @@ class Executor:
     def _execute(self, run_id, cancel):
         try:
             with self.app.app_context():
-                syncs.start_upstream_sync(run_id, cancel=cancel)
+                syncs.start_upstream_sync(run_id, cancel=cancel, stopping=self._stopping)
         except Exception:
             log.exception("run %s: executing failed", run_id)
         finally:

@@ -205,6 +205,8 @@ class Slave(db.Model):
     signing_key = sa.Column(sa.String(128), nullable=False)
     rsync_user = sa.Column(sa.String(80), unique=True, nullable=False)
     rsync_password = sa.Column(sa.String(128), nullable=False)
+    # Where visitors fetch this host's files (its public_path joins it), set by an admin; None: unknown.
+    public_url = sa.Column(sa.String(512))
     created_at = sa.Column(UTCDateTime, nullable=False)
     last_seen = sa.Column(UTCDateTime)
 

@@ -5,20 +5,24 @@ to the API workers; ``python -m master`` runs one inside itself. A lock in
 DATA_DIR refuses a second scheduler on the same data.
 """
 
+import datetime
 import fcntl
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 
 import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 from common.errors import ConfigError
 from common.states import Trigger
 from master.db import db
 from master.paths import state_dir
+from master.clocksteps import ClockStepWatch
 from master.executor import Executor
 from master.models import Project
 from master.schedules import parse_crontab
@@ -61,9 +65,10 @@ class SchedulerLock:
 class ScheduleKeeper:
     """Keeps one APScheduler cron job per enabled, scheduled project, in step with the database."""
 
-    def __init__(self, app, on_queued=None):
+    def __init__(self, app, on_queued=None, wall=time.time):
         self.app = app
         self.on_queued = on_queued
+        self.clock_watch = ClockStepWatch(self.realign, wall=wall)
         self.timezone = "UTC"
         self.scheduler = BackgroundScheduler(timezone=self.timezone)
         self._schedules = {}   # project id -> (crontab, splay) it is scheduled with
@@ -83,8 +88,10 @@ class ScheduleKeeper:
                                seconds=self.app.config["RECONCILE_INTERVAL"],
                                max_instances=1, coalesce=True)
         self.reconcile()
+        self.clock_watch.start()
 
     def stop(self):
+        self.clock_watch.stop()
         self.scheduler.shutdown(wait=False)
         self._stopping.set()
         self._due_event.set()
@@ -93,6 +100,22 @@ class ScheduleKeeper:
         """Project id -> next fire time of its cron job."""
         return {int(job.id.split("-", 1)[1]): job.next_run_time
                 for job in self.scheduler.get_jobs() if job.id.startswith("project-")}
+
+    def realign(self, step):
+        """After the wall clock stepped back, every timer is due at its next time from now, not from
+        before the step (when it stepped ahead, APScheduler runs what became due, as after a pause)."""
+        if step >= 0:
+            return
+        now = datetime.datetime.fromtimestamp(self.clock_watch.wall(), datetime.timezone.utc)
+        for job in self.scheduler.get_jobs():
+            if job.next_run_time is None:
+                continue  # paused
+            if isinstance(job.trigger, IntervalTrigger):
+                next_run = now + job.trigger.interval  # its grid was laid out on the old time
+            else:
+                next_run = job.trigger.get_next_fire_time(None, now)
+            if next_run is not None and next_run < job.next_run_time:
+                job.modify(next_run_time=next_run)
 
     def reconcile(self):
         """Add, change and drop cron jobs so they match the projects table."""

@@ -10,7 +10,7 @@ from common.validation import (public_rsync_url, validate_argument, validate_des
                                validate_help_url, validate_pattern, validate_project_name, validate_public_path,
                                validate_push_token, validate_relative_path, validate_rsync_option,
                                validate_secret, validate_slug, validate_upstream_url)
-from common.wire import MAX_ID, PUBLISH_MODES, StatsSchema, StrictBoolean
+from common.wire import MAX_ID, PUBLISH_MODES, StatsSchema, StrictBoolean, validate_http_url
 from master.schedules import validate_crontab
 
 MAX_TIMEOUT = 30 * 86400
@@ -210,10 +210,14 @@ class SlaveSchema(Schema):
     last_seen = fields.DateTime(dump_only=True)
     created_at = fields.DateTime(dump_only=True)
     rsync_user = fields.String(dump_only=True)
+    public_url = fields.String(dump_only=True, allow_none=True, metadata={
+        "description": "where visitors fetch this host's files, such as https://mirror1.example.org; each "
+                       "project's public_path joins it on the visitors' page"})
 
 
 class SlavePatchSchema(Schema):
     enabled = StrictBoolean()
+    public_url = fields.String(allow_none=True, validate=validate_http_url)
 
 
 class SlaveFreshnessSchema(Schema):

@@ -11,6 +11,7 @@ class Seams:
     rsync_runner: object   # .run(job, log_path, on_spawn=, cancel=) -> RsyncResult
     slave_client: object   # .send_orders([(OrderTarget, order), ...]) -> [OrderOutcome]
     wakeups: object = None  # .before_commit(session), .after_commit(session): a run was queued
+    program_runner: object = None  # .run(argv, log_path, env=, timeout=, ...) -> Outcome: sync scripts, hooks
 
 
 def current_seams():

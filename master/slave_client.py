@@ -104,6 +104,13 @@ class SlaveClient:
 
     def send_cancel(self, target, run_id, project):
         """POST one signed cancel of ``project``'s run ``run_id``; never raises."""
+        try:
+            return self._send_cancel(target, run_id, project)
+        except Exception as error:  # a hostile answer ends this slave's part, never the cancel
+            log.exception("cancel to slave %s hit an unexpected error", target.name)
+            return OrderOutcome(target.name, False, "failed", f"the cancel could not be sent ({type(error).__name__})")
+
+    def _send_cancel(self, target, run_id, project):
         url = f"{target.url.rstrip('/')}/api/v1/syncs/{int(run_id)}/cancel"
         try:
             answer = answers.call(self._session(), "POST", url, (self.timeout, self.timeout),

@@ -48,6 +48,22 @@ def disable(ctl, name):
 
 @slaves.command()
 @click.argument("name")
+@click.option("--public-url", metavar="URL",
+              help="Where visitors fetch this host's files, e.g. https://mirror1.example.org.")
+@click.option("--no-public-url", is_flag=True, help="Forget the public URL.")
+@pass_ctl
+def edit(ctl, name, public_url, no_public_url):
+    """Change slave NAME's public URL, which the visitors' page links each project's files on."""
+    if public_url and no_public_url:
+        raise click.UsageError("--public-url and --no-public-url exclude each other")
+    if not (public_url or no_public_url):
+        raise click.UsageError("nothing to change; see mirrorctl slaves edit --help")
+    updated = ctl.client.update_slave(name, {"public_url": None if no_public_url else public_url})
+    ctl.emit(updated, lambda updated, now: f"updated slave {name}\n\n{slave_details(updated, now)}")
+
+
+@slaves.command()
+@click.argument("name")
 @pass_ctl
 def rm(ctl, name):
     """Delete slave NAME: it can no longer sign requests nor pull; it must enroll again.

@@ -204,7 +204,7 @@ def slave_run_table(entries):
 
 # Slaves
 
-SLAVE_FIELDS = ("name", "url", "enabled", "state", "last_seen", "created_at", "rsync_user")
+SLAVE_FIELDS = ("name", "url", "enabled", "state", "last_seen", "created_at", "rsync_user", "public_url")
 
 
 def slave_table(slaves, now):
@@ -226,6 +226,7 @@ def slave_details(slave, now):
         ("last seen", _moment(slave.get("last_seen"), now)),
         ("enrolled", _moment(slave.get("created_at"), now)),
         ("rsync user", slave.get("rsync_user")),
+        ("public url", slave.get("public_url")),
     ]
     return details(f"slave {slave.get('name')}", pairs + _extra(slave, SLAVE_FIELDS))
 

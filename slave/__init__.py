@@ -23,7 +23,7 @@ from common.clock import SystemClock
 from common.config import load_settings, tls_verify
 from common.errors import ConfigError
 from common.headers import install_security_headers
-from common.rsync import RsyncRunner
+from common.rsync import RsyncRunner, check_rsync_version
 from common.signing import SqliteNonceStore
 from common.validation import validate_slug
 from common.wire import validate_http_url
@@ -183,6 +183,8 @@ def create_app(test_config=None):
     client = test_config.pop("MASTER_CLIENT", None)
     start_background = test_config.pop("START_BACKGROUND", True)
     settings = load_settings("slave", test_config)
+    if runner is None:
+        check_rsync_version(settings["RSYNC_BINARY"])
     configure_logging(settings["LOG_LEVEL"])
     _check_slave_settings(settings)
 

@@ -9,10 +9,10 @@ import signal
 import sys
 import threading
 
-from werkzeug.serving import make_server
 
 from common.config import tls_context
 from common.errors import ConfigError
+from common.serving import make_guarded_server
 from slave.master_client import EnrollmentRefused
 
 log = logging.getLogger("slave")
@@ -49,13 +49,11 @@ def main():
         return 0
 
     try:
-        server = make_server(config["API_HOST"], config["API_PORT"], app, threaded=True,
-                             ssl_context=tls_context(config))
+        server = make_guarded_server(config["API_HOST"], config["API_PORT"], app,
+                                     ssl_context=tls_context(config))
     except OSError as error:
         services.stop()
         return fail(f"API_PORT: cannot listen on {config['API_HOST']}:{config['API_PORT']}: {error.strerror}", 2)
-    # Keep-alive connections hold a handler thread each; they must not keep the process alive.
-    server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="api", daemon=True).start()
     services.start_background()
     log.info("slave %s listening on %s://%s:%s", credentials.name, "https" if tls_context(config) else "http",

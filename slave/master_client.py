@@ -1,14 +1,16 @@
 """The one place the slave calls the master: enrollment, signed heartbeats and signed reports."""
 
 import threading
+import time
 
 import requests
 from marshmallow import EXCLUDE, ValidationError
 
 from common import answers
 from common.answers import MalformedAnswer
+from common.enrollment import EnrollmentError, SlaveExchange
 from common.signing import HmacAuth
-from common.wire import credentials_schema
+from common.wire import sealed_credentials_schema
 
 # Seconds to connect, then to wait for the answer.
 TIMEOUT = (3.0, 10.0)
@@ -50,13 +52,21 @@ class MasterClient:
         """
         if not self.join_token:
             raise EnrollmentRefused("JOIN_TOKEN is not set, so this slave cannot enroll with the master")
-        response = self._post("/api/v1/slaves/register", {"name": name, "url": url},
-                              headers={"Authorization": f"Bearer {self.join_token}"})
+        # A key exchange bound to the join token: neither it nor any key crosses the network.
+        exchange = SlaveExchange(self.join_token, name, url)
+        response = self._post("/api/v1/slaves/register", exchange.request(time.time()))
         if response.status == 201:
             try:
-                return credentials_schema.load(response.json_object(), unknown=EXCLUDE)
+                sealed = sealed_credentials_schema.load(response.json_object(), unknown=EXCLUDE)
             except (MalformedAnswer, ValidationError):
                 raise MasterUnavailable("the master answered the enrollment with unreadable credentials") from None
+            try:
+                signing_key, rsync_password = exchange.finish(sealed["public_key"], sealed["sealed_rsync_password"],
+                                                              sealed["rsync_user"])
+            except EnrollmentError as error:
+                raise EnrollmentRefused(f"the master's enrollment answer is not genuine: {error}") from None
+            return {"name": sealed["name"], "signing_key": signing_key, "rsync_user": sealed["rsync_user"],
+                    "rsync_password": rsync_password}
         message = _message(response)
         if response.status == 403:
             raise EnrollmentRefused(f"the master refused the enrollment (HTTP 403): {message}")

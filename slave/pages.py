@@ -20,7 +20,7 @@ def _now():
 @blp.get("/")
 def index():
     return render_template("slave_status.html", holdings=_board().holdings(),
-                           host=current_app.config["SLAVE_NAME"], refresh=REFRESH_SECONDS)
+                           host=current_app.config["PUBLIC_NAME"], refresh=REFRESH_SECONDS)
 
 
 @blp.get("/jobs")

@@ -308,8 +308,9 @@ class SyncWorker:
                 return record  # accepted or pulling: that pull answers this order too
             # A catch-up of a run whose pull failed or was cut short: pull it again.
             record = self._update(order["project"], order["run_id"], state=ACCEPTED,
-                                  catchup=order.get("catchup", False), accepted_at=_iso(self.clock.now()), started_at=None, finished_at=None,
-                                  exit_code=None, error=None, warning=None, stats=None, pid=None,
+                                  catchup=order.get("catchup", False), accepted_at=_iso(self.clock.now()),
+                                  started_at=None, finished_at=None, exit_code=None, error=None, warning=None,
+                                  stats=None, pid=None,
                                   order=_order_fields(order))
             if record is None:
                 raise Conflict(f"Run {order['run_id']} was ordered before but its record is unreadable.")

@@ -4,9 +4,9 @@ from flask import g, request
 from flask.views import MethodView
 
 from common.errors import Forbidden
-from common.wire import HeartbeatSchema, RegistrationSchema, ReportSchema
+from common.wire import EXCHANGE_FIELDS, HeartbeatSchema, RegistrationSchema, ReportSchema
 from master.api import ApiBlueprint
-from master.auth import authorize_request, bearer_token, counted_failures
+from master.auth import authorize_request, bearer_token, counted_failures, private_channel
 from master.schemas import SlavePatchSchema, SlaveSchema
 from master.services import distribution, slaves
 
@@ -67,10 +67,13 @@ class Slave(MethodView):
 class Registration(MethodView):
     @channel.arguments(RegistrationSchema)
     def post(self, data):
-        """Enroll with ``Authorization: Bearer <JOIN_TOKEN>``; answers the slave's credentials once."""
+        """Enroll by a key exchange bound to JOIN_TOKEN (or, for older slaves over HTTPS or from this
+        host, with ``Authorization: Bearer <JOIN_TOKEN>``); answers the slave's credentials once."""
+        exchange = {name: data[name] for name in EXCHANGE_FIELDS} if "proof" in data else None
         with counted_failures(Forbidden):
-            _, credentials = slaves.register_slave(bearer_token(), data["name"], data["url"])
-        return credentials, 201
+            _, answer = slaves.register_slave(data["name"], data["url"], exchange, bearer_token(),
+                                              channel_private=private_channel())
+        return answer, 201
 
 
 @channel.route("/slaves/<name>/heartbeat")

@@ -5,13 +5,14 @@ import logging
 from common.errors import Conflict
 from common.states import CANCELLABLE_RUN_STATES, RunState
 from master.db import db
-from master.services import distribution, runs
+from master.services import distribution, runs, transactions
 
 log = logging.getLogger(__name__)
 
 CANCELLED_BY_ADMIN = "cancelled by an admin"
 
 
+@transactions.retried_on_race
 def cancel_run(run_id, reason=CANCELLED_BY_ADMIN):
     """End a queued, syncing or distributing run as cancelled and return it.
 

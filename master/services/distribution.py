@@ -15,7 +15,7 @@ from master import rsyncd, snapshots
 from master.db import db
 from master.models import Project, Run, Slave, SlaveProject, SlaveRun
 from master.seams import current_seams, now
-from master.services import readmodel, runs, slaves as slaves_service
+from master.services import readmodel, runs, slaves as slaves_service, transactions
 from master.slave_client import OrderTarget
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,10 @@ def _send(run_id, project, slaves, catchup=False):
     targets = [(OrderTarget(s.name, s.url, s.signing_key), order) for s in slaves]
     outcomes = current_seams().slave_client.send_orders(targets)
     stamp = now()
-    _note_attempts(slaves, project, stamp)
     names = [outcome.name for outcome in outcomes]
+    # Lock order, as in a report: slave_runs rows first (by id), then slave_projects rows.
+    db.session.execute(sa.select(SlaveRun.id).where(SlaveRun.run_id == run_id, SlaveRun.slave_name.in_(names))
+                       .order_by(SlaveRun.id).with_for_update())
     entries = sa.and_(SlaveRun.run_id == run_id, SlaveRun.slave_name.in_(names))
     # A fast slave may have reported before this line: the time is recorded whatever the state...
     db.session.execute(sa.update(SlaveRun).where(entries, SlaveRun.dispatched_at.is_(None))
@@ -83,6 +85,7 @@ def _send(run_id, project, slaves, catchup=False):
         db.session.execute(sa.update(SlaveRun).where(
             SlaveRun.run_id == run_id, SlaveRun.slave_name == outcome.name, pending)
             .values(state=outcome.state, error=outcome.error, finished_at=stamp))
+    _note_attempts(slaves, project, stamp)
     readmodel.note_changed([project.id])
     db.session.commit()
     return outcomes
@@ -90,14 +93,22 @@ def _send(run_id, project, slaves, catchup=False):
 
 def _note_attempts(slaves, project, stamp):
     """Remember when each slave was last ordered to pull ``project`` (catch-up waits after it)."""
-    ids = [slave.id for slave in slaves]
-    held = {row.slave_id: row for row in db.session.execute(sa.select(SlaveProject).where(
-        SlaveProject.project_id == project.id, SlaveProject.slave_id.in_(ids))).scalars()}
-    for slave in slaves:
-        if slave.id in held:
-            held[slave.id].last_attempt_at = stamp
-        else:
-            db.session.add(SlaveProject(slave_id=slave.id, project_id=project.id, last_attempt_at=stamp))
+    ids = sorted(slave.id for slave in slaves)
+    _ensure_freshness_rows(ids, project.id)
+    db.session.execute(sa.update(SlaveProject).where(
+        SlaveProject.project_id == project.id, SlaveProject.slave_id.in_(ids)).values(last_attempt_at=stamp))
+
+
+def _ensure_freshness_rows(slave_ids, project_id):
+    """Insert the missing slave_projects rows, whoever else inserts them at the same moment."""
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    rows = [{"slave_id": slave_id, "project_id": project_id} for slave_id in slave_ids]
+    if rows:
+        db.session.execute(insert(SlaveProject).values(rows).on_conflict_do_nothing())
 
 
 def dispatch_to_slaves(run_id, upstream_outcome):
@@ -194,6 +205,7 @@ def end_parts_of_disabled_slave(slave):
     return len(entries)
 
 
+@transactions.retried_on_race
 def record_slave_report(slave, report):
     """Fold one signed report into its run; returns False for a repeat.
 
@@ -262,11 +274,10 @@ def _digest_mismatch(run, digest):
 
 
 def _freshness_row(slave, run):
-    freshness = db.session.get(SlaveProject, (slave.id, run.project_id))
-    if freshness is None:
-        freshness = SlaveProject(slave_id=slave.id, project_id=run.project_id)
-        db.session.add(freshness)
-    return freshness
+    _ensure_freshness_rows([slave.id], run.project_id)
+    return db.session.execute(sa.select(SlaveProject).where(
+        SlaveProject.slave_id == slave.id, SlaveProject.project_id == run.project_id)
+        .with_for_update().execution_options(populate_existing=True)).scalar_one()
 
 
 def _note_held_tree(freshness, run, finished_at):
@@ -341,9 +352,11 @@ def catch_up_slaves():
     stamp = now()
     retry_after = datetime.timedelta(seconds=4 * config["CATCHUP_INTERVAL"])
     busy = sa.select(Run.project_id).where(Run.state == RunState.SYNCING.value)
+    # An admin who cancelled a run's fan-out does not want catch-up to send it after all.
+    cancelled = sa.select(Run.id).where(Run.state == RunState.CANCELLED.value)
     projects = db.session.execute(sa.select(Project).where(
         Project.enabled.is_(True), Project.tree_run_id.is_not(None), Project.tree_dirty.is_(False),
-        Project.id.not_in(busy))).scalars().all()
+        Project.id.not_in(busy), Project.tree_run_id.not_in(cancelled))).scalars().all()
     if not projects:
         return 0
     online = [s for s in slaves_service.enabled_slaves() if slaves_service.slave_state(s, stamp) == "online"]

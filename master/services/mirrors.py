@@ -7,7 +7,13 @@ run's error, a log, the upstream URL or the master's paths.
 
 import dataclasses
 
-from master.services import projects
+import sqlalchemy as sa
+
+from master.db import db
+from master.models import Project
+from master.schedules import next_fire_time
+from master.seams import now
+from master.services import projects, slaves
 
 # What a visitor reads, from the project's status: tunasync's words, which mirror users know.
 VISITOR_STATES = {
@@ -22,7 +28,8 @@ class MirrorEntry:
     name: str
     description: str | None
     help_url: str | None
-    files_url: str          # SITE_URL + public_path, or the path alone on the page's own host
+    files_url: str          # SITE_URL + public_path, else the first host's, else the path alone
+    hosts: tuple            # (slave name, that host's URL of the files) for each slave with a public_url
     state: str              # success, syncing, failed, paused or new
     last_success: object
     next_run: object
@@ -33,25 +40,41 @@ class MirrorEntry:
         return f"{self.name} {self.description or ''}".lower()
 
 
-def _visitor_state(project):
-    status = project.status
+def _visitor_state(row):
+    status = "disabled" if not row.enabled else row.last_state or "none"
     if status == "queued":
         # A queued run keeps the state before it until it starts, as tunasync shows it.
-        if project.last_ended is None:
+        if row.last_ended is None:
             return "new"
-        good = project.last_success is not None and project.last_success >= project.last_ended
+        good = row.last_full_success is not None and row.last_full_success >= row.last_ended
         return "success" if good else "failed"
     return VISITOR_STATES.get(status, "new")
 
 
+_COLUMNS = (Project.name, Project.description, Project.help_url, Project.public_path, Project.enabled,
+            Project.schedule, Project.last_state, Project.last_success, Project.last_full_success, Project.last_ended,
+            Project.size)
+
+
 def mirror_entries(site_url=None):
-    """One MirrorEntry per project, by name."""
-    base = site_url or ""
-    return [MirrorEntry(name=project.name, description=project.description, help_url=project.help_url,
-                        files_url=base + (project.public_path or projects.default_public_path(project.name)),
-                        state=_visitor_state(project), last_success=project.last_success,
-                        next_run=project.next_run, size=project.size)
-            for project in projects.list_projects()]
+    """One MirrorEntry per project, by name; reads only the columns it shows (no JSON, no history)."""
+    bases = [(slave.name, slave.public_url.rstrip("/")) for slave in slaves.enabled_slaves() if slave.public_url]
+    stamp = now()
+    next_by_schedule = {}  # most projects share a few schedules
+    entries = []
+    for row in db.session.execute(sa.select(*_COLUMNS).order_by(Project.name)):
+        path = row.public_path or projects.default_public_path(row.name)
+        hosts = tuple((name, base + path) for name, base in bases)
+        files_url = (site_url + path) if site_url else hosts[0][1] if hosts else path
+        next_run = None
+        if row.enabled and row.schedule:
+            if row.schedule not in next_by_schedule:
+                next_by_schedule[row.schedule] = next_fire_time(row.schedule, stamp)
+            next_run = next_by_schedule[row.schedule]
+        entries.append(MirrorEntry(name=row.name, description=row.description, help_url=row.help_url,
+                                   files_url=files_url, hosts=hosts, state=_visitor_state(row),
+                                   last_success=row.last_success, next_run=next_run, size=row.size))
+    return entries
 
 
 def matches(entry, query):

@@ -88,13 +88,17 @@ def page_piece(snapshot, model):
     row = ProjectRow(snapshot, _safe_upstream(snapshot.upstream), snapshot.slaves, None)
     row.active_run_id = snapshot.active_run_id
     row.summary = _fold(snapshot.slaves) if folded else None
-    return str(get_template_attribute("_project_row.html", "project_row")(row, model.slave_names, folded))
+    # Rendered outside the pages' own requests: what their context processor adds is given here.
+    module = current_app.jinja_env.get_template("_project_row.html").make_module(
+        {"detailed": not current_app.config["STATUS_PUBLIC"]})
+    return str(module.project_row(row, model.slave_names, folded))
 
 
 def page_assembly(model, pieces):
     """The whole front page cut at its slots: text at even places, slot names at odd ones."""
     folded = len(model.slave_names) > FOLD_SLAVES_AT
-    html = render_template("index.html", slave_names=model.slave_names, folded=folded, fold_at=FOLD_SLAVES_AT,
+    html = render_template("index.html", detailed=not current_app.config["STATUS_PUBLIC"],
+                           slave_names=model.slave_names, folded=folded, fold_at=FOLD_SLAVES_AT,
                            rows=[markupsafe.Markup(piece) for piece in pieces],
                            slaves=[{"id": slave_id, "name": name} for slave_id, name in model.slaves],
                            refresh=REFRESH_SECONDS)
@@ -152,11 +156,6 @@ def seconds_ago_text(delta):
         return "just now"
     return f"{humanize.span(delta)} ago" if delta > 0 else f"in {humanize.span(delta)}"
 
-
-
-def slave_list():
-    """(slave, state) for every enrolled slave: online, offline, new or disabled."""
-    return [(slave, slaves.slave_state(slave)) for slave in slaves.list_slaves()]
 
 
 def _freshness_of_project(project):

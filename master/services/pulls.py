@@ -41,7 +41,7 @@ class PullOutcome:
 
 def runners():
     seams = current_seams()
-    return Runners(seams.rsync_runner, getattr(seams, "program_runner", None) or ProgramRunner())
+    return Runners(seams.rsync_runner, seams.program_runner or ProgramRunner())
 
 
 def method_spec(project, run_id=None):

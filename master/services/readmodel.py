@@ -1,5 +1,5 @@
-"""The public documents (/api/v1/status, /jobs, /metrics, mirrorz.json and the status page),
-built once per change and served from that build.
+"""The public documents (/api/v1/status, /jobs, /metrics, mirrorz.json and the status page) and
+the projects list, built once per change and served from that build.
 
 Writers call ``note_changed`` in the transaction that changes what the documents
 show: it moves the one ``feed_state`` row's generation and stamps the changed
@@ -38,8 +38,12 @@ def note_changed(project_ids=(), layout=False):
     values = {"generation": FeedState.generation + 1}
     if layout:
         values["layout"] = FeedState.layout + 1
-    db.session.execute(sa.update(FeedState).where(FeedState.id == 1).values(**values))
     ids = sorted(set(project_ids))
+    if ids:
+        # Lock order, as in move_run: the projects' rows (by id) before the one shared feed row.
+        db.session.execute(sa.select(Project.id).where(Project.id.in_(ids)).order_by(Project.id)
+                           .with_for_update(key_share=True))
+    db.session.execute(sa.update(FeedState).where(FeedState.id == 1).values(**values))
     if ids:
         generation = sa.select(FeedState.generation).where(FeedState.id == 1).scalar_subquery()
         db.session.execute(sa.update(Project).where(Project.id.in_(ids)).values(feed_generation=generation))
@@ -201,8 +205,8 @@ class ReadModel:
             last_started=project.last_started, last_ended=project.last_ended,
             last_full_success=project.last_full_success, size=project.size, tree_run_id=project.tree_run_id,
             tree_at=project.tree_at, last_duration=project.last_duration, last_bytes=project.last_bytes,
-            run_totals=dict(project.run_totals or {}), description=getattr(project, "description", None),
-            help_url=getattr(project, "help_url", None), public_path=getattr(project, "public_path", None),
+            run_totals=dict(project.run_totals or {}), description=project.description,
+            help_url=project.help_url, public_path=project.public_path,
             next_run=next_schedule if project.enabled else None, next_schedule=next_schedule,
             slaves={name: freshness_of(project.tree_run_id, held.get(name)) for name in self.slave_names},
             active_run_id=active_run_id, row=project)

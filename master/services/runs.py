@@ -14,7 +14,7 @@ from master.db import db
 from master.models import Project, Run
 from master.paths import logs_root
 from master.seams import current_seams, now
-from master.services import readmodel
+from master.services import readmodel, transactions
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +139,18 @@ def settle_late_success(run, note):
         values["last_state"] = RunState.SUCCESS.value
     if project.last_success is None or project.last_success < run.finished_at:
         values["last_success"] = run.finished_at
+    # Every slave has the tree now: a full success, as tunasync's last_update counts it.
+    if project.last_full_success is None or project.last_full_success < run.finished_at:
+        values["last_full_success"] = run.finished_at
     db.session.execute(sa.update(Project).where(Project.id == run.project_id).values(**values))
+    readmodel.note_changed([run.project_id])
     db.session.commit()
     db.session.expire_all()
     log.info("run %s of %s: %s -> success (%s)", run.id, run.project.name, current.value, note)
     return run
 
 
+@transactions.retried_on_race
 def request_sync(project, trigger, force=False):
     """Queue a run of ``project``, or fold the trigger into the one already queued.
 

@@ -9,13 +9,13 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from common import signing
-from common.errors import Conflict, Forbidden, NotFound, Unauthorized, UnknownSlave
+from common import enrollment, signing
+from common.errors import Conflict, Forbidden, NotFound, Unauthorized, UnknownSlave, ValidationFailed
 from master.db import db
 from common.states import SlaveRunState
 from master.models import Nonce, Slave, SlaveRun
 from master.seams import now
-from master.services import readmodel
+from master.services import readmodel, transactions
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +32,56 @@ def slave_state(slave, at=None):
     return "online" if (at or now()) - slave.last_seen <= timeout else "offline"
 
 
-def register_slave(join_token, name, url):
-    """Enroll a slave and return (slave, credentials dict) — the only time secrets leave the master.
+def register_slave(name, url, exchange=None, join_token=None, channel_private=False):
+    """Enroll a slave and return (slave, answer dict) — the only time credentials leave the master.
 
-    Raises Forbidden for a wrong join token or closed enrollment, Conflict for a taken name.
+    With ``exchange`` (public_key, timestamp, nonce, proof) the slave proved it holds the join
+    token and the answer carries nothing secret in clear (common/enrollment.py). Without it,
+    ``join_token`` is the bearer token of an older slave, taken only when ``channel_private``
+    (HTTPS, or from this host) or INSECURE_ENROLLMENT is set.
+
+    Raises Forbidden for a wrong join token or proof, closed enrollment or an open channel;
+    Conflict for a taken name; ValidationFailed for a bad public key.
     """
-    expected = current_app.config["JOIN_TOKEN"]
+    config = current_app.config
+    expected = config["JOIN_TOKEN"]
     if not expected:
         raise Forbidden("Enrollment is closed: the master has no JOIN_TOKEN set.")
-    if not join_token or not hmac.compare_digest(join_token.encode(), expected.encode()):
-        raise Forbidden("The join token is not valid.")
+    if exchange is not None:
+        try:
+            enrollment.check_proof(expected, name, url, exchange["public_key"], exchange["timestamp"],
+                                   exchange["nonce"], exchange["proof"], now().timestamp(),
+                                   config["SIGNATURE_MAX_AGE"])
+        except enrollment.EnrollmentError as error:
+            raise Forbidden(f"The enrollment is refused: {error}.") from None
+        if not _remember_nonce("enroll", exchange["nonce"], exchange["timestamp"] + config["SIGNATURE_MAX_AGE"]):
+            raise Forbidden("The enrollment is refused: it was replayed (nonce already used).")
+    else:
+        if not join_token or not hmac.compare_digest(join_token.encode(), expected.encode()):
+            raise Forbidden("The join token is not valid.")
+        if not channel_private and not config["INSECURE_ENROLLMENT"]:
+            raise Forbidden("This master takes a join token in clear only over HTTPS or from its own host: "
+                            "upgrade the slave (it enrolls by key exchange), use HTTPS, or set "
+                            "INSECURE_ENROLLMENT on the master.")
     if name in RESERVED_NAMES:
         raise Conflict(f"{name!r} is a reserved name.", {"name": ["This name is reserved."]})
-    slave = Slave(name=name, url=url, enabled=True, signing_key=secrets.token_urlsafe(32),
-                  rsync_user=f"ms-{name}", rsync_password=secrets.token_urlsafe(24), created_at=now())
+    enrolled = db.session.execute(sa.select(sa.func.count(Slave.id))).scalar()
+    if enrolled >= config["MAX_SLAVES"]:
+        raise Conflict(f"Enrollment is full: {enrolled} slaves are enrolled and MAX_SLAVES is "
+                       f"{config['MAX_SLAVES']}; delete one or raise MAX_SLAVES.")
+    rsync_user, rsync_password = f"ms-{name}", secrets.token_urlsafe(24)
+    answer = {"name": name, "rsync_user": rsync_user}
+    if exchange is not None:
+        try:
+            answer["public_key"], signing_key, answer["sealed_rsync_password"] = enrollment.master_exchange(
+                expected, name, url, exchange["public_key"], rsync_user, rsync_password)
+        except enrollment.EnrollmentError as error:
+            raise ValidationFailed(f"Invalid request: public_key: {error}.", {"public_key": [str(error)]}) from None
+    else:
+        signing_key = secrets.token_urlsafe(32)
+        answer.update(signing_key=signing_key, rsync_password=rsync_password)
+    slave = Slave(name=name, url=url, enabled=True, signing_key=signing_key, rsync_user=rsync_user,
+                  rsync_password=rsync_password, created_at=now())
     db.session.add(slave)
     try:
         db.session.flush()
@@ -55,9 +91,8 @@ def register_slave(join_token, name, url):
         db.session.rollback()
         raise Conflict(f"A slave named {name!r} is already enrolled; delete it first to enroll it again.",
                        {"name": ["A slave with this name is already enrolled."]}) from None
-    log.info("slave %s enrolled from %s", name, url)
-    return slave, {"name": slave.name, "signing_key": slave.signing_key,
-                   "rsync_user": slave.rsync_user, "rsync_password": slave.rsync_password}
+    log.info("slave %s enrolled from %s (%s)", name, url, "key exchange" if exchange else "join token in clear")
+    return slave, answer
 
 
 def list_slaves():
@@ -141,6 +176,7 @@ def authenticate_slave(name, headers, method, path, body):
     return slave
 
 
+@transactions.retried_on_race
 def record_heartbeat(slave, url):
     """Note that ``slave`` is alive at ``url``; returns whether it had been offline or new."""
     was = slave_state(slave)

@@ -4,8 +4,8 @@ import dataclasses
 import logging
 
 import sqlalchemy as sa
-
 from flask import current_app
+from sqlalchemy.exc import DBAPIError
 
 from common import runlogs
 from common.methods import COMMAND
@@ -15,7 +15,7 @@ from master import snapshots
 from master.db import db
 from master.models import Run
 from master.paths import logs_root, project_tree
-from master.services import distribution, pulls, runs, snapshots as snapshots_service
+from master.services import distribution, pulls, runs, snapshots as snapshots_service, transactions
 
 log = logging.getLogger(__name__)
 
@@ -49,27 +49,29 @@ def _progress_recorder(run_id):
     return record
 
 
-def start_upstream_sync(run_id, cancel=None):
+def start_upstream_sync(run_id, cancel=None, stopping=None):
     """Pull the project of a syncing run from its upstream into a new snapshot and finish the run.
 
     ``cancel`` (a threading.Event) ends the pull early; the run is then
-    recorded as interrupted. Never leaves the run in ``syncing``.
+    recorded as interrupted. Never leaves the run in ``syncing``: while the
+    database cannot be written (a full disk), the end of the run is written
+    again and again until it lands, or until ``stopping`` is set.
     """
-    config = current_app.config
     run = runs.get_run(run_id)
     project = run.project
     project_name = project.name
     path = runlogs.log_path(logs_root(), project.name, run.id)
+    what = f"recording the end of run {run_id} of {project_name}"
     try:
         staging = _stage(project, run_id)
     except (snapshots.SnapshotError, OSError) as error:
         log.error("run %s of %s: %s", run_id, project_name, error)
-        runs.move_run(run, RunState.FAILED, error=f"the master's tree cannot be prepared: {error}")
-        return runs.get_run(run_id)
+        message = f"the master's tree cannot be prepared: {error}"
+        return transactions.until_written(lambda: _record_crash(run_id, project_name, message), what, stopping)
     destination = staging.destination
     try:
         pulled = pulls.pull_upstream(run, destination, path, cancel=cancel,
-                                     on_spawn=lambda pid: runs.record_pid(run_id, pid),
+                                     on_spawn=lambda pid: _note_pid(run_id, pid),
                                      on_progress=_progress_recorder(run_id), options=staging.options,
                                      current=project_tree(project_name))
         if not pulled.result.cancelled and not pulled.skipped:
@@ -78,10 +80,8 @@ def start_upstream_sync(run_id, cancel=None):
         log.exception("run %s of %s: the pull failed", run_id, project_name)
         snapshots.abort(staging)
         db.session.rollback()
-        run = _still_syncing(run_id, project_name)
-        if run is not None:
-            runs.move_run(run, RunState.FAILED, error=f"internal error: {error}")
-        return db.session.get(Run, run_id)
+        message = f"internal error: {error}"
+        return transactions.until_written(lambda: _record_crash(run_id, project_name, message), what, stopping)
     result = pulled.result
     sealed = None
     if result.ok and not pulled.skipped:
@@ -93,9 +93,31 @@ def start_upstream_sync(run_id, cancel=None):
                                          error=f"the new tree cannot be swapped in: {error}")
     if sealed is None:
         snapshots.abort(staging)  # what slaves and the rsync daemon serve stays the previous tree
+    return transactions.until_written(
+        lambda: _record_outcome(run_id, project_name, pulled, result, sealed), what, stopping)
+
+
+def _note_pid(run_id, pid):
+    # Only for ending an orphan after a crash: a pull goes on when it cannot be written down.
+    try:
+        runs.record_pid(run_id, pid)
+    except DBAPIError as error:
+        db.session.rollback()
+        log.warning("run %s: could not note rsync's process group %s: %s", run_id, pid, error.orig)
+
+
+def _record_crash(run_id, project_name, message):
+    run = _still_syncing(run_id, project_name)
+    if run is not None:
+        runs.move_run(run, RunState.FAILED, error=message)
+    return db.session.get(Run, run_id)
+
+
+def _record_outcome(run_id, project_name, pulled, result, sealed):
     run = _still_syncing(run_id, project_name)
     if run is None:
         return db.session.get(Run, run_id)
+    project = run.project
     outcome = dict(exit_code=result.exit_code, stats=_stats(result, sealed), pid=None)
     if pulled.skipped:
         runs.move_run(run, RunState.SUCCESS, skipped=True, warning=pulled.warning, **outcome)
@@ -117,7 +139,7 @@ def start_upstream_sync(run_id, cancel=None):
         if pulled.warning:
             outcome["warning"] = "; ".join(w for w in (outcome.get("warning"), pulled.warning) if w)
         runs.move_run(run, RunState.FAILED, error=result.error, **outcome)
-    runlogs.prune_logs(logs_root(), project_name, config["LOG_RETENTION"])
+    runlogs.prune_logs(logs_root(), project_name, current_app.config["LOG_RETENTION"])
     return runs.get_run(run_id)
 
 

@@ -7,6 +7,7 @@ import logging
 import secrets
 
 import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError
 
 from common.errors import NotFound, Unauthorized
@@ -97,5 +98,10 @@ def authenticate(plain):
         raise Unauthorized("The token has expired.")
     if token.last_used_at is None or stamp - token.last_used_at > LAST_USED_RESOLUTION:
         token.last_used_at = stamp
-        db.session.commit()
+        try:
+            db.session.commit()
+        except DBAPIError:
+            # A read must still work while the database cannot be written (a full disk).
+            db.session.rollback()
+            token = db.session.get(ApiToken, token.id)
     return token

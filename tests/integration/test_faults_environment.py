@@ -430,3 +430,58 @@ def test_with_atomic_publishing_a_full_slave_disk_leaves_the_published_tree_exac
     assert rsync_leftovers(slave.tree("tight").resolve()) == []
     snapshots = tmp_path / "mirror1" / "public" / ".mirrorsync-snapshots" / "tight"
     assert not [p.name for p in snapshots.iterdir() if p.name.endswith(".partial")], "the failed snapshot stays"
+
+
+# --- the whole DATA_DIR, database included, on a disk that fills and frees again -------------------
+
+
+def fill(directory):
+    """Write a file into ``directory`` until its file system is full; returns the file."""
+    filler = directory / "filler.bin"
+    chunk = b"\0" * 65536
+    with open(filler, "wb") as stream:
+        try:
+            while True:
+                stream.write(chunk)
+                stream.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_under_the_whole_data_dir_ends_the_run_once_space_is_back_and_the_next_sync_works(
+        small_disk, master_factory, tmp_path):
+    import sqlite3
+    data_dir = small_disk(tmp_path / "data", "24m")
+    tree = tmp_path / "slow-tree"
+    tree.mkdir()
+    (tree / "big.bin").write_bytes(random.Random(3).randbytes(4 * 1024 * 1024))
+    with RsyncDaemon(tmp_path / "slow-rsyncd", {MODULE: tree}) as daemon:
+        master = master_factory(data_dir)
+        api = ApiClient(master.url, master.admin_token)
+        create_project(api, "full", daemon.url(MODULE), rsync_options=["--bwlimit=300"])
+        run = trigger(api, "full")
+        wait_for(lambda: api.get(f"/api/v1/runs/{run['id']}").json()["state"] == "syncing", 20,
+                 message="the pull to start")
+        # From here on every write to the database needs new room on the disk: the write-ahead log
+        # is emptied, then the disk is filled (rsync's own file stops growing too).
+        database = sqlite3.connect(data_dir / ".mirrorsync" / "mirrorsync.db", timeout=30)
+        database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        database.close()
+        filler = fill(data_dir)
+
+        refused = api.post("/api/v1/projects", json={"name": "another", "upstream": daemon.url(MODULE)})
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"] == "database_unavailable" and "cannot be written" in refused.json()["message"]
+        assert api.get(f"/api/v1/runs/{run['id']}").status_code == 200, "reads still answer"
+        assert api.get("/api/v1/status").status_code == 200
+        wait_for(lambda: "the database cannot be written" in master.log_text(), 30,
+                 message="the executor to meet the full database")
+        filler.unlink()
+
+        ended = wait_run_finished(master.url, master.admin_token, run["id"], timeout=30)
+        assert ended["state"] == "failed", ended
+        assert api.patch("/api/v1/projects/full", json={"rsync_options": []}).status_code == 200
+        again = sync(api, master, "full")
+    assert again["state"] == "success", again
+    assert (data_dir / "full" / "big.bin").stat().st_size == 4 * 1024 * 1024

@@ -98,3 +98,109 @@ def test_a_trigger_in_an_api_process_wakes_the_scheduler_through_listen_notify(t
         assert woken.wait(10), "NOTIFY did not reach the listener"
     finally:
         listener.stop()
+
+
+def test_many_reports_and_orders_at_once_never_answer_5xx(tmp_path, database_url):
+    """Fan-out, catch-up and timeouts (the scheduler) race slaves' reports (the API) over the same rows."""
+    import json
+    import random
+
+    from common.clock import FakeClock
+    from common.signing import signature_headers
+    from master import create_app
+    from master.services import distribution, projects, runs, syncs
+    from tests.support.fakes import FakeRsyncRunner, FakeSlaveClient
+
+    clock = FakeClock()
+    app = create_app({"DATA_DIR": str(tmp_path), "DATABASE_URL": database_url, "LOG_LEVEL": "ERROR",
+                      "JOIN_TOKEN": "join", "RSYNC_RUNNER": FakeRsyncRunner(), "SLAVE_CLIENT": FakeSlaveClient(),
+                      "CLOCK": clock, "CATCHUP_INTERVAL": 0.05})
+    client = app.test_client()
+    slaves = []
+    for index in range(12):
+        answer = client.post("/api/v1/slaves/register", json={"name": f"m{index}", "url": f"http://m{index}:7000"},
+                             headers={"Authorization": "Bearer join"})
+        assert answer.status_code == 201
+        slaves.append(answer.json)
+    names = [f"p{index}" for index in range(3)]
+    with app.app_context():
+        for name in names:
+            projects.create_project({"name": name, "upstream": f"rsync://m.example.org/{name}", "timeout": 1})
+    failures, statuses, stop = [], [], threading.Event()
+
+    def signed_post(credentials, path, body):
+        raw = json.dumps(body).encode()
+        headers = signature_headers(credentials["name"], credentials["signing_key"], "POST", path, raw,
+                                    now=clock.now().timestamp())
+        return client.post(path, data=raw, headers=dict(headers, **{"Content-Type": "application/json"}))
+
+    def scheduler():
+        try:
+            for round_ in range(8):
+                with app.app_context():
+                    for name in names:
+                        runs.request_sync(projects.get_project(name), "manual")
+                    for run_id in syncs.run_ids_to_execute(len(names)):
+                        syncs.start_upstream_sync(run_id)
+                    distribution.catch_up_slaves()
+                    distribution.expire_overdue_entries()
+        except Exception as error:  # noqa: BLE001 - the test reports it
+            failures.append(repr(error))
+        finally:
+            stop.set()
+
+    def slave(credentials, rng):
+        while not stop.is_set():
+            with app.app_context():
+                run_ids = [run.id for name in names for run in runs.list_runs(projects.get_project(name), limit=3)]
+            for run_id in rng.sample(run_ids, min(len(run_ids), 4)):
+                project = None
+                with app.app_context():
+                    project = runs.get_run(run_id).project.name
+                for state in ("syncing", "success"):
+                    answer = signed_post(credentials, f"/api/v1/slaves/{credentials['name']}/reports",
+                                         {"run_id": run_id, "project": project, "state": state})
+                    statuses.append(answer.status_code)
+                answer = signed_post(credentials, f"/api/v1/slaves/{credentials['name']}/heartbeat",
+                                     {"url": f"http://{credentials['name']}:7000"})
+                statuses.append(answer.status_code)
+
+    threads = [threading.Thread(target=scheduler)] + [
+        threading.Thread(target=slave, args=(credentials, random.Random(index)))
+        for index, credentials in enumerate(slaves)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures, failures
+    assert statuses and max(statuses) < 500, sorted(set(statuses))
+
+
+def test_public_documents_stay_in_step_across_workers_on_postgres(tmp_path, database_url):
+    """Two apps stand for two gunicorn workers: each serves its own build, both follow every change,
+    and concurrent changes each land in the shared generation."""
+    from master import create_app
+    from master.services import projects, runs
+    settings = {"DATA_DIR": str(tmp_path), "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"}
+    first, second = create_app(settings), create_app(settings)
+    with first.app_context():
+        for index in range(6):
+            projects.create_project({"name": f"p{index}", "upstream": f"rsync://mirror.example.org/p{index}"})
+    readers = [first.test_client(), second.test_client()]
+    etags = {reader.get("/jobs").headers["ETag"] for reader in readers}
+    assert len(etags) == 1, "the same build gives the same ETag in every worker"
+    barrier = threading.Barrier(6)
+
+    def trigger(index):
+        with (first if index % 2 else second).app_context():
+            barrier.wait()
+            runs.request_sync(projects.get_project(f"p{index}"), "manual")
+    threads = [threading.Thread(target=trigger, args=(index,)) for index in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for reader in readers:
+        assert {entry["name"]: entry["status"] for entry in reader.get("/api/v1/status").json} == \
+            {f"p{index}": "queued" for index in range(6)}
+    assert len({reader.get("/jobs").headers["ETag"] for reader in readers} | etags) == 2

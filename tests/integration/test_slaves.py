@@ -283,3 +283,42 @@ def test_a_deleted_slave_without_a_join_token_says_once_what_the_admin_must_do(c
         seen = cluster.api.get("/api/v1/slaves/mirror1").json()["last_seen"]
     assert slave.log_text().count(FORGOTTEN) == 1
     assert "mirror2" not in cluster.slave_states()
+
+
+def test_cancelling_a_distributing_run_stops_the_slaves_pull(cluster, tmp_path):
+    import random
+
+    from tests.support.faults import rsync_processes_under, throttled_rsync, wait_gone
+    from tests.support.rsyncd import RsyncDaemon
+
+    cluster.wait_online()
+    old = cluster.slaves["mirror2"]
+    old.stop()
+    slow = throttled_rsync(tmp_path / "bin", 100)
+    slave = cluster.slaves["mirror2"] = start_slave(old.root, "mirror2", cluster.master.url, port=old.port,
+                                                    extra_env={"MIRRORSYNC_RSYNC_BINARY": str(slow)},
+                                                    log_dir=tmp_path / "logs")
+    cluster.wait_online("mirror2")
+    tree = tmp_path / "big-tree"
+    tree.mkdir()
+    (tree / "big.bin").write_bytes(random.Random(4).randbytes(3 * 1024 * 1024))
+    with RsyncDaemon(tmp_path / "big-rsyncd", {"big": tree}) as daemon:
+        assert cluster.api.post("/api/v1/projects", json={"name": "big", "upstream": daemon.url("big")}
+                                ).status_code == 201
+        run = cluster.api.post("/api/v1/projects/big/syncs").json()
+        pids = wait_for(lambda: set(rsync_processes_under(slave.public_dir)), 30,
+                        message="mirror2's slow pull")
+        cancelled = cluster.api.post(f"/api/v1/runs/{run['id']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["state"] == "cancelled"
+        assert by_slave(cancelled.json())["mirror2"]["state"] == "cancelled"
+        wait_gone(pids, 15, what="mirror2's cancelled rsync")
+    path = f"/api/v1/syncs/{run['id']}?project=big"
+
+    def record():
+        return requests.get(slave.url + path, timeout=5, headers=signature_headers(
+            "mirror2", credentials_of(slave)["signing_key"], "GET", path, b"")).json()
+    wait_for(lambda: record()["state"] == "failed", 10, message=lambda: f"mirror2's record to end ({record()})")
+    assert record()["error"] == "cancelled by the master"
+    final = cluster.api.get(f"/api/v1/runs/{run['id']}").json()
+    assert final["state"] == "cancelled" and by_slave(final)["mirror2"]["state"] == "cancelled"

@@ -4,6 +4,7 @@ import base64
 import re
 
 import pytest
+import requests
 
 from tests.integration.conftest import ApiClient
 from tests.integration.test_master_sync import create_project, sync
@@ -79,15 +80,14 @@ def test_the_visitors_page_fits_phone_and_desktop_widths(site, session, tmp_path
 
         for path in ("/projects/debian", f"/runs/{run['id']}", "/"):
             session.open_page(master.url + path, width=width, height=height)
-            if path == "/" and label == "phone":
-                continue  # the operator overview keeps its wide table scrolling inside itself
             scroll_width, viewport = widths(session)
             assert scroll_width <= viewport, f"{path} at {label} {width}px scrolls sideways: {scroll_width}px"
             name = path.strip("/").replace("/", "-") or "index"
             full_screenshot(session, shots / f"{name}-{label}.png")
 
 
-def test_the_search_filters_as_one_types_and_without_script_on_the_server(site, session, chromium, tmp_path):  # noqa: F811
+def test_the_search_filters_as_one_types_and_on_the_server_without_script(
+        site, session, chromium, tmp_path):  # noqa: F811 - the chromium fixture, imported above
     master, _, _ = site
     session.open_page(master.url + "/mirrors", width=400, height=800)
     evaluate(session, """
@@ -113,3 +113,32 @@ def test_the_search_filters_as_one_types_and_without_script_on_the_server(site, 
         assert_png(without.screenshot(tmp_path / "mirrors-search-no-javascript.png"))
     finally:
         without.close()
+
+
+def test_a_slaves_own_page_fits_a_phone_and_names_what_it_holds(master_factory, tmp_path, upstream, session):
+    from tests.support.processes import DEFAULT_JOIN_TOKEN, start_slave, wait_for
+    master = master_factory(tmp_path / "data", extra_env={"MIRRORSYNC_JOIN_TOKEN": DEFAULT_JOIN_TOKEN})
+    api = ApiClient(master.url, master.admin_token)
+    slave = start_slave(tmp_path / "mirror1", "mirror1", master.url, log_dir=tmp_path / "logs",
+                        extra_env={"MIRRORSYNC_STATUS_PAGE": "true",
+                                   "MIRRORSYNC_PUBLIC_NAME": "mirror1.example.org"})
+    try:
+        wait_for(lambda: any(s["name"] == "mirror1" and s["state"] == "online"
+                             for s in api.get("/api/v1/slaves").json()), 20, message="mirror1 online")
+        create_project(api, "debian-with-a-long-name-for-phones", upstream.url)
+        assert sync(api, master, "debian-with-a-long-name-for-phones")["state"] == "success"
+        for label, (width, height) in WIDTHS.items():
+            session.open_page(slave.url + "/", width=width, height=height)
+            scroll_width, viewport = widths(session)
+            assert scroll_width <= viewport, f"the slave's page at {width}px scrolls sideways: {scroll_width}px"
+            html = session.outer_html()
+            assert "<h1>mirror1.example.org</h1>" in html
+            assert '<span class="badge state-success">success</span>' in html
+            assert "rsync://" not in html and str(master.data_dir) not in html
+            full_screenshot(session, tmp_path / f"slave-{label}.png")
+        jobs = requests.get(slave.url + "/jobs", timeout=10).json()
+        assert [(job["name"], job["status"], job["is_master"]) for job in jobs] == [
+            ("debian-with-a-long-name-for-phones", "success", False)]
+    finally:
+        slave.stop()
+        api.close()

@@ -22,8 +22,8 @@ class ScriptedHandler(http.server.BaseHTTPRequestHandler):
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
-            if "Content-Length" not in headers:
-                self.send_header("Connection", "close")
+            # One answer per connection: a client never reuses one this server is closing.
+            self.send_header("Connection", "close")
             self.end_headers()
             for chunk in chunks:
                 self.wfile.write(chunk)

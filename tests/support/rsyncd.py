@@ -38,7 +38,8 @@ class RsyncDaemonError(RuntimeError):
 class RsyncDaemon:
     """One rsync daemon serving ``modules`` (name -> path) on 127.0.0.1."""
 
-    def __init__(self, root_dir, modules, users=None, read_only=True, binary="rsync", port=None):
+    def __init__(self, root_dir, modules, users=None, read_only=True, binary="rsync", port=None,
+                 transfer_logging=False):
         if not modules:
             raise ValueError("an rsync daemon needs at least one module")
         self.root_dir = os.path.abspath(os.fspath(root_dir))
@@ -46,6 +47,7 @@ class RsyncDaemon:
         self.users = dict(users or {})
         self.read_only = read_only
         self.binary = binary
+        self.transfer_logging = transfer_logging
         self.fixed_port = port
         self.port = None
         self.process = None
@@ -66,6 +68,11 @@ class RsyncDaemon:
             raise RuntimeError("the rsync daemon is not running")
         userinfo = f"{user}@" if user else ""
         return f"rsync://{userinfo}{LOOPBACK}:{self.port}/{module}/"
+
+    def sent_files(self, since=0):
+        """Paths the daemon served (with ``transfer_logging``), from log offset ``since``."""
+        return [line.split(" send ", 1)[1].rsplit(" ", 1)[0] for line in self.read_log()[since:].splitlines()
+                if " send " in line]
 
     def read_log(self):
         """The daemon's log so far ('' if it has none yet)."""
@@ -162,6 +169,9 @@ class RsyncDaemon:
             "reverse lookup = no",
             f"read only = {'yes' if self.read_only else 'no'}",
         ]
+        if self.transfer_logging:
+            # One "send <path> <bytes>" line per file served, for tests that count what was fetched.
+            lines += ["transfer logging = yes", 'log format = send %f %l']
         for name, path in self.modules.items():
             lines += ["", f"[{name}]", f"path = {path}"]
             if self.users:

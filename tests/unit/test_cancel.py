@@ -9,7 +9,8 @@ from master.executor import Executor
 from tests.conftest import ADMIN_TOKEN
 from tests.support.api_errors import assert_error_shape
 from tests.support.fakes import FakeRsyncRunner, FakeSlaveClient
-from tests.unit.test_distribution import enroll, get_run, pull, report
+from master.services import distribution
+from tests.unit.test_distribution import enroll, get_run, heartbeat, pull, report
 
 
 def wait_until(condition, timeout=10.0, what="the condition"):
@@ -93,6 +94,11 @@ def test_cancelling_a_distributing_run_cancels_its_parts_and_tells_the_slaves(
     assert {s["slave"]: s["state"] for s in run["slaves"]}["one"] == "cancelled"
     feed = client.get("/api/v1/status").json[0]["slaves"]
     assert feed["one"]["state"] == "fresh" and feed["two"]["state"] == "stale"
+    # Catch-up does not send the tree of a cancelled fan-out after all.
+    clock.advance(4 * app.config["CATCHUP_INTERVAL"] + 1)
+    heartbeat(client, two, clock)
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 0
 
 
 def test_a_finished_or_unknown_run_cannot_be_cancelled(app, client, admin, make_project):

@@ -30,6 +30,12 @@ def test_environment_overrides_defaults_and_overrides_win():
     ("MASTER_URL", "ftp://x", "MASTER_URL must be"),
     ("CA_BUNDLE", "/no/such/ca.pem", "CA_BUNDLE must name a readable file"),
     ("TLS_CERT_FILE", __file__, "TLS_CERT_FILE and TLS_KEY_FILE must be set together"),
+    ("MIRROR_NAME", "mirror/../x", "MIRROR_NAME must be a host name"),
+    ("MIRROR_NAME", "master", "MIRROR_NAME must not be 'master'"),
+    ("HOOKS_DIR", "/no/such/hooks", "HOOKS_DIR must name an existing directory"),
+    ("SYNC_SCRIPTS_DIR", "/no/such/scripts", "SYNC_SCRIPTS_DIR must name an existing directory"),
+    ("HOOK_TIMEOUT", "0", "HOOK_TIMEOUT must be between"),
+    ("TRACE_SPONSOR", "a\nb", "TRACE_SPONSOR must be one line"),
 ])
 def test_a_bad_setting_names_itself(name, value, words):
     with pytest.raises(ConfigError, match=words):
@@ -69,3 +75,26 @@ def test_site_settings_are_optional_and_checked():
 def test_a_bad_site_setting_names_itself(name, value):
     with pytest.raises(ConfigError, match=name):
         load_settings("master", environ={f"MIRRORSYNC_{name}": value})
+
+
+@pytest.mark.parametrize("role", ["master", "slave"])
+def test_an_rsync_older_than_3_1_stops_the_start_with_one_line(tmp_path, role):
+    old = tmp_path / "old-rsync"
+    old.write_text("#!/bin/sh\necho 'rsync  version 3.0.9  protocol version 30'\n")
+    old.chmod(0o755)
+    settings = {"RSYNC_BINARY": str(old), "LOG_LEVEL": "WARNING", "JOIN_TOKEN": "j"}
+    if role == "master":
+        from master import create_app
+        settings["DATA_DIR"] = str(tmp_path / "data")
+    else:
+        from slave import create_app
+        settings.update(STATE_DIR=str(tmp_path / "state"), PUBLIC_DIR=str(tmp_path / "public"),
+                        START_BACKGROUND=False, SLAVE_NAME="m1")
+    with pytest.raises(ConfigError) as refused:
+        create_app(settings)
+    assert str(refused.value) == (f"RSYNC_BINARY: {old} is rsync 3.0.9; mirror-sync needs rsync 3.1 or later")
+
+
+def test_the_installed_rsync_is_new_enough():
+    from common.rsync import MINIMUM_VERSION, rsync_version
+    assert rsync_version("rsync")[:2] >= MINIMUM_VERSION

@@ -105,3 +105,11 @@ def test_a_hostile_slave_fails_its_part_and_the_run_and_a_restart_go_on(app, cli
             db.session.commit()
         Executor(app).recover()  # resend_unsent_orders at start: it must not raise
         assert get_run(client, admin, run_id)["state"] == "failed"
+
+
+@pytest.mark.parametrize("script", [json_answer(500, "[1]"), json_answer(307, "{}", {"Location": "http://127.0.0.1:9/"}),
+                                    endless(400)])
+def test_a_hostile_answer_to_a_cancel_fails_that_part_and_never_raises(script):
+    with scripted_server(script) as slave:
+        outcome = SlaveClient(timeout=2.0).send_cancel(OrderTarget("evil", slave.url, "key"), 7, "debian")
+    assert (outcome.state, outcome.accepted) == ("failed", False) and len(outcome.error) < 300

@@ -825,3 +825,18 @@ def test_add_and_edit_set_the_visitor_fields(mirrorctl, fake):
 
     mirrorctl("projects", "edit", "debian", "--public-path", "/debian")
     assert fake.last("PATCH")["json"] == {"public_path": "/debian"}
+
+
+def test_slaves_edit_sets_and_clears_the_public_url(mirrorctl, fake):
+    slave = {"name": "m1", "url": "http://m1:7000", "enabled": True, "state": "online",
+             "public_url": "https://m1.example.org"}
+    fake.on_json("PATCH", "/slaves/m1", slave)
+
+    result = mirrorctl("slaves", "edit", "m1", "--public-url", "https://m1.example.org")
+    assert result.exit_code == 0, result.output
+    assert fake.last()["json"] == {"public_url": "https://m1.example.org"}
+    assert "public url:" in result.stdout and "https://m1.example.org" in result.stdout
+
+    mirrorctl("slaves", "edit", "m1", "--no-public-url")
+    assert fake.last()["json"] == {"public_url": None}
+    assert mirrorctl("slaves", "edit", "m1").exit_code == 2

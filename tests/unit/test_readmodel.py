@@ -141,3 +141,47 @@ def statements_of_authorized(app, client, path, headers):
     finally:
         sa.event.remove(engine, "before_cursor_execute", listener)
     return seen
+
+
+def test_the_front_page_folds_slave_columns_past_twelve_slaves(app, client):
+    from master.services.pages import FOLD_SLAVES_AT
+    fill(app, 3, 100)
+    body = client.get("/").get_data(as_text=True)
+    assert 'data-slave="' not in body, "no column per slave at 100 slaves"
+    assert "Slaves (100)" in body
+    row = body[body.index('id="project-p000"'):body.index('id="project-p001"')]
+    assert "50 stale" in row and "50 failed" in row and "s000 (failed)" in row and "and 90 more" in row
+    assert len(body) < 40_000, "a few hundred bytes per project, not per project x slave"
+    assert FOLD_SLAVES_AT < 100
+
+
+def test_mirrorz_json_follows_mirrorzs_rules(app, client, admin, make_project, fake_rsync):
+    import re
+    fake_rsync.exit_codes = [0, 23]
+    assert client.get("/mirrorz.json").status_code == 404, "who the site is must be set first"
+    assert "SITE_URL" in client.get("/mirrorz.json").json["message"]
+    app.config.update(SITE_URL="https://mirror.example.edu", SITE_ABBR="EXAMPLE", SITE_NAME="Example Mirror")
+    make_project("ok", schedule="0 * * * *")
+    make_project("broken", retries=0)
+    make_project("off", enabled=False)
+    make_project("waiting")
+    from tests.unit.test_feeds import pull
+    pull(app, client, admin, "ok")
+    pull(app, client, admin, "broken")
+    client.post("/api/v1/projects/waiting/syncs", headers=admin)
+    response = client.get("/mirrorz.json")
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    document = response.json
+    assert document["version"] == 1.7 and document["info"] == []
+    site = document["site"]
+    assert site == {"url": "https://mirror.example.edu", "abbr": "EXAMPLE", "name": "Example Mirror"}
+    assert not site["url"].endswith("/")
+    token = r"[SDYFPCRU]\d*"
+    for mirror in document["mirrors"]:
+        assert {"cname", "url", "status"} <= set(mirror)
+        assert mirror["url"].startswith("/") or mirror["url"].startswith("http")
+        assert re.fullmatch(rf"{token}(?:[XNO]\d+)*", mirror["status"]), mirror["status"]
+    status = {mirror["cname"]: mirror["status"] for mirror in document["mirrors"]}
+    assert re.fullmatch(r"S\d+X\d+", status["ok"])
+    assert re.fullmatch(r"F\d+", status["broken"]), "failed, never a full success: no O"
+    assert status["off"] == "P" and status["waiting"] == "D"

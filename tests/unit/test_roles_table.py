@@ -21,6 +21,7 @@ TABLE = [
     ("GET", "/mirrorz.json", None, {ANON: 404, READER: 404, ADMIN: 404}),
     ("GET", "/api/v1/openapi.json", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/", None, {ANON: 200, READER: 200, ADMIN: 200}),
+    ("GET", "/mirrors", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/projects/debian", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/runs/{run}", None, {ANON: 200, READER: 200, ADMIN: 200}),
     ("GET", "/mirrors", None, {ANON: 200, READER: 200, ADMIN: 200}),

@@ -123,3 +123,36 @@ def test_a_burst_of_timers_is_queued_in_one_batch(app, client, admin, make_proje
     inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO RUNS")]
     assert len(inserts) == 1, f"{len(inserts)} INSERT statements for {len(names)} runs"
     assert len(statements) < 20
+
+
+def test_timers_fire_on_time_after_the_wall_clock_steps_back(app, monkeypatch):
+    import datetime as dt
+    import threading
+    import time
+
+    import apscheduler.executors.base
+    import apscheduler.schedulers.base
+    import apscheduler.triggers.interval
+
+    behind = [0.0]   # how far the (fake) wall clock is behind the real one
+
+    class SteppedDatetime(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime.now(tz) - dt.timedelta(seconds=behind[0])
+    for module in (apscheduler.schedulers.base, apscheduler.executors.base, apscheduler.triggers.interval):
+        monkeypatch.setattr(module, "datetime", SteppedDatetime)
+    keeper = ScheduleKeeper(app, wall=lambda: time.time() - behind[0])
+    keeper.clock_watch.interval = 0.05
+    fired = threading.Event()
+    keeper.start()
+    try:
+        keeper.scheduler.add_job(fired.set, "interval", seconds=1, id="tick")
+        assert fired.wait(5), "the timer works before the step"
+        fired.clear()
+        behind[0] = 240.0   # the wall clock steps back four minutes
+        assert fired.wait(5), "a 1 s timer must not wait out the four minutes"
+        fired.clear()
+        assert fired.wait(5), "and it goes on every second"
+    finally:
+        keeper.stop()

@@ -16,6 +16,7 @@ from flask import Flask, jsonify, request
 from marshmallow import ValidationError
 from werkzeug.serving import make_server
 
+from common import enrollment
 from common.errors import ConfigError
 from common.signing import SignatureError, verify_signature
 from common.wire import heartbeat_schema, report_schema
@@ -38,6 +39,7 @@ class FakeMaster:
         self.register_status = 201
         self.report_status = 200
         self.registrations, self.heartbeats, self.reports = [], [], []
+        self.wire = []  # the enrollment as an observer on the network sees it
         self.issued = {"name": NAME, "signing_key": "issued-signing-key", "rsync_user": "ms-mirror1",
                        "rsync_password": "issued-rsync-password"}
         self._nonces = set()
@@ -59,14 +61,26 @@ class FakeMaster:
         return jsonify(error="refused", message=message, fields={}), status
 
     def _register(self):
-        if request.headers.get("Authorization") != f"Bearer {self.join_token}":
+        body = request.get_json()
+        assert "Authorization" not in request.headers, "the join token crossed the network"
+        try:
+            enrollment.check_proof(self.join_token, body["name"], body["url"], body["public_key"],
+                                   body["timestamp"], body["nonce"], body["proof"], time.time(), 300)
+        except (KeyError, enrollment.EnrollmentError):
             return self._error(403, "The join token is not valid.")
         if self.register_status == 409:
             return self._error(409, f"A slave named {NAME!r} is already enrolled; delete it first.")
         if self.register_status != 201:
             return self._error(self.register_status, "Try later.")
-        self.registrations.append(request.get_json())
-        return jsonify(dict(self.issued, enabled=True)), 201
+        self.registrations.append({"name": body["name"], "url": body["url"]})
+        public_key, self.issued["signing_key"], sealed = enrollment.master_exchange(
+            self.join_token, body["name"], body["url"], body["public_key"], self.issued["rsync_user"],
+            self.issued["rsync_password"])
+        self.wire.append(request.get_data(as_text=True))
+        answer = {"name": NAME, "rsync_user": self.issued["rsync_user"], "public_key": public_key,
+                  "sealed_rsync_password": sealed, "enabled": True}
+        self.wire.append(json.dumps(answer))
+        return jsonify(answer), 201
 
     def _verify(self, name):
         def secret_for(key_id):
@@ -163,8 +177,10 @@ def test_first_start_registers_and_keeps_the_identity_private(tmp_path, master, 
     assert os.stat(path).st_mode & 0o777 == 0o600
     assert os.stat(tmp_path / "state").st_mode & 0o777 == 0o700
     stored = json.loads(path.read_text())
-    assert stored == {"name": NAME, "signing_key": "issued-signing-key", "rsync_user": "ms-mirror1",
+    assert stored == {"name": NAME, "signing_key": master.issued["signing_key"], "rsync_user": "ms-mirror1",
                       "rsync_password": "issued-rsync-password", "master_url": master.url}
+    for secret in (JOIN_TOKEN, stored["signing_key"], stored["rsync_password"]):
+        assert not any(secret in seen for seen in master.wire), "a secret crossed the network in clear"
     assert credentials.name == NAME
     assert app.test_client().get("/healthz").json["enrolled"] is True
 
@@ -432,3 +448,17 @@ def _healthz(port):
         return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()
     except (requests.RequestException, ValueError):
         return None
+
+
+def test_an_identity_replaced_by_another_process_is_read_again(tmp_path):
+    from slave.credentials import Credentials
+    first = Credentials(name=NAME, signing_key="old-key", rsync_user="ms-mirror1", rsync_password="p1",
+                        master_url="http://m:5000")
+    worker_a, worker_b = CredentialStore(str(tmp_path)), CredentialStore(str(tmp_path))
+    worker_a.save(first)
+    assert worker_b.load().signing_key == "old-key"
+    worker_a.forget(first)
+    assert worker_b.load() is None
+    assert (tmp_path / "credentials.json.forgotten").exists()
+    worker_a.save(Credentials(**dict(first.__dict__, signing_key="new-key")))
+    assert worker_b.load().signing_key == "new-key", "a worker must not keep verifying with the old key"

@@ -39,6 +39,7 @@ def test_the_page_and_jobs_show_what_this_slave_holds_and_no_error_text(make_sla
     assert '<span class="badge state-failed">failed</span>' in html
     assert '<time datetime="2026-01-01T00:00:00Z">2026-01-01 00:00 UTC</time>' in html
     assert "old-project" in html and "1.2 KiB" in html
+    assert "<h1>mirror1</h1>" in html  # PUBLIC_NAME, which defaults to SLAVE_NAME
     for private in ("auth failed", "ms-mirror1", "master.example.org", "8730", "rsync://"):
         assert private not in html
     assert "script-src" not in page.headers["Content-Security-Policy"]
@@ -101,3 +102,8 @@ def test_the_board_rebuilds_when_a_record_changes(tmp_path):
     record.update(state="success", finished_at=start.isoformat())
     records.save(record)
     assert [holding.status for holding in board.holdings()] == ["success"]
+
+
+def test_the_page_is_titled_with_the_public_name(make_slave):
+    client = make_slave(STATUS_PAGE=True, PUBLIC_NAME="mirror.example.org").test_client()
+    assert "<h1>mirror.example.org</h1>" in client.get("/").get_data(as_text=True)

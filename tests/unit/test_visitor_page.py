@@ -115,3 +115,32 @@ def test_a_queued_run_keeps_the_state_before_it(site, client, admin):
     body = client.get("/mirrors").get_data(as_text=True)
     assert "state-success" in row(body, "debian")[1]
     assert "state-failed" in row(body, "arch")[1]
+
+
+def test_without_a_site_url_each_slaves_public_url_carries_the_links(site, client, admin):
+    from tests.unit.test_distribution import enroll
+    for name in ("mirror1", "mirror2", "hidden"):
+        enroll(client, name)
+    for name, url in (("mirror1", "https://mirror1.example.org/"), ("mirror2", "http://mirror2.example.org:8080")):
+        answer = client.patch(f"/api/v1/slaves/{name}", json={"public_url": url}, headers=admin)
+        assert answer.status_code == 200 and answer.json["public_url"] == url
+    body = client.get("/mirrors").get_data(as_text=True)
+    _, debian = row(body, "debian")
+    assert '<a class="files" href="https://mirror1.example.org/debian/">debian</a>' in debian
+    assert ('on <a href="https://mirror1.example.org/debian/">mirror1</a> · '
+            '<a href="http://mirror2.example.org:8080/debian/">mirror2</a>') in debian
+    assert "hidden" not in debian
+
+    client.patch("/api/v1/slaves/mirror2", json={"enabled": False}, headers=admin)
+    _, debian = row(client.get("/mirrors").get_data(as_text=True), "debian")
+    assert "mirror2" not in debian and 'class="hosts' not in debian, "one host: the name's link says it all"
+
+
+@pytest.mark.parametrize("url", ["ftp://mirror1.example.org", "https://user@mirror1.example.org",
+                                 "https://mirror1.example.org/?x=1", "javascript:alert(1)", "//mirror1", 5])
+def test_a_bad_slave_public_url_is_refused_and_named(client, admin, url):
+    from tests.support.api_errors import assert_error_shape
+    from tests.unit.test_distribution import enroll
+    enroll(client, "mirror1")
+    assert_error_shape(client.patch("/api/v1/slaves/mirror1", json={"public_url": url}, headers=admin),
+                       field="public_url")

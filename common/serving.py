@@ -1,0 +1,136 @@
+"""The built-in HTTP(S) server of ``python -m master`` and ``python -m slave``, safe against slow clients.
+
+werkzeug's threaded server gives every connection a thread for as long as the
+client likes, so idle or half-sent requests (slowloris) stop the API. Here:
+
+- a request's head (TLS handshake, request line and headers) must arrive
+  within ``head_timeout`` seconds, or the connection is closed;
+- every read waits at most ``idle_timeout`` seconds (a body that stalls, a
+  keep-alive connection that idles);
+- at most ``max_connections`` connections are open at once; when they all are,
+  the oldest one still waiting for its head is closed to make room (idle and
+  half-sent connections never starve a client that sends its request), and
+  only when every connection is busy with a real request is a new one refused.
+"""
+
+import logging
+import socket
+import threading
+import time
+
+from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, load_ssl_context
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 256
+HEAD_TIMEOUT = 10.0
+IDLE_TIMEOUT = 30.0
+_WATCH_INTERVAL = 0.25
+
+
+class _GuardedHandler(WSGIRequestHandler):
+    def setup(self):
+        self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the socket
+        super().setup()
+
+    def handle(self):
+        try:
+            if hasattr(self.connection, "do_handshake"):
+                self.connection.do_handshake()
+        except OSError:
+            return  # a TLS client that never finished its handshake, or the watchdog closed it
+        super().handle()
+
+    def handle_one_request(self):
+        self.server.waiting_for_head(self.connection)
+        super().handle_one_request()
+
+    def parse_request(self):
+        parsed = super().parse_request()
+        self.server.head_received(self.connection)
+        return parsed
+
+    def log_request(self, *args, **kwargs):
+        pass  # one line per request floods the log; errors are still logged
+
+
+class GuardedWSGIServer(ThreadedWSGIServer):
+    daemon_threads = True
+
+    def __init__(self, host, port, app, ssl_context=None, max_connections=MAX_CONNECTIONS,
+                 head_timeout=HEAD_TIMEOUT, idle_timeout=IDLE_TIMEOUT):
+        super().__init__(host, port, app, handler=_GuardedHandler)
+        # The TLS handshake happens in the connection's own thread, under the head deadline,
+        # never in the accepting thread (werkzeug's own wrapping would block it there).
+        self.ssl_context = load_ssl_context(*ssl_context) if isinstance(ssl_context, tuple) else ssl_context
+        self.max_connections = max_connections
+        self.head_timeout = head_timeout
+        self.idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._open = set()
+        self._head_deadlines = {}  # connection -> monotonic deadline, while its head is awaited
+        self._stopping = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="api-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def get_request(self):
+        connection, address = self.socket.accept()
+        if self.ssl_context is not None:
+            connection = self.ssl_context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return connection, address
+
+    def verify_request(self, request, client_address):
+        with self._lock:
+            if len(self._open) >= self.max_connections:
+                victim = min(self._head_deadlines, key=self._head_deadlines.get, default=None)
+                if victim is None:
+                    log.warning("API: %d connections busy with requests; refusing one from %s",
+                                len(self._open), client_address[0])
+                    return False
+                self._drop(victim)
+            self._open.add(request)
+            self._head_deadlines[request] = time.monotonic() + self.head_timeout
+        return True
+
+    def waiting_for_head(self, connection):
+        with self._lock:
+            if connection in self._open:
+                self._head_deadlines[connection] = time.monotonic() + self.head_timeout
+
+    def head_received(self, connection):
+        with self._lock:
+            self._head_deadlines.pop(connection, None)
+
+    def shutdown_request(self, request):
+        with self._lock:
+            self._open.discard(request)
+            self._head_deadlines.pop(request, None)
+        super().shutdown_request(request)
+
+    def _drop(self, connection):
+        """Close a connection from another thread; its handler then ends. Call with the lock held."""
+        self._head_deadlines.pop(connection, None)
+        self._open.discard(connection)
+        try:
+            connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _watch(self):
+        while not self._stopping.wait(_WATCH_INTERVAL):
+            now = time.monotonic()
+            with self._lock:
+                for connection in [c for c, deadline in self._head_deadlines.items() if deadline <= now]:
+                    self._drop(connection)
+
+    def server_close(self):
+        self._stopping.set()
+        super().server_close()
+
+
+def make_guarded_server(host, port, app, ssl_context=None, **limits):
+    """The API server for ``app`` on host:port; ``ssl_context`` is a (cert, key) pair or None.
+
+    Raises OSError when the address cannot be bound.
+    """
+    return GuardedWSGIServer(host, port, app, ssl_context=ssl_context, **limits)

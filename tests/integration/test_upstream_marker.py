@@ -1,0 +1,71 @@
+"""upstream_marker with a real rsync daemon that logs every file it serves: an unchanged upstream costs one file."""
+
+import os
+
+import pytest
+
+from tests.support.processes import wait_run_finished
+from tests.support.rsyncd import RsyncDaemon
+
+MTIME = 1_700_000_000
+
+
+def write(root, relpath, text, mtime):
+    path = os.path.join(root, relpath)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as stream:
+        stream.write(text)
+    os.utime(path, (mtime, mtime))
+
+
+@pytest.fixture
+def arch(tmp_path):
+    """An Arch-style tier-1 tree: lastupdate, lastsync and a few packages."""
+    tree = tmp_path / "archlinux"
+    write(tree, "lastupdate", "1700000000\n", MTIME)
+    write(tree, "lastsync", "1700000000\n", MTIME)
+    for number in range(20):
+        write(tree, f"core/os/x86_64/pkg{number}-1-x86_64.pkg.tar.zst", f"package {number}\n" * 100, MTIME)
+    with RsyncDaemon(tmp_path / "rsyncd", {"archlinux": tree}, transfer_logging=True) as daemon:
+        yield tree, daemon
+
+
+def sync(api, master):
+    response = api.post("/api/v1/projects/archlinux/syncs")
+    assert response.status_code == 202, response.text
+    return wait_run_finished(master.url, master.admin_token, response.json()["id"], timeout=30)
+
+
+def test_an_unchanged_lastupdate_skips_the_pull_and_copies_only_lastsync(api, master, arch):
+    tree, daemon = arch
+    created = api.post("/api/v1/projects", json={"name": "archlinux", "upstream": daemon.url("archlinux"),
+                                                 "upstream_marker": "lastupdate"})
+    assert created.status_code == 201, created.text
+    first = sync(api, master)
+    assert first["state"] == "success" and first["skipped"] is False
+    assert len(daemon.sent_files()) >= 22, "the first pull takes everything"
+    local = master.data_dir / "archlinux"
+
+    # Tier 0 rewrites lastsync every minute; the packages and lastupdate stay as they were.
+    write(tree, "lastsync", "1700000600\n", MTIME + 600)
+    offset = len(daemon.read_log())
+    skipped = sync(api, master)
+    assert skipped["state"] == "success" and skipped["skipped"] is True, skipped
+    served = daemon.sent_files(offset)
+    assert sorted(os.path.basename(path) for path in served) == ["lastsync", "lastupdate"], served
+    assert (local / "lastsync").read_text() == "1700000600\n", "lastsync is copied as received, in any case"
+    assert skipped["slaves"] == []
+    assert skipped["stats"]["bytes_received"] is None
+    log = api.get(f"/api/v1/runs/{skipped['id']}/log").text
+    assert "lastupdate is unchanged since the last good pull: skipped (copied lastsync)" in log
+
+    # A new package database: lastupdate changes and the full pull runs again.
+    write(tree, "core/os/x86_64/pkg99-1-x86_64.pkg.tar.zst", "new package\n", MTIME + 900)
+    write(tree, "lastupdate", "1700000900\n", MTIME + 900)
+    offset = len(daemon.read_log())
+    full = sync(api, master)
+    assert full["state"] == "success" and full["skipped"] is False
+    assert (local / "core/os/x86_64/pkg99-1-x86_64.pkg.tar.zst").exists()
+    assert any(path.endswith("pkg99-1-x86_64.pkg.tar.zst") for path in daemon.sent_files(offset))
+    project = api.get("/api/v1/projects/archlinux").json()
+    assert project["status"] == "success"

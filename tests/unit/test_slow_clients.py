@@ -1,0 +1,117 @@
+"""The built-in server keeps answering while slow clients hold connections (slowloris)."""
+
+import contextlib
+import socket
+import ssl
+import threading
+import time
+
+import pytest
+import requests
+from flask import Flask
+
+from common.serving import make_guarded_server
+from tests.support.tls import CertificateAuthority
+
+
+def tiny_app():
+    app = Flask("tiny")
+    app.add_url_rule("/ping", "ping", lambda: "pong")
+    app.add_url_rule("/echo", "echo", lambda: "ok", methods=["POST"])
+    return app
+
+
+@contextlib.contextmanager
+def serving(ssl_context=None, **limits):
+    server = make_guarded_server("127.0.0.1", 0, tiny_app(), ssl_context=ssl_context, **limits)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server, server.socket.getsockname()[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def half_sent(port, count, data=b"GET /ping HTTP/1.1\r\nHost: x\r\n"):
+    held = []
+    for _ in range(count):
+        connection = socket.create_connection(("127.0.0.1", port))
+        if data:
+            connection.sendall(data)
+        held.append(connection)
+    return held
+
+
+def test_the_api_answers_while_more_idle_half_sent_connections_are_held_than_it_serves_at_once():
+    with serving(max_connections=32, head_timeout=30) as (_, port):
+        held = half_sent(port, 100) + half_sent(port, 50, data=b"")
+        try:
+            started = time.monotonic()
+            for _ in range(5):
+                assert requests.get(f"http://127.0.0.1:{port}/ping", timeout=5).text == "pong"
+            assert time.monotonic() - started < 5
+        finally:
+            for connection in held:
+                connection.close()
+
+
+def test_a_request_head_that_does_not_arrive_in_time_is_closed():
+    with serving(head_timeout=0.5) as (_, port):
+        [slow] = half_sent(port, 1)
+        slow.settimeout(10)
+        started = time.monotonic()
+        assert slow.recv(100) == b"", "the server must close the half-sent request"
+        assert time.monotonic() - started < 5
+        slow.close()
+
+
+def test_a_stalled_body_is_closed_after_the_idle_timeout():
+    with serving(idle_timeout=0.5) as (_, port):
+        [slow] = half_sent(port, 1, data=b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        slow.settimeout(10)
+        started = time.monotonic()
+        while slow.recv(4096):  # the 500 or 400 werkzeug answers, then the close
+            pass
+        assert time.monotonic() - started < 5
+        slow.close()
+
+
+def test_a_tls_client_that_never_finishes_its_handshake_blocks_nobody(tmp_path):
+    authority = CertificateAuthority(tmp_path / "ca", "ca")
+    cert, key = authority.issue("server")
+    with serving(ssl_context=(str(cert), str(key)), head_timeout=30) as (_, port):
+        held = half_sent(port, 20, data=b"")  # TCP connected, no ClientHello
+        try:
+            context = ssl.create_default_context(cafile=str(authority.cert))
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(b"GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    assert b"pong" in tls.recv(4096) + tls.recv(4096)
+        finally:
+            for connection in held:
+                connection.close()
+
+
+@pytest.mark.parametrize("busy", [4])
+def test_when_every_connection_is_busy_with_a_request_a_new_one_is_refused_not_queued_forever(busy):
+    release = threading.Event()
+    app = Flask("busy")
+    app.get("/slow")(lambda: (release.wait(10), "done")[1])
+    server = make_guarded_server("127.0.0.1", 0, app, max_connections=busy)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    port = server.socket.getsockname()[1]
+    try:
+        workers = [threading.Thread(target=requests.get, args=(f"http://127.0.0.1:{port}/slow",),
+                                    kwargs={"timeout": 10}) for _ in range(busy)]
+        for worker in workers:
+            worker.start()
+        deadline = time.monotonic() + 5
+        while len(server._open) < busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/slow", timeout=5)
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
