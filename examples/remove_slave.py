@@ -12,7 +12,8 @@ def main(argv=None):
     parser.add_argument("name", help="slave name, as examples/list_slaves.py shows it")
     args = parser.parse_args(argv)
     MirrorSyncClient().delete_slave(args.name)
-    print(f"removed slave {args.name}: its key no longer works")
+    print(f"removed slave {args.name}: its key no longer works (a slave still running with the join token "
+          "enrolls again: stop it first, or rotate JOIN_TOKEN)")
 
 
 if __name__ == "__main__":

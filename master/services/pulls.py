@@ -97,7 +97,6 @@ def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_pro
         spec = method_spec(project, run.id)
     except ValueError as error:
         return PullOutcome(_failed(f"command: {error}"))
-    spec = dataclasses.replace(spec, options=(*options, *spec.options))
     fetched = None
     if project.upstream_marker and project.method != COMMAND:
         fetched = fetch_marker(spec, runners(), project.upstream_marker,
@@ -105,6 +104,8 @@ def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_pro
                                log_path, cancel)
         if _unchanged(project, fetched):
             return _skip(project, fetched, current or destination, log_path)
+    # The snapshot's options (--link-dest) are for the pull itself; the marker is fetched plainly.
+    spec = dataclasses.replace(spec, options=(*options, *spec.options))
     result = method_for(spec, runners()).run(destination, log_path, cancel=cancel, on_spawn=on_spawn,
                                              on_progress=on_progress)
     warnings = []

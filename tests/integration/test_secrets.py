@@ -135,7 +135,8 @@ def test_no_secret_in_command_lines_responses_or_logs_and_secret_files_are_priva
     assert all(len(secret) >= 8 for secret in secrets.values()), secrets.keys()
 
     # (a) command lines, scanned over and over while the master's and the slaves' rsyncs run
-    scanner = CmdlineScanner({"master": str(master.data_dir / "private"),
+    # The master pulls into a new snapshot of the project (master/snapshots.py).
+    scanner = CmdlineScanner({"master": str(master.data_dir / ".snapshots" / "private"),
                               **{name: str(slave.public_dir) for name, slave in slaves.items()}})
     scanner.start()
     try:

@@ -19,7 +19,8 @@ def fill(app, project_count, slave_count):
     with app.app_context():
         made = [projects.create_project({"name": f"p{index:03d}", "upstream": f"rsync://m.example.org/p{index}",
                                          "schedule": "0 * * * *"}) for index in range(project_count)]
-        enrolled = [slaves.register_slave(JOIN_TOKEN, f"s{index:03d}", f"http://s{index}:7000")[0]
+        enrolled = [slaves.register_slave(f"s{index:03d}", f"http://s{index}:7000", join_token=JOIN_TOKEN,
+                                           channel_private=True)[0]
                     for index in range(slave_count)]
         for project in made:
             for slave in enrolled[::2]:
@@ -73,7 +74,7 @@ def test_a_new_slave_or_a_deleted_project_rebuilds_every_entry(app, client, admi
     client.get("/api/v1/status")
     before = builds(app)
     with app.app_context():
-        slaves.register_slave(JOIN_TOKEN, "late", "http://late:7000")
+        slaves.register_slave("late", "http://late:7000", join_token=JOIN_TOKEN, channel_private=True)
     assert all("late" in entry["slaves"] for entry in client.get("/api/v1/status").json)
     assert builds(app) == before + 5
     client.delete("/api/v1/projects/p002", headers=admin)
