@@ -231,25 +231,33 @@ def record_slave_report(slave, report):
             db.session.commit()
         return True
     stamp = now()
+    # Each move below is a compare-and-set on the state just read: a cancel (or a timeout) that
+    # lands in between is never overwritten; the report is then judged again against it.
     if report["state"] == SlaveRunState.SYNCING.value:
         if entry.state in (SlaveRunState.PENDING.value, SlaveRunState.DISPATCHED.value):
-            entry.state = SlaveRunState.SYNCING.value
-            entry.started_at = report["started_at"] or stamp
+            moved = db.session.execute(sa.update(SlaveRun).where(
+                SlaveRun.id == entry.id, SlaveRun.state == entry.state).values(
+                state=SlaveRunState.SYNCING.value, started_at=report["started_at"] or stamp)).rowcount
+            if moved != 1:
+                db.session.rollback()
+                return record_slave_report(slave, report)
             readmodel.note_changed([run.project_id])
         slaves_service.keep_parts_alive(slave, stamp)
         db.session.commit()
         return True
-    entry.state = report["state"]
-    entry.started_at = report["started_at"] or entry.started_at
-    entry.finished_at = report["finished_at"] or stamp
-    entry.exit_code = report["exit_code"]
-    entry.error = report["error"]
-    entry.stats = report["stats"]
-    entry.digest = report.get("digest")
-    mismatch = _digest_mismatch(run, entry.digest) if entry.state == SlaveRunState.SUCCESS.value else None
+    values = dict(state=report["state"], started_at=report["started_at"] or entry.started_at,
+                  finished_at=report["finished_at"] or stamp, exit_code=report["exit_code"],
+                  error=report["error"], stats=report["stats"], digest=report.get("digest"))
+    mismatch = _digest_mismatch(run, values["digest"]) if values["state"] == SlaveRunState.SUCCESS.value else None
     if mismatch:
-        entry.state, entry.error = SlaveRunState.FAILED.value, mismatch
+        values.update(state=SlaveRunState.FAILED.value, error=mismatch)
         log.warning("run %s: slave %s published another tree: %s", run.id, slave.name, mismatch)
+    moved = db.session.execute(sa.update(SlaveRun).where(
+        SlaveRun.id == entry.id, SlaveRun.state == entry.state).values(**values)).rowcount
+    if moved != 1:
+        db.session.rollback()
+        return record_slave_report(slave, report)
+    db.session.expire(entry)
     _note_freshness(slave, run, entry)
     readmodel.note_changed([run.project_id])
     slaves_service.keep_parts_alive(slave, stamp)
