@@ -72,4 +72,5 @@ def rm(ctl, name):
     """
     ctl.client.delete_slave(name)
     if not ctl.as_json:
-        click.echo(f"removed slave {name}; it must enroll again to get orders")
+        click.echo(f"removed slave {name}; a slave still running with the join token enrolls again "
+                   "(stop it first, or rotate JOIN_TOKEN)")

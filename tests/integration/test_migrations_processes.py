@@ -15,7 +15,9 @@ pytestmark = pytest.mark.integration
 COMMANDS = {
     "python -m master": [sys.executable, "-m", "master"],
     "python -m master.scheduler": [sys.executable, "-m", "master.scheduler"],
-    "gunicorn": [sys.executable, "-m", "gunicorn", "--no-control-socket", "-w", "2", "-b", "127.0.0.1:{port}",
+    # One worker: when several stop at once, gunicorn 27's arbiter raises its own HaltServer again
+    # while halting and prints that traceback after our line (README, Upgrading).
+    "gunicorn": [sys.executable, "-m", "gunicorn", "--no-control-socket", "-w", "1", "-b", "127.0.0.1:{port}",
                  "master:create_app()"],
 }
 
@@ -37,7 +39,6 @@ def test_a_process_refuses_a_database_that_is_behind_with_one_line(legacy_data_d
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "Traceback" not in output
-    # One line (gunicorn's workers each say the same one before the arbiter stops).
     ours = {line for line in output.splitlines() if "db upgrade" in line}
     assert len(ours) == 1, output
     assert "is at revision none (made before migrations), behind" in ours.pop()
