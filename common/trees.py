@@ -29,6 +29,21 @@ def remove_tree(path):
         return False
 
 
+# A snapshot being written is "<name>.partial" next to the finished ones (master and slave alike).
+PARTIAL_SUFFIX = ".partial"
+
+
+def fresh_name(snapshots, base):
+    """``base``, or ``base-2``, ``base-3``... : the first name free both finished and partial."""
+    number = 1
+    while True:
+        name = base if number == 1 else f"{base}-{number}"
+        if not any(os.path.lexists(os.path.join(snapshots, candidate))
+                   for candidate in (name, name + PARTIAL_SUFFIX)):
+            return name
+        number += 1
+
+
 def link_copy(source, destination):
     """Fill the empty directory ``destination`` with ``source``'s tree: hard links for files, copies
     of symlinks and directories (with their modes and times). Raises OSError."""

@@ -28,12 +28,11 @@ import secrets
 import stat
 
 from common import changes, digests
-from common.trees import remove_tree
+from common.trees import PARTIAL_SUFFIX, fresh_name, remove_tree
 
 log = logging.getLogger(__name__)
 
 SNAPSHOTS_DIR = ".snapshots"
-PARTIAL_SUFFIX = ".partial"
 LEGACY_NAME = "legacy"
 _SWAP_PREFIX = ".swap-"
 MANIFEST_PREFIX = ".manifest-"
@@ -110,7 +109,7 @@ def adopt_in_place_tree(data_dir, project, name):
     except FileNotFoundError:
         return None
     snapshots = _ensure_project_dir(data_dir, project)
-    name = _fresh_name(snapshots, name)
+    name = fresh_name(snapshots, name)
     target = os.path.join(snapshots, name)
     try:
         os.rename(path, target)
@@ -296,16 +295,6 @@ def remove_leftovers(data_dir, project):
         if remove_tree(os.path.join(data_dir, name)):
             removed += 1
     return removed
-
-
-def _fresh_name(snapshots, base):
-    number = 1
-    while True:
-        name = base if number == 1 else f"{base}-{number}"
-        if not any(os.path.lexists(os.path.join(snapshots, candidate))
-                   for candidate in (name, name + PARTIAL_SUFFIX)):
-            return name
-        number += 1
 
 
 def _fsync_directory(path):

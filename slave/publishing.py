@@ -31,14 +31,13 @@ import secrets
 import stat
 from dataclasses import dataclass
 
-from common.trees import exchange as _exchange, remove_tree as _remove_quietly
+from common.trees import PARTIAL_SUFFIX, exchange as _exchange, fresh_name, remove_tree as _remove_quietly
 from slave.credentials import _fsync_directory
 
 log = logging.getLogger(__name__)
 
 DELAY, ATOMIC = "delay", "atomic"
 SNAPSHOTS_DIR = ".mirrorsync-snapshots"
-PARTIAL_SUFFIX = ".partial"
 SWAP_PREFIX = ".swap-"
 # A snapshot is not public until the swap, so renaming each file into place at the
 # end of the transfer (the runner's default --delay-updates) buys nothing there.
@@ -91,7 +90,7 @@ class Publisher:
             raise PublishError(f"{self.tree_path(project)} is not a directory nor a snapshot link of "
                                "mirror-sync; move it away or publish this project in delay mode")
         snapshots = self._ensure_snapshots_dir(project)
-        name = _fresh_name(snapshots, str(int(run_id)))
+        name = fresh_name(snapshots, str(int(run_id)))
         staging = os.path.join(snapshots, name + PARTIAL_SUFFIX)
         os.mkdir(staging, 0o755)
         basis = os.path.join(snapshots, live) if kind == SNAPSHOT else self.tree_path(project)
@@ -256,21 +255,10 @@ class Publisher:
             if kind == SNAPSHOT:
                 os.unlink(displaced)  # the old link; its snapshot stays as the previous tree
                 return live
-            legacy = _fresh_name(snapshots, f"legacy-{self.clock.now():%Y%m%dT%H%M%SZ}")
+            legacy = fresh_name(snapshots, f"legacy-{self.clock.now():%Y%m%dT%H%M%SZ}")
             os.rename(displaced, os.path.join(snapshots, legacy))
         except OSError as error:
             log.warning("cannot put the old tree of %s aside: %s", project, error)
             return live
         log.info("%s was a real directory; it is kept as snapshot %s until the next publish", path, legacy)
         return legacy
-
-
-def _fresh_name(snapshots, base):
-    """``base``, or ``base-2``, ``base-3``... : the first name free both finished and partial."""
-    number = 1
-    while True:
-        name = base if number == 1 else f"{base}-{number}"
-        if not any(os.path.lexists(os.path.join(snapshots, candidate))
-                   for candidate in (name, name + PARTIAL_SUFFIX)):
-            return name
-        number += 1

@@ -12,6 +12,7 @@ from flask import current_app
 
 from common.errors import NotFound
 from common.states import RunState
+from common.tunasync import rsync_size
 from common.validation import public_rsync_url
 from master.compression import Deflated, gzip_join, joined
 from master.seams import now
@@ -42,19 +43,6 @@ def _tunasync_time(moment):
     return moment.strftime("%Y-%m-%d %H:%M:%S %z"), int(moment.timestamp())
 
 
-def human_size(size):
-    """Sizes as rsync's -h prints them (base 1000, two decimals): 512, 130.99K, 55.61G, or "unknown"."""
-    if size is None:
-        return "unknown"
-    if size < 1000:
-        return str(int(size))
-    value = size / 1000
-    for unit in "KMGTPE":
-        if value < 1000 or unit == "E":
-            return f"{value:.2f}{unit}"
-        value /= 1000
-
-
 def _settled_status(snapshot):
     """The status of the newest run that ended: what tunasync shows while the next one waits."""
     if snapshot.last_ended is None:
@@ -71,7 +59,7 @@ def _tunasync_status(snapshot):
 def jobs_piece(snapshot, model):
     """One project in the shape of a tunasync ``/jobs`` entry, as JSON."""
     entry = {"name": snapshot.name, "is_master": True, "status": _tunasync_status(snapshot),
-             "upstream": public_rsync_url(snapshot.upstream), "size": human_size(snapshot.size)}
+             "upstream": public_rsync_url(snapshot.upstream), "size": rsync_size(snapshot.size)}
     for field, moment in (("last_update", snapshot.last_full_success), ("last_started", snapshot.last_started),
                           ("last_ended", snapshot.last_ended), ("next_schedule", snapshot.next_schedule)):
         entry[field], entry[f"{field}_ts"] = _tunasync_time(moment)
@@ -125,7 +113,7 @@ def mirrorz_piece(snapshot, model):
     if snapshot.help_url:
         mirror["help"] = snapshot.help_url
     mirror["upstream"] = public_rsync_url(snapshot.upstream)
-    mirror["size"] = human_size(snapshot.size)
+    mirror["size"] = rsync_size(snapshot.size)
     return Deflated(json.dumps(mirror, separators=(",", ":")).encode())
 
 

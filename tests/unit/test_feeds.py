@@ -144,8 +144,8 @@ def test_a_partial_run_is_failed_with_last_update_at_the_last_full_success(app, 
 
 
 def test_sizes_read_as_rsync_h_prints_them():
-    from master.services.feeds import human_size
-    assert [human_size(size) for size in (None, 0, 999, 1000, 130990, 55_610_000_000, 1_234_567_890_123)] == \
+    from common.tunasync import rsync_size
+    assert [rsync_size(size) for size in (None, 0, 999, 1000, 130990, 55_610_000_000, 1_234_567_890_123)] == \
         ["unknown", "0", "999", "1.00K", "130.99K", "55.61G", "1.23T"]
 
 
