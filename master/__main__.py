@@ -179,7 +179,9 @@ def _engine(create):
 
 
 @database.command("current")
-def database_current():
+@click.option("--check", is_flag=True,
+              help="Exit 1 unless the database is at the newest revision (for a service's ExecStartPre).")
+def database_current(check):
     """Print the database's revision and whether it is the newest."""
     import sqlalchemy as sa
     engine = _engine(create=False)
@@ -196,6 +198,9 @@ def database_current():
                 "unversioned": f"none: made before migrations; {schema.UPGRADE_HINT}",
                 "empty": "none: the database is empty; run: python -m master db upgrade --create"}
     click.echo(f"{revision or 'none'} ({meanings[found]})")
+    if check and found != "current":
+        raise click.ClickException(f"the database is not at the newest revision {schema.head_revision()}; "
+                                   f"{schema.UPGRADE_HINT}")
 
 
 @database.command("upgrade")

@@ -195,3 +195,15 @@ def test_every_revision_id_fits_alembic_version_on_postgresql():
     revisions = ScriptDirectory.from_config(schema.alembic_config()).walk_revisions()
     too_long = [revision.revision for revision in revisions if len(revision.revision) > 32]
     assert too_long == []
+
+
+def test_db_current_check_fails_in_one_line_unless_the_database_is_current(tmp_path):
+    master_app(tmp_path / "new")
+    assert invoke(["db", "current", "--check"], tmp_path / "new").exit_code == 0
+    os.makedirs(tmp_path / "old" / ".mirrorsync")
+    build_legacy_database(sqlite_url(tmp_path / "old" / ".mirrorsync" / "mirrorsync.db"))
+    result = invoke(["db", "current", "--check"], tmp_path / "old")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: the database is not at the newest revision {schema.head_revision()}; "
+        "run: python -m master db upgrade")
