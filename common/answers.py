@@ -12,7 +12,6 @@ import dataclasses
 import json
 import time
 
-import requests
 import urllib3
 
 from common.texts import printable
