@@ -94,22 +94,20 @@ def _directory(name, value):
     return os.path.abspath(_text(name, value))
 
 
-def _optional_file(name, value):
-    if value is None or value == "":
-        return None
-    path = os.path.abspath(_text(name, value))
-    if not os.path.isfile(path):
-        raise ConfigError(f"{name} must name a readable file, got {value!r}")
-    return path
+def _optional_path(exists, kind):
+    """A parser for an optional absolute path that must already be a ``kind``."""
+    def parse(name, value):
+        if value is None or value == "":
+            return None
+        path = os.path.abspath(_text(name, value))
+        if not exists(path):
+            raise ConfigError(f"{name} must name {kind}, got {value!r}")
+        return path
+    return parse
 
 
-def _optional_directory(name, value):
-    if value is None or value == "":
-        return None
-    path = os.path.abspath(_text(name, value))
-    if not os.path.isdir(path):
-        raise ConfigError(f"{name} must name an existing directory, got {value!r}")
-    return path
+_optional_file = _optional_path(os.path.isfile, "a readable file")
+_optional_directory = _optional_path(os.path.isdir, "an existing directory")
 
 
 def _optional_host_name(name, value):

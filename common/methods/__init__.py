@@ -10,7 +10,7 @@ destination they pass.
 import dataclasses
 from dataclasses import dataclass, field
 
-from common.rsync import RsyncStats
+from common.rsync import RsyncResult
 
 RSYNC, TWO_STAGE, COMMAND = "rsync", "two-stage", "command"
 METHODS = (RSYNC, TWO_STAGE, COMMAND)
@@ -35,16 +35,9 @@ class MethodSpec:
 
 
 @dataclass
-class SyncResult:
-    """How a pull ended; the same attributes as an RsyncResult, plus what the method knows."""
+class SyncResult(RsyncResult):
+    """How a pull ended: an RsyncResult, plus what the method knows."""
 
-    exit_code: int | None
-    ok: bool
-    warning: str | None
-    error: str | None
-    timed_out: bool
-    cancelled: bool
-    stats: RsyncStats
     transient: bool = False                   # worth another try later
     stages: tuple[tuple[str, float], ...] = ()   # (stage name, seconds) in order
 
