@@ -180,6 +180,7 @@ PARSERS = {
     "SLAVE_START_TIMEOUT": _number(float, 0.1, 86400),
     "CATCHUP_INTERVAL": _number(float, 0.05, 3600),
     "HEARTBEAT_INTERVAL": _number(float, 0.05, 3600),
+    "VERIFY_INTERVAL": _number(float, 0, 30 * 86400),
     "REPORT_RETRY_MAX": _number(float, 0.05, 3600),
     "MAX_CONCURRENT_SYNCS": _number(int, 1, 256),
     "POLL_INTERVAL": _number(float, 0.01, 60),

@@ -211,7 +211,7 @@ class SyncWorker:
     """Accepts orders, runs their pulls and keeps their records and reports."""
 
     def __init__(self, *, state_dir, public_dir, runner, records, outbox, credentials, clock,
-                 max_concurrent, log_retention, site=None, program_runner=None):
+                 max_concurrent, log_retention, site=None, program_runner=None, verify_interval=3600.0):
         self.public_dir = public_dir
         self.site = site   # a traces.Site: who this slave is in trace files
         self.runners = Runners(runner, program_runner or ProgramRunner())
@@ -225,6 +225,9 @@ class SyncWorker:
         self.log_retention = log_retention
         self.logs_root = os.path.join(state_dir, "logs")
         self.published = transfers.PublishedTrees(state_dir)
+        # Seconds between two walks of a whole published tree; between them a changes-only pull
+        # checks the paths it moved and every directory.
+        self.verify_interval = verify_interval
         self.work_root = os.path.join(state_dir, "transfers")
         ensure_private_dir(self.work_root)
         self.orders_dir = os.path.join(state_dir, "orders")
@@ -520,6 +523,8 @@ class SyncWorker:
             return rsync_source(credentials.rsync_user, order["rsyncd_host"], order["rsyncd_port"], project, path)
         work_dir = tempfile.mkdtemp(prefix=f"{project}-", dir=self.work_root)
         started = self.clock.now()
+        tree = self.publisher.tree_path(project)
+        held_entries, tampered = None, None
         try:
             plan = None
             # A change list needs the published tree as its base (in place), and a plain rsync:
@@ -527,6 +532,13 @@ class SyncWorker:
             if publication.staged is None and (order.get("method") or RSYNC) == RSYNC and not trace:
                 plan = transfers.plan_changes(self.runner, order, source_of, credentials.rsync_password,
                                               self.published, work_dir, logs)
+            if plan is not None:
+                held_entries = self.published.manifest(project)
+                if held_entries is not None and transfers.touched_since(tree, held_entries):
+                    paths = ", ".join(map(repr, transfers.changed_behind_our_back(tree, held_entries))) or "none found"
+                    tampered = f"the published tree was changed outside mirror-sync, first at: {paths}; pulled in full"
+                    log.warning("%s: %s", project, tampered)
+                    plan, held_entries = None, None
             if plan is not None:
                 result = self._transfer(order, publication, plan, source_of, credentials, cancel, run_ids, logs)
             else:
@@ -553,16 +565,29 @@ class SyncWorker:
             # the digest is not compared (the master takes a report without one).
             self.published.forget(project)
             return result, previous, None
+        if tampered:
+            result = dataclasses.replace(result, warning="; ".join(filter(None, (result.warning, tampered))))
+        now = self.clock.now().timestamp()
+        walked_at = (self.published.get(project) or {}).get("walked_at")
+        walk_due = walked_at is None or now - walked_at >= self.verify_interval
+        entries, walked = None, None
         if plan is not None and plan.empty and plan.base_digest == order.get("digest"):
-            digest, mismatch = plan.base_digest, None  # nothing changed: nothing to walk
+            digest, mismatch, entries = plan.base_digest, None, held_entries  # nothing changed: nothing to walk
         else:
-            digest, mismatch = transfers.verify(
-                self.publisher.tree_path(project), order,
-                transfers.manifest_fetcher(self.runner, order, source_of, credentials.rsync_password, logs))
+            if plan is not None and not walk_due:
+                entries = transfers.verify_changes(tree, order, plan, held_entries)
+            if entries is not None:
+                digest, mismatch = order["digest"], None
+                log.info("run %s of %s: verified by the paths it moved, no walk", order["run_id"], project)
+            else:
+                digest, mismatch, entries = transfers.verify(
+                    tree, order,
+                    transfers.manifest_fetcher(self.runner, order, source_of, credentials.rsync_password, logs))
+                walked = now
         if mismatch:
             self.published.forget(project)  # the next order pulls in full, which repairs the tree
             return dataclasses.replace(result, ok=False, warning=None, error=mismatch), previous, digest
-        self.published.remember(project, order.get("snapshot"), digest)
+        self.published.remember(project, order.get("snapshot"), digest, entries, walked_at=walked)
         return result, previous, digest
 
     def _pull_with_method(self, order, publication, source_of, credentials, cancel, run_ids, logs):

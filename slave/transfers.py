@@ -18,6 +18,7 @@ import gzip
 import json
 import logging
 import os
+import stat
 import tempfile
 
 from common import digests
@@ -61,12 +62,39 @@ class PublishedTrees:
         except (OSError, ValueError):
             return None
 
-    def remember(self, project, snapshot, digest):
-        write_json_atomically(self._path(project), {"snapshot": snapshot, "digest": digest}, mode=0o600)
+    def _manifest_path(self, project):
+        return os.path.join(self.directory, f"{project}.manifest.gz")
+
+    def remember(self, project, snapshot, digest, entries=None, walked_at=None):
+        """Note the verified tree; with ``entries`` its manifest too, ``walked_at`` (epoch seconds) when a
+        whole walk last confirmed it."""
+        held = self.get(project) or {}
+        if entries is not None:
+            digests.save(entries, self._manifest_path(project))
+        else:
+            self._drop_manifest(project)
+        write_json_atomically(self._path(project), {
+            "snapshot": snapshot, "digest": digest,
+            "walked_at": walked_at if walked_at is not None else (held.get("walked_at") if entries else None),
+        }, mode=0o600)
+
+    def manifest(self, project):
+        """The manifest saved with the tree, or None."""
+        try:
+            return digests.load(self._manifest_path(project))
+        except (OSError, ValueError):
+            return None
 
     def forget(self, project):
+        for path in (self._path(project), self._manifest_path(project)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def _drop_manifest(self, project):
         try:
-            os.unlink(self._path(project))
+            os.unlink(self._manifest_path(project))
         except FileNotFoundError:
             pass
 
@@ -147,22 +175,66 @@ def apply_deletions(root, plan):
 
 
 def verify(tree, order, fetch_manifest):
-    """(digest, error) of the published ``tree``: error names the first paths that differ from the
-    run's snapshot, or is None when the digests agree (or the order carries none)."""
+    """(digest, error, manifest) of the published ``tree`` from a walk of it: error names the first paths
+    that differ from the run's snapshot, or is None when the digests agree (or the order carries none)."""
     expected = order.get("digest")
     try:
         ours = digests.manifest(tree)
     except OSError as error:
-        return None, (None if expected is None else f"the published tree cannot be read: {error}")
+        return None, (None if expected is None else f"the published tree cannot be read: {error}"), None
     digest = digests.digest(ours)
     if expected is None or digest == expected:
-        return digest, None
+        return digest, None, ours
     theirs = fetch_manifest()
     if theirs is None:
-        return digest, f"the published tree's digest differs from run {order['run_id']}'s"
+        return digest, f"the published tree's digest differs from run {order['run_id']}'s", None
     paths = digests.first_differences(theirs, ours)
     shown = ", ".join(repr(path) for path in paths) or "none found"
-    return digest, f"the published tree differs from run {order['run_id']}'s, first at: {shown}"
+    return digest, f"the published tree differs from run {order['run_id']}'s, first at: {shown}", None
+
+
+def verify_changes(tree, order, plan, held_entries):
+    """The published tree's manifest after a changes-only pull, from the manifest it had and the paths
+    the plan moved, without a walk; None when that cannot vouch for the tree (then walk it).
+
+    Besides the moved paths, every directory is looked at: a name made, removed or renamed anywhere
+    moves its directory's time, so that much tampering shows at once. A file changed in place
+    elsewhere shows at the next walk (VERIFY_INTERVAL).
+    """
+    if held_entries is None or order.get("digest") is None:
+        return None
+    try:
+        entries = digests.updated(held_entries, tree, plan.changed, plan.deleted,
+                                  tuple(path for path, _ in plan.touch))
+    except OSError:
+        return None
+    if digests.digest(entries) != order["digest"]:
+        return None
+    return entries
+
+
+def touched_since(tree, held_entries):
+    """Whether a directory of the published ``tree`` is not as this slave left it (a name made, removed or
+    renamed in it moves its time): the tree was changed behind the slave's back. Looks at directories
+    only, a hundredth of a mirror's entries."""
+    for entry in held_entries:
+        if entry.type != digests.DIR:
+            continue
+        try:
+            st = os.lstat(os.path.join(tree, entry.path) if entry.path != "." else tree)
+        except OSError:
+            return True
+        if not stat.S_ISDIR(st.st_mode) or int(st.st_mtime) != entry.mtime or stat.S_IMODE(st.st_mode) != entry.mode:
+            return True
+    return False
+
+
+def changed_behind_our_back(tree, held_entries, limit=5):
+    """The first paths where the published ``tree`` differs from what this slave published, from a walk."""
+    try:
+        return digests.first_differences(held_entries, digests.manifest(tree), limit)
+    except OSError:
+        return []
 
 
 def manifest_fetcher(runner, order, source_of, password, log_path):

@@ -229,3 +229,27 @@ def test_what_rsync_skipped_where_the_previous_tree_had_something_is_gone(tmp_pa
     assert os.stat(second.destination).st_mtime_ns == root_time
     assert (tmp_path / "outside").exists()
     assert (tmp_path / ".snapshots" / "debian" / "1" / "swap" / "x").exists(), "the previous tree keeps it"
+
+
+def test_a_manifest_updated_from_a_change_list_is_the_manifest_a_walk_gives(tmp_path):
+    """What a slave does after a changes-only pull instead of walking its tree."""
+    import shutil
+    root = tmp_path / "tree"
+    build(root, {"a/x.txt": "x", "a/deep/y.txt": "y", "gone/z.txt": "z", "swap/w.txt": "w", "c.txt": "c",
+                 "link": "->c.txt", "small.txt": "s"})
+    os.link(root / "c.txt", root / "c-again.txt")
+    before = digests.manifest(root)
+    shutil.rmtree(root / "gone")                                   # a deleted directory
+    shutil.rmtree(root / "swap")
+    os.symlink("a", root / "swap")                                 # a directory replaced by a symlink
+    os.rename(root / "small.txt", root / "small-renamed.txt")      # a rename
+    os.unlink(root / "c-again.txt")                                # a hard link undone...
+    os.link(root / "a" / "x.txt", root / "x-again.txt")            # ...and a new one
+    (root / "a" / "deep" / "y.txt").write_text("longer y")         # a file changed
+    os.chmod(root / "a" / "deep", 0o700)
+    after = digests.manifest(root)
+    change_list = changes.between(before, after)
+    updated = digests.updated(before, str(root), change_list.changed, change_list.deleted,
+                              [path for path, _ in change_list.touch])
+    assert updated == after
+    assert digests.digest(updated) == digests.digest(after)
