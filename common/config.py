@@ -181,6 +181,7 @@ PARSERS = {
     "CATCHUP_INTERVAL": _number(float, 0.05, 3600),
     "HEARTBEAT_INTERVAL": _number(float, 0.05, 3600),
     "REPORT_RETRY_MAX": _number(float, 0.05, 3600),
+    "PROGRESS_INTERVAL": _number(float, 0.1, 3600),
     "MAX_CONCURRENT_SYNCS": _number(int, 1, 256),
     "POLL_INTERVAL": _number(float, 0.01, 60),
     "RECONCILE_INTERVAL": _number(float, 0.05, 600),
