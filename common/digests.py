@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import stat
+import zlib
 
 # rsync's --delay-updates folder: never part of a published tree.
 SKIPPED_NAMES = frozenset({".~tmp~"})
@@ -113,16 +114,28 @@ def first_differences(expected, actual, limit=5):
     return sorted(differing, key=os.fsencode)[:limit]
 
 
+def _row(entry):
+    return (entry.path, entry.type, entry.size, entry.mtime, entry.mode, entry.target, entry.group)
+
+
 def save(entries, path):
-    """Write a manifest (gzip'd JSON lines) atomically."""
+    """Write a manifest (one gzip'd JSON array of rows) atomically."""
+    data = json.dumps([_row(entry) for entry in entries], separators=(",", ":"), ensure_ascii=False)
     tmp = f"{path}.tmp"
-    with gzip.open(tmp, "wt", encoding="utf-8", errors="surrogateescape", compresslevel=3) as out:
-        for entry in entries:
-            out.write(json.dumps(dataclasses.astuple(entry)) + "\n")
+    with open(tmp, "wb") as out:
+        out.write(gzip.compress(data.encode("utf-8", "surrogateescape"), compresslevel=1))
     os.replace(tmp, path)
 
 
 def load(path):
-    """A manifest written by ``save``; raises OSError, ValueError."""
-    with gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape") as stream:
-        return [Entry(*json.loads(line)) for line in stream]
+    """A manifest written by ``save`` (or, from earlier releases, as JSON lines); raises OSError, ValueError."""
+    with open(path, "rb") as stream:
+        try:
+            text = gzip.decompress(stream.read()).decode("utf-8", "surrogateescape")
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+            raise ValueError(f"not a manifest: {error}") from None
+    rows = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line]
+    try:
+        return [Entry(*row) for row in rows]
+    except TypeError as error:
+        raise ValueError(f"not a manifest: {error}") from None

@@ -106,6 +106,22 @@ class SealedCredentialsSchema(Schema):
     sealed_rsync_password = fields.String(required=True)
 
 
+# An order carries its run's change list when it is at most this many paths long; a longer one
+# the slave fetches from the master's module (.changes-<snapshot>/).
+INLINE_CHANGES = 1000
+_PATH = validate.Length(min=1, max=4096)
+
+
+class ChangeListSchema(Schema):
+    """What changed from snapshot ``base`` (digest ``base_digest``) to the run's: see common/changes.py."""
+    base = fields.String(required=True, validate=validate.Regexp(r"^[0-9A-Za-z._-]{1,64}$"))
+    base_digest = fields.String(required=True, validate=validate.Regexp(DIGEST))
+    changed = fields.List(fields.String(validate=_PATH), required=True, validate=validate.Length(max=INLINE_CHANGES))
+    deleted = fields.List(fields.String(validate=_PATH), required=True, validate=validate.Length(max=INLINE_CHANGES))
+    touch = fields.List(fields.Tuple((fields.String(validate=_PATH), fields.Integer(strict=True))),
+                        load_default=list, validate=validate.Length(max=INLINE_CHANGES))
+
+
 class OrderSchema(Schema):
     """Master -> slave: pull this run's tree of ``project`` from the master's rsync daemon."""
     run_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=MAX_ID))
@@ -128,6 +144,8 @@ class OrderSchema(Schema):
     # A change list from the previous snapshot is in the module (.changes-<snapshot>/): a slave that
     # holds exactly that previous tree transfers and deletes only what it names.
     changes = StrictBoolean(load_default=False)
+    # That change list itself, when it is short: the slave then needs no rsync connection to fetch it.
+    change_list = fields.Nested(ChangeListSchema, load_default=None, allow_none=True)
 
 
 class CancelSchema(Schema):

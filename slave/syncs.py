@@ -64,7 +64,7 @@ def rsync_source(user, host, port, project, snapshot=None):
 
 # Order fields a master before sync methods and trace files did not send, with their meaning then.
 _ORDER_DEFAULTS = {"publish": DELAY, "method": RSYNC, "stage1_profile": None, "trace": traces.NONE,
-                   "snapshot": None, "digest": None, "changes": False,
+                   "snapshot": None, "digest": None, "changes": False, "change_list": None,
                    "upstream_name": None}
 
 
@@ -669,6 +669,8 @@ class SyncWorker:
             log.error("record of run %s of %s is gone; its report is skipped", run_id, project)
             return None
         record.update(changes)
+        if record["state"] in (SUCCESS, FAILED) and (record.get("order") or {}).get("change_list"):
+            record["order"]["change_list"] = None  # only a pull uses it; the record stays small
         self.records.save(record)
         return record
 

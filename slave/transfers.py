@@ -18,12 +18,11 @@ import gzip
 import json
 import logging
 import os
-import stat
 import tempfile
 
 from common import digests
 from common.rsync import RsyncJob
-from common.trees import remove_tree
+from common.trees import real_parents, remove_tree, safe_relative
 from slave.credentials import ensure_private_dir, read_json, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -80,11 +79,8 @@ def _fetch(runner, source, work_dir, name, password, log_path):
     return destination if result.ok else None
 
 
-def plan_changes(runner, order, source_of, password, published, work_dir, log_path):
-    """A Plan when this slave holds exactly the base of the run's change list, else None (a full pull)."""
-    held = published.get(order["project"])
-    if not order.get("changes") or held is None or not order.get("snapshot"):
-        return None
+def _fetch_changes(runner, order, source_of, password, work_dir, log_path):
+    """The run's change list from the master's module, or None."""
     fetched = _fetch(runner, source_of(f"{CHANGES_PREFIX}{order['snapshot']}"), work_dir,
                      f"changes-{order['run_id']}", password, log_path)
     if fetched is None:
@@ -95,6 +91,19 @@ def plan_changes(runner, order, source_of, password, published, work_dir, log_pa
     except (OSError, ValueError) as error:
         log.warning("the change list of run %s is unreadable (%s): pulling in full", order["run_id"], error)
         return None
+    return body if isinstance(body, dict) else None
+
+
+def plan_changes(runner, order, source_of, password, published, work_dir, log_path):
+    """A Plan when this slave holds exactly the base of the run's change list, else None (a full pull)."""
+    held = published.get(order["project"])
+    if not order.get("changes") or held is None or not order.get("snapshot"):
+        return None
+    body = order.get("change_list")  # a short one comes in the order: no rsync connection to fetch it
+    if body is None:
+        body = _fetch_changes(runner, order, source_of, password, work_dir, log_path)
+    if body is None:
+        return None
     if body.get("base") != held.get("snapshot") or body.get("base_digest") != held.get("digest"):
         return None  # this slave missed a run, or its tree is not the one the list starts from
     changed, deleted = tuple(body.get("changed") or ()), tuple(body.get("deleted") or ())
@@ -102,10 +111,10 @@ def plan_changes(runner, order, source_of, password, published, work_dir, log_pa
         touch = tuple((str(path), int(mtime)) for path, mtime in body.get("touch") or ())
     except (TypeError, ValueError):
         return None
-    if not all(_safe_relative(path) for path in changed + deleted + tuple(path for path, _ in touch)):
+    if not all(safe_relative(path) for path in changed + deleted + tuple(path for path, _ in touch)):
         log.warning("the change list of run %s names a path outside the tree: pulling in full", order["run_id"])
         return None
-    list_path = os.path.join(fetched, "files-from")
+    list_path = os.path.join(work_dir, f"files-from-{order['run_id']}")
     with open(list_path, "wb") as out:
         for path in changed:
             if path != ".":  # the root's time is in ``touch``: listed, rsync would bring the top level along
@@ -119,23 +128,6 @@ def plan_options(plan):
     return (f"--files-from={plan.list_path}", "--from0", "--force")
 
 
-def _safe_relative(path):
-    return bool(path) and not path.startswith("/") and ".." not in path.split("/") and "\0" not in path
-
-
-def _inside(root, path):
-    """Whether every directory on the way to ``path`` is a real directory (no symlink to follow)."""
-    parent = root
-    for part in path.split("/")[:-1]:
-        parent = os.path.join(parent, part)
-        try:
-            if not stat.S_ISDIR(os.lstat(parent).st_mode):
-                return False
-        except FileNotFoundError:
-            return False
-    return True
-
-
 def apply_deletions(root, plan):
     """Delete what the run deleted, children first, never through a symlink, then give the directories
     the deletions touched their times back. Returns how many paths went."""
@@ -145,11 +137,11 @@ def apply_deletions(root, plan):
         if path in still_there:
             continue  # replaced by another kind of entry: rsync put the new one there already
         full = os.path.join(root, path)
-        if _inside(root, path) and os.path.lexists(full) and remove_tree(full):
+        if real_parents(root, path) and os.path.lexists(full) and remove_tree(full):
             removed += 1
     for path, mtime in plan.touch:
         full = os.path.join(root, path)
-        if _inside(root, path) and os.path.isdir(full) and not os.path.islink(full):
+        if real_parents(root, path) and os.path.isdir(full) and not os.path.islink(full):
             os.utime(full, (mtime, mtime), follow_symlinks=False)
     return removed
 

@@ -2,12 +2,11 @@
 
 import datetime
 import logging
-import os
 
 import sqlalchemy as sa
 from flask import current_app
 
-from common import traces
+from common import traces, wire
 from common.errors import Forbidden, NotFound, ValidationFailed
 from common.methods import TWO_STAGE
 from common.states import RunState, SlaveRunState
@@ -37,11 +36,14 @@ def _rsyncd_host(address):
 def _order(run_id, project, catchup=False):
     config = current_app.config
     run = db.session.get(Run, run_id)
-    has_changes = os.path.isdir(snapshots.changes_dir(config["DATA_DIR"], project.name, str(run_id)))
+    change_list = snapshots.read_changes(config["DATA_DIR"], project.name, str(run_id))
     order = {"run_id": run_id, "project": project.name, "rsyncd_host": _rsyncd_host(config["RSYNCD_ADDRESS"]),
              "rsyncd_port": config["RSYNCD_PORT"], "timeout": project.timeout, "catchup": catchup,
              "publish": project.publish, "snapshot": str(run_id), "digest": run.digest if run else None,
-             "changes": has_changes}
+             "changes": change_list is not None}
+    if change_list is not None and max(map(len, (change_list["changed"], change_list["deleted"],
+                                                   change_list["touch"]))) <= wire.INLINE_CHANGES:
+        order["change_list"] = change_list
     # Only what differs from a plain order, so that slaves from before these fields still take plain ones.
     if project.method == TWO_STAGE:
         order.update(method=TWO_STAGE, stage1_profile=project.stage1_profile)
