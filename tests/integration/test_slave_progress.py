@@ -50,7 +50,7 @@ def test_a_pull_longer_than_the_start_timeout_stays_open_on_its_progress_reports
                             message=lambda: f"mirror1's part to show its progress (now {part()})")
             assert set(seen["progress"]) >= {"bytes", "percent", "rate", "eta"}, seen
             # Past the start timeout, still pulling, and what it shows moves on.
-            later = wait_for(lambda: (p := part()).get("progress", {}).get("bytes", 0) > seen["progress"]["bytes"]
+            later = wait_for(lambda: ((p := part()).get("progress") or {}).get("bytes", 0) > seen["progress"]["bytes"]
                              and p, 20, message=lambda: f"mirror1's progress to move on (now {part()})")
             assert later["state"] == "syncing", later
             run = wait_run_finished(master.url, master.admin_token, run_id, timeout=60)
