@@ -156,6 +156,9 @@ REPORT_RETRY_MAX = 60
 # them a changes-only pull checks the paths it moved and every directory (a file made, removed
 # or renamed anywhere shows at once; a file rewritten in place at the next walk). 0: every pull.
 VERIFY_INTERVAL = 3600
+# Seconds between two progress reports of a running pull (how far rsync has come);
+# each one also tells the master this slave is alive (see SLAVE_START_TIMEOUT).
+PROGRESS_INTERVAL = 10
 # Serve a small public page at / and a tunasync-style /jobs feed of what this
 # slave holds (from its own records), for visitors of this host.
 STATUS_PAGE = False

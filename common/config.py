@@ -182,6 +182,7 @@ PARSERS = {
     "HEARTBEAT_INTERVAL": _number(float, 0.05, 3600),
     "VERIFY_INTERVAL": _number(float, 0, 30 * 86400),
     "REPORT_RETRY_MAX": _number(float, 0.05, 3600),
+    "PROGRESS_INTERVAL": _number(float, 0.1, 3600),
     "MAX_CONCURRENT_SYNCS": _number(int, 1, 256),
     "POLL_INTERVAL": _number(float, 0.01, 60),
     "RECONCILE_INTERVAL": _number(float, 0.05, 600),

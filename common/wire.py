@@ -153,6 +153,22 @@ class CancelSchema(Schema):
     project = fields.String(required=True, validate=validate_slug)
 
 
+class ProgressSchema(Schema):
+    """How far a pull has come: rsync's whole-transfer progress (common/rsync.py parse_progress)."""
+    bytes = _count()
+    percent = fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0, max=100))
+    rate = fields.String(allow_none=True, validate=validate.Regexp(
+        r"^[0-9][0-9.,]{0,20}[kMGTPE]?i?B/s$", error="Must be a transfer rate such as 12.34MB/s."))
+    eta = fields.String(allow_none=True, validate=validate.Regexp(
+        r"^[0-9]{1,6}:[0-9]{2}:[0-9]{2}$", error="Must be a duration such as 0:01:05."))
+    files_transferred = _count()
+    files_to_check = _count()
+    files_total = _count()
+    # Two-stage pulls: which stage this is.
+    stage = fields.Integer(strict=True, validate=validate.Range(min=1, max=2))
+    stages = fields.Integer(strict=True, validate=validate.Range(min=1, max=2))
+
+
 class ReportSchema(Schema):
     """Slave -> master: what became of one order."""
     run_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=MAX_ID))
@@ -168,6 +184,8 @@ class ReportSchema(Schema):
     stats = fields.Nested(StatsSchema, allow_none=True, load_default=None)
     # The digest of the tree the slave published; slaves of earlier releases send none.
     digest = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(DIGEST))
+    # With ``syncing`` while the pull runs (every PROGRESS_INTERVAL); slaves of earlier releases send none.
+    progress = fields.Nested(ProgressSchema, load_default=None, allow_none=True)
 
 
 class HeartbeatSchema(Schema):
@@ -183,4 +201,5 @@ sealed_credentials_schema = SealedCredentialsSchema()
 order_schema = OrderSchema()
 cancel_schema = CancelSchema()
 report_schema = ReportSchema()
+progress_schema = ProgressSchema()
 heartbeat_schema = HeartbeatSchema()

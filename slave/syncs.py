@@ -29,8 +29,10 @@ from common.methods import RSYNC, MethodSpec, Runners, method_for
 from common.processes import ProgramRunner
 from common.rsync import RsyncJob, RsyncResult, RsyncStats, end_orphaned_rsync, remove_partial_updates
 from common.runlogs import log_path, prune_logs
+from common.wire import progress_schema
 from slave.credentials import create_json_exclusively, ensure_private_dir, read_json, write_json_atomically
 from slave import transfers
+from slave.progress import ProgressReporter
 from slave.publishing import DELAY, Publisher, PublishError
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ FINAL_STATES = frozenset({SUCCESS, FAILED})
 INTERRUPTED = "interrupted: the slave was stopped"
 CANCELLED_BY_MASTER = "cancelled by the master"
 KEEP_RECORDS = 1000
+PROGRESS_INTERVAL = 10.0  # seconds between two progress reports of one pull (the PROGRESS_INTERVAL setting)
 # What GET /api/v1/syncs/<run_id> shows of a record; the rest is for this slave alone.
 PUBLIC_FIELDS = ("run_id", "project", "state", "catchup", "accepted_at", "started_at", "finished_at",
                  "exit_code", "error", "warning", "stats", "digest")
@@ -211,7 +214,8 @@ class SyncWorker:
     """Accepts orders, runs their pulls and keeps their records and reports."""
 
     def __init__(self, *, state_dir, public_dir, runner, records, outbox, credentials, clock,
-                 max_concurrent, log_retention, site=None, program_runner=None, verify_interval=3600.0):
+                 max_concurrent, log_retention, site=None, program_runner=None,
+                 progress_interval=PROGRESS_INTERVAL, verify_interval=3600.0):
         self.public_dir = public_dir
         self.site = site   # a traces.Site: who this slave is in trace files
         self.runners = Runners(runner, program_runner or ProgramRunner())
@@ -223,6 +227,7 @@ class SyncWorker:
         self.clock = clock
         self.max_concurrent = max_concurrent
         self.log_retention = log_retention
+        self.progress_interval = progress_interval
         self.logs_root = os.path.join(state_dir, "logs")
         self.published = transfers.PublishedTrees(state_dir)
         # Seconds between two walks of a whole published tree; between them a changes-only pull
@@ -239,6 +244,7 @@ class SyncWorker:
         self._leader_pid = None
         self._lock = threading.Condition()
         self._slots = {}
+        self._reporters = {}   # project -> the ProgressReporter of its running pull
         self._in_flight = set()
         self._ready = queue.Queue()
         self._threads = []
@@ -486,7 +492,16 @@ class SyncWorker:
             record = self._update(project, run_id, state=SYNCING, started_at=started_at)
             if record is not None:
                 self.outbox.put(report_of(record))
-        result, previous, digest = self._pull(order, pull.cancel, run_ids)
+        reporter = ProgressReporter(lambda progress: self._report_progress(pull, progress),
+                                    self.progress_interval, self.clock.monotonic)
+        with self._lock:
+            self._reporters[project] = reporter
+        try:
+            result, previous, digest = self._pull(order, pull.cancel, run_ids)
+        finally:
+            with self._lock:
+                self._reporters.pop(project, None)
+            reporter.close()  # before the final report: no progress report comes after it
         error = result.error
         if result.cancelled:
             error = CANCELLED_BY_MASTER if pull.cancelled_by_master and not self._stopping else INTERRUPTED
@@ -602,7 +617,8 @@ class SyncWorker:
         )
         try:
             return method_for(spec, self.runners).run(
-                publication.destination, logs, cancel=cancel, on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
+                publication.destination, logs, cancel=cancel, on_spawn=lambda pid: self._note_pid(project, run_ids, pid),
+                on_progress=lambda progress: self._note_progress(project, progress))
         except Exception as error:
             log.exception("rsync for run %s could not run", order["run_id"])
             return _failure(f"the pull could not run: {error}")
@@ -616,7 +632,8 @@ class SyncWorker:
         job = RsyncJob(source=source_of(order.get("snapshot")), destination=publication.destination,
                        options=options, password=credentials.rsync_password, timeout=order["timeout"])
         try:
-            result = self.runner.run(job, logs, cancel=cancel, on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
+            result = self.runner.run(job, logs, cancel=cancel, on_spawn=lambda pid: self._note_pid(project, run_ids, pid),
+                                     on_progress=lambda progress: self._note_progress(project, progress))
         except Exception as error:
             log.exception("rsync for run %s could not run", order["run_id"])
             return _failure(f"the pull could not run: {error}")
@@ -644,6 +661,26 @@ class SyncWorker:
         """Remember rsync's process group, so a restart after a crash can end it."""
         for run_id in run_ids:
             self._update(project, run_id, pid=pid)
+
+    def _note_progress(self, project, progress):
+        """rsync's progress, from the runner's output thread: the reporter passes some of it on."""
+        with self._lock:
+            reporter = self._reporters.get(project)
+        if reporter is not None:
+            reporter(progress)
+
+    def _report_progress(self, pull, progress):
+        """Tell the master how far ``pull`` has come, for every run it answers that is still pulling."""
+        progress = {name: value for name, value in progress.items() if name in progress_schema.fields}
+        with self._lock:
+            run_ids = list(pull.run_ids)  # less any run cancelled meanwhile
+        for run_id in run_ids:
+            record = self.records.get(run_id, pull.project)
+            if record is not None and record["state"] == SYNCING:
+                try:
+                    self.outbox.put_progress(dict(report_of(record), progress=progress))
+                except OSError as error:  # a nicety: the pull goes on, the next one may land
+                    log.warning("the progress of run %s of %s could not be queued: %s", run_id, pull.project, error)
 
     def _finish_records(self, project, run_ids, state, **outcome):
         for run_id in run_ids:

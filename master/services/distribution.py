@@ -236,15 +236,24 @@ def record_slave_report(slave, report):
     # Each move below is a compare-and-set on the state just read: a cancel (or a timeout) that
     # lands in between is never overwritten; the report is then judged again against it.
     if report["state"] == SlaveRunState.SYNCING.value:
-        if entry.state in (SlaveRunState.PENDING.value, SlaveRunState.DISPATCHED.value):
+        # The start of the pull, or how far it has come: either way the slave is alive. A part that
+        # has ended (a final report, a timeout) stays as it is, whenever this one arrives.
+        progress = {"progress": report["progress"]} if report.get("progress") is not None else {}
+        was = entry.state
+        if was in (SlaveRunState.PENDING.value, SlaveRunState.DISPATCHED.value):
             moved = db.session.execute(sa.update(SlaveRun).where(
-                SlaveRun.id == entry.id, SlaveRun.state == entry.state).values(
-                state=SlaveRunState.SYNCING.value, started_at=report["started_at"] or stamp)).rowcount
+                SlaveRun.id == entry.id, SlaveRun.state == was).values(
+                state=SlaveRunState.SYNCING.value, started_at=report["started_at"] or stamp, **progress)).rowcount
             if moved != 1:
                 db.session.rollback()
                 return record_slave_report(slave, report)
             readmodel.note_changed([run.project_id])
         slaves_service.keep_parts_alive(slave, stamp)
+        if was == SlaveRunState.SYNCING.value and progress:
+            # After keep_parts_alive, which holds this row already. Progress is in no feed: only the
+            # run's own view shows it, so the read model has nothing to rebuild.
+            db.session.execute(sa.update(SlaveRun).where(
+                SlaveRun.id == entry.id, SlaveRun.state == SlaveRunState.SYNCING.value).values(**progress))
         db.session.commit()
         return True
     values = dict(state=report["state"], started_at=report["started_at"] or entry.started_at,
@@ -412,7 +421,7 @@ def _reopen_entry(run_id, project, slave, stamp):
     entry.deadline = _deadline(project, stamp)
     entry.start_deadline = None
     entry.dispatched_at = entry.started_at = entry.finished_at = entry.exit_code = entry.error = None
-    entry.stats = None
+    entry.stats = entry.progress = None
 
 
 def freshness_by_project():
