@@ -104,7 +104,7 @@ class Ours:
                           json={"name": "bench", "upstream": upstream_url}).raise_for_status()
 
     def sync(self):
-        """Trigger -> every slave reported; returns (seconds, seconds of the fan-out)."""
+        """Trigger -> every slave reported; returns (seconds, {phase: seconds}) with the phases of ``phases``."""
         started = time.perf_counter()
         run = self.session.post(self.master.url + "/api/v1/projects/bench/syncs").json()
         while True:
@@ -114,16 +114,21 @@ class Ours:
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
         assert run["state"] == "success", run
-        return elapsed, self.fan_out(run)
+        return elapsed, self.phases(run)
 
-    def fan_out(self, run):
-        """Seconds from the end of the master's pull (its log line) to the run's end."""
+    def phases(self, run):
+        """Where a run's time went, from its timestamps and the master's log line at the end of its pull:
+        start (queued -> pulling), pull (pulling -> tree sealed, orders about to go out), fan-out
+        (-> the run's end, every slave reported)."""
         moved = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+: "
                           + re.escape(f"run {run['id']} of bench: syncing -> distributing"), self.master.log_text())
         if moved is None:
             raise RuntimeError(f"no move to distributing of run {run['id']} in {self.master.log_path}")
         pull_end = datetime.datetime.strptime(moved.group(1), "%Y-%m-%d %H:%M:%S,%f").astimezone()
-        return (datetime.datetime.fromisoformat(run["finished_at"]) - pull_end).total_seconds()
+        created, started, finished = (datetime.datetime.fromisoformat(run[key])
+                                      for key in ("created_at", "started_at", "finished_at"))
+        return {"start ours": (started - created).total_seconds(), "pull ours": (pull_end - started).total_seconds(),
+                "fan-out ours": (finished - pull_end).total_seconds()}
 
     def stop(self):
         for slave in self.slaves:
@@ -172,15 +177,17 @@ def run_case(files, fractions, slaves, repeat, scratch):
                 noop["noop-ours"].append(ours.sync()[0])
                 noop["noop-bare"].append(bare_round(daemon.url("tree"), bare_master, bare_slaves)[0])
             for number, fraction in enumerate(fractions):
-                samples = {"ours": [], "bare": [], "changed-only": [], "fan-out ours": [], "fan-out bare": [],
-                           "fan-out changed": []}
+                samples = {"ours": [], "bare": [], "changed-only": [], "start ours": [], "pull ours": [],
+                           "fan-out ours": [], "pull bare": [], "fan-out bare": [], "fan-out changed": []}
                 for generation in range(100 * number + 1, 100 * number + repeat + 1):
                     change_files(tree, files, fraction, generation)
-                    seconds, fan_out = ours.sync()
+                    seconds, phases = ours.sync()
                     samples["ours"].append(seconds)
-                    samples["fan-out ours"].append(fan_out)
+                    for phase, value in phases.items():
+                        samples[phase].append(value)
                     seconds, fan_out = bare_round(daemon.url("tree"), bare_master, bare_slaves)
                     samples["bare"].append(seconds)
+                    samples["pull bare"].append(seconds - fan_out)
                     samples["fan-out bare"].append(fan_out)
                     # The files-from baseline gets a change of its own, listed exactly; bare master and
                     # slaves hold the tree before it, so only the listed files differ.
@@ -236,8 +243,10 @@ def main():
     print(f"{'files':>8} {'change':>6} {'ours':>8} {'bare':>8} {'ratio':>6} {'changed-only':>13} {'vs changed':>10} "
           f"{'fan-out ours':>12} {'bare':>7} {'changed':>8} "
           f"{'no-op ours':>10} {'no-op bare':>10} {'disk extra':>10}")
+    split = []
     for files, fractions in cases(args):
         for fraction, median, disk in run_case(files, fractions, args.slaves, args.repeat, args.scratch):
+            split.append((files, fraction, median))
             extra = (disk["extra"] + disk["manifests"]) / max(1, disk["one tree"])
             print(f"{files:>8} {fraction:>6.1%} {median['ours']:>7.2f}s {median['bare']:>7.2f}s "
                   f"{median['ours'] / median['bare']:>6.2f} "
@@ -246,6 +255,13 @@ def main():
                   f"{median['fan-out changed']:>7.2f}s "
                   f"{median['noop-ours']:>9.2f}s {median['noop-bare']:>9.2f}s {extra:>9.1%}"
                   f"  ({disk['snapshots kept']} snapshots kept)", flush=True)
+    print("where the time goes (ours: run created_at -> started_at -> end of pull -> finished_at; "
+          "bare: upstream -> master, master -> slaves)")
+    print(f"{'files':>8} {'change':>6} {'start ours':>10} {'pull ours':>10} {'pull bare':>10} "
+          f"{'fan-out ours':>12} {'fan-out bare':>12}")
+    for files, fraction, median in split:
+        print(f"{files:>8} {fraction:>6.1%} {median['start ours']:>9.2f}s {median['pull ours']:>9.2f}s "
+              f"{median['pull bare']:>9.2f}s {median['fan-out ours']:>11.2f}s {median['fan-out bare']:>11.2f}s")
 
 
 if __name__ == "__main__":
