@@ -38,6 +38,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -195,17 +196,42 @@ class Deployment:
                                              None, logs, name="master-rsyncd"))
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {self.api.admin_token}"
-        # Every slave starts at once; each then enrolls with the master.
+        # Every slave starts at once, each on a port of its own; each then enrolls with the master.
+        for index, port in enumerate(distinct_ports(self.count)):
+            self.slaves.append(self.start_slave(f"slave-{index:02d}", port))
         for index in range(self.count):
-            name = f"slave-{index:02d}"
-            self.slaves.append(SlaveProcess(self.root / name, name, self.api.url, None, DEFAULT_JOIN_TOKEN,
-                                            SLAVE_ENV, logs))
-        for slave in self.slaves:
-            slave.wait_healthy(f"{slave.url}/healthz", timeout=120)
+            self.wait_slave_up(index)
         wait_for(lambda: self.online() == self.count, 180, interval=0.5,
                  message=lambda: f"{self.count} slaves online (now {self.online()})")
         self.call("POST", "/api/v1/projects", json={"name": PROJECT, "upstream": self.upstream.url(MODULE)})
         return self
+
+    def start_slave(self, name, port):
+        return SlaveProcess(self.root / name, name, self.api.url, port, DEFAULT_JOIN_TOKEN, SLAVE_ENV,
+                            self.root / "logs")
+
+    def wait_slave_up(self, index, attempts=3):
+        """Wait until slave ``index`` answers its own /healthz; one that died (its port taken meanwhile
+        by another process on this shared machine) starts again on another port."""
+        def answers():
+            slave = self.slaves[index]
+            if not slave.is_running():
+                return "died"
+            try:
+                response = requests.get(f"{slave.url}/healthz", timeout=2)
+            except requests.RequestException:
+                return None
+            # Another process that took the port would answer with another name, or not at all.
+            return response.status_code == 200 and response.json().get("name") == slave.slave_name
+
+        for _ in range(attempts):
+            slave = self.slaves[index]
+            if wait_for(answers, 120, message=f"{slave.slave_name} on {slave.url}") is True:
+                return
+            slave.stop()
+            print(f"{slave.slave_name} died at start (log {slave.log_path}); starting it again", file=sys.stderr)
+            self.slaves[index] = self.start_slave(slave.slave_name, distinct_ports(1)[0])
+        raise RuntimeError(f"{slave.slave_name} did not start in {attempts} attempts; see {slave.log_path}")
 
     def call(self, method, path, **kwargs):
         response = self.session.request(method, self.api.url + path, timeout=30, **kwargs)
@@ -267,6 +293,19 @@ class Deployment:
             process.stop()
         if self.upstream is not None:
             self.upstream.stop()
+
+
+def distinct_ports(count):
+    """``count`` different ports that nothing listens on right now (each held until all are chosen)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sockets.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sockets[-1].bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def start_baseline_servers(count, logs):
