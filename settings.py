@@ -152,6 +152,13 @@ STATE_DIR = "./var/slave"
 HEARTBEAT_INTERVAL = 15
 # Longest wait, in seconds, between two tries to deliver a report.
 REPORT_RETRY_MAX = 60
+# Seconds between two walks of a project's whole published tree to check its digest. Between
+# them a changes-only pull checks the paths it moved and every directory (a file made, removed
+# or renamed anywhere shows at once; a file rewritten in place at the next walk). 0: every pull.
+VERIFY_INTERVAL = 3600
+# Seconds between two progress reports of a running pull (how far rsync has come);
+# each one also tells the master this slave is alive (see SLAVE_START_TIMEOUT).
+PROGRESS_INTERVAL = 10
 # Serve a small public page at / and a tunasync-style /jobs feed of what this
 # slave holds (from its own records), for visitors of this host.
 STATUS_PAGE = False

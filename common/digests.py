@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import stat
+import zlib
 
 # rsync's --delay-updates folder: never part of a published tree.
 SKIPPED_NAMES = frozenset({".~tmp~"})
@@ -90,6 +91,56 @@ def manifest(root):
     return [Entry(*entry) for entry in raw]
 
 
+def _entry(root, path):
+    """(Entry without its hard-link group, (device, inode, links)) of ``path`` under ``root``, or None if it
+    is gone. Raises OSError."""
+    try:
+        st = os.lstat(os.path.join(root, path) if path != "." else root)
+    except FileNotFoundError:
+        return None
+    kind = _kind(st.st_mode)
+    if kind == SYMLINK:
+        return Entry(path, kind, target=os.readlink(os.path.join(root, path))), None
+    entry = Entry(path, kind, st.st_size if kind == FILE else None, int(st.st_mtime), stat.S_IMODE(st.st_mode))
+    return entry, ((st.st_dev, st.st_ino, st.st_nlink) if kind == FILE else None)
+
+
+def updated(entries, root, changed, deleted, touched=()):
+    """The manifest of ``root`` from its earlier manifest ``entries`` and what changed since: each path in
+    ``changed`` and ``touched`` (and each parent of a change) looked at again, each path in ``deleted``
+    gone with whatever was under it. No walk: this costs what the change costs. Raises OSError.
+
+    A hard-link group is found among the changed paths only (a change list names every member of a
+    group it touches); a changed file linked to a path outside them gives a manifest that differs from
+    a walk's, so a caller that compares digests falls back to a walk.
+    """
+    by_path = {entry.path: entry for entry in entries}
+    gone = [path for path in deleted if path in by_path]
+    if gone:
+        prefixes = tuple(f"{path}/" for path in gone)
+        dropped = set(gone)
+        by_path = {path: entry for path, entry in by_path.items()
+                   if path not in dropped and not path.startswith(prefixes)}
+    again = set(changed) | set(touched) | {"."}
+    again |= {path.rpartition("/")[0] or "." for path in (*changed, *deleted) if path != "."}
+    inodes = {}
+    for path in again:
+        found = _entry(root, path)
+        if found is None:
+            by_path.pop(path, None)
+            continue
+        entry, inode = found
+        by_path[path] = entry
+        if inode is not None and inode[2] > 1:
+            inodes.setdefault(inode[:2], []).append(path)
+    for members in inodes.values():
+        if len(members) > 1:
+            first = os.fsdecode(min(os.fsencode(member) for member in members))
+            for member in members:
+                by_path[member] = dataclasses.replace(by_path[member], group=first)
+    return sorted(by_path.values(), key=lambda entry: os.fsencode(entry.path))
+
+
 def digest(entries):
     """``sha256:<hex>`` of a manifest."""
     hasher = hashlib.sha256()
@@ -113,16 +164,28 @@ def first_differences(expected, actual, limit=5):
     return sorted(differing, key=os.fsencode)[:limit]
 
 
+def _row(entry):
+    return (entry.path, entry.type, entry.size, entry.mtime, entry.mode, entry.target, entry.group)
+
+
 def save(entries, path):
-    """Write a manifest (gzip'd JSON lines) atomically."""
+    """Write a manifest (one gzip'd JSON array of rows) atomically."""
+    data = json.dumps([_row(entry) for entry in entries], separators=(",", ":"), ensure_ascii=False)
     tmp = f"{path}.tmp"
-    with gzip.open(tmp, "wt", encoding="utf-8", errors="surrogateescape", compresslevel=3) as out:
-        for entry in entries:
-            out.write(json.dumps(dataclasses.astuple(entry)) + "\n")
+    with open(tmp, "wb") as out:
+        out.write(gzip.compress(data.encode("utf-8", "surrogateescape"), compresslevel=1))
     os.replace(tmp, path)
 
 
 def load(path):
-    """A manifest written by ``save``; raises OSError, ValueError."""
-    with gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape") as stream:
-        return [Entry(*json.loads(line)) for line in stream]
+    """A manifest written by ``save`` (or, from earlier releases, as JSON lines); raises OSError, ValueError."""
+    with open(path, "rb") as stream:
+        try:
+            text = gzip.decompress(stream.read()).decode("utf-8", "surrogateescape")
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+            raise ValueError(f"not a manifest: {error}") from None
+    rows = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line]
+    try:
+        return [Entry(*row) for row in rows]
+    except TypeError as error:
+        raise ValueError(f"not a manifest: {error}") from None

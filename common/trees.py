@@ -44,29 +44,49 @@ def fresh_name(snapshots, base):
         number += 1
 
 
+def safe_relative(path):
+    """Whether ``path`` names something under a root: relative, without "..", without NUL."""
+    return bool(path) and not path.startswith("/") and ".." not in path.split("/") and "\0" not in path
+
+
+def real_parents(root, path):
+    """Whether every directory on the way from ``root`` to ``path`` is a real directory (no symlink)."""
+    parent = root
+    for part in path.split("/")[:-1]:
+        parent = os.path.join(parent, part)
+        try:
+            if not stat.S_ISDIR(os.lstat(parent).st_mode):
+                return False
+        except FileNotFoundError:
+            return False
+    return True
+
+
 def link_copy(source, destination):
     """Fill the empty directory ``destination`` with ``source``'s tree: hard links for files, copies
-    of symlinks and directories (with their modes and times). Raises OSError."""
-    for root, dirs, files in os.walk(source):
-        relative = os.path.relpath(root, source)
-        target_root = destination if relative == "." else os.path.join(destination, relative)
-        for name in dirs + files:
-            path, target = os.path.join(root, name), os.path.join(target_root, name)
-            info = os.lstat(path)
-            if stat.S_ISLNK(info.st_mode):
-                os.symlink(os.readlink(path), target)
-            elif stat.S_ISDIR(info.st_mode):
-                os.mkdir(target, stat.S_IMODE(info.st_mode) | stat.S_IRWXU)
-            elif stat.S_ISREG(info.st_mode):
-                os.link(path, target)
-        dirs[:] = [name for name in dirs if not os.path.islink(os.path.join(root, name))]
-    for root, dirs, _ in os.walk(source):
-        for name in dirs:
-            path = os.path.join(root, name)
-            info = os.lstat(path)
-            target = os.path.join(destination, os.path.relpath(path, source))
-            os.chmod(target, stat.S_IMODE(info.st_mode))
-            os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+    of symlinks and directories (with their modes and times). Raises OSError.
+
+    One scandir pass; only directories are stat'ed (for their modes and times, set once
+    everything under them exists, so a read-only directory can still be filled).
+    """
+    directories = []
+    pending = [(os.fspath(source), os.fspath(destination))]
+    while pending:
+        source_dir, target_dir = pending.pop()
+        with os.scandir(source_dir) as scan:
+            for item in scan:
+                target = os.path.join(target_dir, item.name)
+                if item.is_symlink():
+                    os.symlink(os.readlink(item.path), target)
+                elif item.is_dir(follow_symlinks=False):
+                    os.mkdir(target, 0o700)
+                    directories.append((target, item.stat(follow_symlinks=False)))
+                    pending.append((item.path, target))
+                elif item.is_file(follow_symlinks=False):
+                    os.link(item.path, target, follow_symlinks=False)
+    for target, info in directories:
+        os.chmod(target, stat.S_IMODE(info.st_mode))
+        os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
 def _make_writable_and_retry(function, path, _error):

@@ -106,6 +106,22 @@ class SealedCredentialsSchema(Schema):
     sealed_rsync_password = fields.String(required=True)
 
 
+# An order carries its run's change list when it is at most this many paths long; a longer one
+# the slave fetches from the master's module (.changes-<snapshot>/).
+INLINE_CHANGES = 1000
+_PATH = validate.Length(min=1, max=4096)
+
+
+class ChangeListSchema(Schema):
+    """What changed from snapshot ``base`` (digest ``base_digest``) to the run's: see common/changes.py."""
+    base = fields.String(required=True, validate=validate.Regexp(r"^[0-9A-Za-z._-]{1,64}$"))
+    base_digest = fields.String(required=True, validate=validate.Regexp(DIGEST))
+    changed = fields.List(fields.String(validate=_PATH), required=True, validate=validate.Length(max=INLINE_CHANGES))
+    deleted = fields.List(fields.String(validate=_PATH), required=True, validate=validate.Length(max=INLINE_CHANGES))
+    touch = fields.List(fields.Tuple((fields.String(validate=_PATH), fields.Integer(strict=True))),
+                        load_default=list, validate=validate.Length(max=INLINE_CHANGES))
+
+
 class OrderSchema(Schema):
     """Master -> slave: pull this run's tree of ``project`` from the master's rsync daemon."""
     run_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=MAX_ID))
@@ -128,11 +144,29 @@ class OrderSchema(Schema):
     # A change list from the previous snapshot is in the module (.changes-<snapshot>/): a slave that
     # holds exactly that previous tree transfers and deletes only what it names.
     changes = StrictBoolean(load_default=False)
+    # That change list itself, when it is short: the slave then needs no rsync connection to fetch it.
+    change_list = fields.Nested(ChangeListSchema, load_default=None, allow_none=True)
 
 
 class CancelSchema(Schema):
     """Master -> slave: stop pulling ``project`` for this run (the run id is in the path)."""
     project = fields.String(required=True, validate=validate_slug)
+
+
+class ProgressSchema(Schema):
+    """How far a pull has come: rsync's whole-transfer progress (common/rsync.py parse_progress)."""
+    bytes = _count()
+    percent = fields.Integer(allow_none=True, strict=True, validate=validate.Range(min=0, max=100))
+    rate = fields.String(allow_none=True, validate=validate.Regexp(
+        r"^[0-9][0-9.,]{0,20}[kMGTPE]?i?B/s$", error="Must be a transfer rate such as 12.34MB/s."))
+    eta = fields.String(allow_none=True, validate=validate.Regexp(
+        r"^[0-9]{1,6}:[0-9]{2}:[0-9]{2}$", error="Must be a duration such as 0:01:05."))
+    files_transferred = _count()
+    files_to_check = _count()
+    files_total = _count()
+    # Two-stage pulls: which stage this is.
+    stage = fields.Integer(strict=True, validate=validate.Range(min=1, max=2))
+    stages = fields.Integer(strict=True, validate=validate.Range(min=1, max=2))
 
 
 class ReportSchema(Schema):
@@ -150,6 +184,8 @@ class ReportSchema(Schema):
     stats = fields.Nested(StatsSchema, allow_none=True, load_default=None)
     # The digest of the tree the slave published; slaves of earlier releases send none.
     digest = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(DIGEST))
+    # With ``syncing`` while the pull runs (every PROGRESS_INTERVAL); slaves of earlier releases send none.
+    progress = fields.Nested(ProgressSchema, load_default=None, allow_none=True)
 
 
 class HeartbeatSchema(Schema):
@@ -165,4 +201,5 @@ sealed_credentials_schema = SealedCredentialsSchema()
 order_schema = OrderSchema()
 cancel_schema = CancelSchema()
 report_schema = ReportSchema()
+progress_schema = ProgressSchema()
 heartbeat_schema = HeartbeatSchema()

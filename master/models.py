@@ -225,8 +225,8 @@ class SlaveRun(db.Model):
     attempts = sa.Column(sa.Integer, nullable=False, default=0)
     dispatched_at = sa.Column(UTCDateTime)
     deadline = sa.Column(UTCDateTime)
-    # A part whose slave is not heard from (a report or a heartbeat) by then ends as timeout;
-    # each one moves it on by SLAVE_START_TIMEOUT. ``deadline`` caps the whole pull.
+    # A part whose slave is not heard from (a report, a progress report or a heartbeat) by then
+    # ends as timeout; each one moves it on by SLAVE_START_TIMEOUT. ``deadline`` caps the whole pull.
     start_deadline = sa.Column(UTCDateTime)
     started_at = sa.Column(UTCDateTime)
     finished_at = sa.Column(UTCDateTime)
@@ -234,6 +234,8 @@ class SlaveRun(db.Model):
     error = sa.Column(sa.Text)
     stats = sa.Column(sa.JSON)
     digest = sa.Column(sa.String(80))  # of the tree the slave published
+    # Latest whole-transfer progress the slave reported while it pulled (bytes, percent, rate, eta).
+    progress = sa.Column(sa.JSON)
 
     run = db.relationship("Run", back_populates="slave_runs")
 

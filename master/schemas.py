@@ -110,6 +110,8 @@ class SlaveRunSchema(Schema):
     error = fields.String(allow_none=True)
     stats = fields.Nested(StatsSchema, allow_none=True)
     digest = fields.String(allow_none=True, metadata={"description": "digest of the tree the slave published"})
+    progress = fields.Dict(allow_none=True, metadata={
+        "description": "latest progress the slave reported while it pulled: bytes, percent, rate, eta, files"})
 
 
 class RunSchema(Schema):

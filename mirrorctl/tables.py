@@ -188,7 +188,8 @@ def _slave_duration(entry):
 
 def slave_run_table(entries):
     """One row per slave of a run; times are UTC clock times."""
-    headers = ("SLAVE", "STATE", "ATTEMPTS", "STARTED", "FINISHED", "DURATION", "FILES", "EXIT", "ERROR")
+    headers = ("SLAVE", "STATE", "ATTEMPTS", "STARTED", "FINISHED", "DURATION", "FILES", "EXIT", "PROGRESS",
+               "ERROR")
     return table(headers, [(
         entry.get("slave"),
         entry.get("state"),
@@ -198,8 +199,18 @@ def slave_run_table(entries):
         human_duration(_slave_duration(entry)),
         (entry.get("stats") or {}).get("files_transferred"),
         entry.get("exit_code"),
+        _part_progress(entry),
         _short(entry.get("error")),
     ) for entry in entries])
+
+
+def _part_progress(entry):
+    """How far a slave's pull has come, while it runs: '45% at 12.34MB/s'."""
+    progress = entry.get("progress") if entry.get("state") == "syncing" else None
+    if not isinstance(progress, dict) or not isinstance(progress.get("percent"), int):
+        return None
+    rate = progress.get("rate")
+    return f"{progress['percent']}%" + (f" at {printable(str(rate))}" if rate else "")
 
 
 # Slaves

@@ -61,7 +61,8 @@ class SlaveServices:
             records=SyncRecords(os.path.join(state_dir, "syncs")), outbox=self.outbox,
             credentials=self.credentials.load, clock=clock,
             max_concurrent=settings["MAX_CONCURRENT_SYNCS"], log_retention=settings["LOG_RETENTION"],
-            site=trace_site(settings))
+            site=trace_site(settings), verify_interval=settings["VERIFY_INTERVAL"],
+            progress_interval=settings["PROGRESS_INTERVAL"])
         self.status_board = StatusBoard(self.worker.records, settings["PUBLIC_DIR"])
         self.heartbeat = Heartbeat(client, self.credentials.load, settings["SLAVE_URL"],
                                    settings["HEARTBEAT_INTERVAL"], self.worker.syncing_projects,

@@ -2,7 +2,8 @@
 
 A report is on disk before anyone tries to send it, so a restart or a master
 that is down loses nothing. A later report for the same run (the final one
-after "syncing") replaces the earlier file and keeps its place in the queue.
+after "syncing") replaces the earlier file and keeps its place in the queue;
+a progress report never replaces a final one.
 The master counts the same report twice as once, so sending again is safe.
 """
 
@@ -25,6 +26,7 @@ BACKOFF_START = 0.2
 IDLE_RESCAN = 30.0
 # Before enrollment there is no key to sign with; look again this often.
 NOT_ENROLLED_WAIT = 1.0
+FINAL_REPORT_STATES = frozenset({"success", "failed"})
 _FILE_RE = re.compile(r"^(\d+)-([a-z0-9][a-z0-9._-]*)\.json$")
 
 
@@ -51,12 +53,23 @@ class Outbox:
 
     def put(self, report):
         """Queue ``report`` (a ReportSchema dict), replacing an earlier one for the same run. Raises OSError."""
+        self._queue(report, keep_final=False)
+
+    def put_progress(self, report):
+        """Queue a progress report (``syncing``), unless the run's final report still waits: that one
+        must reach the master. Returns whether it was queued. Raises OSError."""
+        return self._queue(report, keep_final=True)
+
+    def _queue(self, report, keep_final):
         path = self._path(report["run_id"], report["project"])
         with self._lock:
             entry = self._read(path)
+            if keep_final and entry is not None and entry["report"].get("state") in FINAL_REPORT_STATES:
+                return False
             sequence = entry["sequence"] if entry else self._next_sequence()
             write_json_atomically(path, {"sequence": sequence, "version": secrets.token_hex(8), "report": report})
         self._wake.set()
+        return True
 
     def pending(self):
         """The queued reports, oldest first."""

@@ -29,8 +29,10 @@ from common.methods import RSYNC, MethodSpec, Runners, method_for
 from common.processes import ProgramRunner
 from common.rsync import RsyncJob, RsyncResult, RsyncStats, end_orphaned_rsync, remove_partial_updates
 from common.runlogs import log_path, prune_logs
+from common.wire import progress_schema
 from slave.credentials import create_json_exclusively, ensure_private_dir, read_json, write_json_atomically
 from slave import transfers
+from slave.progress import ProgressReporter
 from slave.publishing import DELAY, Publisher, PublishError
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ FINAL_STATES = frozenset({SUCCESS, FAILED})
 INTERRUPTED = "interrupted: the slave was stopped"
 CANCELLED_BY_MASTER = "cancelled by the master"
 KEEP_RECORDS = 1000
+PROGRESS_INTERVAL = 10.0  # seconds between two progress reports of one pull (the PROGRESS_INTERVAL setting)
 # What GET /api/v1/syncs/<run_id> shows of a record; the rest is for this slave alone.
 PUBLIC_FIELDS = ("run_id", "project", "state", "catchup", "accepted_at", "started_at", "finished_at",
                  "exit_code", "error", "warning", "stats", "digest")
@@ -61,7 +64,7 @@ def rsync_source(user, host, port, project, snapshot=None):
 
 # Order fields a master before sync methods and trace files did not send, with their meaning then.
 _ORDER_DEFAULTS = {"publish": DELAY, "method": RSYNC, "stage1_profile": None, "trace": traces.NONE,
-                   "snapshot": None, "digest": None, "changes": False,
+                   "snapshot": None, "digest": None, "changes": False, "change_list": None,
                    "upstream_name": None}
 
 
@@ -211,7 +214,8 @@ class SyncWorker:
     """Accepts orders, runs their pulls and keeps their records and reports."""
 
     def __init__(self, *, state_dir, public_dir, runner, records, outbox, credentials, clock,
-                 max_concurrent, log_retention, site=None, program_runner=None):
+                 max_concurrent, log_retention, site=None, program_runner=None,
+                 progress_interval=PROGRESS_INTERVAL, verify_interval=3600.0):
         self.public_dir = public_dir
         self.site = site   # a traces.Site: who this slave is in trace files
         self.runners = Runners(runner, program_runner or ProgramRunner())
@@ -223,8 +227,12 @@ class SyncWorker:
         self.clock = clock
         self.max_concurrent = max_concurrent
         self.log_retention = log_retention
+        self.progress_interval = progress_interval
         self.logs_root = os.path.join(state_dir, "logs")
         self.published = transfers.PublishedTrees(state_dir)
+        # Seconds between two walks of a whole published tree; between them a changes-only pull
+        # checks the paths it moved and every directory.
+        self.verify_interval = verify_interval
         self.work_root = os.path.join(state_dir, "transfers")
         ensure_private_dir(self.work_root)
         self.orders_dir = os.path.join(state_dir, "orders")
@@ -236,6 +244,7 @@ class SyncWorker:
         self._leader_pid = None
         self._lock = threading.Condition()
         self._slots = {}
+        self._reporters = {}   # project -> the ProgressReporter of its running pull
         self._in_flight = set()
         self._ready = queue.Queue()
         self._threads = []
@@ -483,7 +492,16 @@ class SyncWorker:
             record = self._update(project, run_id, state=SYNCING, started_at=started_at)
             if record is not None:
                 self.outbox.put(report_of(record))
-        result, previous, digest = self._pull(order, pull.cancel, run_ids)
+        reporter = ProgressReporter(lambda progress: self._report_progress(pull, progress),
+                                    self.progress_interval, self.clock.monotonic)
+        with self._lock:
+            self._reporters[project] = reporter
+        try:
+            result, previous, digest = self._pull(order, pull.cancel, run_ids)
+        finally:
+            with self._lock:
+                self._reporters.pop(project, None)
+            reporter.close()  # before the final report: no progress report comes after it
         error = result.error
         if result.cancelled:
             error = CANCELLED_BY_MASTER if pull.cancelled_by_master and not self._stopping else INTERRUPTED
@@ -520,6 +538,8 @@ class SyncWorker:
             return rsync_source(credentials.rsync_user, order["rsyncd_host"], order["rsyncd_port"], project, path)
         work_dir = tempfile.mkdtemp(prefix=f"{project}-", dir=self.work_root)
         started = self.clock.now()
+        tree = self.publisher.tree_path(project)
+        held_entries, tampered = None, None
         try:
             plan = None
             # A change list needs the published tree as its base (in place), and a plain rsync:
@@ -527,6 +547,13 @@ class SyncWorker:
             if publication.staged is None and (order.get("method") or RSYNC) == RSYNC and not trace:
                 plan = transfers.plan_changes(self.runner, order, source_of, credentials.rsync_password,
                                               self.published, work_dir, logs)
+            if plan is not None:
+                held_entries = self.published.manifest(project)
+                if held_entries is not None and transfers.touched_since(tree, held_entries):
+                    paths = ", ".join(map(repr, transfers.changed_behind_our_back(tree, held_entries))) or "none found"
+                    tampered = f"the published tree was changed outside mirror-sync, first at: {paths}; pulled in full"
+                    log.warning("%s: %s", project, tampered)
+                    plan, held_entries = None, None
             if plan is not None:
                 result = self._transfer(order, publication, plan, source_of, credentials, cancel, run_ids, logs)
             else:
@@ -553,16 +580,29 @@ class SyncWorker:
             # the digest is not compared (the master takes a report without one).
             self.published.forget(project)
             return result, previous, None
+        if tampered:
+            result = dataclasses.replace(result, warning="; ".join(filter(None, (result.warning, tampered))))
+        now = self.clock.now().timestamp()
+        walked_at = (self.published.get(project) or {}).get("walked_at")
+        walk_due = walked_at is None or now - walked_at >= self.verify_interval
+        entries, walked = None, None
         if plan is not None and plan.empty and plan.base_digest == order.get("digest"):
-            digest, mismatch = plan.base_digest, None  # nothing changed: nothing to walk
+            digest, mismatch, entries = plan.base_digest, None, held_entries  # nothing changed: nothing to walk
         else:
-            digest, mismatch = transfers.verify(
-                self.publisher.tree_path(project), order,
-                transfers.manifest_fetcher(self.runner, order, source_of, credentials.rsync_password, logs))
+            if plan is not None and not walk_due:
+                entries = transfers.verify_changes(tree, order, plan, held_entries)
+            if entries is not None:
+                digest, mismatch = order["digest"], None
+                log.info("run %s of %s: verified by the paths it moved, no walk", order["run_id"], project)
+            else:
+                digest, mismatch, entries = transfers.verify(
+                    tree, order,
+                    transfers.manifest_fetcher(self.runner, order, source_of, credentials.rsync_password, logs))
+                walked = now
         if mismatch:
             self.published.forget(project)  # the next order pulls in full, which repairs the tree
             return dataclasses.replace(result, ok=False, warning=None, error=mismatch), previous, digest
-        self.published.remember(project, order.get("snapshot"), digest)
+        self.published.remember(project, order.get("snapshot"), digest, entries, walked_at=walked)
         return result, previous, digest
 
     def _pull_with_method(self, order, publication, source_of, credentials, cancel, run_ids, logs):
@@ -577,7 +617,8 @@ class SyncWorker:
         )
         try:
             return method_for(spec, self.runners).run(
-                publication.destination, logs, cancel=cancel, on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
+                publication.destination, logs, cancel=cancel, on_spawn=lambda pid: self._note_pid(project, run_ids, pid),
+                on_progress=lambda progress: self._note_progress(project, progress))
         except Exception as error:
             log.exception("rsync for run %s could not run", order["run_id"])
             return _failure(f"the pull could not run: {error}")
@@ -591,7 +632,8 @@ class SyncWorker:
         job = RsyncJob(source=source_of(order.get("snapshot")), destination=publication.destination,
                        options=options, password=credentials.rsync_password, timeout=order["timeout"])
         try:
-            result = self.runner.run(job, logs, cancel=cancel, on_spawn=lambda pid: self._note_pid(project, run_ids, pid))
+            result = self.runner.run(job, logs, cancel=cancel, on_spawn=lambda pid: self._note_pid(project, run_ids, pid),
+                                     on_progress=lambda progress: self._note_progress(project, progress))
         except Exception as error:
             log.exception("rsync for run %s could not run", order["run_id"])
             return _failure(f"the pull could not run: {error}")
@@ -620,6 +662,26 @@ class SyncWorker:
         for run_id in run_ids:
             self._update(project, run_id, pid=pid)
 
+    def _note_progress(self, project, progress):
+        """rsync's progress, from the runner's output thread: the reporter passes some of it on."""
+        with self._lock:
+            reporter = self._reporters.get(project)
+        if reporter is not None:
+            reporter(progress)
+
+    def _report_progress(self, pull, progress):
+        """Tell the master how far ``pull`` has come, for every run it answers that is still pulling."""
+        progress = {name: value for name, value in progress.items() if name in progress_schema.fields}
+        with self._lock:
+            run_ids = list(pull.run_ids)  # less any run cancelled meanwhile
+        for run_id in run_ids:
+            record = self.records.get(run_id, pull.project)
+            if record is not None and record["state"] == SYNCING:
+                try:
+                    self.outbox.put_progress(dict(report_of(record), progress=progress))
+                except OSError as error:  # a nicety: the pull goes on, the next one may land
+                    log.warning("the progress of run %s of %s could not be queued: %s", run_id, pull.project, error)
+
     def _finish_records(self, project, run_ids, state, **outcome):
         for run_id in run_ids:
             record = self._update(project, run_id, state=state, **outcome)
@@ -632,6 +694,8 @@ class SyncWorker:
             log.error("record of run %s of %s is gone; its report is skipped", run_id, project)
             return None
         record.update(changes)
+        if record["state"] in (SUCCESS, FAILED) and (record.get("order") or {}).get("change_list"):
+            record["order"]["change_list"] = None  # only a pull uses it; the record stays small
         self.records.save(record)
         return record
 

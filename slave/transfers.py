@@ -23,7 +23,7 @@ import tempfile
 
 from common import digests
 from common.rsync import RsyncJob
-from common.trees import remove_tree
+from common.trees import real_parents, remove_tree, safe_relative
 from slave.credentials import ensure_private_dir, read_json, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,39 @@ class PublishedTrees:
         except (OSError, ValueError):
             return None
 
-    def remember(self, project, snapshot, digest):
-        write_json_atomically(self._path(project), {"snapshot": snapshot, "digest": digest}, mode=0o600)
+    def _manifest_path(self, project):
+        return os.path.join(self.directory, f"{project}.manifest.gz")
+
+    def remember(self, project, snapshot, digest, entries=None, walked_at=None):
+        """Note the verified tree; with ``entries`` its manifest too, ``walked_at`` (epoch seconds) when a
+        whole walk last confirmed it."""
+        held = self.get(project) or {}
+        if entries is not None:
+            digests.save(entries, self._manifest_path(project))
+        else:
+            self._drop_manifest(project)
+        write_json_atomically(self._path(project), {
+            "snapshot": snapshot, "digest": digest,
+            "walked_at": walked_at if walked_at is not None else (held.get("walked_at") if entries else None),
+        }, mode=0o600)
+
+    def manifest(self, project):
+        """The manifest saved with the tree, or None."""
+        try:
+            return digests.load(self._manifest_path(project))
+        except (OSError, ValueError):
+            return None
 
     def forget(self, project):
+        for path in (self._path(project), self._manifest_path(project)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def _drop_manifest(self, project):
         try:
-            os.unlink(self._path(project))
+            os.unlink(self._manifest_path(project))
         except FileNotFoundError:
             pass
 
@@ -80,11 +107,8 @@ def _fetch(runner, source, work_dir, name, password, log_path):
     return destination if result.ok else None
 
 
-def plan_changes(runner, order, source_of, password, published, work_dir, log_path):
-    """A Plan when this slave holds exactly the base of the run's change list, else None (a full pull)."""
-    held = published.get(order["project"])
-    if not order.get("changes") or held is None or not order.get("snapshot"):
-        return None
+def _fetch_changes(runner, order, source_of, password, work_dir, log_path):
+    """The run's change list from the master's module, or None."""
     fetched = _fetch(runner, source_of(f"{CHANGES_PREFIX}{order['snapshot']}"), work_dir,
                      f"changes-{order['run_id']}", password, log_path)
     if fetched is None:
@@ -95,6 +119,19 @@ def plan_changes(runner, order, source_of, password, published, work_dir, log_pa
     except (OSError, ValueError) as error:
         log.warning("the change list of run %s is unreadable (%s): pulling in full", order["run_id"], error)
         return None
+    return body if isinstance(body, dict) else None
+
+
+def plan_changes(runner, order, source_of, password, published, work_dir, log_path):
+    """A Plan when this slave holds exactly the base of the run's change list, else None (a full pull)."""
+    held = published.get(order["project"])
+    if not order.get("changes") or held is None or not order.get("snapshot"):
+        return None
+    body = order.get("change_list")  # a short one comes in the order: no rsync connection to fetch it
+    if body is None:
+        body = _fetch_changes(runner, order, source_of, password, work_dir, log_path)
+    if body is None:
+        return None
     if body.get("base") != held.get("snapshot") or body.get("base_digest") != held.get("digest"):
         return None  # this slave missed a run, or its tree is not the one the list starts from
     changed, deleted = tuple(body.get("changed") or ()), tuple(body.get("deleted") or ())
@@ -102,10 +139,10 @@ def plan_changes(runner, order, source_of, password, published, work_dir, log_pa
         touch = tuple((str(path), int(mtime)) for path, mtime in body.get("touch") or ())
     except (TypeError, ValueError):
         return None
-    if not all(_safe_relative(path) for path in changed + deleted + tuple(path for path, _ in touch)):
+    if not all(safe_relative(path) for path in changed + deleted + tuple(path for path, _ in touch)):
         log.warning("the change list of run %s names a path outside the tree: pulling in full", order["run_id"])
         return None
-    list_path = os.path.join(fetched, "files-from")
+    list_path = os.path.join(work_dir, f"files-from-{order['run_id']}")
     with open(list_path, "wb") as out:
         for path in changed:
             if path != ".":  # the root's time is in ``touch``: listed, rsync would bring the top level along
@@ -119,23 +156,6 @@ def plan_options(plan):
     return (f"--files-from={plan.list_path}", "--from0", "--force")
 
 
-def _safe_relative(path):
-    return bool(path) and not path.startswith("/") and ".." not in path.split("/") and "\0" not in path
-
-
-def _inside(root, path):
-    """Whether every directory on the way to ``path`` is a real directory (no symlink to follow)."""
-    parent = root
-    for part in path.split("/")[:-1]:
-        parent = os.path.join(parent, part)
-        try:
-            if not stat.S_ISDIR(os.lstat(parent).st_mode):
-                return False
-        except FileNotFoundError:
-            return False
-    return True
-
-
 def apply_deletions(root, plan):
     """Delete what the run deleted, children first, never through a symlink, then give the directories
     the deletions touched their times back. Returns how many paths went."""
@@ -145,32 +165,76 @@ def apply_deletions(root, plan):
         if path in still_there:
             continue  # replaced by another kind of entry: rsync put the new one there already
         full = os.path.join(root, path)
-        if _inside(root, path) and os.path.lexists(full) and remove_tree(full):
+        if real_parents(root, path) and os.path.lexists(full) and remove_tree(full):
             removed += 1
     for path, mtime in plan.touch:
         full = os.path.join(root, path)
-        if _inside(root, path) and os.path.isdir(full) and not os.path.islink(full):
+        if real_parents(root, path) and os.path.isdir(full) and not os.path.islink(full):
             os.utime(full, (mtime, mtime), follow_symlinks=False)
     return removed
 
 
 def verify(tree, order, fetch_manifest):
-    """(digest, error) of the published ``tree``: error names the first paths that differ from the
-    run's snapshot, or is None when the digests agree (or the order carries none)."""
+    """(digest, error, manifest) of the published ``tree`` from a walk of it: error names the first paths
+    that differ from the run's snapshot, or is None when the digests agree (or the order carries none)."""
     expected = order.get("digest")
     try:
         ours = digests.manifest(tree)
     except OSError as error:
-        return None, (None if expected is None else f"the published tree cannot be read: {error}")
+        return None, (None if expected is None else f"the published tree cannot be read: {error}"), None
     digest = digests.digest(ours)
     if expected is None or digest == expected:
-        return digest, None
+        return digest, None, ours
     theirs = fetch_manifest()
     if theirs is None:
-        return digest, f"the published tree's digest differs from run {order['run_id']}'s"
+        return digest, f"the published tree's digest differs from run {order['run_id']}'s", None
     paths = digests.first_differences(theirs, ours)
     shown = ", ".join(repr(path) for path in paths) or "none found"
-    return digest, f"the published tree differs from run {order['run_id']}'s, first at: {shown}"
+    return digest, f"the published tree differs from run {order['run_id']}'s, first at: {shown}", None
+
+
+def verify_changes(tree, order, plan, held_entries):
+    """The published tree's manifest after a changes-only pull, from the manifest it had and the paths
+    the plan moved, without a walk; None when that cannot vouch for the tree (then walk it).
+
+    Besides the moved paths, every directory is looked at: a name made, removed or renamed anywhere
+    moves its directory's time, so that much tampering shows at once. A file changed in place
+    elsewhere shows at the next walk (VERIFY_INTERVAL).
+    """
+    if held_entries is None or order.get("digest") is None:
+        return None
+    try:
+        entries = digests.updated(held_entries, tree, plan.changed, plan.deleted,
+                                  tuple(path for path, _ in plan.touch))
+    except OSError:
+        return None
+    if digests.digest(entries) != order["digest"]:
+        return None
+    return entries
+
+
+def touched_since(tree, held_entries):
+    """Whether a directory of the published ``tree`` is not as this slave left it (a name made, removed or
+    renamed in it moves its time): the tree was changed behind the slave's back. Looks at directories
+    only, a hundredth of a mirror's entries."""
+    for entry in held_entries:
+        if entry.type != digests.DIR:
+            continue
+        try:
+            st = os.lstat(os.path.join(tree, entry.path) if entry.path != "." else tree)
+        except OSError:
+            return True
+        if not stat.S_ISDIR(st.st_mode) or int(st.st_mtime) != entry.mtime or stat.S_IMODE(st.st_mode) != entry.mode:
+            return True
+    return False
+
+
+def changed_behind_our_back(tree, held_entries, limit=5):
+    """The first paths where the published ``tree`` differs from what this slave published, from a walk."""
+    try:
+        return digests.first_differences(held_entries, digests.manifest(tree), limit)
+    except OSError:
+        return []
 
 
 def manifest_fetcher(runner, order, source_of, password, log_path):

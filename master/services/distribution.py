@@ -2,12 +2,11 @@
 
 import datetime
 import logging
-import os
 
 import sqlalchemy as sa
 from flask import current_app
 
-from common import traces
+from common import traces, wire
 from common.errors import Forbidden, NotFound, ValidationFailed
 from common.methods import TWO_STAGE
 from common.states import RunState, SlaveRunState
@@ -37,11 +36,14 @@ def _rsyncd_host(address):
 def _order(run_id, project, catchup=False):
     config = current_app.config
     run = db.session.get(Run, run_id)
-    has_changes = os.path.isdir(snapshots.changes_dir(config["DATA_DIR"], project.name, str(run_id)))
+    change_list = snapshots.read_changes(config["DATA_DIR"], project.name, str(run_id))
     order = {"run_id": run_id, "project": project.name, "rsyncd_host": _rsyncd_host(config["RSYNCD_ADDRESS"]),
              "rsyncd_port": config["RSYNCD_PORT"], "timeout": project.timeout, "catchup": catchup,
              "publish": project.publish, "snapshot": str(run_id), "digest": run.digest if run else None,
-             "changes": has_changes}
+             "changes": change_list is not None}
+    if change_list is not None and max(map(len, (change_list["changed"], change_list["deleted"],
+                                                   change_list["touch"]))) <= wire.INLINE_CHANGES:
+        order["change_list"] = change_list
     # Only what differs from a plain order, so that slaves from before these fields still take plain ones.
     if project.method == TWO_STAGE:
         order.update(method=TWO_STAGE, stage1_profile=project.stage1_profile)
@@ -234,15 +236,24 @@ def record_slave_report(slave, report):
     # Each move below is a compare-and-set on the state just read: a cancel (or a timeout) that
     # lands in between is never overwritten; the report is then judged again against it.
     if report["state"] == SlaveRunState.SYNCING.value:
-        if entry.state in (SlaveRunState.PENDING.value, SlaveRunState.DISPATCHED.value):
+        # The start of the pull, or how far it has come: either way the slave is alive. A part that
+        # has ended (a final report, a timeout) stays as it is, whenever this one arrives.
+        progress = {"progress": report["progress"]} if report.get("progress") is not None else {}
+        was = entry.state
+        if was in (SlaveRunState.PENDING.value, SlaveRunState.DISPATCHED.value):
             moved = db.session.execute(sa.update(SlaveRun).where(
-                SlaveRun.id == entry.id, SlaveRun.state == entry.state).values(
-                state=SlaveRunState.SYNCING.value, started_at=report["started_at"] or stamp)).rowcount
+                SlaveRun.id == entry.id, SlaveRun.state == was).values(
+                state=SlaveRunState.SYNCING.value, started_at=report["started_at"] or stamp, **progress)).rowcount
             if moved != 1:
                 db.session.rollback()
                 return record_slave_report(slave, report)
             readmodel.note_changed([run.project_id])
         slaves_service.keep_parts_alive(slave, stamp)
+        if was == SlaveRunState.SYNCING.value and progress:
+            # After keep_parts_alive, which holds this row already. Progress is in no feed: only the
+            # run's own view shows it, so the read model has nothing to rebuild.
+            db.session.execute(sa.update(SlaveRun).where(
+                SlaveRun.id == entry.id, SlaveRun.state == SlaveRunState.SYNCING.value).values(**progress))
         db.session.commit()
         return True
     values = dict(state=report["state"], started_at=report["started_at"] or entry.started_at,
@@ -410,7 +421,7 @@ def _reopen_entry(run_id, project, slave, stamp):
     entry.deadline = _deadline(project, stamp)
     entry.start_deadline = None
     entry.dispatched_at = entry.started_at = entry.finished_at = entry.exit_code = entry.error = None
-    entry.stats = None
+    entry.stats = entry.progress = None
 
 
 def freshness_by_project():

@@ -8,8 +8,6 @@ from flask import current_app
 from sqlalchemy.exc import DBAPIError
 
 from common import runlogs
-from common.methods import COMMAND
-from common.trees import link_copy
 from common.states import RunState, Trigger
 from master import snapshots
 from master.db import db
@@ -21,22 +19,18 @@ log = logging.getLogger(__name__)
 
 
 def _stage(project, run_id):
-    """A fresh snapshot to pull into; raises SnapshotError, OSError.
+    """A fresh snapshot to pull into, starting as hard links of the previous one; raises
+    SnapshotError, OSError.
 
-    A sync script (method command) works on the tree it left last time, so its snapshot
-    starts as hard links of the previous one; scripts must replace files, not rewrite them.
+    A sync script (method command) works on that tree as rsync does: it must replace
+    files, not rewrite them, since a file rewritten in place is rewritten in every snapshot.
     """
     data_dir = current_app.config["DATA_DIR"]
     snapshots.adopt_in_place_tree(data_dir, project.name, snapshots_service.adopted_name(project))
-    staging = snapshots.prepare(data_dir, project.name, run_id)
-    if project.method == COMMAND and staging.basis is not None:
-        try:
-            link_copy(snapshots.snapshot_path(data_dir, project.name, staging.basis), staging.destination)
-        except OSError as error:
-            snapshots.abort(staging)
-            raise OSError(f"cannot start the script's tree from snapshot {staging.basis}: "
-                          f"{error.strerror or error}") from None
-    return staging
+    try:
+        return snapshots.prepare(data_dir, project.name, run_id)
+    except OSError as error:
+        raise OSError(f"cannot start the new tree from the previous snapshot: {error.strerror or error}") from None
 
 
 def _progress_recorder(run_id):
@@ -86,6 +80,7 @@ def start_upstream_sync(run_id, cancel=None, stopping=None):
     sealed = None
     if result.ok and not pulled.skipped:
         try:
+            snapshots.drop_skipped(staging, path)
             sealed = snapshots.commit(staging)
         except OSError as error:
             log.error("run %s of %s: the new tree cannot be swapped in: %s", run_id, project_name, error)

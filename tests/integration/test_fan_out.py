@@ -131,6 +131,7 @@ def test_a_change_list_pull_gives_the_same_tree_as_a_full_pull_for_awkward_chang
     second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
     assert second["state"] == "success", second
     assert "(change list)" in mirror1.log_text(), "the second pull moved the change list only"
+    assert "verified by the paths it moved, no walk" in mirror1.log_text()
     assert second["slaves"][0]["digest"] == second["digest"] != first["digest"]
     assert_trees_equal(upstream.tree, mirror1.tree("tricky"))
     assert_same_with_rsync(upstream.tree, mirror1.tree("tricky"))
@@ -138,21 +139,44 @@ def test_a_change_list_pull_gives_the_same_tree_as_a_full_pull_for_awkward_chang
     assert_trees_equal(master.data_dir / "tricky", mirror1.tree("tricky"))
 
 
-def test_a_tampered_slave_tree_is_detected_by_its_digest_and_repaired_by_catch_up(
-        synced, master, mirror1, upstream):
+def test_a_slave_tree_changed_behind_its_back_is_noticed_and_pulled_in_full(synced, master, mirror1, upstream):
+    """A name removed (or made, or renamed) anywhere moves a directory's time: the next pull sees it
+    before moving the change list, names the paths from a walk, and pulls in full, which repairs them."""
     api, first = synced
     public = mirror1.tree("tricky")
     os.unlink(public / "empty")        # files no change list of the next run will name
     os.chmod(public / "small.txt", 0o600)
     (upstream.tree / "new-upstream.txt").write_text("one more file\n")
-    second = trigger(api, "tricky")
-    # mirror1 moves the change list, finds its digest differs, and fails its part naming the paths...
-    wait_for(lambda: f"differs from run {second}'s, first at: 'empty', 'small.txt'" in mirror1.log_text(), 30,
-             message="mirror1 to find its tree differs from the run's")
-    # ...then catch-up orders the run again; the slave pulls in full and the tree is whole again.
-    repaired = wait_for(lambda: (run := api.get(f"/api/v1/runs/{second}").json())["state"] == "success"
-                        and run, 30, message="catch-up to repair mirror1's tree")
-    assert "after the run ended" in repaired["warning"], repaired
-    assert repaired["slaves"][0]["digest"] == repaired["digest"]
-    assert repaired["slaves"][0]["attempts"] == 2
+    second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert second["state"] == "success", second
+    assert "changed outside mirror-sync, first at: 'empty', 'small.txt'; pulled in full" in mirror1.log_text()
+    assert second["slaves"][0]["digest"] == second["digest"]
     assert_trees_equal(upstream.tree, public)
+
+
+def test_a_file_changed_in_place_is_found_by_the_walk_and_repaired_by_catch_up(master, upstream, tmp_path):
+    """What leaves every directory as it was (a mode, a time, a size rewritten in place) shows when the
+    slave walks its tree: at every pull with VERIFY_INTERVAL=0. Its part fails naming the path, and
+    catch-up pulls in full."""
+    slave = start_slave(tmp_path / "walker", "walker", master.url, log_dir=tmp_path / "logs",
+                        extra_env={"MIRRORSYNC_VERIFY_INTERVAL": "0"})
+    try:
+        api = ApiClient(master.url, master.admin_token)
+        wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
+                 message="walker online")
+        assert api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url}).status_code == 201
+        assert wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))["state"] == "success"
+        public = slave.tree("tricky")
+        os.chmod(public / "small.txt", 0o600)
+        (upstream.tree / "new-upstream.txt").write_text("one more file\n")
+        second = trigger(api, "tricky")
+        wait_for(lambda: f"differs from run {second}'s, first at: 'small.txt'" in slave.log_text(), 30,
+                 message="the slave to find its tree differs from the run's")
+        repaired = wait_for(lambda: (run := api.get(f"/api/v1/runs/{second}").json())["state"] == "success"
+                            and run, 30, message="catch-up to repair the slave's tree")
+        assert "after the run ended" in repaired["warning"], repaired
+        assert repaired["slaves"][0]["digest"] == repaired["digest"]
+        assert repaired["slaves"][0]["attempts"] == 2
+        assert_trees_equal(upstream.tree, public)
+    finally:
+        slave.stop()

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from common import wire
 from common.signing import signature_headers
 from master.services import distribution, syncs
 from master.slave_client import OrderOutcome, OrderTarget, SlaveClient
@@ -480,3 +481,21 @@ def test_a_disabled_slave_can_neither_report_nor_move_and_its_parts_in_flight_en
     assert client.get("/api/v1/slaves/two", headers=admin).json["url"] == "http://two:7000"
     assert report(client, one, clock, run_id).status_code == 200
     assert get_run(client, admin, run_id)["state"] == "partial"
+
+
+def test_a_short_change_list_travels_in_the_order_and_a_long_one_stays_in_the_module(
+        app, client, admin, make_project, fake_slaves, monkeypatch):
+    make_project()
+    enroll(client, "one")
+    first = pull(app, client, admin)
+    second = pull(app, client, admin)
+    [order] = [order for _, order in fake_slaves.orders if order["run_id"] == second]
+    assert order["changes"] is True
+    assert order["change_list"]["base"] == str(first)
+    assert order["change_list"]["base_digest"] == get_run(client, admin, first)["digest"]
+    assert set(order["change_list"]) == {"base", "base_digest", "changed", "deleted", "touch"}
+    assert wire.OrderSchema().load(order)["change_list"]["base"] == str(first), "the slave takes it"
+    monkeypatch.setattr(wire, "INLINE_CHANGES", -1)
+    third = pull(app, client, admin)
+    [order] = [order for _, order in fake_slaves.orders if order["run_id"] == third]
+    assert order["changes"] is True and "change_list" not in order

@@ -9,12 +9,14 @@ from master import snapshots
 
 
 def pull(staging, files):
-    """What rsync does into a staging tree, reduced to writing ``files`` (path -> content)."""
+    """What rsync does into a staging tree, reduced to writing ``files`` (path -> content): each into a
+    new file renamed over the old name, never into the file that is there."""
     for path, content in files.items():
         full = os.path.join(staging.destination, path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "w") as out:
+        with open(full + ".new", "w") as out:
             out.write(content)
+        os.replace(full + ".new", full)
 
 
 def test_a_committed_pull_becomes_the_tree_data_dir_points_at(tmp_path):
@@ -29,7 +31,9 @@ def test_a_committed_pull_becomes_the_tree_data_dir_points_at(tmp_path):
 
     second = snapshots.prepare(data, "debian", 2)
     assert second.basis == "1"
-    assert f"--link-dest={tmp_path / '.snapshots' / 'debian' / '1'}" in second.options
+    assert not any(o.startswith("--link-dest") for o in second.options)
+    # The new tree starts as hard links of the previous one: rsync then pulls into it in place.
+    assert os.stat(os.path.join(second.destination, "a.txt")).st_ino == os.stat(tmp_path / "debian" / "a.txt").st_ino
     pull(second, {"a.txt": "one", "b.txt": "two"})
     os.utime(os.path.join(second.destination, "a.txt"), (os.stat(tmp_path / "debian" / "a.txt").st_mtime,) * 2)
     sealed = snapshots.commit(second)
@@ -153,3 +157,99 @@ def test_nothing_is_pruned_before_the_first_pull_is_committed(tmp_path):
     pull(staging, {"a.txt": "one"})
     os.rename(staging.destination, tmp_path / ".snapshots" / "debian" / "1")  # renamed, not yet linked
     assert snapshots.prune(data, "debian", keep=set()) == []
+
+
+def test_a_new_tree_starts_as_hard_links_with_directories_and_symlinks_of_its_own(tmp_path):
+    data = str(tmp_path)
+    first = snapshots.prepare(data, "debian", 1)
+    pull(first, {"pool/a.deb": "deb", "pool/b.deb": "b"})
+    os.link(os.path.join(first.destination, "pool/a.deb"), os.path.join(first.destination, "pool/a-again.deb"))
+    os.symlink("pool/a.deb", os.path.join(first.destination, "latest"))
+    os.chmod(os.path.join(first.destination, "pool"), 0o555)
+    os.utime(os.path.join(first.destination, "pool"), (1_600_000_000, 1_600_000_000))
+    snapshots.commit(first)
+    old = tmp_path / ".snapshots" / "debian" / "1"
+    second = snapshots.prepare(data, "debian", 2)
+    new = second.destination
+    assert os.stat(os.path.join(new, "pool/a.deb")).st_ino == os.stat(old / "pool/a.deb").st_ino
+    assert os.stat(os.path.join(new, "pool/a-again.deb")).st_ino == os.stat(old / "pool/a.deb").st_ino
+    assert os.readlink(os.path.join(new, "latest")) == "pool/a.deb"
+    assert os.lstat(os.path.join(new, "latest")).st_ino != os.lstat(old / "latest").st_ino
+    pool = os.stat(os.path.join(new, "pool"))
+    assert pool.st_ino != os.stat(old / "pool").st_ino
+    assert (pool.st_mode & 0o777, int(pool.st_mtime)) == (0o555, 1_600_000_000)
+    assert digests.manifest(new) == digests.manifest(old)
+
+
+def test_attributes_rsync_changes_in_place_stay_off_the_previous_tree(tmp_path):
+    """rsync changes a file's mode (or, with --checksum, its time) on the file that is there, which the
+    new tree shares with the previous one: the commit gives each its own."""
+    data = str(tmp_path)
+    first = snapshots.prepare(data, "debian", 1)
+    pull(first, {"pool/a.deb": "deb", "pool/b.deb": "b"})
+    os.link(os.path.join(first.destination, "pool/a.deb"), os.path.join(first.destination, "pool/a-again.deb"))
+    os.chmod(os.path.join(first.destination, "pool/a.deb"), 0o644)
+    os.utime(os.path.join(first.destination, "pool/a.deb"), (1_600_000_000, 1_600_000_000))
+    snapshots.commit(first)
+    old = tmp_path / ".snapshots" / "debian" / "1"
+    before = digests.manifest(old)
+    second = snapshots.prepare(data, "debian", 2)
+    new = second.destination
+    pool_time = os.stat(os.path.join(new, "pool")).st_mtime_ns
+    os.chmod(os.path.join(new, "pool/a.deb"), 0o600)           # as rsync does: on the shared file
+    os.utime(os.path.join(new, "pool/a.deb"), (1_700_000_000, 1_700_000_000))
+    os.utime(os.path.join(new, "pool"), ns=(pool_time, pool_time))
+    sealed = snapshots.commit(second)
+    assert digests.manifest(old) == before, "run 1's tree is as it was"
+    assert sealed.digest == digests.digest(digests.manifest(tmp_path / "debian"))
+    fresh = os.stat(tmp_path / "debian" / "pool/a.deb")
+    assert (fresh.st_mode & 0o777, int(fresh.st_mtime)) == (0o600, 1_700_000_000)
+    assert fresh.st_ino != os.stat(old / "pool/a.deb").st_ino
+    assert os.stat(tmp_path / "debian" / "pool/a-again.deb").st_ino == fresh.st_ino, "the hard link stays one"
+    assert os.stat(tmp_path / "debian" / "pool/b.deb").st_ino == os.stat(old / "pool/b.deb").st_ino
+    assert os.stat(tmp_path / "debian" / "pool").st_mtime_ns == pool_time
+
+
+def test_what_rsync_skipped_where_the_previous_tree_had_something_is_gone(tmp_path):
+    """Upstream replaced swap/ by an unsafe symlink, which --safe-links skips: pulled in place, the old
+    swap/ would stay; a tree pulled afresh has nothing there, and neither does this one."""
+    data = str(tmp_path)
+    first = snapshots.prepare(data, "debian", 1)
+    pull(first, {"swap/x": "x", "fifo-was-here": "f", "keep": "k"})
+    snapshots.commit(first)
+    second = snapshots.prepare(data, "debian", 2)
+    root_time = os.stat(second.destination).st_mtime_ns
+    log_path = tmp_path / "run.log"
+    log_path.write_text('$ rsync ...\nignoring unsafe symlink "swap" -> "/etc"\n'
+                        'skipping non-regular file "fifo-was-here"\n'
+                        'skipping non-regular file "../outside"\nkeep\n')
+    (tmp_path / "outside").write_text("not ours")
+    assert snapshots.drop_skipped(second, str(log_path)) == 2
+    assert sorted(os.listdir(second.destination)) == ["keep"]
+    assert os.stat(second.destination).st_mtime_ns == root_time
+    assert (tmp_path / "outside").exists()
+    assert (tmp_path / ".snapshots" / "debian" / "1" / "swap" / "x").exists(), "the previous tree keeps it"
+
+
+def test_a_manifest_updated_from_a_change_list_is_the_manifest_a_walk_gives(tmp_path):
+    """What a slave does after a changes-only pull instead of walking its tree."""
+    import shutil
+    root = tmp_path / "tree"
+    build(root, {"a/x.txt": "x", "a/deep/y.txt": "y", "gone/z.txt": "z", "swap/w.txt": "w", "c.txt": "c",
+                 "link": "->c.txt", "small.txt": "s"})
+    os.link(root / "c.txt", root / "c-again.txt")
+    before = digests.manifest(root)
+    shutil.rmtree(root / "gone")                                   # a deleted directory
+    shutil.rmtree(root / "swap")
+    os.symlink("a", root / "swap")                                 # a directory replaced by a symlink
+    os.rename(root / "small.txt", root / "small-renamed.txt")      # a rename
+    os.unlink(root / "c-again.txt")                                # a hard link undone...
+    os.link(root / "a" / "x.txt", root / "x-again.txt")            # ...and a new one
+    (root / "a" / "deep" / "y.txt").write_text("longer y")         # a file changed
+    os.chmod(root / "a" / "deep", 0o700)
+    after = digests.manifest(root)
+    change_list = changes.between(before, after)
+    updated = digests.updated(before, str(root), change_list.changed, change_list.deleted,
+                              [path for path, _ in change_list.touch])
+    assert updated == after
+    assert digests.digest(updated) == digests.digest(after)

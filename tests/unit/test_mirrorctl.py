@@ -470,9 +470,22 @@ def test_run_show_has_a_table_of_slaves(mirrorctl, fake):
     assert "received:  5.0 MiB" in out
     table = out[out.index("SLAVE"):].splitlines()
     assert table[0].split() == ["SLAVE", "STATE", "ATTEMPTS", "STARTED", "FINISHED", "DURATION", "FILES", "EXIT",
-                                "ERROR"]
+                                "PROGRESS", "ERROR"]
     assert table[1].split()[:2] == ["m1", "success"] and "4.0s" in table[1]
     assert table[2].split()[:2] == ["m2", "failed"] and table[2].endswith("rsync exit 23")
+
+
+def test_run_show_tells_how_far_each_slave_pull_has_come_while_it_runs(mirrorctl, fake):
+    pulling = dict(slave_entry("m1", "syncing"), finished_at=None, stats=None,
+                   progress={"bytes": 1024, "percent": 45, "rate": "12.34MB/s", "eta": "0:00:05"})
+    done = dict(slave_entry("m2", "success"), progress={"bytes": 2048, "percent": 100, "rate": "1.00MB/s",
+                                                        "eta": "0:00:00"})
+    fake.on_json("GET", "/runs/7", make_run("distributing", slaves=[pulling, done]))
+
+    table = mirrorctl("runs", "show", "7").stdout.split("SLAVE", 1)[1].splitlines()
+
+    assert table[1].split()[:2] == ["m1", "syncing"] and "45% at 12.34MB/s" in table[1]
+    assert "100%" not in table[2], "a part that has ended shows no progress"
 
 
 def test_runs_list_passes_limit_and_shows_slave_summary(mirrorctl, fake):

@@ -233,7 +233,7 @@ class TreeWritingRunner:
         self.tree = {}
         self.exit_code = 0
 
-    def run(self, job, log_path, on_spawn=None, cancel=None):
+    def run(self, job, log_path, on_spawn=None, cancel=None, on_progress=None):
         self.jobs.append(job)
         write_tree(job.destination, self.tree)
         return result_from_exit(self.exit_code, "")
@@ -321,7 +321,7 @@ def test_a_tree_that_cannot_be_published_fails_the_pull(public, make_slave, runn
     # Someone puts a file where the project's link was while the next pull runs.
     original_run = runner.run
 
-    def run_then_clobber(job, log_path, on_spawn=None, cancel=None):
+    def run_then_clobber(job, log_path, on_spawn=None, cancel=None, on_progress=None):
         os.unlink(public / PROJECT)
         (public / PROJECT).write_text("not a tree")
         return original_run(job, log_path, on_spawn, cancel)

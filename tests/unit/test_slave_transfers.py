@@ -1,0 +1,52 @@
+"""Changes-only pulls on a slave: where the change list comes from and when a slave pulls in full."""
+
+import os
+
+from slave import transfers
+from tests.support.fakes import FakeRsyncRunner
+
+DIGEST = "sha256:" + "a" * 64
+
+
+def source_of(path):
+    return f"rsync://user@127.0.0.1:873/debian/{path}/"
+
+
+def plan(tmp_path, order, runner):
+    published = transfers.PublishedTrees(str(tmp_path / "state"))
+    published.remember("debian", "7", DIGEST)
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    return transfers.plan_changes(runner, order, source_of, "secret", published, str(work), str(tmp_path / "log"))
+
+
+def order_of(**fields):
+    return {"run_id": 8, "project": "debian", "snapshot": "8", "changes": True, "digest": DIGEST, **fields}
+
+
+def test_a_change_list_in_the_order_needs_no_rsync_connection(tmp_path):
+    runner = FakeRsyncRunner()
+    change_list = {"base": "7", "base_digest": DIGEST, "changed": ["pool", "pool/a.deb"], "deleted": ["old.deb"],
+                   "touch": [[".", 1_700_000_000]]}
+    found = plan(tmp_path, order_of(change_list=change_list), runner)
+    assert runner.jobs == []
+    assert (found.changed, found.deleted, found.touch) == (("pool", "pool/a.deb"), ("old.deb",), ((".", 1_700_000_000),))
+    with open(found.list_path, "rb") as listing:
+        assert listing.read() == b"pool\0pool/a.deb\0"
+
+
+def test_without_one_the_slave_fetches_it_from_the_module(tmp_path):
+    runner = FakeRsyncRunner()
+    assert plan(tmp_path, order_of(), runner) is None  # the fake fetch brings no file: a full pull
+    [job] = runner.jobs
+    assert job.source == source_of(".changes-8")
+
+
+def test_a_list_from_another_base_or_outside_the_tree_means_a_full_pull(tmp_path):
+    runner = FakeRsyncRunner()
+    other_base = {"base": "6", "base_digest": DIGEST, "changed": ["a"], "deleted": [], "touch": []}
+    outside = {"base": "7", "base_digest": DIGEST, "changed": ["../etc/passwd"], "deleted": [], "touch": []}
+    assert plan(tmp_path, order_of(change_list=other_base), runner) is None
+    assert plan(tmp_path, order_of(change_list=outside), runner) is None
+    assert runner.jobs == []
+    assert not os.listdir(tmp_path / "work")
