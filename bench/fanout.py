@@ -38,6 +38,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.trees import link_copy  # noqa: E402
 from tests.support.processes import DEFAULT_JOIN_TOKEN, start_master, start_slave, wait_for  # noqa: E402
 from tests.support.rsyncd import RsyncDaemon  # noqa: E402
 
@@ -199,12 +200,15 @@ def run_case(files, fractions, slaves, repeat, scratch):
                     ours.sync()  # the slaves catch up with the files-from generation, untimed
                 snapshots = ours.master.data_dir / ".snapshots" / "bench"
                 kept = [p for p in snapshots.iterdir() if not p.name.startswith(".")]
-                # One more snapshot after one run's change: a --link-dest copy, as the master makes.
+                # One more snapshot after one run's change, as the master makes it: a hard-link copy
+                # of the tree before, then the pull into it in place.
                 change_files(tree, files, fraction, 5000 + number)
                 pair = root / "pair"
                 shutil.rmtree(pair, ignore_errors=True)
-                subprocess.run(["rsync", "-aH", f"--link-dest={bare_master}", "--", f"{tree}/", f"{pair}/"],
-                               check=True, stdout=subprocess.DEVNULL)
+                pair.mkdir()
+                link_copy(bare_master, pair)
+                subprocess.run(["rsync", "-aH", "--delete", "--", f"{tree}/", f"{pair}/"], check=True,
+                               stdout=subprocess.DEVNULL)
                 extra = disk_usage(bare_master, pair) - disk_usage(bare_master)
                 live, with_meta = snapshot_cost(ours.master.data_dir)
                 median = {name: statistics.median(values) for name, values in {**samples, **noop}.items()}
