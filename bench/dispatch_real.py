@@ -76,11 +76,15 @@ def build_tree(root, files=20):
     return Path(root)
 
 
-def order_body(run_id=1):
-    """A body and headers of the size the master sends (an order as master/services/distribution.py builds it)."""
+def order_body(run_id=2):
+    """A body and headers of the size the master sends here: an order as master/services/distribution.py
+    builds it, with the change list of one file inline."""
+    digest = "sha256:" + "0" * 64
     order = {"run_id": run_id, "project": PROJECT, "rsyncd_host": "127.0.0.1", "rsyncd_port": 8730,
-             "timeout": 21600, "catchup": False, "publish": True, "snapshot": str(run_id),
-             "digest": "sha256:" + "0" * 64, "changes": True}
+             "timeout": 21600, "catchup": False, "publish": "delay", "snapshot": str(run_id),
+             "digest": digest, "changes": True,
+             "change_list": {"base": str(run_id - 1), "base_digest": digest, "changed": ["dir-0/file-00.txt"],
+                             "deleted": [], "touch": [["dir-0", 1_800_000_000]]}}
     body = json.dumps(order).encode()
     headers = signature_headers("slave-00", "k" * 64, "POST", "/api/v1/syncs", body)
     return body, dict(headers, **{"Content-Type": "application/json"})
