@@ -7,15 +7,25 @@ a trigger until every slave reported success. The baseline does the same work
 with bare rsync: upstream -> a master directory, then that directory -> every
 slave directory in parallel (full tree rsyncs, as a cron script would), and,
 for the changed-files line, the same with ``--files-from`` listing only the
-changed files. Each case is the median of ``--repeat`` alternated pairs.
+changed files (on both legs). Each case is the median of ``--repeat``
+alternated pairs.
+
+"fan-out" splits off the second half: for ours, from the end of the master's
+pull (the master's INFO line "run N of P: syncing -> distributing", written
+once the tree is sealed, right before the orders go out) to the run's
+finished_at; for bare rsync, the parallel master -> slaves rsyncs.
 
     .venv/bin/python bench/fanout.py [--files 1000,10000] [--change 0.01] [--slaves 4] [--repeat 3]
+    .venv/bin/python bench/fanout.py --case p1      # 1k, 10k, 100k files at 1%, and 100k at 0.1%
+    .venv/bin/python bench/fanout.py --case big     # 100k files at 0.1% only
 """
 
 import argparse
 import concurrent.futures
+import datetime
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -28,10 +38,14 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.trees import link_copy  # noqa: E402
 from tests.support.processes import DEFAULT_JOIN_TOKEN, start_master, start_slave, wait_for  # noqa: E402
 from tests.support.rsyncd import RsyncDaemon  # noqa: E402
 
 FINAL = {"success", "partial", "failed", "interrupted", "cancelled"}
+# --case: (files, fraction changed per run) pairs; one tree per file count serves its fractions.
+CASES = {"p1": [(1000, 0.01), (10000, 0.01), (100000, 0.01), (100000, 0.001)],
+         "big": [(100000, 0.001)]}
 
 
 def build_tree(root, files):
@@ -65,18 +79,21 @@ def rsync(source, destination, files_from=None):
 
 
 def bare_round(upstream_url, master_dir, slave_dirs, files_from=None):
-    """Upstream -> master, then master -> every slave in parallel; returns seconds."""
+    """Upstream -> master, then master -> every slave in parallel; returns (seconds, seconds of the fan-out)."""
     started = time.perf_counter()
     rsync(upstream_url, master_dir, files_from)
+    pulled = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(len(slave_dirs)) as pool:
         list(pool.map(lambda target: rsync(master_dir, target, files_from), slave_dirs))
-    return time.perf_counter() - started
+    ended = time.perf_counter()
+    return ended - started, ended - pulled
 
 
 class Ours:
     def __init__(self, root, upstream_url, slaves):
+        # INFO: the move to distributing, the end of the pull, is read from the log.
         self.master = start_master(root / "master", extra_env={
-            "MIRRORSYNC_JOIN_TOKEN": DEFAULT_JOIN_TOKEN, "MIRRORSYNC_LOG_LEVEL": "WARNING",
+            "MIRRORSYNC_JOIN_TOKEN": DEFAULT_JOIN_TOKEN, "MIRRORSYNC_LOG_LEVEL": "INFO",
             "MIRRORSYNC_HEARTBEAT_TIMEOUT": "30"}, log_dir=root / "logs")
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {self.master.admin_token}"
@@ -88,7 +105,7 @@ class Ours:
                           json={"name": "bench", "upstream": upstream_url}).raise_for_status()
 
     def sync(self):
-        """Trigger -> every slave reported; returns (seconds, run)."""
+        """Trigger -> every slave reported; returns (seconds, {phase: seconds}) with the phases of ``phases``."""
         started = time.perf_counter()
         run = self.session.post(self.master.url + "/api/v1/projects/bench/syncs").json()
         while True:
@@ -98,7 +115,21 @@ class Ours:
             time.sleep(0.01)
         elapsed = time.perf_counter() - started
         assert run["state"] == "success", run
-        return elapsed, run
+        return elapsed, self.phases(run)
+
+    def phases(self, run):
+        """Where a run's time went, from its timestamps and the master's log line at the end of its pull:
+        start (queued -> pulling), pull (pulling -> tree sealed, orders about to go out), fan-out
+        (-> the run's end, every slave reported)."""
+        moved = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+: "
+                          + re.escape(f"run {run['id']} of bench: syncing -> distributing"), self.master.log_text())
+        if moved is None:
+            raise RuntimeError(f"no move to distributing of run {run['id']} in {self.master.log_path}")
+        pull_end = datetime.datetime.strptime(moved.group(1), "%Y-%m-%d %H:%M:%S,%f").astimezone()
+        created, started, finished = (datetime.datetime.fromisoformat(run[key])
+                                      for key in ("created_at", "started_at", "finished_at"))
+        return {"start ours": (started - created).total_seconds(), "pull ours": (pull_end - started).total_seconds(),
+                "fan-out ours": (finished - pull_end).total_seconds()}
 
     def stop(self):
         for slave in self.slaves:
@@ -129,66 +160,112 @@ def snapshot_cost(data_dir):
     return disk_usage(live), disk_usage(live, *(p for p in snapshots.iterdir() if p.name.startswith(".")))
 
 
-def run_case(files, fraction, slaves, repeat, scratch):
+def run_case(files, fractions, slaves, repeat, scratch):
+    """One tree of ``files`` files; for each fraction, the medians of ``repeat`` runs changing that much."""
     root = Path(tempfile.mkdtemp(prefix=f"fanout-{files}-", dir=scratch))
     tree = root / "upstream"
     build_tree(tree, files)
+    results = []
     with RsyncDaemon(root / "rsyncd", {"tree": tree}) as daemon:
         ours = Ours(root, daemon.url("tree"), slaves)
         try:
             ours.sync()  # every slave holds the tree
             bare_master, bare_slaves = root / "bare-master", [root / f"bare-{i}" for i in range(slaves)]
             bare_round(daemon.url("tree"), bare_master, bare_slaves)
-            samples = {"ours": [], "bare": [], "changed-only": [], "noop-ours": [], "noop-bare": []}
             one_tree = disk_usage(bare_master)
-            for generation in range(1, repeat + 1):
-                changed = change_files(tree, files, fraction, generation)
-                listing = root / "changed.txt"
-                listing.write_text("\n".join(changed) + "\n")
-                seconds, run = ours.sync()
-                samples["ours"].append(seconds)
-                samples["bare"].append(bare_round(daemon.url("tree"), bare_master, bare_slaves))
-                change_files(tree, files, fraction, generation + 1000)  # the files-from baseline moves too
-                samples["changed-only"].append(bare_round(daemon.url("tree"), bare_master, bare_slaves, listing))
-                ours.sync()  # the slaves catch up with the files-from generation, untimed
+            noop = {"noop-ours": [], "noop-bare": []}
             for _ in range(repeat):
-                samples["noop-ours"].append(ours.sync()[0])
-                samples["noop-bare"].append(bare_round(daemon.url("tree"), bare_master, bare_slaves))
-            snapshots = ours.master.data_dir / ".snapshots" / "bench"
-            kept = [p for p in snapshots.iterdir() if not p.name.startswith(".")]
-            # One more snapshot after one run's change: a --link-dest copy, as the master makes.
-            change_files(tree, files, fraction, 5000)
-            pair = root / "pair"
-            subprocess.run(["rsync", "-aH", f"--link-dest={bare_master}", "--", f"{tree}/", f"{pair}/"], check=True,
-                           stdout=subprocess.DEVNULL)
-            extra = disk_usage(bare_master, pair) - disk_usage(bare_master)
-            live, with_meta = snapshot_cost(ours.master.data_dir)
+                noop["noop-ours"].append(ours.sync()[0])
+                noop["noop-bare"].append(bare_round(daemon.url("tree"), bare_master, bare_slaves)[0])
+            for number, fraction in enumerate(fractions):
+                samples = {"ours": [], "bare": [], "changed-only": [], "start ours": [], "pull ours": [],
+                           "fan-out ours": [], "pull bare": [], "fan-out bare": [], "fan-out changed": []}
+                for generation in range(100 * number + 1, 100 * number + repeat + 1):
+                    change_files(tree, files, fraction, generation)
+                    seconds, phases = ours.sync()
+                    samples["ours"].append(seconds)
+                    for phase, value in phases.items():
+                        samples[phase].append(value)
+                    seconds, fan_out = bare_round(daemon.url("tree"), bare_master, bare_slaves)
+                    samples["bare"].append(seconds)
+                    samples["pull bare"].append(seconds - fan_out)
+                    samples["fan-out bare"].append(fan_out)
+                    # The files-from baseline gets a change of its own, listed exactly; bare master and
+                    # slaves hold the tree before it, so only the listed files differ.
+                    listing = root / "changed.txt"
+                    listing.write_text("\n".join(change_files(tree, files, fraction, generation + 1000)) + "\n")
+                    seconds, fan_out = bare_round(daemon.url("tree"), bare_master, bare_slaves, listing)
+                    samples["changed-only"].append(seconds)
+                    samples["fan-out changed"].append(fan_out)
+                    ours.sync()  # the slaves catch up with the files-from generation, untimed
+                snapshots = ours.master.data_dir / ".snapshots" / "bench"
+                kept = [p for p in snapshots.iterdir() if not p.name.startswith(".")]
+                # One more snapshot after one run's change, as the master makes it: a hard-link copy
+                # of the tree before, then the pull into it in place.
+                change_files(tree, files, fraction, 5000 + number)
+                pair = root / "pair"
+                shutil.rmtree(pair, ignore_errors=True)
+                pair.mkdir()
+                link_copy(bare_master, pair)
+                subprocess.run(["rsync", "-aH", "--delete", "--", f"{tree}/", f"{pair}/"], check=True,
+                               stdout=subprocess.DEVNULL)
+                extra = disk_usage(bare_master, pair) - disk_usage(bare_master)
+                live, with_meta = snapshot_cost(ours.master.data_dir)
+                median = {name: statistics.median(values) for name, values in {**samples, **noop}.items()}
+                results.append((fraction, median, {"snapshots kept": len(kept), "one tree": one_tree,
+                                                   "extra": extra, "manifests": with_meta - live}))
+                if number + 1 < len(fractions):
+                    bare_round(daemon.url("tree"), bare_master, bare_slaves)  # bare holds the 5000 change too
+                    ours.sync()
         finally:
             ours.stop()
     shutil.rmtree(root, ignore_errors=True)
-    median = {name: statistics.median(values) for name, values in samples.items()}
-    return median, {"snapshots kept": len(kept), "one tree": one_tree, "extra": extra,
-                    "manifests": with_meta - live}
+    return results
+
+
+def cases(args):
+    """[(files, [fractions])] in the order given."""
+    pairs = CASES[args.case] if args.case else [(int(n), args.change) for n in args.files.split(",")]
+    grouped = {}
+    for files, fraction in pairs:
+        grouped.setdefault(files, []).append(fraction)
+    return list(grouped.items())
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", default="1000,10000")
     parser.add_argument("--change", type=float, default=0.01)
+    parser.add_argument("--case", choices=sorted(CASES), default=None,
+                        help="p1: 1k, 10k, 100k files at 1%% and 100k at 0.1%%; big: 100k at 0.1%% "
+                             "(instead of --files and --change)")
     parser.add_argument("--slaves", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scratch", default=None, help="where the trees go (default: the system temp dir)")
     args = parser.parse_args()
-    print(f"{args.slaves} slaves, {args.change:.2%} of the files changed per run, median of {args.repeat}")
-    print(f"{'files':>8} {'ours':>8} {'bare':>8} {'ratio':>6} {'changed-only':>13} {'vs changed':>10} "
+    print(f"{args.slaves} slaves, median of {args.repeat}; fan-out: end of the master's pull -> every slave done")
+    print(f"{'files':>8} {'change':>6} {'ours':>8} {'bare':>8} {'ratio':>6} {'changed-only':>13} {'vs changed':>10} "
+          f"{'fan-out ours':>12} {'bare':>7} {'changed':>8} "
           f"{'no-op ours':>10} {'no-op bare':>10} {'disk extra':>10}")
-    for files in (int(n) for n in args.files.split(",")):
-        median, disk = run_case(files, args.change, args.slaves, args.repeat, args.scratch)
-        extra = (disk["extra"] + disk["manifests"]) / max(1, disk["one tree"])
-        print(f"{files:>8} {median['ours']:>7.2f}s {median['bare']:>7.2f}s {median['ours'] / median['bare']:>6.2f} "
-              f"{median['changed-only']:>12.2f}s {median['ours'] / median['changed-only']:>9.2f}x "
-              f"{median['noop-ours']:>9.2f}s {median['noop-bare']:>9.2f}s {extra:>9.1%}"
-              f"  ({disk['snapshots kept']} snapshots kept)")
+    split = []
+    for files, fractions in cases(args):
+        for fraction, median, disk in run_case(files, fractions, args.slaves, args.repeat, args.scratch):
+            split.append((files, fraction, median))
+            extra = (disk["extra"] + disk["manifests"]) / max(1, disk["one tree"])
+            print(f"{files:>8} {fraction:>6.1%} {median['ours']:>7.2f}s {median['bare']:>7.2f}s "
+                  f"{median['ours'] / median['bare']:>6.2f} "
+                  f"{median['changed-only']:>12.2f}s {median['ours'] / median['changed-only']:>9.2f}x "
+                  f"{median['fan-out ours']:>11.2f}s {median['fan-out bare']:>6.2f}s "
+                  f"{median['fan-out changed']:>7.2f}s "
+                  f"{median['noop-ours']:>9.2f}s {median['noop-bare']:>9.2f}s {extra:>9.1%}"
+                  f"  ({disk['snapshots kept']} snapshots kept)", flush=True)
+    print("where the time goes (ours: run created_at -> started_at -> end of pull -> finished_at; "
+          "bare: upstream -> master, master -> slaves)")
+    print(f"{'files':>8} {'change':>6} {'start ours':>10} {'pull ours':>10} {'pull bare':>10} "
+          f"{'fan-out ours':>12} {'fan-out bare':>12}")
+    for files, fraction, median in split:
+        print(f"{files:>8} {fraction:>6.1%} {median['start ours']:>9.2f}s {median['pull ours']:>9.2f}s "
+              f"{median['pull bare']:>9.2f}s {median['fan-out ours']:>11.2f}s {median['fan-out bare']:>11.2f}s")
 
 
 if __name__ == "__main__":
