@@ -71,8 +71,9 @@ RSYNCD_BIND = None
 RSYNCD_MAX_CONNECTIONS = 100
 # Seconds without a heartbeat after which a slave counts as offline.
 HEARTBEAT_TIMEOUT = 60
-# Orders to slaves go out in parallel through this many threads.
-DISPATCH_WORKERS = 16
+# Orders to slaves go out in parallel through this many threads (at least as many as
+# slaves, so that a fan-out is one wave).
+DISPATCH_WORKERS = 64
 # Seconds to wait for a slave to accept an order before it counts as unreachable.
 DISPATCH_TIMEOUT = 5
 # Seconds a slave may take to report beyond the project's timeout before its

@@ -32,7 +32,7 @@ def between(old, new):
         if previous is None:
             created += 1
             changed.append(entry.path)
-        elif not entry.same_as(previous):
+        elif entry != previous:  # the same fields make the same manifest line
             changed.append(entry.path)
     # Files that share an inode travel together: rsync links only files it transfers in one go.
     touched_groups = {after[path].group for path in changed if after[path].group}

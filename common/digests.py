@@ -42,9 +42,6 @@ class Entry:
         # setting it: it is compared by change lists, not by digests.
         return dataclasses.replace(self, mtime=None).line() if self.path == "." else self.line()
 
-    def same_as(self, other):
-        return other is not None and self.line() == other.line()
-
 
 def _kind(mode):
     if stat.S_ISREG(mode):

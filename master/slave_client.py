@@ -6,12 +6,15 @@ import logging
 import threading
 
 import requests
+import requests.adapters
 
 from common import answers
 from common.signing import HmacAuth
 from common.texts import printable
 
 log = logging.getLogger(__name__)
+# Slaves each dispatch thread keeps a connection to (MAX_SLAVES is 256 by default).
+KEPT_HOSTS = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +49,11 @@ class SlaveClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = requests.Session()
+            # One kept connection per slave: requests' default pools only 10 hosts per session, and a
+            # fan-out hands each thread any of the slaves.
+            adapter = requests.adapters.HTTPAdapter(pool_connections=KEPT_HOSTS, pool_maxsize=1)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
         return session
 
     def send_order(self, target, order):

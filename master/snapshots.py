@@ -208,16 +208,25 @@ def read_changes(data_dir, project, name):
     return body
 
 
+# The manifest and digest of the snapshot each project last committed in this process, by
+# (data_dir, project): the next pull's change list starts from it without reading it back.
+_committed = {}
+
+
 def _manifest_of(data_dir, project, name):
-    """The saved manifest of snapshot ``name``, walking it once if it has none (an adopted tree)."""
+    """(manifest, digest) of snapshot ``name``: the one this process committed last, else the saved
+    one, else from a walk of it (an adopted tree), saved then."""
+    cached = _committed.get((data_dir, project))
+    if cached is not None and cached[0] == name:
+        return cached[1], cached[2]
     path = manifest_path(data_dir, project, name)
     try:
-        return digests.load(path)
+        entries = digests.load(path)
     except (OSError, ValueError):
         entries = digests.manifest(snapshot_path(data_dir, project, name))
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         digests.save(entries, path)
-        return entries
+    return entries, digests.digest(entries)
 
 
 def commit(staging):
@@ -233,16 +242,18 @@ def commit(staging):
     digests.save(entries, manifest_path(data_dir, project, staging.name))
     change_list = None
     if staging.basis is not None:
-        base_entries = _manifest_of(data_dir, project, staging.basis)
+        base_entries, base_digest = _manifest_of(data_dir, project, staging.basis)
         change_list = changes.between(base_entries, entries)
         _unshare(staging, base_entries, change_list)
-        _write_changes(data_dir, project, staging.name, staging.basis, digests.digest(base_entries), change_list)
+        _write_changes(data_dir, project, staging.name, staging.basis, base_digest, change_list)
     snapshots = project_snapshots(data_dir, project)
     os.rename(staging.destination, os.path.join(snapshots, staging.name))
     _point_at(data_dir, project, staging.name)
     for directory in (snapshots, data_dir):
         _fsync_directory(directory)
-    return Sealed(staging.name, digests.digest(entries), change_list)
+    digest = digests.digest(entries)
+    _committed[(data_dir, project)] = (staging.name, entries, digest)
+    return Sealed(staging.name, digest, change_list)
 
 
 def drop_skipped(staging, log_path):

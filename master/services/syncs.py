@@ -226,8 +226,10 @@ def runs_no_longer_syncing(run_ids):
     """Which of ``run_ids`` were cancelled or removed: their pulls must stop."""
     if not run_ids:
         return set()
-    syncing = set(db.session.execute(sa.select(Run.id).where(
-        Run.id.in_(run_ids), Run.state == RunState.SYNCING.value)).scalars())
+    # Only a cancel (or a deleted project) moves a run away from a pull that still runs; a worker
+    # whose pull ended moves its own run on (to distributing, say) and is not to be stopped.
+    kept = set(db.session.execute(sa.select(Run.id).where(
+        Run.id.in_(run_ids), Run.state != RunState.CANCELLED.value)).scalars())
     db.session.rollback()
-    return set(run_ids) - syncing
+    return set(run_ids) - kept
 
