@@ -13,12 +13,15 @@ client likes, so idle or half-sent requests (slowloris) stop the API. Here:
   only when every connection is busy with a real request is a new one refused.
 """
 
+import errno
 import logging
+import os
 import socket
 import threading
 import time
 
-from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler, load_ssl_context
+from werkzeug.serving import (ThreadedWSGIServer, WSGIRequestHandler, get_sockaddr, load_ssl_context,
+                              select_address_family)
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +62,8 @@ class GuardedWSGIServer(ThreadedWSGIServer):
 
     def __init__(self, host, port, app, ssl_context=None, max_connections=MAX_CONNECTIONS,
                  head_timeout=HEAD_TIMEOUT, idle_timeout=IDLE_TIMEOUT):
-        super().__init__(host, port, app, handler=_GuardedHandler)
-        # The TLS handshake happens in the connection's own thread, under the head deadline,
-        # never in the accepting thread (werkzeug's own wrapping would block it there).
-        self.ssl_context = load_ssl_context(*ssl_context) if isinstance(ssl_context, tuple) else ssl_context
+        # Set before the socket is bound: a bind that fails closes the server from inside
+        # werkzeug's __init__, and server_close must find them (the caller then gets the OSError).
         self.max_connections = max_connections
         self.head_timeout = head_timeout
         self.idle_timeout = idle_timeout
@@ -70,6 +71,10 @@ class GuardedWSGIServer(ThreadedWSGIServer):
         self._open = set()
         self._head_deadlines = {}  # connection -> monotonic deadline, while its head is awaited
         self._stopping = threading.Event()
+        super().__init__(host, port, app, handler=_GuardedHandler)
+        # The TLS handshake happens in the connection's own thread, under the head deadline,
+        # never in the accepting thread (werkzeug's own wrapping would block it there).
+        self.ssl_context = load_ssl_context(*ssl_context) if isinstance(ssl_context, tuple) else ssl_context
         self._watchdog = threading.Thread(target=self._watch, name="api-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -131,6 +136,14 @@ class GuardedWSGIServer(ThreadedWSGIServer):
 def make_guarded_server(host, port, app, ssl_context=None, **limits):
     """The API server for ``app`` on host:port; ``ssl_context`` is a (cert, key) pair or None.
 
-    Raises OSError when the address cannot be bound.
+    Raises OSError when the address cannot be bound (werkzeug itself would print its own advice
+    and exit, so the address is tried first).
     """
-    return GuardedWSGIServer(host, port, app, ssl_context=ssl_context, **limits)
+    family = select_address_family(host, port)
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(get_sockaddr(host, int(port), family))
+    try:
+        return GuardedWSGIServer(host, port, app, ssl_context=ssl_context, **limits)
+    except SystemExit:  # taken in the instant between the two
+        raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)) from None

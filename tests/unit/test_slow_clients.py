@@ -115,3 +115,21 @@ def test_when_every_connection_is_busy_with_a_request_a_new_one_is_refused_not_q
         release.set()
         server.shutdown()
         server.server_close()
+
+
+def test_a_port_taken_by_another_process_is_an_oserror_for_the_caller_to_name():
+    """``python -m master`` and ``python -m slave`` turn it into "API_PORT: cannot listen on ..." and exit 2."""
+    import socket
+
+    from flask import Flask
+
+    from common.serving import make_guarded_server
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        with pytest.raises(OSError) as raised:
+            make_guarded_server("127.0.0.1", taken.getsockname()[1], Flask(__name__))
+        assert raised.type is not AttributeError and raised.value.errno is not None
+    finally:
+        taken.close()
