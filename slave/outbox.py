@@ -51,25 +51,35 @@ class Outbox:
         self._thread = None
         self._sequence = 0
 
-    def put(self, report):
-        """Queue ``report`` (a ReportSchema dict), replacing an earlier one for the same run. Raises OSError."""
-        self._queue(report, keep_final=False)
+    def put(self, report, delay=0.0):
+        """Queue ``report`` (a ReportSchema dict), replacing an earlier one for the same run, to go out in
+        ``delay`` seconds (at once by default; a report that replaces it meanwhile goes instead).
+        Raises OSError."""
+        self._queue(report, keep_final=False, delay=delay)
 
     def put_progress(self, report):
         """Queue a progress report (``syncing``), unless the run's final report still waits: that one
         must reach the master. Returns whether it was queued. Raises OSError."""
         return self._queue(report, keep_final=True)
 
-    def _queue(self, report, keep_final):
+    def _queue(self, report, keep_final, delay=0.0):
         path = self._path(report["run_id"], report["project"])
         with self._lock:
             entry = self._read(path)
             if keep_final and entry is not None and entry["report"].get("state") in FINAL_REPORT_STATES:
                 return False
             sequence = entry["sequence"] if entry else self._next_sequence()
-            write_json_atomically(path, {"sequence": sequence, "version": secrets.token_hex(8), "report": report})
+            body = {"sequence": sequence, "version": secrets.token_hex(8), "report": report}
+            if delay > 0:
+                body["not_before"] = time.time() + delay
+            write_json_atomically(path, body)
         self._wake.set()
         return True
+
+    def _due_in(self, entry, now):
+        """Seconds until ``entry`` may go (0 when it may go now)."""
+        not_before = entry.get("not_before")
+        return max(0.0, not_before - now) if isinstance(not_before, (int, float)) else 0.0
 
     def pending(self):
         """The queued reports, oldest first."""
@@ -87,7 +97,10 @@ class Outbox:
         if credentials is None:
             raise MasterUnavailable("this slave is not enrolled yet")
         delivered = 0
+        now = time.time()
         for path, entry in entries:
+            if self._due_in(entry, now):
+                continue  # deferred: a report about the same run may still replace it
             report = entry["report"]
             outcome = self.client.report(credentials, report)
             if outcome == DROPPED:
@@ -135,7 +148,9 @@ class Outbox:
                 log.info("reports reach the master again")
                 failing = False
             attempt = 0
-            self._wake.wait(IDLE_RESCAN)
+            now = time.time()
+            waits = [self._due_in(entry, now) for _, entry in self._entries()]
+            self._wake.wait(min([wait for wait in waits if wait > 0] + [IDLE_RESCAN]))
 
     def _entries(self):
         """(path, entry) of every queued report, oldest first; unreadable files are set aside."""

@@ -42,6 +42,8 @@ FINAL_STATES = frozenset({SUCCESS, FAILED})
 INTERRUPTED = "interrupted: the slave was stopped"
 CANCELLED_BY_MASTER = "cancelled by the master"
 KEEP_RECORDS = 1000
+# Seconds a pull's start waits before it is reported (well under any SLAVE_START_TIMEOUT).
+START_REPORT_DELAY = 0.5
 PROGRESS_INTERVAL = 10.0  # seconds between two progress reports of one pull (the PROGRESS_INTERVAL setting)
 # What GET /api/v1/syncs/<run_id> shows of a record; the rest is for this slave alone.
 PUBLIC_FIELDS = ("run_id", "project", "state", "catchup", "accepted_at", "started_at", "finished_at",
@@ -491,7 +493,9 @@ class SyncWorker:
         for run_id in run_ids:
             record = self._update(project, run_id, state=SYNCING, started_at=started_at)
             if record is not None:
-                self.outbox.put(report_of(record))
+                # A pull done within the delay is reported once, as done: the master (and the slaves
+                # its fan-out still orders) are spared a report per slave at the busiest moment.
+                self.outbox.put(report_of(record), delay=START_REPORT_DELAY)
         reporter = ProgressReporter(lambda progress: self._report_progress(pull, progress),
                                     self.progress_interval, self.clock.monotonic)
         with self._lock:

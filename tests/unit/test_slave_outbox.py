@@ -221,3 +221,35 @@ def test_outage_is_logged_once_not_on_every_retry(make_outbox, caplog):
         assert wait_for(lambda: "again" in caplog.text)
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1
+
+
+def test_a_deferred_report_waits_its_time_and_one_that_replaces_it_goes_instead(make_outbox, monkeypatch):
+    """A pull's start is reported after a moment: a pull done by then is reported once, as done."""
+    now = [1_000_000.0]
+    monkeypatch.setattr(outbox_module.time, "time", lambda: now[0])
+    client = FakeMasterClient()
+    box = make_outbox(client)
+    box.put(a_report(run_id=7, state="syncing"), delay=0.5)
+    box.put(a_report(run_id=8, state="success"))
+    assert box.deliver_pending() == 1
+    assert [body["run_id"] for _, body in client.calls] == [8], "run 7's start is not due yet"
+    box.put(a_report(run_id=7, state="success"))          # the pull ended first
+    assert box.deliver_pending() == 1
+    assert [(body["run_id"], body["state"]) for _, body in client.calls][1:] == [(7, "success")]
+    assert box.pending() == []
+
+    box.put(a_report(run_id=9, state="syncing"), delay=0.5)
+    assert box.deliver_pending() == 0
+    now[0] += 0.5
+    assert box.deliver_pending() == 1
+    assert [(body["run_id"], body["state"]) for _, body in client.calls][-1] == (9, "syncing")
+
+
+def test_the_delivery_thread_sends_a_deferred_report_when_it_is_due(make_outbox):
+    client = FakeMasterClient()
+    box = make_outbox(client)
+    box.start()
+    started = time.monotonic()
+    box.put(a_report(run_id=7, state="syncing"), delay=0.2)
+    assert wait_for(lambda: client.calls, 5)
+    assert client.calls[0][0] - started >= 0.2
