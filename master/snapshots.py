@@ -147,15 +147,16 @@ def prepare(data_dir, project, run_id):
     if os.path.lexists(os.path.join(snapshots, name)):
         raise SnapshotError(f"snapshot {name} of {project} exists already")
     os.mkdir(staging, 0o755)
-    if basis is not None and os.path.isdir(os.path.join(snapshots, basis)):
-        try:
-            link_copy(os.path.join(snapshots, basis), staging)
-        except OSError:
-            remove_tree(staging)
-            raise
-    else:
+    if basis is None or not os.path.isdir(os.path.join(snapshots, basis)):
         basis = None
     return Staging(data_dir, project, name, staging, SNAPSHOT_OPTIONS, basis)
+
+
+def fill(staging):
+    """Start the staged tree as hard links of the previous one, just before the pull writes into it
+    (a pull skipped for an unchanged upstream marker never pays for it). Raises OSError."""
+    if staging.basis is not None:
+        link_copy(snapshot_path(staging.data_dir, staging.project, staging.basis), staging.destination)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,6 +312,38 @@ def _unshare(staging, base_entries, change_list):
                  paths[0], staging.project, staging.basis)
 
 
+def _restore_basis(staging):
+    """Give the previous tree's files back the modes and times its manifest says (rsync may have
+    changed them in place, on the files the staged tree shares, before the pull failed)."""
+    if staging.basis is None or not os.path.isdir(staging.destination) or not os.listdir(staging.destination):
+        return  # never filled: nothing shares the previous tree's files
+    basis_dir = snapshot_path(staging.data_dir, staging.project, staging.basis)
+    try:
+        entries = digests.load(manifest_path(staging.data_dir, staging.project, staging.basis))
+    except (OSError, ValueError):
+        return
+    restored = 0
+    for entry in entries:
+        if entry.type != digests.FILE:
+            continue
+        path = os.path.join(basis_dir, entry.path)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if stat.S_IMODE(st.st_mode) != entry.mode:
+                os.chmod(path, entry.mode)
+                restored += 1
+            if int(st.st_mtime) != entry.mtime:
+                os.utime(path, (entry.mtime, entry.mtime))
+                restored += 1
+        except OSError as error:
+            log.warning("cannot restore %s of snapshot %s of %s: %s", entry.path, staging.basis, staging.project, error)
+    if restored:
+        log.info("%s: the failed pull had changed %d attributes of snapshot %s in place; restored",
+                 staging.project, restored, staging.basis)
+
+
 @contextlib.contextmanager
 def _unchanged_directory(path):
     """Write in the directory ``path`` (even a read-only one) and leave its mode and times as they were."""
@@ -342,7 +375,9 @@ def _private_copy(path):
 
 
 def abort(staging):
-    """Delete what a failed pull wrote; the previous tree is untouched. Never raises."""
+    """Delete what a failed pull wrote, and undo what it changed in place on the previous tree's files
+    (attributes: see ``_unshare``). Never raises."""
+    _restore_basis(staging)
     remove_tree(staging.destination)
     remove_tree(manifest_dir(staging.data_dir, staging.project, staging.name))
     remove_tree(changes_dir(staging.data_dir, staging.project, staging.name))

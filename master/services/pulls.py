@@ -82,11 +82,13 @@ def run_hook(project, run_id, hook, state, destination, log_path, cancel=None):
 
 
 def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_progress=None, options=(),
-                  current=None):
+                  current=None, before_pull=None):
     """Pull ``run``'s project into ``destination``; returns a PullOutcome. Never raises for a failed pull.
 
-    ``options`` go before the project's own rsync options (a snapshot's --link-dest); an
-    unchanged upstream copies its marker's companions into ``current``, the tree as it is.
+    ``options`` go before the project's own rsync options (a snapshot's); ``before_pull()`` runs
+    just before the pull itself (it starts the snapshot from the previous tree; an OSError from it
+    fails the pull); an unchanged upstream copies its marker's companions into ``current``, the
+    tree as it is, and never calls it.
     """
     project = run.project
     started = now()
@@ -104,8 +106,13 @@ def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_pro
                                log_path, cancel)
         if _unchanged(project, fetched):
             return _skip(project, fetched, current or destination, log_path)
-    # The snapshot's options (--link-dest) are for the pull itself; the marker is fetched plainly.
+    # The snapshot's options are for the pull itself; the marker is fetched plainly.
     spec = dataclasses.replace(spec, options=(*options, *spec.options))
+    if before_pull is not None:
+        try:
+            before_pull()
+        except OSError as error:
+            return PullOutcome(_failed(str(error)))
     result = method_for(spec, runners()).run(destination, log_path, cancel=cancel, on_spawn=on_spawn,
                                              on_progress=on_progress)
     warnings = []

@@ -19,18 +19,25 @@ log = logging.getLogger(__name__)
 
 
 def _stage(project, run_id):
-    """A fresh snapshot to pull into, starting as hard links of the previous one; raises
-    SnapshotError, OSError.
+    """A fresh snapshot to pull into; raises SnapshotError, OSError."""
+    data_dir = current_app.config["DATA_DIR"]
+    snapshots.adopt_in_place_tree(data_dir, project.name, snapshots_service.adopted_name(project))
+    return snapshots.prepare(data_dir, project.name, run_id)
+
+
+def _filler(staging):
+    """What the pull calls before it writes: the staged tree starts as hard links of the previous one.
 
     A sync script (method command) works on that tree as rsync does: it must replace
     files, not rewrite them, since a file rewritten in place is rewritten in every snapshot.
     """
-    data_dir = current_app.config["DATA_DIR"]
-    snapshots.adopt_in_place_tree(data_dir, project.name, snapshots_service.adopted_name(project))
-    try:
-        return snapshots.prepare(data_dir, project.name, run_id)
-    except OSError as error:
-        raise OSError(f"cannot start the new tree from the previous snapshot: {error.strerror or error}") from None
+    def fill():
+        try:
+            snapshots.fill(staging)
+        except OSError as error:
+            raise OSError(f"cannot start the new tree from snapshot {staging.basis}: "
+                          f"{error.strerror or error}") from None
+    return fill
 
 
 def _progress_recorder(run_id):
@@ -67,7 +74,7 @@ def start_upstream_sync(run_id, cancel=None, stopping=None):
         pulled = pulls.pull_upstream(run, destination, path, cancel=cancel,
                                      on_spawn=lambda pid: _note_pid(run_id, pid),
                                      on_progress=_progress_recorder(run_id), options=staging.options,
-                                     current=project_tree(project_name))
+                                     current=project_tree(project_name), before_pull=_filler(staging))
         if not pulled.result.cancelled and not pulled.skipped:
             pulled = pulls.run_post_hook(runs.get_run(run_id), pulled, destination, path)
     except Exception as error:  # a bug must not leave the run syncing forever

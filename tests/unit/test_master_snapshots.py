@@ -8,6 +8,13 @@ from common import changes, digests
 from master import snapshots
 
 
+def stage(data_dir, project, run_id):
+    """A staged tree as a pull gets it: prepared, then started from the previous tree."""
+    staging = snapshots.prepare(data_dir, project, run_id)
+    snapshots.fill(staging)
+    return staging
+
+
 def pull(staging, files):
     """What rsync does into a staging tree, reduced to writing ``files`` (path -> content): each into a
     new file renamed over the old name, never into the file that is there."""
@@ -21,7 +28,7 @@ def pull(staging, files):
 
 def test_a_committed_pull_becomes_the_tree_data_dir_points_at(tmp_path):
     data = str(tmp_path)
-    first = snapshots.prepare(data, "debian", 1)
+    first = stage(data, "debian", 1)
     assert first.basis is None and not any(o.startswith("--link-dest") for o in first.options)
     pull(first, {"a.txt": "one"})
     sealed = snapshots.commit(first)
@@ -29,7 +36,7 @@ def test_a_committed_pull_becomes_the_tree_data_dir_points_at(tmp_path):
     assert (tmp_path / "debian" / "a.txt").read_text() == "one"
     assert sealed.digest.startswith("sha256:") and sealed.changes is None
 
-    second = snapshots.prepare(data, "debian", 2)
+    second = stage(data, "debian", 2)
     assert second.basis == "1"
     assert not any(o.startswith("--link-dest") for o in second.options)
     # The new tree starts as hard links of the previous one: rsync then pulls into it in place.
@@ -45,10 +52,10 @@ def test_a_committed_pull_becomes_the_tree_data_dir_points_at(tmp_path):
 
 def test_a_pull_that_dies_leaves_the_previous_tree_and_nothing_else(tmp_path):
     data = str(tmp_path)
-    first = snapshots.prepare(data, "debian", 1)
+    first = stage(data, "debian", 1)
     pull(first, {"a.txt": "one"})
     snapshots.commit(first)
-    doomed = snapshots.prepare(data, "debian", 2)
+    doomed = stage(data, "debian", 2)
     pull(doomed, {"a.txt": "half"})
     snapshots.abort(doomed)
     assert os.readlink(tmp_path / "debian") == ".snapshots/debian/1"
@@ -58,7 +65,7 @@ def test_a_pull_that_dies_leaves_the_previous_tree_and_nothing_else(tmp_path):
 def test_snapshots_no_one_needs_are_pruned_and_the_live_one_never(tmp_path):
     data = str(tmp_path)
     for run_id in (1, 2, 3, 4):
-        staging = snapshots.prepare(data, "debian", run_id)
+        staging = stage(data, "debian", run_id)
         pull(staging, {"a.txt": str(run_id)})
         snapshots.commit(staging)
     assert snapshots.prune(data, "debian", keep={"2"}) == ["1", "3"]
@@ -74,7 +81,7 @@ def test_a_tree_pulled_in_place_is_adopted_as_the_first_snapshot(tmp_path):
     assert os.readlink(tmp_path / "debian") == ".snapshots/debian/7"
     assert (tmp_path / "debian" / "pool" / "a.deb").read_text() == "deb"
     assert snapshots.adopt_in_place_tree(str(tmp_path), "debian", "7") is None, "only once"
-    staging = snapshots.prepare(str(tmp_path), "debian", 8)
+    staging = stage(str(tmp_path), "debian", 8)
     assert staging.basis == "7"
 
 
@@ -82,7 +89,7 @@ def test_something_foreign_at_the_project_path_is_refused(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     os.symlink("elsewhere", tmp_path / "debian")
     with pytest.raises(snapshots.SnapshotError):
-        snapshots.prepare(str(tmp_path), "debian", 1)
+        stage(str(tmp_path), "debian", 1)
 
 
 def build(root, spec):
@@ -134,10 +141,10 @@ def test_a_change_list_names_what_to_transfer_and_what_to_delete(tmp_path):
 def test_a_snapshot_being_committed_is_never_pruned(tmp_path, monkeypatch):
     """The scheduler's sweep may prune between a pull's rename and its link swap."""
     data = str(tmp_path)
-    first = snapshots.prepare(data, "debian", 1)
+    first = stage(data, "debian", 1)
     pull(first, {"a.txt": "one"})
     snapshots.commit(first)
-    second = snapshots.prepare(data, "debian", 2)
+    second = stage(data, "debian", 2)
     pull(second, {"a.txt": "two"})
     swap = snapshots._point_at
     pruned = []
@@ -153,7 +160,7 @@ def test_a_snapshot_being_committed_is_never_pruned(tmp_path, monkeypatch):
 
 def test_nothing_is_pruned_before_the_first_pull_is_committed(tmp_path):
     data = str(tmp_path)
-    staging = snapshots.prepare(data, "debian", 1)
+    staging = stage(data, "debian", 1)
     pull(staging, {"a.txt": "one"})
     os.rename(staging.destination, tmp_path / ".snapshots" / "debian" / "1")  # renamed, not yet linked
     assert snapshots.prune(data, "debian", keep=set()) == []
@@ -161,7 +168,7 @@ def test_nothing_is_pruned_before_the_first_pull_is_committed(tmp_path):
 
 def test_a_new_tree_starts_as_hard_links_with_directories_and_symlinks_of_its_own(tmp_path):
     data = str(tmp_path)
-    first = snapshots.prepare(data, "debian", 1)
+    first = stage(data, "debian", 1)
     pull(first, {"pool/a.deb": "deb", "pool/b.deb": "b"})
     os.link(os.path.join(first.destination, "pool/a.deb"), os.path.join(first.destination, "pool/a-again.deb"))
     os.symlink("pool/a.deb", os.path.join(first.destination, "latest"))
@@ -169,7 +176,7 @@ def test_a_new_tree_starts_as_hard_links_with_directories_and_symlinks_of_its_ow
     os.utime(os.path.join(first.destination, "pool"), (1_600_000_000, 1_600_000_000))
     snapshots.commit(first)
     old = tmp_path / ".snapshots" / "debian" / "1"
-    second = snapshots.prepare(data, "debian", 2)
+    second = stage(data, "debian", 2)
     new = second.destination
     assert os.stat(os.path.join(new, "pool/a.deb")).st_ino == os.stat(old / "pool/a.deb").st_ino
     assert os.stat(os.path.join(new, "pool/a-again.deb")).st_ino == os.stat(old / "pool/a.deb").st_ino
@@ -185,7 +192,7 @@ def test_attributes_rsync_changes_in_place_stay_off_the_previous_tree(tmp_path):
     """rsync changes a file's mode (or, with --checksum, its time) on the file that is there, which the
     new tree shares with the previous one: the commit gives each its own."""
     data = str(tmp_path)
-    first = snapshots.prepare(data, "debian", 1)
+    first = stage(data, "debian", 1)
     pull(first, {"pool/a.deb": "deb", "pool/b.deb": "b"})
     os.link(os.path.join(first.destination, "pool/a.deb"), os.path.join(first.destination, "pool/a-again.deb"))
     os.chmod(os.path.join(first.destination, "pool/a.deb"), 0o644)
@@ -193,7 +200,7 @@ def test_attributes_rsync_changes_in_place_stay_off_the_previous_tree(tmp_path):
     snapshots.commit(first)
     old = tmp_path / ".snapshots" / "debian" / "1"
     before = digests.manifest(old)
-    second = snapshots.prepare(data, "debian", 2)
+    second = stage(data, "debian", 2)
     new = second.destination
     pool_time = os.stat(os.path.join(new, "pool")).st_mtime_ns
     os.chmod(os.path.join(new, "pool/a.deb"), 0o600)           # as rsync does: on the shared file
@@ -214,10 +221,10 @@ def test_what_rsync_skipped_where_the_previous_tree_had_something_is_gone(tmp_pa
     """Upstream replaced swap/ by an unsafe symlink, which --safe-links skips: pulled in place, the old
     swap/ would stay; a tree pulled afresh has nothing there, and neither does this one."""
     data = str(tmp_path)
-    first = snapshots.prepare(data, "debian", 1)
+    first = stage(data, "debian", 1)
     pull(first, {"swap/x": "x", "fifo-was-here": "f", "keep": "k"})
     snapshots.commit(first)
-    second = snapshots.prepare(data, "debian", 2)
+    second = stage(data, "debian", 2)
     root_time = os.stat(second.destination).st_mtime_ns
     log_path = tmp_path / "run.log"
     log_path.write_text('$ rsync ...\nignoring unsafe symlink "swap" -> "/etc"\n'
@@ -253,3 +260,29 @@ def test_a_manifest_updated_from_a_change_list_is_the_manifest_a_walk_gives(tmp_
                               [path for path, _ in change_list.touch])
     assert updated == after
     assert digests.digest(updated) == digests.digest(after)
+
+
+def test_a_pull_that_dies_after_rsync_changed_a_shared_file_in_place_leaves_the_previous_tree_as_it_was(tmp_path):
+    data = str(tmp_path)
+    first = stage(data, "debian", 1)
+    pull(first, {"private.txt": "p"})
+    os.chmod(os.path.join(first.destination, "private.txt"), 0o600)
+    snapshots.commit(first)
+    before = digests.manifest(tmp_path / "debian")
+    doomed = stage(data, "debian", 2)
+    os.chmod(os.path.join(doomed.destination, "private.txt"), 0o640)   # rsync, before the disk filled up
+    os.utime(os.path.join(doomed.destination, "private.txt"), (1_500_000_000, 1_500_000_000))
+    snapshots.abort(doomed)
+    assert digests.manifest(tmp_path / "debian") == before
+
+
+def test_a_staged_tree_is_only_filled_when_the_pull_runs(tmp_path):
+    """A pull skipped for an unchanged upstream marker costs no copy of the tree."""
+    data = str(tmp_path)
+    first = stage(data, "debian", 1)
+    pull(first, {"a.txt": "one"})
+    snapshots.commit(first)
+    second = snapshots.prepare(data, "debian", 2)
+    assert second.basis == "1" and os.listdir(second.destination) == []
+    snapshots.fill(second)
+    assert os.listdir(second.destination) == ["a.txt"]
