@@ -21,8 +21,11 @@ Baseline, the same span for bare HTTP: ``--slaves`` threads, already started,
 each POST one body of a signed order's size (and the same headers) to its own
 tiny HTTP server (another process, so the servers do not share the client's
 interpreter), a fresh connection each, timed from the go signal to the last
-202. The same POSTs over connections already open, and a GET of each real
-slave's /healthz, are printed too. Ours and the baseline alternate; each figure
+202. The same POSTs over connections already open, a GET of each real
+slave's /healthz, and the master's own SlaveClient (in this process, same
+pool size) sending the real slaves signed orders that start no pull (one they
+refuse after the signature check, and a repeat of the run just done) are
+printed too. Ours and the baseline alternate; each figure
 is the median of ``--repeat`` runs.
 
     .venv/bin/python bench/dispatch_real.py [--slaves 50] [--repeat 5] [--workers 4] [--dispatch-workers N]
@@ -52,6 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.rsync import daemon_command  # noqa: E402
 from common.signing import signature_headers  # noqa: E402
+from master.slave_client import OrderTarget, SlaveClient  # noqa: E402
+from settings import DISPATCH_WORKERS  # noqa: E402
 from tests.support.processes import (DEFAULT_JOIN_TOKEN, ServiceProcess, SlaveProcess, free_port,  # noqa: E402
                                      start_gunicorn_master, start_scheduler, wait_for, wait_run_finished)
 from tests.support.rsyncd import RsyncDaemon  # noqa: E402
@@ -158,6 +163,33 @@ class ParallelRequests:
         self.pool.shutdown()
         for session in self.sessions:
             session.close()
+
+
+class DirectOrders:
+    """The master's own SlaveClient, in this process, sending orders that start no pull to the real
+    slaves: one refused after the signature check, and a repeat of a run the slave has done."""
+
+    def __init__(self, deployment):
+        self.targets = []
+        for slave in deployment.slaves:
+            credentials = json.loads((slave.state_dir / "credentials.json").read_text())
+            self.targets.append(OrderTarget(credentials["name"], slave.url, credentials["signing_key"]))
+        self.rsyncd_port = deployment.api.rsyncd_port
+        self.client = SlaveClient(workers=int(deployment.env.get("MIRRORSYNC_DISPATCH_WORKERS", DISPATCH_WORKERS)))
+        self.client.warm_up()
+
+    def fire(self, run, accepted):
+        order = {"run_id": run["id"] if accepted else 0, "project": PROJECT, "rsyncd_host": "127.0.0.1",
+                 "rsyncd_port": self.rsyncd_port, "timeout": 600, "snapshot": str(run["id"]),
+                 "digest": run["digest"], "changes": True}
+        started = time.perf_counter()
+        outcomes = self.client.send_orders([(target, order) for target in self.targets])
+        elapsed = time.perf_counter() - started
+        assert all(outcome.accepted == accepted for outcome in outcomes), outcomes[:3]
+        return elapsed
+
+    def close(self):
+        self.client.close()
 
 
 # --- the production shape --------------------------------------------------------------------
@@ -340,14 +372,18 @@ def measure(slaves, repeat, workers, dispatch_workers=None, scratch=None, out=pr
         fresh = ParallelRequests(urls, "POST", body, headers)
         kept = ParallelRequests(urls, "POST", body, headers, keep_alive=True)
         healthz = ParallelRequests([f"{slave.url}/healthz" for slave in deployment.slaves], "GET")
-        baselines = [fresh, kept, healthz]
+        direct = DirectOrders(deployment)
+        baselines = [fresh, kept, healthz, direct]
         samples = {key: [] for key in ("ours", "ordered in", "pull", "first slave pulling", "run end",
                                        "to first accept", "first to last accept", "last accept to stamp",
-                                       "baseline", "kept alive", "healthz")}
+                                       "baseline", "kept alive", "healthz", "refused", "repeat")}
         for generation in range(1, repeat + 1):
-            for key, value in deployment.dispatch_of(deployment.sync(generation)).items():
+            run = deployment.sync(generation)
+            for key, value in deployment.dispatch_of(run).items():
                 if value is not None:
                     samples[key].append(value)
+            samples["refused"].append(direct.fire(run, accepted=False))
+            samples["repeat"].append(direct.fire(run, accepted=True))
             samples["baseline"].append(fresh.fire())
             samples["kept alive"].append(kept.fire())
             samples["healthz"].append(healthz.fire())
@@ -360,6 +396,8 @@ def measure(slaves, repeat, workers, dispatch_workers=None, scratch=None, out=pr
             (f"baseline: {slaves} parallel POSTs, new connections", median["baseline"]),
             ("for reference: the same POSTs, connections kept alive", median["kept alive"]),
             (f"for reference: GET /healthz of the {slaves} slaves", median["healthz"]),
+            ("for reference: the master's SlaveClient, orders the slaves refuse (422)", median["refused"]),
+            ("for reference: the master's SlaveClient, repeat orders (202, no pull)", median["repeat"]),
             (f"scheduler's log 'ordered {slaves} slaves in' (to its commit after the acks)", median["ordered in"]),
             ("the pull: run started_at -> end of pull", median["pull"]),
             ("end of pull -> first slave reported syncing (its started_at)", median["first slave pulling"]),

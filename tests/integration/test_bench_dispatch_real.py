@@ -33,7 +33,7 @@ def test_dispatch_to_two_real_slaves_is_timed_against_the_baseline_and_every_pro
     median = measure(slaves=2, repeat=1, workers=1, scratch=tmp_path, out=lines.append)
     print("\n".join(lines))
     for span in ("ours", "baseline", "kept alive", "healthz", "to first accept", "first to last accept",
-                 "last accept to stamp", "ordered in", "pull", "run end"):
+                 "last accept to stamp", "ordered in", "pull", "run end", "refused", "repeat"):
         assert median[span] is not None, span
     assert 0 < median["ours"] < median["run end"]
     assert median["baseline"] > 0
