@@ -36,24 +36,30 @@ def main():
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
 
-    try:
-        credentials = services.enroll(stop)
-    except EnrollmentRefused as error:
-        services.stop()
-        return fail(f"cannot enroll with the master at {config['MASTER_URL']}: {error}", 1)
-    except (ConfigError, OSError) as error:
-        services.stop()
-        return fail(f"cannot keep this slave's identity: {error}", 2)
-    if credentials is None:
-        services.stop()
-        return 0
-
+    # The port first: a slave that enrolled and then could not listen would leave the master a
+    # slave it orders in vain.
     try:
         server = make_guarded_server(config["API_HOST"], config["API_PORT"], app,
                                      ssl_context=tls_context(config))
     except OSError as error:
         services.stop()
         return fail(f"API_PORT: cannot listen on {config['API_HOST']}:{config['API_PORT']}: {error.strerror}", 2)
+
+    try:
+        credentials = services.enroll(stop)
+    except EnrollmentRefused as error:
+        server.server_close()
+        services.stop()
+        return fail(f"cannot enroll with the master at {config['MASTER_URL']}: {error}", 1)
+    except (ConfigError, OSError) as error:
+        server.server_close()
+        services.stop()
+        return fail(f"cannot keep this slave's identity: {error}", 2)
+    if credentials is None:
+        server.server_close()
+        services.stop()
+        return 0
+
     threading.Thread(target=server.serve_forever, name="api", daemon=True).start()
     services.start_background()
     log.info("slave %s listening on %s://%s:%s", credentials.name, "https" if tls_context(config) else "http",

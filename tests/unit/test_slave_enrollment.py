@@ -395,6 +395,21 @@ def test_python_m_slave_exits_with_one_line_when_enrollment_is_refused(tmp_path,
         "the master refused the enrollment (HTTP 403): The join token is not valid."]
 
 
+def test_python_m_slave_with_its_port_taken_says_so_in_one_line_and_does_not_enroll(tmp_path, master):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        result = _run_slave(tmp_path, {"MIRRORSYNC_MASTER_URL": master.url, "MIRRORSYNC_API_PORT": str(port)})
+    finally:
+        taken.close()
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"mirror-sync slave: API_PORT: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert master.registrations == [], "a slave that cannot listen must not enroll"
+
+
 def test_python_m_slave_enrolls_serves_and_stops_cleanly_on_sigterm(tmp_path, master):
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "slave"], cwd=ROOT, env=_slave_env(tmp_path, {
