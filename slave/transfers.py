@@ -6,11 +6,15 @@ previous snapshot (``.changes-<run>/changes.gz``: base snapshot, its digest,
 paths changed, paths deleted). A slave that published exactly that base tree
 (STATE_DIR/published/<project>.json says which, and its digest) transfers just
 the changed paths (rsync --files-from) and deletes the deleted ones after the
-transfer, instead of rescanning the master's whole tree. Anything else (no
-record, another base, a digest that differs) is a full pull. After either, the
-published tree's digest must be the run's; when it is not, the part fails with
-the first paths that differ, the record is forgotten, and the next order (the
-master's catch-up) is a full pull that repairs the tree.
+transfer, instead of rescanning the master's whole tree; a short change list
+comes in the order itself. Anything else (no record, another base, a digest
+that differs) is a full pull. After either, the published tree's digest must be
+the run's; when it is not, the part fails with the first paths that differ, the
+record is forgotten, and the next order (the master's catch-up) is a full pull
+that repairs the tree. The slave keeps the manifest of what it published
+(``<project>.manifest.gz`` beside the record): after a changes-only pull the
+digest comes from it and the paths moved, without a walk, until the last walk
+is VERIFY_INTERVAL old.
 """
 
 import dataclasses
@@ -197,9 +201,9 @@ def verify_changes(tree, order, plan, held_entries):
     """The published tree's manifest after a changes-only pull, from the manifest it had and the paths
     the plan moved, without a walk; None when that cannot vouch for the tree (then walk it).
 
-    Besides the moved paths, every directory is looked at: a name made, removed or renamed anywhere
-    moves its directory's time, so that much tampering shows at once. A file changed in place
-    elsewhere shows at the next walk (VERIFY_INTERVAL).
+    Only the moved paths (and their directories) are looked at again: what was changed behind the
+    slave's back elsewhere is for ``touched_since`` before the pull (a name made, removed or renamed)
+    and for the next walk (a file changed in place, VERIFY_INTERVAL).
     """
     if held_entries is None or order.get("digest") is None:
         return None
