@@ -181,7 +181,11 @@ def load(path):
             text = gzip.decompress(stream.read()).decode("utf-8", "surrogateescape")
         except (EOFError, gzip.BadGzipFile, zlib.error) as error:
             raise ValueError(f"not a manifest: {error}") from None
-    rows = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line]
+    # Ours is one array of rows on one line; earlier releases wrote a row per line.
+    lines = [line for line in text.splitlines() if line]
+    rows = json.loads(lines[0]) if len(lines) == 1 else [json.loads(line) for line in lines]
+    if rows and not isinstance(rows[0], list):
+        rows = [rows]  # one row per line, and only one row
     try:
         return [Entry(*row) for row in rows]
     except TypeError as error:

@@ -286,3 +286,23 @@ def test_a_staged_tree_is_only_filled_when_the_pull_runs(tmp_path):
     assert second.basis == "1" and os.listdir(second.destination) == []
     snapshots.fill(second)
     assert os.listdir(second.destination) == ["a.txt"]
+
+
+def test_a_manifest_saved_by_an_earlier_release_still_loads(tmp_path):
+    """Earlier releases wrote one JSON row per line; snapshots they made keep theirs."""
+    import gzip
+    import json
+    root = tmp_path / "tree"
+    build(root, {"a/x.txt": "x", "link": "->a/x.txt"})
+    entries = digests.manifest(root)
+    old = tmp_path / "manifest.gz"
+    with gzip.open(old, "wt", encoding="utf-8") as out:
+        for entry in entries:
+            out.write(json.dumps([entry.path, entry.type, entry.size, entry.mtime, entry.mode, entry.target,
+                                  entry.group]) + "\n")
+    assert digests.load(old) == entries
+    digests.save(entries, tmp_path / "new.gz")
+    assert digests.load(tmp_path / "new.gz") == entries
+    (tmp_path / "bad.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError):
+        digests.load(tmp_path / "bad.gz")
