@@ -156,7 +156,7 @@ class Run(db.Model):
 
     project = db.relationship("Project", back_populates="runs")
     slave_runs = db.relationship("SlaveRun", back_populates="run", passive_deletes=True,
-                                 order_by="SlaveRun.slave_name")
+                                 order_by="(SlaveRun.slave_name, SlaveRun.id)")
 
     __table_args__ = (
         sa.Index("ix_runs_project_newest", "project_id", "id"),
