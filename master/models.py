@@ -232,6 +232,7 @@ class SlaveRun(db.Model):
     finished_at = sa.Column(UTCDateTime)
     exit_code = sa.Column(sa.Integer)
     error = sa.Column(sa.Text)
+    warning = sa.Column(sa.Text)  # what the slave said of a pull that succeeded all the same
     stats = sa.Column(sa.JSON)
     digest = sa.Column(sa.String(80))  # of the tree the slave published
     # Latest whole-transfer progress the slave reported while it pulled (bytes, percent, rate, eta).

@@ -108,6 +108,8 @@ class SlaveRunSchema(Schema):
     finished_at = fields.DateTime()
     exit_code = fields.Integer(allow_none=True)
     error = fields.String(allow_none=True)
+    warning = fields.String(allow_none=True, metadata={
+        "description": "what the slave said of a pull that succeeded all the same"})
     stats = fields.Nested(StatsSchema, allow_none=True)
     digest = fields.String(allow_none=True, metadata={"description": "digest of the tree the slave published"})
     progress = fields.Dict(allow_none=True, metadata={

@@ -258,11 +258,14 @@ def record_slave_report(slave, report):
         return True
     values = dict(state=report["state"], started_at=report["started_at"] or entry.started_at,
                   finished_at=report["finished_at"] or stamp, exit_code=report["exit_code"],
-                  error=report["error"], stats=report["stats"], digest=report.get("digest"))
+                  error=report["error"], warning=report.get("warning"), stats=report["stats"],
+                  digest=report.get("digest"))
     mismatch = _digest_mismatch(run, values["digest"]) if values["state"] == SlaveRunState.SUCCESS.value else None
     if mismatch:
         values.update(state=SlaveRunState.FAILED.value, error=mismatch)
         log.warning("run %s: slave %s published another tree: %s", run.id, slave.name, mismatch)
+    elif values["warning"]:
+        log.warning("run %s: slave %s: %s", run.id, slave.name, values["warning"])
     moved = db.session.execute(sa.update(SlaveRun).where(
         SlaveRun.id == entry.id, SlaveRun.state == entry.state).values(**values)).rowcount
     if moved != 1:

@@ -150,6 +150,7 @@ def test_a_slave_tree_changed_behind_its_back_is_noticed_and_pulled_in_full(sync
     second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
     assert second["state"] == "success", second
     assert "changed outside mirror-sync, first at: 'empty', 'small.txt'; pulled in full" in mirror1.log_text()
+    assert "changed outside mirror-sync" in second["slaves"][0]["warning"], "the master's part says so too"
     assert second["slaves"][0]["digest"] == second["digest"]
     assert_trees_equal(upstream.tree, public)
 
