@@ -129,8 +129,9 @@ def _record_outcome(run_id, project_name, pulled, result, sealed):
         if project.enabled:
             runs.request_sync(project, Trigger.RECOVERY)  # picked up again after the restart
     elif result.ok:
+        # The snapshot before goes with the next sweep (every CATCHUP_INTERVAL), not here: deleting a
+        # whole tree would hold this pull's worker and compete with the slaves pulling right now.
         distribution.dispatch_to_slaves(run_id, dict(outcome, warning=pulled.warning, digest=sealed.digest))
-        snapshots_service.prune(project)
     else:
         # The retry is queued first, so the failed run names it in the same update.
         retry = _retry_if_transient(run, result)
