@@ -157,11 +157,13 @@ def disk_usage(*paths):
 def snapshot_cost(data_dir):
     """Extra disk of the newest snapshot over the one before, as a fraction of one tree.
 
-    The master prunes a snapshot as soon as no slave needs it, so this rebuilds the pair the
-    way a pull does: the newest tree and a --link-dest copy of it, changed like the runs were."""
+    The master prunes a snapshot once no slave needs it (at its next sweep), so this rebuilds the
+    pair the way a pull does: the newest tree and a hard-link copy of it, changed like the runs were.
+    Returns (the live tree's bytes, those plus its manifest and change list)."""
     snapshots = Path(data_dir) / ".snapshots" / "bench"
-    [live] = [p for p in snapshots.iterdir() if not p.name.startswith(".")]
-    return disk_usage(live), disk_usage(live, *(p for p in snapshots.iterdir() if p.name.startswith(".")))
+    live = (Path(data_dir) / "bench").resolve()
+    meta = [snapshots / f".manifest-{live.name}", snapshots / f".changes-{live.name}"]
+    return disk_usage(live), disk_usage(live, *(p for p in meta if p.exists()))
 
 
 def run_case(files, fractions, slaves, repeat, scratch):
