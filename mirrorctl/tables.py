@@ -187,7 +187,7 @@ def _slave_duration(entry):
 
 
 def slave_run_table(entries):
-    """One row per slave of a run; times are UTC clock times."""
+    """One row per slave of a run; times are UTC clock times; ERROR shows a success's warning too."""
     headers = ("SLAVE", "STATE", "ATTEMPTS", "STARTED", "FINISHED", "DURATION", "FILES", "EXIT", "PROGRESS",
                "ERROR")
     return table(headers, [(
@@ -200,7 +200,7 @@ def slave_run_table(entries):
         (entry.get("stats") or {}).get("files_transferred"),
         entry.get("exit_code"),
         _part_progress(entry),
-        _short(entry.get("error")),
+        _short(entry.get("error") or (entry.get("warning") and f"warning: {entry['warning']}")),
     ) for entry in entries])
 
 

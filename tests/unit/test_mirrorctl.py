@@ -488,6 +488,16 @@ def test_run_show_tells_how_far_each_slave_pull_has_come_while_it_runs(mirrorctl
     assert "100%" not in table[2], "a part that has ended shows no progress"
 
 
+def test_run_show_gives_a_slave_part_s_warning_where_there_is_no_error(mirrorctl, fake):
+    repaired = dict(slave_entry("m1", "success"), warning="the published tree was changed outside mirror-sync, "
+                    "first at: 'small.txt'; pulled in full")
+    fake.on_json("GET", "/runs/7", make_run("success", slaves=[repaired]))
+
+    table = mirrorctl("runs", "show", "7").stdout.split("SLAVE", 1)[1].splitlines()
+
+    assert "warning: the published tree was changed" in table[1]
+
+
 def test_runs_list_passes_limit_and_shows_slave_summary(mirrorctl, fake):
     fake.on_json("GET", "/projects/debian/runs", [make_run("success", slaves=[slave_entry("m1", "success")],
                                                            duration=75.0)])
