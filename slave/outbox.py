@@ -50,6 +50,7 @@ class Outbox:
         self._stopping = threading.Event()
         self._thread = None
         self._sequence = 0
+        self._next_due = None   # seconds until the first deferred report may go, as last seen
 
     def put(self, report, delay=0.0):
         """Queue ``report`` (a ReportSchema dict), replacing an earlier one for the same run, to go out in
@@ -91,13 +92,16 @@ class Outbox:
         Stops at the first failure and raises MasterUnavailable; the rest stays queued.
         """
         entries = self._entries()
+        now = time.time()
+        # When the first deferred report falls due: the delivery thread sleeps until then.
+        self._next_due = min((wait for wait in (self._due_in(entry, now) for _, entry in entries) if wait > 0),
+                             default=None)
         if not entries:
             return 0
         credentials = self.credentials()
         if credentials is None:
             raise MasterUnavailable("this slave is not enrolled yet")
         delivered = 0
-        now = time.time()
         for path, entry in entries:
             if self._due_in(entry, now):
                 continue  # deferred: a report about the same run may still replace it
@@ -148,9 +152,7 @@ class Outbox:
                 log.info("reports reach the master again")
                 failing = False
             attempt = 0
-            now = time.time()
-            waits = [self._due_in(entry, now) for _, entry in self._entries()]
-            self._wake.wait(min([wait for wait in waits if wait > 0] + [IDLE_RESCAN]))
+            self._wake.wait(min(self._next_due or IDLE_RESCAN, IDLE_RESCAN))
 
     def _entries(self):
         """(path, entry) of every queued report, oldest first; unreadable files are set aside."""

@@ -90,17 +90,18 @@ class PublishedTrees:
             return None
 
     def forget(self, project):
-        for path in (self._path(project), self._manifest_path(project)):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        _unlink_quietly(self._path(project))
+        self._drop_manifest(project)
 
     def _drop_manifest(self, project):
-        try:
-            os.unlink(self._manifest_path(project))
-        except FileNotFoundError:
-            pass
+        _unlink_quietly(self._manifest_path(project))
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _fetch(runner, source, work_dir, name, password, log_path):
