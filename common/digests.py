@@ -109,8 +109,10 @@ def updated(entries, root, changed, deleted, touched=()):
 
     A hard-link group is found among the changed paths only (a change list names every member of a
     group it touches); a changed file linked to a path outside them gives a manifest that differs from
-    a walk's, so a caller that compares digests falls back to a walk.
+    a walk's, so a caller that compares digests falls back to a walk. A ``root`` that is a symlink is
+    followed, as by ``manifest``.
     """
+    root = os.path.realpath(os.fspath(root))
     by_path = {entry.path: entry for entry in entries}
     gone = [path for path in deleted if path in by_path]
     if gone:

@@ -1,10 +1,12 @@
 """Whole-tree file operations both roles need for snapshots: removing a tree, swapping two paths."""
 
+import contextlib
 import ctypes
 import errno
 import functools
 import logging
 import os
+import secrets
 import shutil
 import stat
 import sys
@@ -66,8 +68,8 @@ def link_copy(source, destination):
     """Fill the empty directory ``destination`` with ``source``'s tree: hard links for files, copies
     of symlinks and directories (with their modes and times). Raises OSError.
 
-    One scandir pass; only directories are stat'ed (for their modes and times, set once
-    everything under them exists, so a read-only directory can still be filled).
+    One scandir pass; only directories and symlinks are stat'ed (for their modes and times;
+    a directory's are set once everything under it exists, so a read-only one can still be filled).
     """
     directories = []
     pending = [(os.fspath(source), os.fspath(destination))]
@@ -78,6 +80,9 @@ def link_copy(source, destination):
                 target = os.path.join(target_dir, item.name)
                 if item.is_symlink():
                     os.symlink(os.readlink(item.path), target)
+                    # rsync --times keeps a symlink's own time: so does the copy.
+                    info = item.stat(follow_symlinks=False)
+                    os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns), follow_symlinks=False)
                 elif item.is_dir(follow_symlinks=False):
                     os.mkdir(target, 0o700)
                     directories.append((target, item.stat(follow_symlinks=False)))
@@ -87,6 +92,36 @@ def link_copy(source, destination):
     for target, info in directories:
         os.chmod(target, stat.S_IMODE(info.st_mode))
         os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+@contextlib.contextmanager
+def unchanged_directory(path):
+    """Write in the directory ``path`` (even a read-only one) and leave its mode and times as they were."""
+    info = os.lstat(path)
+    mode = stat.S_IMODE(info.st_mode)
+    if not mode & stat.S_IWUSR:
+        os.chmod(path, mode | stat.S_IWUSR)
+    try:
+        yield
+    finally:
+        os.chmod(path, mode)
+        os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def new_link(existing, beside):
+    link = f"{beside}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+    os.link(existing, link)
+    return link
+
+
+def private_copy(path):
+    """A new file beside ``path`` with its content, mode and times; returns its path."""
+    info = os.lstat(path)
+    copy = f"{path}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+    shutil.copyfile(path, copy, follow_symlinks=False)
+    os.chmod(copy, stat.S_IMODE(info.st_mode))
+    os.utime(copy, ns=(info.st_atime_ns, info.st_mtime_ns))
+    return copy
 
 
 def _make_writable_and_retry(function, path, _error):

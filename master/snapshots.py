@@ -24,7 +24,6 @@ A tree pulled in place by an earlier release (DATA_DIR/<project> a real
 directory) becomes the first snapshot when it is first seen.
 """
 
-import contextlib
 import dataclasses
 import errno
 import gzip
@@ -33,11 +32,11 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import stat
 
 from common import changes, digests
-from common.trees import PARTIAL_SUFFIX, fresh_name, link_copy, real_parents, remove_tree, safe_relative
+from common.trees import (PARTIAL_SUFFIX, fresh_name, link_copy, new_link, private_copy, real_parents, remove_tree,
+                          safe_relative, unchanged_directory)
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +272,7 @@ def drop_skipped(staging, log_path):
         full = os.path.join(staging.destination, path)
         if not safe_relative(path) or not real_parents(staging.destination, path) or not os.path.lexists(full):
             continue
-        with _unchanged_directory(os.path.dirname(full)):
+        with unchanged_directory(os.path.dirname(full)):
             if remove_tree(full):
                 removed += 1
     if removed:
@@ -313,8 +312,8 @@ def _unshare(staging, base_entries, change_list):
         first = os.path.join(staging.destination, paths[0])
         for path in paths:
             target = os.path.join(staging.destination, path)
-            with _unchanged_directory(os.path.dirname(target)):
-                replacement = _private_copy(target) if path == paths[0] else _new_link(first, target)
+            with unchanged_directory(os.path.dirname(target)):
+                replacement = private_copy(target) if path == paths[0] else new_link(first, target)
                 os.replace(replacement, target)
         original = os.path.join(basis_dir, old.path)
         os.chmod(original, old.mode)
@@ -353,36 +352,6 @@ def _restore_basis(staging):
     if restored:
         log.info("%s: the failed pull had changed %d attributes of snapshot %s in place; restored",
                  staging.project, restored, staging.basis)
-
-
-@contextlib.contextmanager
-def _unchanged_directory(path):
-    """Write in the directory ``path`` (even a read-only one) and leave its mode and times as they were."""
-    info = os.lstat(path)
-    mode = stat.S_IMODE(info.st_mode)
-    if not mode & stat.S_IWUSR:
-        os.chmod(path, mode | stat.S_IWUSR)
-    try:
-        yield
-    finally:
-        os.chmod(path, mode)
-        os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
-
-
-def _new_link(existing, beside):
-    link = f"{beside}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
-    os.link(existing, link)
-    return link
-
-
-def _private_copy(path):
-    """A new file beside ``path`` with its content, mode and times; returns its path."""
-    info = os.lstat(path)
-    copy = f"{path}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
-    shutil.copyfile(path, copy, follow_symlinks=False)
-    os.chmod(copy, stat.S_IMODE(info.st_mode))
-    os.utime(copy, ns=(info.st_atime_ns, info.st_mtime_ns))
-    return copy
 
 
 def abort(staging):

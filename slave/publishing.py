@@ -2,7 +2,8 @@
 
 In atomic mode each pull builds a whole tree in
 PUBLIC_DIR/.mirrorsync-snapshots/<project>/<name>/ (hard links to the live tree
-for unchanged files, through rsync's --link-dest), and PUBLIC_DIR/<project> is a
+for unchanged files: through rsync's --link-dest for a full pull, as a copy of
+the live tree made of hard links for a changes-only one, see ``fill``), and PUBLIC_DIR/<project> is a
 symlink with a relative target, ".mirrorsync-snapshots/<project>/<name>", that
 one rename points at the new tree: whoever resolves PUBLIC_DIR/<project> gets a
 whole old tree or a whole new one. The previous tree stays until the next
@@ -25,13 +26,15 @@ and ".swap-*" a symlink or directory being renamed: both are leftovers when no
 pull runs, and ``remove_leftovers`` deletes them at start.
 """
 
+import dataclasses
 import logging
 import os
 import secrets
 import stat
 from dataclasses import dataclass
 
-from common.trees import PARTIAL_SUFFIX, exchange as _exchange, fresh_name, remove_tree as _remove_quietly
+from common.trees import (PARTIAL_SUFFIX, exchange as _exchange, fresh_name, link_copy, private_copy, real_parents,
+                          remove_tree as _remove_quietly, unchanged_directory)
 from slave.credentials import _fsync_directory
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,9 @@ SWAP_PREFIX = ".swap-"
 # A snapshot is not public until the swap, so renaming each file into place at the
 # end of the transfer (the runner's default --delay-updates) buys nothing there.
 SNAPSHOT_OPTIONS = ("--no-delay-updates",)
+
+# ``prune``'s ``previous`` when a pull published nothing new: every snapshot stays.
+KEEP_SNAPSHOTS = "<keep every snapshot>"
 
 # What PUBLIC_DIR/<project> is right now.
 MISSING, SNAPSHOT, DIRECTORY, FOREIGN = "missing", "snapshot", "directory", "foreign"
@@ -55,13 +61,15 @@ class PublishError(Exception):
 class Publication:
     """Where one pull writes (``destination``, with rsync ``options``) and how its tree goes public.
 
-    ``staged`` is the snapshot name being built; None means rsync writes in place.
+    ``staged`` is the snapshot name being built; None means rsync writes in place. ``basis`` is the
+    live tree a snapshot shares its unchanged files with.
     """
     project: str
     mode: str
     destination: str
     options: tuple[str, ...] = ()
     staged: str | None = None
+    basis: str | None = None
 
 
 class Publisher:
@@ -97,7 +105,36 @@ class Publisher:
         options = SNAPSHOT_OPTIONS
         if kind != MISSING and os.path.isdir(basis):
             options += (f"--link-dest={os.path.abspath(basis)}",)
-        return Publication(project, mode, staging, options, name)
+        else:
+            basis = None
+        return Publication(project, mode, staging, options, name, basis)
+
+    def fill(self, publication, changed):
+        """Start a snapshot as hard links of the live tree, for a pull that moves only the paths
+        ``changed`` into it in place; returns the Publication to pull into. Raises OSError.
+
+        A full pull links unchanged files through rsync's --link-dest instead, which needs no
+        list of paths but resolves the whole basis path again for every file of the tree. In
+        place, rsync changes the mode or time of a file whose content is the same on that very
+        file, which here is the live tree's too: each changed file gets a copy of its own first
+        (which rsync still uses as the basis of a delta), so the live tree stays as it is.
+        """
+        if publication.staged is None or publication.basis is None:
+            return publication
+        link_copy(publication.basis, publication.destination)
+        root = publication.destination
+        for path in changed:
+            target = os.path.join(root, path)
+            if path == "." or not real_parents(root, path):
+                continue
+            try:
+                if not stat.S_ISREG(os.lstat(target).st_mode):
+                    continue
+            except FileNotFoundError:
+                continue
+            with unchanged_directory(os.path.dirname(target)):
+                os.replace(private_copy(target), target)
+        return dataclasses.replace(publication, options=SNAPSHOT_OPTIONS)
 
     def commit(self, publication):
         """Make a finished pull's tree public; returns the name of the snapshot kept as the previous tree.
@@ -147,6 +184,8 @@ class Publisher:
 
     def prune(self, project, previous=None):
         """Delete every snapshot of ``project`` but the live one and ``previous``. Never raises."""
+        if previous == KEEP_SNAPSHOTS:
+            return
         snapshots = self.snapshots_path(project)
         try:
             names = os.listdir(snapshots)

@@ -33,7 +33,7 @@ from common.wire import progress_schema
 from slave.credentials import create_json_exclusively, ensure_private_dir, read_json, write_json_atomically
 from slave import transfers
 from slave.progress import ProgressReporter
-from slave.publishing import DELAY, Publisher, PublishError
+from slave.publishing import DELAY, KEEP_SNAPSHOTS, Publisher, PublishError
 
 log = logging.getLogger(__name__)
 
@@ -546,9 +546,11 @@ class SyncWorker:
         held_entries, tampered = None, None
         try:
             plan = None
-            # A change list needs the published tree as its base (in place), and a plain rsync:
-            # two stages order what they bring, which one list of paths cannot.
-            if publication.staged is None and (order.get("method") or RSYNC) == RSYNC and not trace:
+            # A change list needs the published tree as its base (in place, or the live tree a
+            # snapshot starts from), and a plain rsync: two stages order what they bring, which
+            # one list of paths cannot.
+            if (order.get("method") or RSYNC) == RSYNC and not trace and (
+                    publication.staged is None or publication.basis is not None):
                 plan = transfers.plan_changes(self.runner, order, source_of, credentials.rsync_password,
                                               self.published, work_dir, logs)
             if plan is not None:
@@ -558,9 +560,20 @@ class SyncWorker:
                     tampered = f"the published tree was changed outside mirror-sync, first at: {paths}; pulled in full"
                     log.warning("%s: %s", project, tampered)
                     plan, held_entries = None, None
-            if plan is not None:
+            result, kept = None, False
+            if plan is not None and publication.staged is not None:
+                if plan.empty:
+                    # Nothing changed: the live snapshot stays public, and no copy of it is made.
+                    self.publisher.abort(publication)
+                    publication, kept = dataclasses.replace(publication, staged=None, destination=tree), True
+                else:
+                    try:
+                        publication = self.publisher.fill(publication, plan.changed)
+                    except OSError as error:
+                        result = _failure(f"the tree cannot be published: {error}")
+            if result is None and plan is not None:
                 result = self._transfer(order, publication, plan, source_of, credentials, cancel, run_ids, logs)
-            else:
+            elif result is None:
                 result = self._pull_with_method(order, publication, source_of, credentials, cancel, run_ids, logs)
             if result.ok and trace:
                 result = self._write_trace(order, publication.destination, started, result)
@@ -572,7 +585,7 @@ class SyncWorker:
             self.published.forget(project)
             return result, None, None
         try:
-            previous = self.publisher.commit(publication)
+            previous = KEEP_SNAPSHOTS if kept else self.publisher.commit(publication)
         except (PublishError, OSError) as error:
             log.error("the tree of %s for run %s could not be published: %s", project, order["run_id"], error)
             self.publisher.abort(publication)

@@ -6,7 +6,8 @@ previous snapshot (``.changes-<run>/changes.gz``: base snapshot, its digest,
 paths changed, paths deleted). A slave that published exactly that base tree
 (STATE_DIR/published/<project>.json says which, and its digest) transfers just
 the changed paths (rsync --files-from) and deletes the deleted ones after the
-transfer, instead of rescanning the master's whole tree; a short change list
+transfer, instead of rescanning the master's whole tree: in place, or into a
+snapshot that starts as hard links of the live tree (``Publisher.fill``); a short change list
 comes in the order itself. Anything else (no record, another base, a digest
 that differs) is a full pull. After either, the published tree's digest must be
 the run's; when it is not, the part fails with the first paths that differ, the
@@ -221,7 +222,8 @@ def verify_changes(tree, order, plan, held_entries):
 def touched_since(tree, held_entries):
     """Whether a directory of the published ``tree`` is not as this slave left it (a name made, removed or
     renamed in it moves its time): the tree was changed behind the slave's back. Looks at directories
-    only, a hundredth of a mirror's entries."""
+    only, a hundredth of a mirror's entries. A ``tree`` that is a symlink (atomic publishing) is followed."""
+    tree = os.path.realpath(tree)
     for entry in held_entries:
         if entry.type != digests.DIR:
             continue

@@ -9,7 +9,7 @@ import requests
 from tests.integration.conftest import ApiClient
 from tests.support.hostile_http import json_answer, scripted_server
 from tests.support.processes import DEFAULT_JOIN_TOKEN, start_slave, wait_for, wait_run_finished
-from tests.support.trees import assert_same_with_rsync, assert_trees_equal, mutate_tree
+from tests.support.trees import assert_same_with_rsync, assert_trees_equal, describe_tree, mutate_tree
 
 MASTER_ENV = {"MIRRORSYNC_JOIN_TOKEN": DEFAULT_JOIN_TOKEN, "MIRRORSYNC_CATCHUP_INTERVAL": "0.3",
               "MIRRORSYNC_HEARTBEAT_TIMEOUT": "3", "MIRRORSYNC_DISPATCH_TIMEOUT": "2",
@@ -110,13 +110,20 @@ def more_awkward_changes(root):
     os.link(root / "new-file.txt", root / "new-file-link.txt")
 
 
-@pytest.fixture
-def synced(master, mirror1, upstream):
-    """mirror1 holds run 1 of project ``tricky``, pulled in full."""
+def described(root):
+    """describe_tree, less the hard-link group of files linked only from outside the tree."""
+    return {path: {name: value for name, value in entry.items() if value is not None}
+            for path, entry in describe_tree(root).items()}
+
+
+@pytest.fixture(params=["delay", "atomic"])
+def synced(request, master, mirror1, upstream):
+    """mirror1 holds run 1 of project ``tricky``, pulled in full, published in place or atomically."""
     api = ApiClient(master.url, master.admin_token)
     wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
              message="mirror1 online")
-    assert api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url}).status_code == 201
+    assert api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url,
+                                              "publish": request.param}).status_code == 201
     first = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
     assert first["state"] == "success", first
     assert first["digest"] and first["slaves"][0]["digest"] == first["digest"]
@@ -126,6 +133,9 @@ def synced(master, mirror1, upstream):
 def test_a_change_list_pull_gives_the_same_tree_as_a_full_pull_for_awkward_changes(
         synced, master, mirror1, upstream, tmp_path):
     api, first = synced
+    atomic = os.path.islink(mirror1.tree("tricky"))
+    before = os.path.realpath(mirror1.tree("tricky"))
+    published_before = described(before)
     mutate_tree(upstream.tree)
     more_awkward_changes(upstream.tree)
     second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
@@ -137,6 +147,18 @@ def test_a_change_list_pull_gives_the_same_tree_as_a_full_pull_for_awkward_chang
     assert_same_with_rsync(upstream.tree, mirror1.tree("tricky"))
     # The same as the master's snapshot, which a full pull copies.
     assert_trees_equal(master.data_dir / "tricky", mirror1.tree("tricky"))
+    if atomic:
+        # A new snapshot went public, and the one readers may still be in is exactly as it was,
+        # though it shares its unchanged files (and a file whose mode alone changed) with the new one.
+        assert os.path.realpath(mirror1.tree("tricky")) != before
+        assert described(before) == published_before
+
+        # A run that changes nothing publishes nothing new, and copies nothing.
+        snapshots = sorted(os.listdir(os.path.dirname(before)))
+        third = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+        assert third["state"] == "success" and third["slaves"][0]["digest"] == third["digest"], third
+        assert sorted(os.listdir(os.path.dirname(before))) == snapshots
+        assert_trees_equal(upstream.tree, mirror1.tree("tricky"))
 
 
 def test_a_slave_tree_changed_behind_its_back_is_noticed_and_pulled_in_full(synced, master, mirror1, upstream):

@@ -101,6 +101,36 @@ def test_a_second_publish_swaps_the_link_and_keeps_the_old_tree_as_previous(publ
     assert snapshots(public) == ["1", "2"]
 
 
+def test_a_changes_only_pull_starts_from_hard_links_of_the_live_tree_and_leaves_it_as_it_was(public, publisher):
+    publish(publisher, 1, {"INDEX": "one\n", "pool/a.deb": "a1", "pool/b.deb": "b1"})
+    live = public / SNAPSHOTS_DIR / PROJECT / "1"
+    os.chmod(live / "pool", 0o555)  # mirrored directories may be read-only
+    before = {name: os.lstat(live / name) for name in ("INDEX", "pool/a.deb", "pool/b.deb", "pool")}
+    staged = publisher.fill(publisher.prepare(PROJECT, 2, "atomic"), ("INDEX", "pool/b.deb", "pool/new.deb"))
+    assert staged.options == ("--no-delay-updates",), "no --link-dest: the tree is there already"
+    new = staged.destination
+    assert read_tree(new) == {"INDEX": "one\n", "pool/a.deb": "a1", "pool/b.deb": "b1"}
+    assert os.lstat(os.path.join(new, "pool/a.deb")).st_ino == before["pool/a.deb"].st_ino, "unchanged: shared"
+    for name in ("INDEX", "pool/b.deb"):
+        # A path the pull moves is a file of its own: rsync's in-place change of a mode or a time
+        # must not reach the live tree through the shared inode.
+        assert os.lstat(os.path.join(new, name)).st_ino != before[name].st_ino
+        os.chmod(os.path.join(new, name), 0o600)
+        assert os.lstat(live / name).st_mode == before[name].st_mode
+    info = os.lstat(os.path.join(new, "pool"))
+    assert (oct(info.st_mode), info.st_mtime_ns) == (oct(before["pool"].st_mode), before["pool"].st_mtime_ns)
+    os.chmod(os.path.join(new, "pool"), 0o755)
+    os.chmod(live / "pool", 0o755)
+    publisher.prune(PROJECT, publisher.commit(staged))
+    assert read_tree(public / PROJECT) == {"INDEX": "one\n", "pool/a.deb": "a1", "pool/b.deb": "b1"}
+
+
+def test_filling_a_pull_in_place_changes_nothing(public, publisher):
+    publication = publisher.prepare(PROJECT, 1, "delay")
+    assert publisher.fill(publication, ("INDEX",)) is publication
+    assert os.listdir(public) == []
+
+
 def test_a_third_publish_prunes_the_oldest_snapshot(public, publisher):
     for run_id in (1, 2, 3):
         publish(publisher, run_id, {"INDEX": f"{run_id}\n"})
