@@ -57,6 +57,9 @@ class PublishedTrees:
     def __init__(self, state_dir):
         self.directory = os.path.join(state_dir, "published")
         ensure_private_dir(self.directory)
+        # project -> (the saved manifest file's identity, its entries): the process that wrote a
+        # manifest reads it back from memory, as long as the file is the one it wrote.
+        self._held = {}
 
     def _path(self, project):
         return os.path.join(self.directory, f"{project}.json")
@@ -75,7 +78,9 @@ class PublishedTrees:
         whole walk last confirmed it."""
         held = self.get(project) or {}
         if entries is not None:
-            digests.save(entries, self._manifest_path(project))
+            path = self._manifest_path(project)
+            digests.save(entries, path)
+            self._held[project] = (_identity(path), entries)
         else:
             self._drop_manifest(project)
         write_json_atomically(self._path(project), {
@@ -85,17 +90,31 @@ class PublishedTrees:
 
     def manifest(self, project):
         """The manifest saved with the tree, or None."""
+        path = self._manifest_path(project)
         try:
-            return digests.load(self._manifest_path(project))
+            identity = _identity(path)
+            kept = self._held.get(project)
+            if kept is not None and kept[0] == identity:
+                return kept[1]
+            entries = digests.load(path)
         except (OSError, ValueError):
             return None
+        self._held[project] = (identity, entries)
+        return entries
 
     def forget(self, project):
         _unlink_quietly(self._path(project))
         self._drop_manifest(project)
 
     def _drop_manifest(self, project):
+        self._held.pop(project, None)
         _unlink_quietly(self._manifest_path(project))
+
+
+def _identity(path):
+    """What tells one saved file from another written at its path since. Raises OSError."""
+    info = os.stat(path)
+    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def _unlink_quietly(path):

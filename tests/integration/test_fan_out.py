@@ -110,12 +110,6 @@ def more_awkward_changes(root):
     os.link(root / "new-file.txt", root / "new-file-link.txt")
 
 
-def described(root):
-    """describe_tree, less the hard-link group of files linked only from outside the tree."""
-    return {path: {name: value for name, value in entry.items() if value is not None}
-            for path, entry in describe_tree(root).items()}
-
-
 @pytest.fixture(params=["delay", "atomic"])
 def synced(request, master, mirror1, upstream):
     """mirror1 holds run 1 of project ``tricky``, pulled in full, published in place or atomically."""
@@ -135,7 +129,7 @@ def test_a_change_list_pull_gives_the_same_tree_as_a_full_pull_for_awkward_chang
     api, first = synced
     atomic = os.path.islink(mirror1.tree("tricky"))
     before = os.path.realpath(mirror1.tree("tricky"))
-    published_before = described(before)
+    published_before = describe_tree(before)
     mutate_tree(upstream.tree)
     more_awkward_changes(upstream.tree)
     second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
@@ -151,7 +145,7 @@ def test_a_change_list_pull_gives_the_same_tree_as_a_full_pull_for_awkward_chang
         # A new snapshot went public, and the one readers may still be in is exactly as it was,
         # though it shares its unchanged files (and a file whose mode alone changed) with the new one.
         assert os.path.realpath(mirror1.tree("tricky")) != before
-        assert described(before) == published_before
+        assert describe_tree(before) == published_before
 
         # A run that changes nothing publishes nothing new, and copies nothing.
         snapshots = sorted(os.listdir(os.path.dirname(before)))

@@ -153,10 +153,11 @@ def describe_tree(root):
             if st.st_nlink > 1:
                 inodes.setdefault((st.st_dev, st.st_ino), []).append(relpath)
         entries[relpath] = entry
+    # A file linked only from outside the tree (another snapshot) is alone in it: no group.
     for paths in inodes.values():
-        group = min(paths) if len(paths) > 1 else None
-        for relpath in paths:
-            entries[relpath]["hardlink_group"] = group
+        if len(paths) > 1:
+            for relpath in paths:
+                entries[relpath]["hardlink_group"] = min(paths)
     return entries
 
 

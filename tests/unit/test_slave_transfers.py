@@ -50,3 +50,21 @@ def test_a_list_from_another_base_or_outside_the_tree_means_a_full_pull(tmp_path
     assert plan(tmp_path, order_of(change_list=outside), runner) is None
     assert runner.jobs == []
     assert not os.listdir(tmp_path / "work")
+
+
+def test_the_published_manifest_is_read_back_from_memory_until_its_file_changes(tmp_path, monkeypatch):
+    from common import digests
+    entries = [digests.Entry(".", digests.DIR, None, 1, 0o755), digests.Entry("a", digests.FILE, 1, 1, 0o644)]
+    published = transfers.PublishedTrees(str(tmp_path / "state"))
+    published.remember("debian", "7", DIGEST, entries)
+    loads = []
+    monkeypatch.setattr(digests, "load", lambda path: loads.append(path) or [])
+    assert published.manifest("debian") is entries and loads == []
+    # Another process (or an admin) writes the file: it is read again.
+    path = os.path.join(published.directory, "debian.manifest.gz")
+    os.replace(path, path + ".moved")
+    with open(path + ".moved", "rb") as old, open(path, "wb") as new:
+        new.write(old.read())
+    assert published.manifest("debian") == [] and len(loads) == 1
+    published.forget("debian")
+    assert published.manifest("debian") is None

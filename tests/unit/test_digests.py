@@ -1,0 +1,62 @@
+"""common.digests: the manifest and digest master and slaves compare, which must not change between releases."""
+
+import os
+
+from common import changes, digests
+
+
+def build(root):
+    root = os.fspath(root)
+    os.makedirs(f"{root}/pool/ünï")
+    with open(f"{root}/pool/a.deb", "wb") as out:
+        out.write(b"a" * 10)
+    os.link(f"{root}/pool/a.deb", f"{root}/a-again.deb")
+    odd = os.fsdecode(os.fsencode(root) + b"/odd-\xff.txt")   # not UTF-8
+    with open(odd, "wb") as out:
+        out.write(b"odd")
+    open(f"{root}/pool/ünï/tab\there", "wb").close()
+    os.symlink("pool/a.deb", f"{root}/latest")
+    for path, mode in (("pool/a.deb", 0o640), ("pool/ünï/tab\there", 0o644), (odd, 0o644), ("pool/ünï", 0o755),
+                       ("pool", 0o755), (".", 0o755)):
+        os.chmod(os.path.join(root, path), mode)
+    for number, path in enumerate(("pool/a.deb", odd, "pool/ünï/tab\there", "pool/ünï", "pool", ".")):
+        os.utime(os.path.join(root, path), (1_500_000_000 + number,) * 2)
+
+
+def test_the_digest_of_a_tree_is_what_every_release_computes(tmp_path):
+    build(tmp_path / "tree")
+    entries = digests.manifest(tmp_path / "tree")
+    assert [entry.path for entry in entries] == [".", "a-again.deb", "latest", "odd-\udcff.txt", "pool",
+                                                 "pool/a.deb", "pool/ünï", "pool/ünï/tab\there"]
+    assert entries[1] == digests.Entry("a-again.deb", "f", 10, 1_500_000_000, 0o640, None, "a-again.deb")
+    assert entries[2] == digests.Entry("latest", "l", target="pool/a.deb")
+    # Pinned: slaves of one release compare with a master of another.
+    assert digests.digest(entries) == "sha256:63770a3ea3d5120401a3e3fa5265215b98bdb0b50d985beb5a60ba4024cda64c"
+    # The root's own time is not part of it; any other time is.
+    os.utime(tmp_path / "tree", (1, 1))
+    assert digests.digest(digests.manifest(tmp_path / "tree")) == digests.digest(entries)
+    os.utime(tmp_path / "tree" / "pool", (1, 1))
+    assert digests.digest(digests.manifest(tmp_path / "tree")) != digests.digest(entries)
+
+
+def test_a_saved_manifest_loads_as_it_was_odd_bytes_and_all(tmp_path):
+    build(tmp_path / "tree")
+    entries = digests.manifest(tmp_path / "tree")
+    digests.save(entries, tmp_path / "m.gz")
+    assert digests.load(tmp_path / "m.gz") == entries
+
+
+def test_a_manifest_updated_from_the_paths_that_moved_is_the_walk_of_the_tree(tmp_path):
+    tree = tmp_path / "tree"
+    build(tree)
+    before = digests.manifest(tree)
+    os.unlink(tree / "a-again.deb")   # the group of pool/a.deb is gone
+    (tree / "pool" / "new.deb").write_text("new")
+    os.chmod(tree / "pool" / "ünï" / "tab\there", 0o600)
+    after = digests.manifest(tree)
+    change_list = changes.between(before, after)
+    # The directories that gained or lost a name have new times.
+    assert set(change_list.changed) == {".", "pool", "pool/new.deb", "pool/a.deb", "pool/ünï/tab\there"}
+    assert change_list.deleted == ("a-again.deb",)
+    assert digests.updated(before, tree, change_list.changed, change_list.deleted) == after
+    assert digests.first_differences(before, after, limit=4) == ["a-again.deb", "pool", "pool/a.deb", "pool/new.deb"]
