@@ -62,8 +62,11 @@ def _kind(mode):
     return OTHER
 
 
-def manifest(root):
-    """The sorted entries of the tree at ``root`` (followed if it is a symlink). Raises OSError."""
+def manifest(root, files=None):
+    """The sorted entries of the tree at ``root`` (followed if it is a symlink). Raises OSError.
+
+    A dict given as ``files`` gets each regular file's (device, inode) by its path.
+    """
     root = os.path.realpath(os.fspath(root))
     top = os.lstat(root)
     raw = [[".", DIR, None, int(top.st_mtime), stat.S_IMODE(top.st_mode), None, None]]
@@ -84,8 +87,11 @@ def manifest(root):
                 entry = [relpath, kind, st.st_size if kind == FILE else None, int(st.st_mtime),
                          stat.S_IMODE(st.st_mode), None, None]
                 raw.append(entry)
-                if kind == FILE and st.st_nlink > 1:
-                    inodes.setdefault((st.st_dev, st.st_ino), []).append(entry)
+                if kind == FILE:
+                    if files is not None:
+                        files[relpath] = (st.st_dev, st.st_ino)
+                    if st.st_nlink > 1:
+                        inodes.setdefault((st.st_dev, st.st_ino), []).append(entry)
                 elif kind == DIR:
                     pending.append(relpath)
     for members in inodes.values():

@@ -24,6 +24,8 @@ A tree pulled in place by an earlier release (DATA_DIR/<project> a real
 directory) becomes the first snapshot when it is first seen.
 """
 
+import array
+import collections
 import dataclasses
 import errno
 import gzip
@@ -33,6 +35,7 @@ import os
 import re
 import secrets
 import stat
+import threading
 
 from common import changes, digests
 from common.trees import (PARTIAL_SUFFIX, fresh_name, link_copy, new_link, private_copy, real_parents, remove_tree,
@@ -151,11 +154,137 @@ def prepare(data_dir, project, run_id):
     return Staging(data_dir, project, name, staging, SNAPSHOT_OPTIONS, basis)
 
 
-def fill(staging):
-    """Start the staged tree as hard links of the previous one, just before the pull writes into it
-    (a pull skipped for an unchanged upstream marker never pays for it). Raises OSError."""
-    if staging.basis is not None:
-        link_copy(snapshot_path(staging.data_dir, staging.project, staging.basis), staging.destination)
+def fill(staging, needed=None):
+    """Start the staged tree as the previous one, just before the pull writes into it (a pull skipped
+    for an unchanged upstream marker never pays for it). Raises OSError.
+
+    With ``needed``, the names of the snapshots that must stay, an older snapshot no slave needs
+    any more is made into the previous tree instead, when this process knows what changed between
+    the two (``_recycle``): that costs what the last run changed, where a copy made of hard links
+    costs a link per file, and pruning the old tree as much again.
+    """
+    if staging.basis is None:
+        return
+    if needed is not None and _recycle(staging, set(needed)):
+        return
+    link_copy(snapshot_path(staging.data_dir, staging.project, staging.basis), staging.destination)
+
+
+def _recycle(staging, needed):
+    """Turn the snapshot before the previous one into the staged tree, when no slave needs it and this
+    process committed the previous one (and so knows each path that differs between the two); returns
+    whether it did. Anything unexpected leaves the staged tree empty for a copy instead."""
+    data_dir, project = staging.data_dir, staging.project
+    described = _committed.get((data_dir, project))
+    if described is None or described.name != staging.basis or described.step is None:
+        return False
+    step = described.step
+    old = snapshot_path(data_dir, project, step.base)
+    if step.base in needed or step.base == staging.basis:
+        return False
+    lock = _tree_locks[(data_dir, project)]
+    if not lock.acquire(blocking=False):
+        return False   # the sweep is deleting it right now
+    try:
+        if not os.path.isdir(old) or os.path.islink(old):
+            return False
+        os.rmdir(staging.destination)
+        os.rename(old, staging.destination)
+    finally:
+        lock.release()
+    for directory in (manifest_dir(data_dir, project, step.base), changes_dir(data_dir, project, step.base)):
+        remove_tree(directory)
+    try:
+        _replay(snapshot_path(data_dir, project, staging.basis), staging.destination, step)
+    except OSError as error:
+        log.warning("%s: snapshot %s could not be made into snapshot %s (%s); copying that instead",
+                    project, step.base, staging.basis, error)
+        remove_tree(staging.destination)
+        os.mkdir(staging.destination, 0o755)
+        return False
+    log.info("%s: snapshot %s, which no slave needs any more, starts run %s's tree (%d paths made as in %s)",
+             project, step.base, staging.name, len(step.changed) + len(step.deleted), staging.basis)
+    return True
+
+
+def _replay(source, target, step):
+    """Make ``target`` (the tree ``step`` starts from) the same as ``source`` (where it ends): hard links
+    to its files, copies of its directories and symlinks, with their modes and times. Raises OSError,
+    also when a path does not end up as in ``source``."""
+    opened = {}   # directory -> its mode, for those made writable on the way
+    touched = set()
+
+    def writable(directory):
+        if directory not in opened:
+            mode = stat.S_IMODE(os.lstat(directory).st_mode)
+            if not mode & stat.S_IWUSR:
+                os.chmod(directory, mode | stat.S_IRWXU)
+            opened[directory] = mode
+
+    def parent(path):
+        return path.rpartition("/")[0] or "."
+
+    def full(root, path):
+        return root if path == "." else os.path.join(root, path)
+
+    for path in step.deleted:   # children first
+        destination = full(target, path)
+        if os.path.lexists(destination):
+            writable(full(target, parent(path)))
+            remove_tree(destination)
+            if os.path.lexists(destination):
+                raise OSError(f"cannot remove {path}")
+        touched.add(parent(path))
+    for path in step.changed:   # parents first
+        touched.add(path if path == "." else parent(path))
+        if path == ".":
+            continue
+        info = os.lstat(full(source, path))
+        destination = full(target, path)
+        writable(full(target, parent(path)))
+        if stat.S_ISDIR(info.st_mode):
+            if os.path.lexists(destination) and not (os.path.isdir(destination) and not os.path.islink(destination)):
+                remove_tree(destination)
+            if not os.path.lexists(destination):
+                os.mkdir(destination, 0o700)
+            touched.add(path)
+        elif stat.S_ISREG(info.st_mode):
+            os.replace(new_link(full(source, path), destination), destination)
+        elif stat.S_ISLNK(info.st_mode):
+            link = f"{destination}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+            os.symlink(os.readlink(full(source, path)), link)
+            os.utime(link, ns=(info.st_atime_ns, info.st_mtime_ns), follow_symlinks=False)
+            os.replace(link, destination)
+        else:
+            raise OSError(f"{path} is neither a file, a directory nor a symlink")
+    # Every directory written in, deepest first: its mode and times as in ``source``.
+    touched.update("." if directory == target else os.path.relpath(directory, target) for directory in opened)
+    for path in sorted(touched, key=lambda p: -1 if p == "." else p.count("/"), reverse=True):
+        if not os.path.lexists(full(source, path)):
+            continue   # gone in ``source`` too (a directory deleted with its parent)
+        info = os.lstat(full(source, path))
+        os.chmod(full(target, path), stat.S_IMODE(info.st_mode))
+        os.utime(full(target, path), ns=(info.st_atime_ns, info.st_mtime_ns))
+    for path in step.changed:
+        if not _same_entry(os.lstat(full(source, path)), full(source, path), full(target, path)):
+            raise OSError(f"{path} is not as in the tree it should be")
+    for path in step.deleted:
+        if path not in step.changed and os.path.lexists(full(target, path)):
+            raise OSError(f"{path} is still there")
+
+
+def _same_entry(info, source, target):
+    try:
+        other = os.lstat(target)
+    except FileNotFoundError:
+        return False
+    if stat.S_IFMT(info.st_mode) != stat.S_IFMT(other.st_mode):
+        return False
+    if stat.S_ISREG(info.st_mode):
+        return (info.st_dev, info.st_ino) == (other.st_dev, other.st_ino)
+    if stat.S_ISLNK(info.st_mode):
+        return os.readlink(source) == os.readlink(target)
+    return stat.S_IMODE(info.st_mode) == stat.S_IMODE(other.st_mode) and int(info.st_mtime) == int(other.st_mtime)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,17 +336,40 @@ def read_changes(data_dir, project, name):
     return body
 
 
-# The manifest and digest of the snapshot each project last committed in this process, by
-# (data_dir, project): the next pull's change list starts from it without reading it back.
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """How snapshot ``base`` becomes the one after it: the paths that differ (by their entry, or a file by
+    its inode), parents first, and the paths gone, children first."""
+    base: str
+    changed: tuple[str, ...]
+    deleted: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Described:
+    """The snapshot a project last committed in this process: the next pull's change list starts
+    from its manifest without reading it back, and ``step`` lets the snapshot before it be reused."""
+    name: str
+    entries: list
+    digest: str
+    inodes: array.array | None   # each entry's inode (0: not a file), None when not all on one device
+    step: _Step | None
+
+
+# By (data_dir, project), the most recently committed last. Bounded: a project past the bound reads its
+# manifest back from disk and starts its next tree as a copy.
 _committed = {}
+_COMMITTED_ENTRIES = 1_000_000   # about 250 MB
+# A tree being deleted by ``prune`` must not be reused by a pull at the same moment, nor the reverse.
+_tree_locks = collections.defaultdict(threading.Lock)
 
 
 def _manifest_of(data_dir, project, name):
     """(manifest, digest) of snapshot ``name``: the one this process committed last, else the saved
     one, else from a walk of it (an adopted tree), saved then."""
     cached = _committed.get((data_dir, project))
-    if cached is not None and cached[0] == name:
-        return cached[1], cached[2]
+    if cached is not None and cached.name == name:
+        return cached.entries, cached.digest
     path = manifest_path(data_dir, project, name)
     try:
         entries = digests.load(path)
@@ -236,14 +388,17 @@ def commit(staging):
     then still points at the previous tree.
     """
     data_dir, project = staging.data_dir, staging.project
-    entries = digests.manifest(staging.destination)
+    files = {}
+    entries = digests.manifest(staging.destination, files)
     os.makedirs(manifest_dir(data_dir, project, staging.name), mode=0o755, exist_ok=True)
     digests.save(entries, manifest_path(data_dir, project, staging.name))
     change_list = None
     if staging.basis is not None:
         base_entries, base_digest = _manifest_of(data_dir, project, staging.basis)
         change_list = changes.between(base_entries, entries)
-        _unshare(staging, base_entries, change_list)
+        for path in _unshare(staging, base_entries, change_list):
+            info = os.lstat(os.path.join(staging.destination, path))
+            files[path] = (info.st_dev, info.st_ino)
         _write_changes(data_dir, project, staging.name, staging.basis, base_digest, change_list)
     snapshots = project_snapshots(data_dir, project)
     os.rename(staging.destination, os.path.join(snapshots, staging.name))
@@ -251,8 +406,36 @@ def commit(staging):
     for directory in (snapshots, data_dir):
         _fsync_directory(directory)
     digest = digests.digest(entries)
-    _committed[(data_dir, project)] = (staging.name, entries, digest)
+    before = _committed.pop((data_dir, project), None)
+    inodes = _inodes(entries, files)
+    step = None
+    if change_list is not None and before is not None and before.name == staging.basis \
+            and before.inodes is not None and inodes is not None:
+        # A path is the same in both trees when its entry is and, for a file, its inode: rsync
+        # may replace a file by one of the same size and time (--checksum).
+        changed = set(change_list.changed)
+        old = dict(zip((entry.path for entry in before.entries), before.inodes))
+        changed.update(entry.path for entry, inode in zip(entries, inodes) if inode and old.get(entry.path) != inode)
+        step = _Step(staging.basis, tuple(sorted(changed, key=os.fsencode)), change_list.deleted)
+    _remember(data_dir, project, _Described(staging.name, entries, digest, inodes, step))
     return Sealed(staging.name, digest, change_list)
+
+
+def _inodes(entries, files):
+    """Each entry's inode from the walk's (device, inode) by path; None when they are not on one device."""
+    devices = {device for device, _ in files.values()}
+    if len(devices) > 1:
+        return None
+    return array.array("Q", (files[entry.path][1] if entry.path in files else 0 for entry in entries))
+
+
+def _remember(data_dir, project, described):
+    _committed[(data_dir, project)] = described
+    held = sum(len(kept.entries) for kept in _committed.values())
+    for key in list(_committed):
+        if held <= _COMMITTED_ENTRIES or key == (data_dir, project):
+            break
+        held -= len(_committed.pop(key).entries)
 
 
 def drop_skipped(staging, log_path):
@@ -283,7 +466,8 @@ def drop_skipped(staging, log_path):
 
 def _unshare(staging, base_entries, change_list):
     """Give the new tree its own copy of each file whose attributes rsync changed in place, and put
-    the previous tree's attributes back on the file it shares with the trees before it."""
+    the previous tree's attributes back on the file it shares with the trees before it. Returns the
+    paths of the new tree that got a file of their own."""
     basis_dir = snapshot_path(staging.data_dir, staging.project, staging.basis)
     before = {entry.path: entry for entry in base_entries}
     shared, files = {}, []
@@ -308,6 +492,7 @@ def _unshare(staging, base_entries, change_list):
     for path, inode in files:
         if inode in shared:
             shared[inode][1].append(path)
+    replaced = []
     for old, paths in shared.values():
         first = os.path.join(staging.destination, paths[0])
         for path in paths:
@@ -320,6 +505,8 @@ def _unshare(staging, base_entries, change_list):
         os.utime(original, (old.mtime, old.mtime))
         log.info("%s of %s: rsync changed the attributes of a file shared with snapshot %s; each keeps its own",
                  paths[0], staging.project, staging.basis)
+        replaced += paths
+    return replaced
 
 
 def _restore_basis(staging):
@@ -411,7 +598,11 @@ def prune(data_dir, project, keep):
     for name in candidates:
         if name in wanted or (newest is not None and _RUN_NAME.match(name) and int(name) > newest):
             continue
-        if remove_tree(snapshot_path(data_dir, project, name)):
+        with _tree_locks[(data_dir, project)]:
+            if not os.path.isdir(snapshot_path(data_dir, project, name)):
+                continue   # a pull took it for its tree
+            gone = remove_tree(snapshot_path(data_dir, project, name))
+        if gone:
             remove_tree(manifest_dir(data_dir, project, name))
             remove_tree(changes_dir(data_dir, project, name))
             removed.append(name)

@@ -25,15 +25,16 @@ def _stage(project, run_id):
     return snapshots.prepare(data_dir, project.name, run_id)
 
 
-def _filler(staging):
-    """What the pull calls before it writes: the staged tree starts as hard links of the previous one.
+def _filler(staging, project):
+    """What the pull calls before it writes: the staged tree starts as the previous one (hard links, or
+    an older snapshot no slave needs any more made into it).
 
     A sync script (method command) works on that tree as rsync does: it must replace
     files, not rewrite them, since a file rewritten in place is rewritten in every snapshot.
     """
     def fill():
         try:
-            snapshots.fill(staging)
+            snapshots.fill(staging, needed=snapshots_service.needed(project))
         except OSError as error:
             raise OSError(f"cannot start the new tree from snapshot {staging.basis}: "
                           f"{error.strerror or error}") from None
@@ -74,7 +75,7 @@ def start_upstream_sync(run_id, cancel=None, stopping=None):
         pulled = pulls.pull_upstream(run, destination, path, cancel=cancel,
                                      on_spawn=lambda pid: _note_pid(run_id, pid),
                                      on_progress=_progress_recorder(run_id), options=staging.options,
-                                     current=project_tree(project_name), before_pull=_filler(staging))
+                                     current=project_tree(project_name), before_pull=_filler(staging, project))
         if not pulled.result.cancelled and not pulled.skipped:
             pulled = pulls.run_post_hook(runs.get_run(run_id), pulled, destination, path)
     except Exception as error:  # a bug must not leave the run syncing forever

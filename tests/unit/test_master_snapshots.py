@@ -306,3 +306,119 @@ def test_a_manifest_saved_by_an_earlier_release_still_loads(tmp_path):
     (tmp_path / "bad.gz").write_bytes(b"not gzip")
     with pytest.raises(ValueError):
         digests.load(tmp_path / "bad.gz")
+
+
+def file_inodes(root):
+    found = {}
+    for directory, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                found[os.path.relpath(path, root)] = os.lstat(path).st_ino
+    return found
+
+
+def awkward_pull(staging):
+    """Run 2 after run 1 of ``recycled``, as rsync does it in place: new inodes for what changed, a mode
+    changed on the shared file, a directory made a file, a symlink retargeted, a new hard link, a
+    directory deleted, a read-only directory written in."""
+    new = staging.destination
+
+    def at(path):
+        return os.path.join(new, path)
+    pull(staging, {"pool/a.deb": "a, second version", "pool/new/c.deb": "c", "same-size.txt": "2222"})
+    os.utime(at("same-size.txt"), (1_600_000_000, 1_600_000_000))   # as with --checksum: same size and time
+    os.chmod(at("pool/b.deb"), 0o600)
+    for name in os.listdir(at("dir-to-file")):
+        os.unlink(os.path.join(at("dir-to-file"), name))
+    os.rmdir(at("dir-to-file"))
+    pull(staging, {"dir-to-file": "now a file"})
+    os.unlink(at("latest"))
+    os.symlink("pool/b.deb", at("latest"))
+    os.link(at("pool/new/c.deb"), at("c-again.deb"))
+    os.chmod(at("readonly"), 0o755)
+    os.unlink(at("readonly/old.txt"))
+    pull(staging, {"readonly/fresh.txt": "fresh"})
+    os.chmod(at("readonly"), 0o555)
+    for name in os.listdir(at("gone")):
+        os.unlink(os.path.join(at("gone"), name))
+    os.rmdir(at("gone"))
+
+
+def three_runs(data):
+    first = stage(data, "recycled", 1)
+    pull(first, {"pool/a.deb": "a", "pool/b.deb": "b", "dir-to-file/x": "x", "readonly/old.txt": "old",
+                 "gone/g.txt": "g", "same.txt": "same", "same-size.txt": "1111"})
+    os.utime(os.path.join(first.destination, "same-size.txt"), (1_600_000_000, 1_600_000_000))
+    os.symlink("pool/a.deb", os.path.join(first.destination, "latest"))
+    os.chmod(os.path.join(first.destination, "readonly"), 0o555)
+    snapshots.commit(first)
+    second = stage(data, "recycled", 2)
+    awkward_pull(second)
+    snapshots.commit(second)
+    return snapshots.prepare(data, "recycled", 3)
+
+
+def test_a_snapshot_no_slave_needs_becomes_the_next_tree_instead_of_a_copy(tmp_path, caplog):
+    data = str(tmp_path)
+    third = three_runs(data)
+    root = tmp_path / ".snapshots" / "recycled"
+    first_inode = os.lstat(root / "1").st_ino
+    with caplog.at_level("INFO"):
+        snapshots.fill(third, needed={"2"})
+    assert "snapshot 1, which no slave needs any more, starts run 3's tree" in caplog.text
+    assert os.lstat(third.destination).st_ino == first_inode, "run 1's tree was reused, not copied"
+    assert snapshots.names(data, "recycled") == ["2"] and not (root / ".manifest-1").exists()
+    # Exactly run 2's tree, every file the very file run 2 has: what rsync's quick check would not see
+    # (a content that differs at the same size and time) cannot linger.
+    assert digests.manifest(third.destination) == digests.manifest(root / "2")
+    assert file_inodes(third.destination) == file_inodes(root / "2")
+    assert (root / "2" / "same-size.txt").read_text() == "2222"
+    assert open(os.path.join(third.destination, "same-size.txt")).read() == "2222"
+    assert os.lstat(os.path.join(third.destination, "latest")).st_mtime_ns == \
+        os.lstat(root / "2" / "latest").st_mtime_ns
+    pull(third, {"same.txt": "same, third"})
+    sealed = snapshots.commit(third)
+    assert set(sealed.changes.changed) - {"."} == {"same.txt"} and sealed.changes.deleted == ()
+    assert (root / "2" / "same.txt").read_text() == "same"
+
+
+def test_a_snapshot_a_slave_still_pulls_is_never_reused(tmp_path):
+    data = str(tmp_path)
+    third = three_runs(data)
+    snapshots.fill(third, needed={"1", "2"})
+    assert snapshots.names(data, "recycled") == ["1", "2"]
+    assert digests.manifest(third.destination) == digests.manifest(tmp_path / ".snapshots" / "recycled" / "2")
+
+
+def test_a_reused_snapshot_that_does_not_come_out_right_gives_way_to_a_copy(tmp_path, monkeypatch, caplog):
+    data = str(tmp_path)
+    third = three_runs(data)
+    real_replace = os.replace
+
+    def failing(source, destination):
+        if destination.endswith("same.txt") or destination.endswith("a.deb"):
+            raise OSError(28, "No space left on device")
+        return real_replace(source, destination)
+    monkeypatch.setattr(snapshots.os, "replace", failing)
+    snapshots.fill(third, needed={"2"})
+    monkeypatch.setattr(snapshots.os, "replace", real_replace)
+    assert "could not be made into snapshot 2" in caplog.text
+    assert snapshots.names(data, "recycled") == ["2"]
+    assert digests.manifest(third.destination) == digests.manifest(tmp_path / ".snapshots" / "recycled" / "2")
+    assert file_inodes(third.destination) == file_inodes(tmp_path / ".snapshots" / "recycled" / "2")
+
+
+def test_the_manifests_kept_in_memory_are_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(snapshots, "_committed", {})
+    monkeypatch.setattr(snapshots, "_COMMITTED_ENTRIES", 5)
+    data = str(tmp_path)
+    for project in ("one", "two"):
+        staging = stage(data, project, 1)
+        pull(staging, {"a": "a", "b": "b", "c": "c"})
+        snapshots.commit(staging)
+    assert [key[1] for key in snapshots._committed] == ["two"], "the older project's manifest went"
+    # It is read back from disk when needed: the next change list is still right.
+    staging = stage(data, "one", 2)
+    pull(staging, {"d": "d"})
+    assert set(snapshots.commit(staging).changes.changed) - {"."} == {"d"}
