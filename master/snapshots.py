@@ -3,7 +3,9 @@
 Each upstream pull writes a fresh tree, DATA_DIR/.snapshots/<project>/<run_id>.partial,
 that starts as a copy of the newest good tree made of hard links (directories and
 symlinks are copied), so unchanged files cost no space; rsync then pulls into it in
-place. rsync writes every changed file to a new file and renames it over the link, so
+place (or, when no slave needs the snapshot before the previous one any more, starts as
+that one, made into the previous tree by replaying what the last run changed: ``_recycle``).
+rsync writes every changed file to a new file and renames it over the link, so
 the previous tree keeps its own; the one change rsync makes to a file in place, its
 attributes (a mode, or a time with --checksum), is undone on the previous tree when the
 pull is committed: the new tree gets a copy of its own (``_unshare``). This costs a
