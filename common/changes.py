@@ -1,7 +1,8 @@
 """What changed between two trees, from their manifests: the paths to transfer and the paths to delete."""
 
 import dataclasses
-import os
+
+from common import digests
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,7 @@ def between(old, new):
     deleted = [path for path, entry in before.items()
                if path not in after or (after[path].type != entry.type)]
     # Children before their parent, so that each directory is empty when its turn comes.
-    deleted.sort(key=lambda path: os.fsencode(path), reverse=True)
+    digests.sort_paths(deleted, reverse=True)
     # A directory's time moves when an entry is made or removed in it, by rsync's --delay-updates
     # folder too: every parent of a change gets its time set again afterwards. The root's is set,
     # never transferred (a "." in rsync's --files-from would bring the whole top level along).

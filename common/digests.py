@@ -13,6 +13,7 @@ sizes, times, modes, links and hard links.
 import gzip
 import hashlib
 import json
+import operator
 import os
 import stat
 import typing
@@ -52,6 +53,17 @@ def _digest_text(entry):
     return _text(entry, None if entry.path == "." else entry.mtime)
 
 
+def sort_paths(items, path=None, reverse=False):
+    """``items`` sorted in place by the bytes of their paths (``path(item)``, or the item itself), the
+    order of every manifest. Paths all ASCII (most mirrors) sort the same as text, without encoding."""
+    text = path or (lambda item: item)
+    if all(text(item).isascii() for item in items):
+        items.sort(key=path, reverse=reverse)
+    else:
+        items.sort(key=lambda item: os.fsencode(text(item)), reverse=reverse)
+    return items
+
+
 def _kind(mode):
     if stat.S_ISREG(mode):
         return FILE
@@ -70,7 +82,7 @@ def manifest(root, files=None):
     root = os.path.realpath(os.fspath(root))
     top = os.lstat(root)
     raw = [[".", DIR, None, int(top.st_mtime), stat.S_IMODE(top.st_mode), None, None]]
-    inodes = {}
+    inodes, shared = {}, {}
     pending = [""]
     while pending:
         reldir = pending.pop()
@@ -88,18 +100,20 @@ def manifest(root, files=None):
                          stat.S_IMODE(st.st_mode), None, None]
                 raw.append(entry)
                 if kind == FILE:
+                    inode = (st.st_dev, st.st_ino)
                     if files is not None:
-                        files[relpath] = (st.st_dev, st.st_ino)
-                    if st.st_nlink > 1:
-                        inodes.setdefault((st.st_dev, st.st_ino), []).append(entry)
+                        files[relpath] = inode
+                    # In a snapshot every file has another link, in the tree before: a group is
+                    # only made for an inode seen twice within this tree.
+                    if st.st_nlink > 1 and inodes.setdefault(inode, entry) is not entry:
+                        shared.setdefault(inode, [inodes[inode]]).append(entry)
                 elif kind == DIR:
                     pending.append(relpath)
-    for members in inodes.values():
-        if len(members) > 1:
-            first = min(os.fsencode(member[0]) for member in members)
-            for member in members:
-                member[6] = os.fsdecode(first)
-    raw.sort(key=lambda entry: os.fsencode(entry[0]))
+    for members in shared.values():
+        first = sort_paths([member[0] for member in members])[0]
+        for member in members:
+            member[6] = first
+    sort_paths(raw, operator.itemgetter(0))
     return [Entry(*entry) for entry in raw]
 
 
@@ -149,10 +163,10 @@ def updated(entries, root, changed, deleted, touched=()):
             inodes.setdefault(inode[:2], []).append(path)
     for members in inodes.values():
         if len(members) > 1:
-            first = os.fsdecode(min(os.fsencode(member) for member in members))
+            first = sort_paths(list(members))[0]
             for member in members:
                 by_path[member] = by_path[member]._replace(group=first)
-    return sorted(by_path.values(), key=lambda entry: os.fsencode(entry.path))
+    return sort_paths(list(by_path.values()), operator.attrgetter("path"))
 
 
 def digest(entries):
@@ -180,7 +194,7 @@ def first_differences(expected, actual, limit=5):
     got = {entry.path: entry for entry in actual}
     differing = [path for path in want.keys() | got.keys()
                  if not (path in want and path in got and _digest_text(want[path]) == _digest_text(got[path]))]
-    return sorted(differing, key=os.fsencode)[:limit]
+    return sort_paths(differing)[:limit]
 
 
 def save(entries, path):

@@ -362,6 +362,7 @@ class _Described:
 # manifest back from disk and starts its next tree as a copy.
 _committed = {}
 _COMMITTED_ENTRIES = 1_000_000   # about 250 MB
+_committed_lock = threading.Lock()
 # A tree being deleted by ``prune`` must not be reused by a pull at the same moment, nor the reverse.
 _tree_locks = collections.defaultdict(threading.Lock)
 
@@ -408,7 +409,7 @@ def commit(staging):
     for directory in (snapshots, data_dir):
         _fsync_directory(directory)
     digest = digests.digest(entries)
-    before = _committed.pop((data_dir, project), None)
+    before = _committed.get((data_dir, project))
     inodes = _inodes(entries, files)
     step = None
     if change_list is not None and before is not None and before.name == staging.basis \
@@ -418,7 +419,7 @@ def commit(staging):
         changed = set(change_list.changed)
         old = dict(zip((entry.path for entry in before.entries), before.inodes))
         changed.update(entry.path for entry, inode in zip(entries, inodes) if inode and old.get(entry.path) != inode)
-        step = _Step(staging.basis, tuple(sorted(changed, key=os.fsencode)), change_list.deleted)
+        step = _Step(staging.basis, tuple(digests.sort_paths(list(changed))), change_list.deleted)
     _remember(data_dir, project, _Described(staging.name, entries, digest, inodes, step))
     return Sealed(staging.name, digest, change_list)
 
@@ -432,12 +433,14 @@ def _inodes(entries, files):
 
 
 def _remember(data_dir, project, described):
-    _committed[(data_dir, project)] = described
-    held = sum(len(kept.entries) for kept in _committed.values())
-    for key in list(_committed):
-        if held <= _COMMITTED_ENTRIES or key == (data_dir, project):
-            break
-        held -= len(_committed.pop(key).entries)
+    with _committed_lock:   # pulls of several projects commit at once
+        _committed.pop((data_dir, project), None)
+        _committed[(data_dir, project)] = described
+        held = sum(len(kept.entries) for kept in _committed.values())
+        for key in list(_committed):
+            if held <= _COMMITTED_ENTRIES or key == (data_dir, project):
+                break
+            held -= len(_committed.pop(key).entries)
 
 
 def drop_skipped(staging, log_path):

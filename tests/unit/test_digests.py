@@ -60,3 +60,10 @@ def test_a_manifest_updated_from_the_paths_that_moved_is_the_walk_of_the_tree(tm
     assert change_list.deleted == ("a-again.deb",)
     assert digests.updated(before, tree, change_list.changed, change_list.deleted) == after
     assert digests.first_differences(before, after, limit=4) == ["a-again.deb", "pool", "pool/a.deb", "pool/new.deb"]
+
+
+def test_paths_sort_by_their_bytes_even_where_text_order_differs():
+    # A byte that is not UTF-8 (a surrogate escape) sorts after every character, as its byte does.
+    assert digests.sort_paths(["\udcff", "\ue000", "\U0001f600", "a/b", "a-b", "a"]) == \
+        ["a", "a-b", "a/b", "\ue000", "\U0001f600", "\udcff"]
+    assert digests.sort_paths(["b", "a/b", "a"], reverse=True) == ["b", "a/b", "a"]
