@@ -74,6 +74,10 @@ def _kind(mode):
     return OTHER
 
 
+_KINDS = {stat.S_IFREG: FILE, stat.S_IFDIR: DIR, stat.S_IFLNK: SYMLINK}
+_new_entry = tuple.__new__   # an Entry without the generated __new__: a third faster per entry
+
+
 def manifest(root, files=None):
     """The sorted entries of the tree at ``root`` (followed if it is a symlink). Raises OSError.
 
@@ -81,40 +85,42 @@ def manifest(root, files=None):
     """
     root = os.path.realpath(os.fspath(root))
     top = os.lstat(root)
-    raw = [[".", DIR, None, int(top.st_mtime), stat.S_IMODE(top.st_mode), None, None]]
-    inodes, shared = {}, {}
+    raw = [_new_entry(Entry, (".", DIR, None, int(top.st_mtime), stat.S_IMODE(top.st_mode), None, None))]
+    inodes, shared = {}, {}   # inode -> index of its first path; inode -> indexes, for those seen twice
     pending = [""]
     while pending:
         reldir = pending.pop()
+        prefix = f"{reldir}/" if reldir else ""
         with os.scandir(os.path.join(root, reldir) if reldir else root) as scan:
             for item in scan:
                 if item.name in SKIPPED_NAMES:
                     continue
-                relpath = f"{reldir}/{item.name}" if reldir else item.name
+                relpath = prefix + item.name
                 st = item.stat(follow_symlinks=False)
-                kind = _kind(st.st_mode)
-                if kind == SYMLINK:
-                    raw.append([relpath, kind, None, None, None, os.readlink(item.path), None])
-                    continue
-                entry = [relpath, kind, st.st_size if kind == FILE else None, int(st.st_mtime),
-                         stat.S_IMODE(st.st_mode), None, None]
-                raw.append(entry)
-                if kind == FILE:
+                kind = _KINDS.get(stat.S_IFMT(st.st_mode), OTHER)
+                if kind is FILE:
+                    entry = _new_entry(Entry, (relpath, FILE, st.st_size, int(st.st_mtime), stat.S_IMODE(st.st_mode),
+                                               None, None))
                     inode = (st.st_dev, st.st_ino)
                     if files is not None:
                         files[relpath] = inode
                     # In a snapshot every file has another link, in the tree before: a group is
                     # only made for an inode seen twice within this tree.
-                    if st.st_nlink > 1 and inodes.setdefault(inode, entry) is not entry:
-                        shared.setdefault(inode, [inodes[inode]]).append(entry)
-                elif kind == DIR:
-                    pending.append(relpath)
+                    if st.st_nlink > 1 and inodes.setdefault(inode, len(raw)) != len(raw):
+                        shared.setdefault(inode, [inodes[inode]]).append(len(raw))
+                elif kind is SYMLINK:
+                    entry = _new_entry(Entry, (relpath, SYMLINK, None, None, None, os.readlink(item.path), None))
+                else:
+                    entry = _new_entry(Entry, (relpath, kind, None, int(st.st_mtime), stat.S_IMODE(st.st_mode),
+                                               None, None))
+                    if kind is DIR:
+                        pending.append(relpath)
+                raw.append(entry)
     for members in shared.values():
-        first = sort_paths([member[0] for member in members])[0]
-        for member in members:
-            member[6] = first
-    sort_paths(raw, operator.itemgetter(0))
-    return [Entry(*entry) for entry in raw]
+        first = sort_paths([raw[index].path for index in members])[0]
+        for index in members:
+            raw[index] = raw[index]._replace(group=first)
+    return sort_paths(raw, operator.itemgetter(0))
 
 
 def _entry(root, path):
