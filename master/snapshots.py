@@ -432,6 +432,15 @@ def _inodes(entries, files):
     return array.array("Q", (files[entry.path][1] if entry.path in files else 0 for entry in entries))
 
 
+def _spare(data_dir, project, live):
+    """The snapshot the next pull of ``project`` would make into its tree: the one before ``live``,
+    when this process committed ``live`` and so knows what changed between the two."""
+    described = _committed.get((data_dir, project))
+    if described is None or described.name != live or described.step is None:
+        return None
+    return described.step.base
+
+
 def _remember(data_dir, project, described):
     with _committed_lock:   # pulls of several projects commit at once
         _committed.pop((data_dir, project), None)
@@ -583,8 +592,8 @@ def names(data_dir, project):
 
 
 def prune(data_dir, project, keep):
-    """Delete every finished snapshot of ``project`` but the live one, any newer one and those named
-    in ``keep``. Returns the names removed. Never raises.
+    """Delete every finished snapshot of ``project`` but the live one, any newer one, those named
+    in ``keep`` and the one the next pull starts from. Returns the names removed. Never raises.
 
     A pull being committed has renamed its snapshot but may not have swapped the link yet: the
     names are listed before the link is read, and none newer than the live one goes.
@@ -598,6 +607,9 @@ def prune(data_dir, project, keep):
     if live is None:
         return []
     wanted = {str(name) for name in keep} | {live}
+    spare = _spare(data_dir, project, live)
+    if spare is not None:
+        wanted.add(spare)   # the next pull's tree starts from it (``_recycle``)
     newest = int(live) if _RUN_NAME.match(live) else None
     removed = []
     for name in candidates:

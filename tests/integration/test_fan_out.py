@@ -96,9 +96,14 @@ def test_a_dead_slave_is_given_up_after_the_start_timeout_and_its_snapshot_is_pr
         assert first["state"] == "failed" and "SLAVE_START_TIMEOUT" in first["slaves"][0]["error"], first
         mutate_tree(upstream.tree)
         second = wait_run_finished(master.url, master.admin_token, trigger(api, "alpha"), timeout=30)
+        (upstream.tree / "third.txt").write_text("third\n")
+        third = wait_run_finished(master.url, master.admin_token, trigger(api, "alpha"), timeout=30)
+    # Left: the newest tree, and the one before, which the next pull starts from. The dead slave's
+    # run 1 went, though its part failed: by the sweep, or made into the tree of run 3.
     snapshots = master.data_dir / ".snapshots" / "alpha"
     wait_for(lambda: sorted(p.name for p in snapshots.iterdir() if not p.name.startswith(".")) ==
-             [str(second["id"])], 20, message=lambda: f"only the newest snapshot left ({list(snapshots.iterdir())})")
+             sorted([str(second["id"]), str(third["id"])]), 20,
+             message=lambda: f"only the two newest snapshots left ({list(snapshots.iterdir())})")
     assert_trees_equal(upstream.tree, master.data_dir / "alpha")
 
 
@@ -197,3 +202,26 @@ def test_a_file_changed_in_place_is_found_by_the_walk_and_repaired_by_catch_up(m
         assert_trees_equal(upstream.tree, public)
     finally:
         slave.stop()
+
+
+def test_a_pull_starts_from_a_snapshot_no_slave_needs_and_still_gives_the_upstream_tree(
+        synced, master, mirror1, upstream):
+    """Run 3 starts from run 1's tree made into run 2's (the replay of run 2's changes), not from a
+    copy, though the sweep runs every 0.3 s: it keeps that tree for the next pull. After awkward
+    changes on both runs, the master's tree and the slave's are upstream's."""
+    api, first = synced
+    mutate_tree(upstream.tree)
+    second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert second["state"] == "success", second
+    more_awkward_changes(upstream.tree)
+    third = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert third["state"] == "success", third
+    assert f"snapshot {first['id']}, which no slave needs any more, starts run {third['id']}'s tree" \
+        in master.log_text()
+    snapshots = master.data_dir / ".snapshots" / "tricky"
+    assert not (snapshots / str(first["id"])).exists()
+    assert (snapshots / str(second["id"])).is_dir(), "kept: the next pull starts from it"
+    for tree in (master.data_dir / "tricky", mirror1.tree("tricky")):
+        assert_trees_equal(upstream.tree, tree)
+        assert_same_with_rsync(upstream.tree, tree)
+    assert third["slaves"][0]["digest"] == third["digest"]

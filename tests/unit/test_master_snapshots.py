@@ -68,9 +68,12 @@ def test_snapshots_no_one_needs_are_pruned_and_the_live_one_never(tmp_path):
         staging = stage(data, "debian", run_id)
         pull(staging, {"a.txt": str(run_id)})
         snapshots.commit(staging)
-    assert snapshots.prune(data, "debian", keep={"2"}) == ["1", "3"]
-    assert snapshots.names(data, "debian") == ["2", "4"]
+    # 3 stays too: run 5's tree starts from it, made into run 4's.
+    assert snapshots.prune(data, "debian", keep={"2"}) == ["1"]
+    assert snapshots.names(data, "debian") == ["2", "3", "4"]
     assert not (tmp_path / ".snapshots" / "debian" / ".manifest-1").exists()
+    snapshots._committed.pop((data, "debian"))   # a restarted master knows no such step
+    assert snapshots.prune(data, "debian", keep=()) == ["2", "3"]
     assert not (tmp_path / ".snapshots" / "debian" / ".changes-3").exists()
 
 
@@ -155,6 +158,8 @@ def test_a_snapshot_being_committed_is_never_pruned(tmp_path, monkeypatch):
     monkeypatch.setattr(snapshots, "_point_at", prune_then_swap)
     snapshots.commit(second)
     assert pruned == [] and snapshots.names(data, "debian") == ["1", "2"]
+    assert snapshots.prune(data, "debian", keep=set()) == [], "run 3 starts from run 1's tree"
+    snapshots._committed.pop((data, "debian"))   # as after a restart: nothing to start from
     assert snapshots.prune(data, "debian", keep=set()) == ["1"]
 
 
