@@ -156,6 +156,8 @@ REPORT_RETRY_MAX = 60
 # Seconds between two walks of a project's whole published tree to check its digest. Between
 # them a changes-only pull checks the paths it moved and every directory (a file made, removed
 # or renamed anywhere shows at once; a file rewritten in place at the next walk). 0: every pull.
+# On the master: seconds between two walks of a project's new tree; between them a pull's tree
+# is described from its previous one and what rsync itemized (each path it names looked at again).
 VERIFY_INTERVAL = 3600
 # Seconds between two progress reports of a running pull (how far rsync has come);
 # each one also tells the master this slave is alive (see SLAVE_START_TIMEOUT).

@@ -21,6 +21,9 @@ _POLL_INTERVAL = 0.05
 _TAIL_LINES = 200
 # How long to wait for the output pipe to drain once the process group is gone.
 _DRAIN_TIMEOUT = 2.0
+# Written to a log when the child's output was still being copied _DRAIN_TIMEOUT after it ended
+# (a grandchild holding the pipe): what comes after it there is not in the log.
+OUTPUT_CUT_SHORT = "# the output of the child was not all copied: what followed its end is missing"
 
 
 @dataclass
@@ -105,12 +108,17 @@ def output_lines(stream):
 
 
 def copy_output(stream, log, tail, consume=None):
-    """Copy each line into ``tail`` and ``log``, unless ``consume(line)`` takes it (returns True)."""
+    """Copy each line into ``tail`` and ``log``, unless ``consume(line)`` takes it (returns True), or
+    takes the start of it (returns the rest, which is copied)."""
     with stream:
         for raw in output_lines(stream):
             line = raw.decode("utf-8", "backslashreplace")
-            if consume is not None and consume(line):
-                continue
+            if consume is not None:
+                taken = consume(line)
+                if taken is True:
+                    continue
+                if isinstance(taken, str):
+                    line = taken
             if not line:
                 continue
             tail.add(line)
@@ -158,6 +166,8 @@ class Supervisor:
                 self._stop_group(process)
             process.wait()
             reader.join(_DRAIN_TIMEOUT)
+            if reader.is_alive():
+                log.write(OUTPUT_CUT_SHORT)
             log.stop_copying()
         return Outcome(process.returncode, timed_out=stop_reason == "timed_out",
                        cancelled=stop_reason == "cancelled", output=tail.text())

@@ -288,6 +288,7 @@ def _finish(log, result):
 # "  1234567  45%  12.34MB/s  0:00:05 (xfr#3, to-chk=10/20)", one per \r, from --info=progress2.
 _PROGRESS = re.compile(r"^\s*([\d,]+)\s+(\d+)%\s+(\S+/s)\s+(\d+:\d\d:\d\d)"
                        r"(?:\s+\(xfr#(\d+), (?:ir|to)-chk=(\d+)/(\d+)\))?\s*$")
+_PROGRESS_START = re.compile(r"^\s*[\d,]+\s+\d+%\s+\S+/s\s+\d+:\d\d:\d\d(?:\s+\(xfr#\d+, (?:ir|to)-chk=\d+/\d+\))?")
 PROGRESS_EVERY = 1.0  # seconds between two progress callbacks
 
 
@@ -315,13 +316,21 @@ class _ProgressLines:
     def __call__(self, line):
         progress = parse_progress(line)
         if progress is None:
-            return False
+            # rsync ends a progress line with the next one's \r, or not at all when a name follows.
+            match = _PROGRESS_START.match(line)
+            if match is None or parse_progress(match.group(0)) is None:
+                return False
+            self._take(parse_progress(match.group(0)))
+            return line[match.end():].lstrip() or True
+        self._take(progress)
+        return True
+
+    def _take(self, progress):
         # Progress goes to the run, not the log: a long pull prints thousands of these.
         self.latest = progress
         if time.monotonic() - self.last_report >= PROGRESS_EVERY:
             self.last_report = time.monotonic()
             _report_progress(self.on_progress, progress)
-        return True
 
     def flush(self):
         if self.latest is not None:

@@ -36,10 +36,13 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import stat
 import threading
+import time
 
 from common import changes, digests
+from common.processes import OUTPUT_CUT_SHORT
 from common.trees import (PARTIAL_SUFFIX, fresh_name, link_copy, new_link, private_copy, real_parents, remove_tree,
                           safe_relative, unchanged_directory)
 
@@ -52,8 +55,17 @@ MANIFEST_PREFIX = ".manifest-"
 CHANGES_PREFIX = ".changes-"
 _RUN_NAME = re.compile(r"^[0-9]+$")
 # A snapshot is not public until the swap: renaming each file at the end buys nothing.
-# --info=name1 names what moved, and what rsync skipped (``drop_skipped``).
-SNAPSHOT_OPTIONS = ("--no-delay-updates", "--info=name1")
+# --info=name1 names what moved, and what rsync skipped (``drop_skipped``); the out-format puts
+# rsync's itemized change before each name (``itemized``), as `rsync -i` does but without the
+# link targets, which a name may look like.
+ITEM_FORMAT = "%i %n"
+SNAPSHOT_OPTIONS = ("--no-delay-updates", "--info=name1", f"--out-format={ITEM_FORMAT}")
+# A tree is described by a walk at least this often (seconds), else from what rsync itemized
+# (the VERIFY_INTERVAL setting).
+WALK_INTERVAL = 3600.0
+_ITEM_START = re.compile(rb"[<>ch.][fdLDS]")
+_DELETING = b"*deleting   "
+_CUT_SHORT = OUTPUT_CUT_SHORT.encode()
 # What rsync skips (an unsafe symlink under --safe-links, a device or special file), as it says so.
 _SKIPPED = re.compile(r'(?:ignoring unsafe symlink "(?P<link>.+?)" -> "|skipping non-regular file "(?P<other>.+)")')
 _RSYNC_ESCAPE = re.compile(rb"\\#([0-7]{3})")
@@ -356,6 +368,7 @@ class _Described:
     digest: str
     inodes: array.array | None   # each entry's inode (0: not a file), None when not all on one device
     step: _Step | None
+    walked_at: float = 0.0       # time.monotonic() of the walk this manifest comes from
 
 
 # By (data_dir, project), the most recently committed last. Bounded: a project past the bound reads its
@@ -383,45 +396,183 @@ def _manifest_of(data_dir, project, name):
     return entries, digests.digest(entries)
 
 
-def commit(staging):
+def commit(staging, itemized=None, walk_interval=WALK_INTERVAL):
     """Make the staged tree the newest good one: describe it, rename it, swap DATA_DIR/<project> onto it.
 
-    One walk of the new tree gives its manifest (kept beside it) and digest, and
-    the change list against the previous tree. Raises OSError; DATA_DIR/<project>
-    then still points at the previous tree.
+    The new tree's manifest (kept beside it) and digest, and the change list
+    against the previous tree, come from one walk of it, or, with ``itemized``
+    (what rsync itemized of the pull, see ``itemized``) and the previous tree's
+    manifest at hand, from that manifest and the paths rsync named, each looked
+    at again: that costs what the pull changed. A walk is made at least every
+    ``walk_interval`` seconds all the same, and then the two are compared. Raises OSError;
+    DATA_DIR/<project> then still points at the previous tree.
     """
     data_dir, project = staging.data_dir, staging.project
-    files = {}
-    entries = digests.manifest(staging.destination, files)
+    before = _committed.get((data_dir, project))
+    if before is None or before.name != staging.basis:
+        before = None
+    incremental = None
+    if itemized is not None and before is not None:
+        incremental = _from_itemized(staging, before, itemized)
+    files, walked_at = None, before.walked_at if before is not None else 0.0
+    if incremental is None or time.monotonic() - walked_at >= walk_interval:
+        files, walked_at = {}, time.monotonic()
+        entries = digests.manifest(staging.destination, files)
+        if incremental is not None and incremental[0] != entries:
+            log.error("%s: the manifest from what rsync itemized differs from a walk of the tree, first at %s; "
+                      "the walk's is kept", project,
+                      ", ".join(map(repr, digests.first_differences(entries, incremental[0]))) or "the root")
+        elif incremental is not None:
+            log.info("%s: a walk of run %s's tree agrees with what rsync itemized", project, staging.name)
+        incremental = None
+    else:
+        entries, moved = incremental
+        log.info("%s: run %s's tree described from the %d paths rsync itemized, no walk", project, staging.name,
+                 len(moved))
     os.makedirs(manifest_dir(data_dir, project, staging.name), mode=0o755, exist_ok=True)
     digests.save(entries, manifest_path(data_dir, project, staging.name))
-    change_list = None
+    change_list, unshared = None, []
     if staging.basis is not None:
         base_entries, base_digest = _manifest_of(data_dir, project, staging.basis)
         change_list = changes.between(base_entries, entries)
-        for path in _unshare(staging, base_entries, change_list):
-            info = os.lstat(os.path.join(staging.destination, path))
-            files[path] = (info.st_dev, info.st_ino)
+        unshared = _unshare(staging, base_entries, change_list)
+        if files is not None:
+            for path in unshared:
+                info = os.lstat(os.path.join(staging.destination, path))
+                files[path] = (info.st_dev, info.st_ino)
         _write_changes(data_dir, project, staging.name, staging.basis, base_digest, change_list)
+    if files is not None:
+        inodes = _inodes(entries, files)
+    else:
+        inodes = _inodes_after(before, entries, staging.destination, set(moved) | set(unshared))
     snapshots = project_snapshots(data_dir, project)
     os.rename(staging.destination, os.path.join(snapshots, staging.name))
     _point_at(data_dir, project, staging.name)
     for directory in (snapshots, data_dir):
         _fsync_directory(directory)
     digest = digests.digest(entries)
-    before = _committed.get((data_dir, project))
-    inodes = _inodes(entries, files)
     step = None
-    if change_list is not None and before is not None and before.name == staging.basis \
-            and before.inodes is not None and inodes is not None:
-        # A path is the same in both trees when its entry is and, for a file, its inode: rsync
-        # may replace a file by one of the same size and time (--checksum).
+    if change_list is not None and before is not None:
         changed = set(change_list.changed)
-        old = dict(zip((entry.path for entry in before.entries), before.inodes))
-        changed.update(entry.path for entry, inode in zip(entries, inodes) if inode and old.get(entry.path) != inode)
-        step = _Step(staging.basis, tuple(digests.sort_paths(list(changed))), change_list.deleted)
-    _remember(data_dir, project, _Described(staging.name, entries, digest, inodes, step))
+        if incremental is not None:
+            changed.update(moved)   # every file rsync wrote is named: its inode is new
+        elif before.inodes is not None and inodes is not None:
+            # A path is the same in both trees when its entry is and, for a file, its inode: rsync
+            # may replace a file by one of the same size and time (--checksum).
+            old = dict(zip((entry.path for entry in before.entries), before.inodes))
+            changed.update(entry.path for entry, inode in zip(entries, inodes)
+                           if inode and old.get(entry.path) != inode)
+        else:
+            changed = None
+        if changed is not None:
+            step = _Step(staging.basis, tuple(digests.sort_paths(list(changed))), change_list.deleted)
+    _remember(data_dir, project, _Described(staging.name, entries, digest, inodes, step, walked_at))
     return Sealed(staging.name, digest, change_list)
+
+
+def itemized(log_path, destination):
+    """What rsync itemized of the pull into ``destination``, from the pull's log: (paths changed, paths
+    deleted, whether it made hard links); None when the log cannot vouch for all of it (unreadable,
+    no rsync into the tree, one without the itemizing out-format, or one whose end is not in the
+    log: a full disk drops the lines that follow). The log of another rsync (the upstream marker's) is left
+    out. A line of anything else that looks like an itemized one only names a path that is looked
+    at again for nothing."""
+    changed, deleted, linked = set(), set(), False
+    into_tree = open_segment = seen = False
+    wanted = os.path.normpath(os.fspath(destination))
+    try:
+        with open(log_path, "rb") as lines:
+            for raw in lines:
+                line = raw.rstrip(b"\n")
+                if line.startswith(b"$ "):
+                    if open_segment:
+                        return None
+                    try:
+                        argv = shlex.split(line[2:].decode("utf-8", "surrogateescape"))
+                    except ValueError:
+                        return None
+                    into_tree = bool(argv) and os.path.normpath(argv[-1]) == wanted
+                    if into_tree and f"--out-format={ITEM_FORMAT}" not in argv:
+                        return None
+                    open_segment = into_tree
+                    seen = seen or into_tree
+                    continue
+                if not into_tree:
+                    continue
+                if line == _CUT_SHORT:
+                    return None
+                if line.startswith(b"# exit code "):
+                    open_segment = into_tree = False
+                    continue
+                if line.startswith(_DELETING):
+                    target = deleted
+                elif len(line) > 12 and line[11:12] == b" " and _ITEM_START.match(line[:2]):
+                    target = changed
+                    linked = linked or line.startswith(b"hf")
+                else:
+                    continue
+                name = _RSYNC_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), line[12:])
+                name = name[:-1] if name.endswith(b"/") else name
+                target.add(os.fsdecode(name) if name not in (b"", b".") else ".")
+    except OSError:
+        return None
+    return (changed, deleted, linked) if seen and not open_segment else None
+
+
+def _inodes_after(before, entries, root, moved):
+    """Each entry's inode, from the previous tree's and the files at the paths in ``moved`` (None when
+    the previous tree's are not known)."""
+    if before.inodes is None:
+        return None
+    known = dict(zip((entry.path for entry in before.entries), before.inodes))
+    for path in moved:
+        try:
+            info = os.lstat(os.path.join(root, path))
+        except FileNotFoundError:
+            continue
+        known[path] = info.st_ino if stat.S_ISREG(info.st_mode) else 0
+    return array.array("Q", (known.get(entry.path, 0) if entry.type == digests.FILE else 0 for entry in entries))
+
+
+def _from_itemized(staging, before, itemized):
+    """(manifest, paths whose files rsync wrote) of the staged tree from the previous tree's manifest
+    and what rsync itemized; None when that is no cheaper than a walk."""
+    changed, deleted, linked = itemized
+    if len(changed) + len(deleted) > max(len(before.entries) // 4, 1000):
+        return None   # a walk costs about as much
+    previous = {entry.path: entry for entry in before.entries}
+    again = set(changed)
+    # The files a changed one shared an inode with are looked at again: their group may be smaller.
+    groups = {previous[path].group for path in changed if path in previous and previous[path].group}
+    if groups:
+        again.update(entry.path for entry in before.entries if entry.group in groups)
+    if linked:
+        # A new hard link may point at a file rsync left alone, which it then does not name.
+        if before.inodes is None:
+            return None
+        by_inode = {}
+        for entry, inode in zip(before.entries, before.inodes):
+            if inode:
+                by_inode.setdefault(inode, []).append(entry.path)
+        for path in changed:
+            try:
+                info = os.lstat(os.path.join(staging.destination, path))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                again.update(by_inode.get(info.st_ino, ()))
+    # A directory rsync named as deleted and that is still a directory (made again, or named by
+    # something else in the log) keeps what is under it: it is looked at again instead.
+    gone = []
+    for path in deleted:
+        full = os.path.join(staging.destination, path)
+        if os.path.isdir(full) and not os.path.islink(full) and previous.get(path, digests.Entry("", "")).type == \
+                digests.DIR:
+            again.add(path)
+        else:
+            gone.append(path)
+    entries = digests.updated(before.entries, staging.destination, again, gone, deleted)
+    return entries, again
 
 
 def _inodes(entries, files):
@@ -455,15 +606,15 @@ def _remember(data_dir, project, described):
 def drop_skipped(staging, log_path):
     """Remove from the staged tree what the previous tree had at a path rsync skipped this time (say, a
     directory upstream replaced by an unsafe symlink): a tree pulled afresh has nothing there. Returns
-    how many entries went. Raises OSError."""
+    the paths that went. Raises OSError."""
     if staging.basis is None:
-        return 0
+        return []
     try:
         with open(log_path, encoding="utf-8", errors="surrogateescape") as lines:
             found = [match.group("link") or match.group("other") for match in map(_SKIPPED.search, lines) if match]
     except FileNotFoundError:
-        return 0
-    removed = 0
+        return []
+    removed = []
     for name in found:
         path = os.fsdecode(_RSYNC_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), os.fsencode(name)))
         full = os.path.join(staging.destination, path)
@@ -471,10 +622,10 @@ def drop_skipped(staging, log_path):
             continue
         with unchanged_directory(os.path.dirname(full)):
             if remove_tree(full):
-                removed += 1
+                removed.append(path)
     if removed:
         log.info("%s: %d entries upstream replaced by what rsync skipped are gone from the new tree",
-                 staging.project, removed)
+                 staging.project, len(removed))
     return removed
 
 

@@ -7,7 +7,8 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import DBAPIError
 
-from common import runlogs
+from common import runlogs, traces
+from common.methods import RSYNC, TWO_STAGE
 from common.states import RunState, Trigger
 from master import snapshots
 from master.db import db
@@ -39,6 +40,13 @@ def _filler(staging, project):
             raise OSError(f"cannot start the new tree from snapshot {staging.basis}: "
                           f"{error.strerror or error}") from None
     return fill
+
+
+def _itemizes_everything(project):
+    """Whether rsync's itemized output names every change to the tree the pull leaves: not with a sync
+    script, a hook (it gets the tree) or trace files (written into it)."""
+    return project.method in (RSYNC, TWO_STAGE) and not any((project.hooks or {}).values()) \
+        and project.trace != traces.DEBIAN
 
 
 def _progress_recorder(run_id):
@@ -88,8 +96,11 @@ def start_upstream_sync(run_id, cancel=None, stopping=None):
     sealed = None
     if result.ok and not pulled.skipped:
         try:
-            snapshots.drop_skipped(staging, path)
-            sealed = snapshots.commit(staging)
+            items = snapshots.itemized(path, destination) if _itemizes_everything(project) else None
+            dropped = snapshots.drop_skipped(staging, path)
+            if items is not None:
+                items[1].update(dropped)
+            sealed = snapshots.commit(staging, items, current_app.config["VERIFY_INTERVAL"])
         except OSError as error:
             log.error("run %s of %s: the new tree cannot be swapped in: %s", run_id, project_name, error)
             result = dataclasses.replace(result, ok=False, warning=None,

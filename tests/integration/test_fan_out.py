@@ -225,3 +225,34 @@ def test_a_pull_starts_from_a_snapshot_no_slave_needs_and_still_gives_the_upstre
         assert_trees_equal(upstream.tree, tree)
         assert_same_with_rsync(upstream.tree, tree)
     assert third["slaves"][0]["digest"] == third["digest"]
+
+
+@pytest.mark.parametrize("verify_interval", ["0", "3600"])
+def test_the_master_describes_a_pull_from_what_rsync_itemized_as_a_walk_would(
+        master_factory, upstream, tmp_path, verify_interval):
+    """Between walks (VERIFY_INTERVAL) the master's new tree is described from the previous one and
+    the paths rsync itemized. With 0 it walks every time and compares the two: after every awkward
+    kind of change they agree, and the slave gets upstream's tree either way."""
+    master = master_factory(tmp_path / "master", extra_env=dict(MASTER_ENV, MIRRORSYNC_VERIFY_INTERVAL=verify_interval))
+    slave = start_slave(tmp_path / "mirror1", "mirror1", master.url, log_dir=tmp_path / "logs")
+    try:
+        api = ApiClient(master.url, master.admin_token)
+        wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
+                 message="mirror1 online")
+        assert api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url}).status_code == 201
+        runs = [wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))]
+        for change in (mutate_tree, more_awkward_changes):
+            change(upstream.tree)
+            runs.append(wait_run_finished(master.url, master.admin_token, trigger(api, "tricky")))
+        assert [run["state"] for run in runs] == ["success"] * 3, runs
+        text = master.log_text()
+        assert "differs from a walk" not in text
+        said = "a walk of run {}'s tree agrees" if verify_interval == "0" else "run {}'s tree described from the"
+        for run in runs[1:]:
+            assert said.format(run["id"]) in text
+        for tree in (master.data_dir / "tricky", slave.tree("tricky")):
+            assert_trees_equal(upstream.tree, tree)
+            assert_same_with_rsync(upstream.tree, tree)
+        assert runs[-1]["slaves"][0]["digest"] == runs[-1]["digest"]
+    finally:
+        slave.stop()

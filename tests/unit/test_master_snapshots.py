@@ -236,7 +236,7 @@ def test_what_rsync_skipped_where_the_previous_tree_had_something_is_gone(tmp_pa
                         'skipping non-regular file "fifo-was-here"\n'
                         'skipping non-regular file "../outside"\nkeep\n')
     (tmp_path / "outside").write_text("not ours")
-    assert snapshots.drop_skipped(second, str(log_path)) == 2
+    assert len(snapshots.drop_skipped(second, str(log_path))) == 2
     assert sorted(os.listdir(second.destination)) == ["keep"]
     assert os.stat(second.destination).st_mtime_ns == root_time
     assert (tmp_path / "outside").exists()
@@ -427,3 +427,47 @@ def test_the_manifests_kept_in_memory_are_bounded(tmp_path, monkeypatch):
     staging = stage(data, "one", 2)
     pull(staging, {"d": "d"})
     assert set(snapshots.commit(staging).changes.changed) - {"."} == {"d"}
+
+
+def write_log(path, *segments):
+    with open(path, "w", encoding="utf-8") as out:
+        for header, lines, footer in segments:
+            out.write(header + "\n" + "".join(line + "\n" for line in lines) + (footer + "\n" if footer else ""))
+
+
+def test_what_rsync_itemized_is_read_from_the_pull_log(tmp_path):
+    tree = str(tmp_path / "3.partial")
+    pull = f"$ rsync --recursive '--out-format=%i %n' -- rsync://u/m/ {tree}/"
+    marker = f"$ rsync -- rsync://u/m/lastupdate {tmp_path}/markers/"
+    log = tmp_path / "3.log"
+    write_log(log, (marker, [">f+++++++++ lastupdate"], "# exit code 0, ok"),
+              (pull, [".d..t...... ./", ">f.st...... pool/a b.deb", "cd+++++++++ pool/new/", "hf+++++++++ link",
+                      "cL+++++++++ latest", r">f+++++++++ odd-\#377-\#134#041", "*deleting   gone/x",
+                      "*deleting   gone/", "Number of files: 36", "sent 75 bytes  received 984 bytes"],
+               "# exit code 0, ok"))
+    changed, deleted, linked = snapshots.itemized(str(log), tree)
+    assert changed == {".", "pool/a b.deb", "pool/new", "link", "latest", os.fsdecode(b"odd-\xff-\\#041")}
+    assert deleted == {"gone/x", "gone"} and linked
+    assert "lastupdate" not in changed, "another rsync's names are not the tree's"
+
+
+@pytest.mark.parametrize("segments", [
+    [("$ rsync -- rsync://u/m/ {tree}/", [">f+++++++++ a"], "# exit code 0, ok")],     # not itemized
+    [("$ rsync '--out-format=%i %n' -- rsync://u/m/ {tree}/", [">f+++++++++ a"], None)],   # no end: a full disk
+    [("$ rsync '--out-format=%i %n' -- rsync://u/m/ {tree}/",
+      [">f+++++++++ a", "# the output of the child was not all copied: what followed its end is missing"],
+      "# exit code 0, ok")],
+    [("$ sync-script {tree}", ["made something"], "# exit code 0, ok")],
+])
+def test_a_log_that_cannot_vouch_for_every_change_gives_nothing(tmp_path, segments):
+    tree = str(tmp_path / "3.partial")
+    log = tmp_path / "3.log"
+    write_log(log, *[(header.format(tree=tree), lines, footer) for header, lines, footer in segments])
+    assert snapshots.itemized(str(log), tree) is None
+    assert snapshots.itemized(str(tmp_path / "missing.log"), tree) is None
+
+
+def test_a_log_of_no_rsync_into_the_tree_says_nothing_changed_never(tmp_path):
+    log = tmp_path / "3.log"
+    write_log(log, ("$ rsync '--out-format=%i %n' -- rsync://u/m/lastupdate /elsewhere/", [], "# exit code 0, ok"))
+    assert snapshots.itemized(str(log), str(tmp_path / "3.partial")) is None

@@ -66,3 +66,22 @@ def test_a_failing_progress_callback_never_stops_the_log():
     stream = io.BytesIO(b"\r  10  1%  1kB/s  0:00:09\nNumber of files: 3\nTotal bytes sent: 9\n")
     _copy_output(stream, Log(), Tail(), broken)
     assert Log.lines == ["Number of files: 3", "Total bytes sent: 9"]
+
+
+def test_a_line_rsync_prints_right_after_a_progress_update_keeps_its_own_line_in_the_log():
+    class Log:
+        lines = []
+
+        def write(self, line, from_output=False):
+            self.lines.append(line)
+
+    class Tail:
+        def add(self, line):
+            pass
+    seen = []
+    # rsync ends a progress update with the next one's \r, or with nothing when a name follows.
+    stream = io.BytesIO(b"\r  13   0%   12.70kB/s    0:00:00 (xfr#1, to-chk=0/36)*deleting   small.txt\n"
+                        b"\r  13 100%   12.70kB/s    0:00:00   >f+++++++++ a.txt\nNumber of files: 3\n")
+    _copy_output(stream, Log(), Tail(), seen.append)
+    assert Log.lines == ["*deleting   small.txt", ">f+++++++++ a.txt", "Number of files: 3"]
+    assert seen[-1]["percent"] == 100

@@ -84,7 +84,7 @@ def test_successful_pull_stamps_run_and_project(app, client, admin, make_project
     # The pull writes a fresh snapshot of its run, which then becomes DATA_DIR/<project>.
     assert job.destination == os.path.join(app.config["DATA_DIR"], ".snapshots", "debian", f"{run['id']}.partial")
     assert os.readlink(os.path.join(app.config["DATA_DIR"], "debian")) == f".snapshots/debian/{run['id']}"
-    assert job.options == ("--no-delay-updates", "--info=name1", "--bwlimit=500") and job.excludes == ("*.iso",)
+    assert job.options == ("--no-delay-updates", "--info=name1", "--out-format=%i %n", "--bwlimit=500") and job.excludes == ("*.iso",)
     assert job.password == "s3cret"
 
 
