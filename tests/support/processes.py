@@ -237,22 +237,35 @@ def start_master(data_dir, port=None, admin_token=DEFAULT_ADMIN_TOKEN, extra_env
 
     Raises ServiceNotReady with the log tail when it dies or stays silent.
     """
-    port = port or free_port()
-    master = MasterProcess([sys.executable, "-m", "master"], "master",
-                           data_dir, admin_token, port, extra_env, log_dir)
-    return master.wait_ready(timeout)
+    return _on_a_free_port(port, lambda port: MasterProcess(
+        [sys.executable, "-m", "master"], "master", data_dir, admin_token, port, extra_env, log_dir
+    ).wait_ready(timeout))
+
+
+def _on_a_free_port(port, start):
+    """``start(port)``; with no port given, on a free one, and on another if something took it between
+    the look and the bind (an outgoing connection's own port, on a busy machine)."""
+    if port is not None:
+        return start(port)
+    for attempt in range(3):
+        try:
+            return start(free_port())
+        except ServiceNotReady as error:
+            if not any(words in str(error) for words in ("Address already in use", "Connection in use")) \
+                    or attempt == 2:
+                raise
 
 
 def start_gunicorn_master(data_dir, workers=3, port=None, admin_token=DEFAULT_ADMIN_TOKEN,
                           extra_env=None, log_dir=None, timeout=30):
     """Start the API alone under gunicorn with ``workers`` workers and wait for /healthz."""
-    port = port or free_port()
-    # Each gunicorn would otherwise share one control socket in $HOME with every other test's.
-    argv = [sys.executable, "-m", "gunicorn", "--no-control-socket", "-w", str(workers),
-            "-b", f"127.0.0.1:{port}", "master:create_app()"]
-    master = MasterProcess(argv, "gunicorn-master", data_dir, admin_token, port,
-                           extra_env, log_dir)
-    return master.wait_ready(timeout)
+    def start(port):
+        # Each gunicorn would otherwise share one control socket in $HOME with every other test's.
+        argv = [sys.executable, "-m", "gunicorn", "--no-control-socket", "-w", str(workers),
+                "-b", f"127.0.0.1:{port}", "master:create_app()"]
+        return MasterProcess(argv, "gunicorn-master", data_dir, admin_token, port, extra_env,
+                             log_dir).wait_ready(timeout)
+    return _on_a_free_port(port, start)
 
 
 def start_scheduler(data_dir, admin_token=DEFAULT_ADMIN_TOKEN, extra_env=None,
@@ -306,13 +319,15 @@ class SlaveProcess(ServiceProcess):
 def start_slave(root, name, master_url, port=None, join_token=DEFAULT_JOIN_TOKEN, extra_env=None,
                 log_dir=None, timeout=20):
     """Start ``python -m slave`` enrolling with ``master_url`` and wait for its /healthz."""
-    slave = SlaveProcess(root, name, master_url, port, join_token, extra_env, log_dir)
-    try:
-        slave.wait_healthy(f"{slave.url}/healthz", timeout=timeout)
-    except BaseException:
-        slave.stop()
-        raise
-    return slave
+    def start(port):
+        slave = SlaveProcess(root, name, master_url, port, join_token, extra_env, log_dir)
+        try:
+            slave.wait_healthy(f"{slave.url}/healthz", timeout=timeout)
+        except BaseException:
+            slave.stop()
+            raise
+        return slave
+    return _on_a_free_port(port, start)
 
 
 def wait_run_finished(master_url, token, run_id, timeout=30):
