@@ -34,6 +34,7 @@ from slave.credentials import ensure_private_dir, read_json, write_json_atomical
 log = logging.getLogger(__name__)
 
 CHANGES_PREFIX = ".changes-"
+HELD_ENTRIES = 1_000_000   # manifest entries kept in memory, about 250 MB
 MANIFEST_PREFIX = ".manifest-"
 
 
@@ -57,8 +58,9 @@ class PublishedTrees:
     def __init__(self, state_dir):
         self.directory = os.path.join(state_dir, "published")
         ensure_private_dir(self.directory)
-        # project -> (the saved manifest file's identity, its entries): the process that wrote a
-        # manifest reads it back from memory, as long as the file is the one it wrote.
+        # project -> (the saved manifest file's identity, its entries), the most recent last: the
+        # process that wrote a manifest reads it back from memory, as long as the file is the one it
+        # wrote, up to HELD_ENTRIES entries in all.
         self._held = {}
 
     def _path(self, project):
@@ -80,7 +82,7 @@ class PublishedTrees:
         if entries is not None:
             path = self._manifest_path(project)
             digests.save(entries, path)
-            self._held[project] = (_identity(path), entries)
+            self._hold(project, _identity(path), entries)
         else:
             self._drop_manifest(project)
         write_json_atomically(self._path(project), {
@@ -99,8 +101,17 @@ class PublishedTrees:
             entries = digests.load(path)
         except (OSError, ValueError):
             return None
-        self._held[project] = (identity, entries)
+        self._hold(project, identity, entries)
         return entries
+
+    def _hold(self, project, identity, entries):
+        self._held.pop(project, None)
+        self._held[project] = (identity, entries)
+        held = sum(len(kept) for _, kept in self._held.values())
+        for name in list(self._held):
+            if held <= HELD_ENTRIES or name == project:
+                break
+            held -= len(self._held.pop(name)[1])
 
     def forget(self, project):
         _unlink_quietly(self._path(project))

@@ -68,3 +68,14 @@ def test_the_published_manifest_is_read_back_from_memory_until_its_file_changes(
     assert published.manifest("debian") == [] and len(loads) == 1
     published.forget("debian")
     assert published.manifest("debian") is None
+
+
+def test_the_manifests_held_in_memory_are_bounded(tmp_path, monkeypatch):
+    from common import digests
+    monkeypatch.setattr(transfers, "HELD_ENTRIES", 3)
+    published = transfers.PublishedTrees(str(tmp_path / "state"))
+    for project in ("one", "two"):
+        published.remember(project, "7", DIGEST, [digests.Entry(".", digests.DIR, None, 1, 0o755),
+                                                  digests.Entry("a", digests.FILE, 1, 1, 0o644)])
+    assert list(published._held) == ["two"]
+    assert [entry.path for entry in published.manifest("one")] == [".", "a"], "read back from its file"
