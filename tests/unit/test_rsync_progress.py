@@ -33,55 +33,47 @@ def test_carriage_returns_split_progress_updates():
                                           b"file.txt", b"last"]
 
 
+class Log:
+    """The run log: the lines written into it."""
+
+    def __init__(self):
+        self.lines = []
+
+    def write(self, line, from_output=False):
+        self.lines.append(line)
+
+
+class Tail:
+    def add(self, line):
+        pass
+
+
+def logged(data, on_progress):
+    """The lines ``_copy_output`` writes into the log out of rsync's output ``data``."""
+    log = Log()
+    _copy_output(io.BytesIO(data), log, Tail(), on_progress)
+    return log.lines
+
+
 def test_progress_goes_to_the_callback_and_the_rest_to_the_log():
-    class Log:
-        lines = []
-
-        def write(self, line, from_output=False):
-            self.lines.append(line)
-
-    class Tail:
-        def add(self, line):
-            pass
     seen = []
-    stream = io.BytesIO(b"\r  10  1%  1kB/s  0:00:09\r  20  100%  1kB/s  0:00:00\nNumber of files: 3\n")
-    _copy_output(stream, Log(), Tail(), seen.append)
-    assert Log.lines == ["Number of files: 3"]
+    lines = logged(b"\r  10  1%  1kB/s  0:00:09\r  20  100%  1kB/s  0:00:00\nNumber of files: 3\n", seen.append)
+    assert lines == ["Number of files: 3"]
     assert seen[0]["bytes"] == 10 and seen[-1]["bytes"] == 20, "the first and the final update are reported"
 
 
 def test_a_failing_progress_callback_never_stops_the_log():
-    class Log:
-        lines = []
-
-        def write(self, line, from_output=False):
-            self.lines.append(line)
-
-    class Tail:
-        def add(self, line):
-            pass
 
     def broken(progress):
         raise RuntimeError("no database here")
-    stream = io.BytesIO(b"\r  10  1%  1kB/s  0:00:09\nNumber of files: 3\nTotal bytes sent: 9\n")
-    _copy_output(stream, Log(), Tail(), broken)
-    assert Log.lines == ["Number of files: 3", "Total bytes sent: 9"]
+    lines = logged(b"\r  10  1%  1kB/s  0:00:09\nNumber of files: 3\nTotal bytes sent: 9\n", broken)
+    assert lines == ["Number of files: 3", "Total bytes sent: 9"]
 
 
 def test_a_line_rsync_prints_right_after_a_progress_update_keeps_its_own_line_in_the_log():
-    class Log:
-        lines = []
-
-        def write(self, line, from_output=False):
-            self.lines.append(line)
-
-    class Tail:
-        def add(self, line):
-            pass
     seen = []
     # rsync ends a progress update with the next one's \r, or with nothing when a name follows.
-    stream = io.BytesIO(b"\r  13   0%   12.70kB/s    0:00:00 (xfr#1, to-chk=0/36)*deleting   small.txt\n"
-                        b"\r  13 100%   12.70kB/s    0:00:00   >f+++++++++ a.txt\nNumber of files: 3\n")
-    _copy_output(stream, Log(), Tail(), seen.append)
-    assert Log.lines == ["*deleting   small.txt", ">f+++++++++ a.txt", "Number of files: 3"]
+    lines = logged(b"\r  13   0%   12.70kB/s    0:00:00 (xfr#1, to-chk=0/36)*deleting   small.txt\n"
+                   b"\r  13 100%   12.70kB/s    0:00:00   >f+++++++++ a.txt\nNumber of files: 3\n", seen.append)
+    assert lines == ["*deleting   small.txt", ">f+++++++++ a.txt", "Number of files: 3"]
     assert seen[-1]["percent"] == 100
