@@ -34,23 +34,14 @@ class Entry(typing.NamedTuple):
     target: str | None = None
     group: str | None = None
 
-    def line(self):
-        return os.fsencode(_text(self, self.mtime))
-
-    def digest_line(self):
-        # The root's own time moves when rsync removes its --delay-updates folder there after
-        # setting it: it is compared by change lists, not by digests.
-        return os.fsencode(_digest_text(self))
-
-
-def _text(entry, mtime):
-    path, kind, size, _, mode, target, group = entry
-    return (f"{kind}\0{path}\0{'' if size is None else size}\0{'' if mtime is None else mtime}\0"
-            f"{'' if mode is None else mode}\0{'' if target is None else target}\0{'' if group is None else group}\n")
-
 
 def _digest_text(entry):
-    return _text(entry, None if entry.path == "." else entry.mtime)
+    """An entry's line of the digest. The root's own time moves when rsync removes its --delay-updates
+    folder there after setting it: it is compared by change lists, not by digests."""
+    path, kind, size, mtime, mode, target, group = entry
+    mtime = None if path == "." else mtime
+    return (f"{kind}\0{path}\0{'' if size is None else size}\0{'' if mtime is None else mtime}\0"
+            f"{'' if mode is None else mode}\0{'' if target is None else target}\0{'' if group is None else group}\n")
 
 
 def sort_paths(items, path=None, reverse=False):
