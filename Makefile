@@ -6,12 +6,16 @@ VENV_PYTHON := $(VENV)/bin/python
 # Touched after a successful install; newer requirement files or pyproject.toml make it stale.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup test demo clean rsync
+.PHONY: setup test demo clean rsync test-tools
 
 setup: rsync $(INSTALLED)
 
 rsync:
-	scripts/ensure-rsync
+	scripts/ensure-command rsync rsync
+
+# Wanted by some tests only, which skip with the reason when it cannot be had.
+test-tools:
+	scripts/ensure-command btrfs btrfs-progs optional
 
 $(VENV_PYTHON):
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +25,7 @@ $(INSTALLED): requirements.txt requirements-dev.txt pyproject.toml | $(VENV_PYTH
 	$(VENV_PYTHON) -m pip install --disable-pip-version-check --no-deps -q -e .
 	touch $@
 
-test: setup
+test: setup test-tools
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
 
 demo: setup

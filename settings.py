@@ -159,6 +159,11 @@ REPORT_RETRY_MAX = 60
 # On the master: seconds between two walks of a project's new tree; between them a pull's tree
 # is described from its previous one and what rsync itemized (each path it names looked at again).
 VERIFY_INTERVAL = 3600
+# How the master starts a pull's new tree as the previous one: "auto" takes a btrfs snapshot
+# where the project's snapshots (DATA_DIR/.snapshots/<project>) are on btrfs and the btrfs
+# command is installed, and a copy made of hard links elsewhere; "btrfs" fails a pull that
+# cannot have a snapshot; "hardlinks" never takes one.
+SNAPSHOT_METHOD = "auto"
 # Seconds between two progress reports of a running pull (how far rsync has come);
 # each one also tells the master this slave is alive (see SLAVE_START_TIMEOUT).
 PROGRESS_INTERVAL = 10

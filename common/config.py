@@ -90,6 +90,15 @@ def _log_level(name, value):
     return level
 
 
+def _one_of(*choices):
+    def parse(name, value):
+        word = _text(name, value).lower()
+        if word not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return word
+    return parse
+
+
 def _directory(name, value):
     return os.path.abspath(_text(name, value))
 
@@ -181,6 +190,7 @@ PARSERS = {
     "CATCHUP_INTERVAL": _number(float, 0.05, 3600),
     "HEARTBEAT_INTERVAL": _number(float, 0.05, 3600),
     "VERIFY_INTERVAL": _number(float, 0, 30 * 86400),
+    "SNAPSHOT_METHOD": _one_of("auto", "btrfs", "hardlinks"),
     "REPORT_RETRY_MAX": _number(float, 0.05, 3600),
     "PROGRESS_INTERVAL": _number(float, 0.1, 3600),
     "MAX_CONCURRENT_SYNCS": _number(int, 1, 256),

@@ -20,6 +20,12 @@ gets exactly run N's tree, whatever pulls came after it. The master's rsync
 daemon serves DATA_DIR/.snapshots/<project> as the project's module; an order
 names the snapshot within it.
 
+Where DATA_DIR/.snapshots/<project> is on btrfs, each snapshot is a subvolume instead and the
+next tree starts as a writable btrfs snapshot of the previous one, in constant time
+(``master.btrfs``; the SNAPSHOT_METHOD setting). A tree whose previous one is of the other
+kind (the first pull after moving to btrfs, or back) starts as a copy made with
+``cp --reflink=auto``, which shares the files' data where the file system can.
+
 An admin who puts a project on a disk of its own mounts it at
 DATA_DIR/.snapshots/<project> (hard links do not cross file systems).
 A tree pulled in place by an earlier release (DATA_DIR/<project> a real
@@ -38,10 +44,12 @@ import re
 import secrets
 import shlex
 import stat
+import subprocess
 import threading
 import time
 
 from common import changes, digests
+from master import btrfs
 from common.processes import OUTPUT_CUT_SHORT
 from common.trees import (PARTIAL_SUFFIX, fresh_name, link_copy, new_link, private_copy, real_parents, remove_tree,
                           safe_relative, unchanged_directory)
@@ -63,6 +71,11 @@ SNAPSHOT_OPTIONS = ("--no-delay-updates", "--info=name1", f"--out-format={ITEM_F
 # A tree is described by a walk at least this often (seconds), else from what rsync itemized
 # (the VERIFY_INTERVAL setting).
 WALK_INTERVAL = 3600.0
+# SNAPSHOT_METHOD: how a new tree starts as the previous one.
+AUTO, BTRFS, HARDLINKS = "auto", "btrfs", "hardlinks"
+METHODS = (AUTO, BTRFS, HARDLINKS)
+# Staging.start: how this one does.
+EMPTY, LINKS, SNAPSHOT, COPY = "empty", "links", "snapshot", "copy"
 _ITEM_START = re.compile(rb"[<>ch.][fdLDS]")
 _DELETING = b"*deleting   "
 _CUT_SHORT = OUTPUT_CUT_SHORT.encode()
@@ -84,6 +97,8 @@ class Staging:
     destination: str
     options: tuple[str, ...]
     basis: str | None   # name of the snapshot unchanged files are linked from
+    start: str = LINKS          # how the tree starts as the basis: EMPTY, LINKS, SNAPSHOT (btrfs) or COPY
+    subvolume: bool = False     # whether the tree is a btrfs subvolume
 
 
 def snapshots_root(data_dir):
@@ -153,19 +168,47 @@ def adopt_in_place_tree(data_dir, project, name):
     return name
 
 
-def prepare(data_dir, project, run_id):
-    """A fresh staging tree for the pull of ``run_id``. Raises SnapshotError, OSError."""
+def prepare(data_dir, project, run_id, method=AUTO):
+    """A fresh staging tree for the pull of ``run_id``; ``method`` is one of METHODS. Raises
+    SnapshotError, OSError."""
     basis = live_name(data_dir, project)
     snapshots = _ensure_project_dir(data_dir, project)
     name = str(int(run_id))
     staging = os.path.join(snapshots, name + PARTIAL_SUFFIX)
-    remove_tree(staging)  # left by a pull of this run that a crash cut short
+    btrfs.delete(staging)  # left by a pull of this run that a crash cut short
     if os.path.lexists(os.path.join(snapshots, name)):
         raise SnapshotError(f"snapshot {name} of {project} exists already")
-    os.mkdir(staging, 0o755)
     if basis is None or not os.path.isdir(os.path.join(snapshots, basis)):
         basis = None
-    return Staging(data_dir, project, name, staging, SNAPSHOT_OPTIONS, basis)
+    subvolume = _subvolumes(snapshots, method)
+    basis_subvolume = basis is not None and btrfs.is_subvolume(os.path.join(snapshots, basis))
+    if basis is None:
+        start = EMPTY
+    elif subvolume and basis_subvolume:
+        start = SNAPSHOT
+    else:
+        start = COPY if subvolume or basis_subvolume else LINKS
+    if subvolume and start != SNAPSHOT:
+        btrfs.create(staging)
+    else:
+        os.mkdir(staging, 0o755)   # a snapshot replaces it when the pull starts (``fill``)
+    return Staging(data_dir, project, name, staging, SNAPSHOT_OPTIONS, basis, start, subvolume)
+
+
+def _subvolumes(snapshots, method):
+    """Whether new trees in ``snapshots`` are btrfs subvolumes. Raises SnapshotError when ``method``
+    asks for btrfs where it cannot be had."""
+    if method == HARDLINKS:
+        return False
+    kind = btrfs.file_system(snapshots)
+    on_btrfs = kind == "btrfs"
+    if method == BTRFS and not on_btrfs:
+        raise SnapshotError(f"SNAPSHOT_METHOD is btrfs but {snapshots} is on {kind or 'an unknown file system'}, "
+                            "not btrfs")
+    if method == BTRFS and not btrfs.available():
+        raise SnapshotError(f"SNAPSHOT_METHOD is btrfs but the {btrfs.COMMAND} command is not installed "
+                            "(package btrfs-progs)")
+    return on_btrfs and btrfs.available()
 
 
 def fill(staging, needed=None):
@@ -179,9 +222,34 @@ def fill(staging, needed=None):
     """
     if staging.basis is None:
         return
+    basis = snapshot_path(staging.data_dir, staging.project, staging.basis)
+    if staging.start == SNAPSHOT:
+        os.rmdir(staging.destination)
+        btrfs.snapshot(basis, staging.destination)
+        log.info("%s: run %s's tree starts as a btrfs snapshot of %s", staging.project, staging.name, staging.basis)
+        return
+    if staging.start == COPY:
+        _copy(basis, staging.destination)
+        log.info("%s: run %s's tree starts as a copy of %s, which is %s", staging.project, staging.name,
+                 staging.basis, "not a btrfs subvolume" if staging.subvolume else "a btrfs subvolume")
+        return
     if needed is not None and _recycle(staging, set(needed)):
         return
-    link_copy(snapshot_path(staging.data_dir, staging.project, staging.basis), staging.destination)
+    link_copy(basis, staging.destination)
+
+
+def _copy(source, target):
+    """Copy the tree ``source`` into the empty directory ``target`` with every attribute and hard link,
+    sharing the files' data where the file system can (a btrfs subvolume and a plain directory, either
+    way round). Raises OSError."""
+    argv = ["cp", "-a", "--reflink=auto", "--", os.path.join(source, "."), target]
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise OSError(f"cp: {error}") from None
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines()
+        raise OSError(f"cp -a {source}: {said[-1] if said else f'exit code {done.returncode}'}")
 
 
 def _recycle(staging, needed):
@@ -412,7 +480,7 @@ def commit(staging, itemized=None, walk_interval=WALK_INTERVAL):
     if before is None or before.name != staging.basis:
         before = None
     incremental = None
-    if itemized is not None and before is not None:
+    if itemized is not None and before is not None and staging.start != COPY:   # a copy's inodes are all new
         incremental = _from_itemized(staging, before, itemized)
     files, walked_at = None, before.walked_at if before is not None else 0.0
     if incremental is None or time.monotonic() - walked_at >= walk_interval:
@@ -435,7 +503,8 @@ def commit(staging, itemized=None, walk_interval=WALK_INTERVAL):
     if staging.basis is not None:
         base_entries, base_digest = _manifest_of(data_dir, project, staging.basis)
         change_list = changes.between(base_entries, entries)
-        unshared = _unshare(staging, base_entries, change_list)
+        if staging.start == LINKS:   # a btrfs snapshot or a copy shares no inode with the previous tree
+            unshared = _unshare(staging, base_entries, change_list)
         if files is not None:
             for path in unshared:
                 info = os.lstat(os.path.join(staging.destination, path))
@@ -452,7 +521,7 @@ def commit(staging, itemized=None, walk_interval=WALK_INTERVAL):
         _fsync_directory(directory)
     digest = digests.digest(entries)
     step = None
-    if change_list is not None and before is not None:
+    if change_list is not None and before is not None and staging.start == LINKS:
         changed = set(change_list.changed)
         if incremental is not None:
             changed.update(moved)   # every file rsync wrote is named: its inode is new
@@ -677,8 +746,8 @@ def _unshare(staging, base_entries, change_list):
 def _restore_basis(staging):
     """Give the previous tree's files back the modes and times its manifest says (rsync may have
     changed them in place, on the files the staged tree shares, before the pull failed)."""
-    if staging.basis is None or not os.path.isdir(staging.destination) or not os.listdir(staging.destination):
-        return  # never filled: nothing shares the previous tree's files
+    if staging.start != LINKS or not os.path.isdir(staging.destination) or not os.listdir(staging.destination):
+        return  # never filled, or a snapshot or copy: nothing shares the previous tree's files
     basis_dir = snapshot_path(staging.data_dir, staging.project, staging.basis)
     try:
         entries = digests.load(manifest_path(staging.data_dir, staging.project, staging.basis))
@@ -710,7 +779,7 @@ def abort(staging):
     """Delete what a failed pull wrote, and undo what it changed in place on the previous tree's files
     (attributes: see ``_unshare``). Never raises."""
     _restore_basis(staging)
-    remove_tree(staging.destination)
+    btrfs.delete(staging.destination)
     remove_tree(manifest_dir(staging.data_dir, staging.project, staging.name))
     remove_tree(changes_dir(staging.data_dir, staging.project, staging.name))
 
@@ -769,7 +838,7 @@ def prune(data_dir, project, keep):
         with _tree_locks[(data_dir, project)]:
             if not os.path.isdir(snapshot_path(data_dir, project, name)):
                 continue   # a pull took it for its tree
-            gone = remove_tree(snapshot_path(data_dir, project, name))
+            gone = btrfs.delete(snapshot_path(data_dir, project, name))
         if gone:
             remove_tree(manifest_dir(data_dir, project, name))
             remove_tree(changes_dir(data_dir, project, name))
@@ -788,7 +857,7 @@ def remove_leftovers(data_dir, project):
     except FileNotFoundError:
         entries = []
     for name in entries:
-        if name.endswith(PARTIAL_SUFFIX) and remove_tree(os.path.join(snapshots, name)):
+        if name.endswith(PARTIAL_SUFFIX) and btrfs.delete(os.path.join(snapshots, name)):
             removed += 1
     try:
         links = [n for n in os.listdir(data_dir) if n.startswith(f"{_SWAP_PREFIX}{project}-")]

@@ -23,12 +23,12 @@ def _stage(project, run_id):
     """A fresh snapshot to pull into; raises SnapshotError, OSError."""
     data_dir = current_app.config["DATA_DIR"]
     snapshots.adopt_in_place_tree(data_dir, project.name, snapshots_service.adopted_name(project))
-    return snapshots.prepare(data_dir, project.name, run_id)
+    return snapshots.prepare(data_dir, project.name, run_id, current_app.config["SNAPSHOT_METHOD"])
 
 
 def _filler(staging, project):
-    """What the pull calls before it writes: the staged tree starts as the previous one (hard links, or
-    an older snapshot no slave needs any more made into it).
+    """What the pull calls before it writes: the staged tree starts as the previous one (a btrfs
+    snapshot, hard links, or an older snapshot no slave needs any more made into it).
 
     A sync script (method command) works on that tree as rsync does: it must replace
     files, not rewrite them, since a file rewritten in place is rewritten in every snapshot.

@@ -44,7 +44,7 @@ def _track(request, service):
 @pytest.fixture(scope="session", autouse=True)
 def rsync_installed():
     if shutil.which("rsync") is None:
-        pytest.fail("integration tests need rsync: run scripts/ensure-rsync", pytrace=False)
+        pytest.fail("integration tests need rsync: run scripts/ensure-command rsync rsync", pytrace=False)
 
 
 @pytest.fixture

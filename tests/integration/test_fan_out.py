@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from tests.integration.conftest import ApiClient
+from tests.support import btrfs as btrfs_mount
 from tests.support.hostile_http import json_answer, scripted_server
 from tests.support.processes import DEFAULT_JOIN_TOKEN, start_slave, wait_for, wait_run_finished
 from tests.support.trees import assert_same_with_rsync, assert_trees_equal, describe_tree, mutate_tree
@@ -256,3 +257,45 @@ def test_the_master_describes_a_pull_from_what_rsync_itemized_as_a_walk_would(
         assert runs[-1]["slaves"][0]["digest"] == runs[-1]["digest"]
     finally:
         slave.stop()
+
+
+@pytest.fixture
+def btrfs_data_dir(tmp_path):
+    with btrfs_mount.mounted(str(tmp_path)) as point:
+        yield point
+
+
+def test_on_btrfs_each_pull_is_a_snapshot_of_the_last_and_slaves_get_upstreams_tree(
+        btrfs_data_dir, master_factory, upstream, tmp_path):
+    """DATA_DIR on btrfs: every tree is a subvolume, each pull starting as a btrfs snapshot of the one
+    before. rsync's itemized changes still describe it as a walk would (VERIFY_INTERVAL=0 compares the
+    two at every pull), the slave gets upstream's tree after every awkward change, and the sweep
+    deletes the snapshots no slave needs."""
+    data_dir = os.path.join(btrfs_data_dir, "master")
+    master = master_factory(data_dir, extra_env=dict(MASTER_ENV, MIRRORSYNC_VERIFY_INTERVAL="0",
+                                                     MIRRORSYNC_SNAPSHOT_METHOD="btrfs"))
+    slave = start_slave(tmp_path / "mirror1", "mirror1", master.url, log_dir=tmp_path / "logs")
+    try:
+        api = ApiClient(master.url, master.admin_token)
+        wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
+                 message="mirror1 online")
+        assert api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url}).status_code == 201
+        runs = [wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))]
+        for change in (mutate_tree, more_awkward_changes):
+            change(upstream.tree)
+            runs.append(wait_run_finished(master.url, master.admin_token, trigger(api, "tricky")))
+        assert [run["state"] for run in runs] == ["success"] * 3, runs
+        text = master.log_text()
+        for before, run in zip(runs, runs[1:]):
+            assert f"run {run['id']}'s tree starts as a btrfs snapshot of {before['id']}" in text
+            assert f"a walk of run {run['id']}'s tree agrees" in text
+        assert "differs from a walk" not in text
+        for tree in (master.data_dir / "tricky", slave.tree("tricky")):
+            assert_trees_equal(upstream.tree, tree)
+            assert_same_with_rsync(upstream.tree, tree)
+        assert runs[-1]["slaves"][0]["digest"] == runs[-1]["digest"]
+        wait_for(lambda: btrfs_mount.subvolumes(btrfs_data_dir, data_dir) == [f".snapshots/tricky/{runs[-1]['id']}"],
+                 20, message=lambda: f"only the live snapshot left ({btrfs_mount.subvolumes(btrfs_data_dir, data_dir)})")
+    finally:
+        slave.stop()
+        master.stop()
