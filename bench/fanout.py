@@ -70,8 +70,11 @@ def change_files(root, files, fraction, generation):
     return changed
 
 
+BARE_EXTRA = []   # --bare-sockopts: the socket option ours gives rsync (common.rsync.DAEMON_OPTIONS)
+
+
 def rsync(source, destination, files_from=None):
-    argv = ["rsync", "-aH", "--delete-delay", "--delay-updates", "--safe-links", "--numeric-ids"]
+    argv = ["rsync", "-aH", "--delete-delay", "--delay-updates", "--safe-links", "--numeric-ids", *BARE_EXTRA]
     if files_from is not None:
         argv.append(f"--files-from={files_from}")
     subprocess.run([*argv, "--", f"{source}/", f"{destination}/"], check=True, stdin=subprocess.DEVNULL,
@@ -248,8 +251,13 @@ def main():
     parser.add_argument("--slaves", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scratch", default=None, help="where the trees go (default: the system temp dir)")
+    parser.add_argument("--bare-sockopts", action="store_true",
+                        help="bare rsync with --sockopts=TCP_NODELAY too, as ours pulls from a daemon")
     args = parser.parse_args()
-    print(f"{args.slaves} slaves, median of {args.repeat}; fan-out: end of the master's pull -> every slave done")
+    if args.bare_sockopts:
+        BARE_EXTRA.append("--sockopts=TCP_NODELAY")
+    print(f"{args.slaves} slaves, median of {args.repeat}; fan-out: end of the master's pull -> every slave done"
+          + ("; bare with --sockopts=TCP_NODELAY" if args.bare_sockopts else ""))
     print(f"{'files':>8} {'change':>6} {'ours':>8} {'bare':>8} {'ratio':>6} {'changed-only':>13} {'vs changed':>10} "
           f"{'fan-out ours':>12} {'bare':>7} {'changed':>8} "
           f"{'no-op ours':>10} {'no-op bare':>10} {'disk extra':>10}")

@@ -41,6 +41,13 @@ DEFAULT_OPTIONS = (
     "--stats",
     "--no-human-readable",
 )
+# To an rsync daemon: no small write waits for the peer's delayed ACK (Nagle's algorithm). The
+# protocol's start and end are a few small messages each way, and without this every pull
+# through a daemon spent about 0.1 s in three such 40 ms waits, whatever it moved; the master's
+# daemon sets it on its side too (master/rsyncd.py).
+DAEMON_OPTIONS = ("--sockopts=TCP_NODELAY",)
+_DAEMON_SOURCE = re.compile(r"^(?:rsync://|[^/]*::)")
+
 # Last on every command line, after the project's own options (rsync takes the last
 # word, and --chmod rules apply in order), so nothing a project sets can bring them back:
 # no device node or special file (fifo, socket) ever lands, no owner or group is copied,
@@ -136,6 +143,7 @@ def build_command(job, binary="rsync", progress=False):
         binary,
         *defaults,
         *(("--info=progress2",) if progress else ()),
+        *(DAEMON_OPTIONS if _DAEMON_SOURCE.match(job.source) else ()),
         *job.options,
         *ENFORCED_OPTIONS,
         *(f"--exclude={pattern}" for pattern in job.excludes),

@@ -70,6 +70,8 @@ def render(projects, slaves, data_dir, secrets_path, log_path, identity, max_con
         "read only = yes",
         "list = no",
         "reverse lookup = no",
+        # Small writes go at once (see common.rsync.DAEMON_OPTIONS, the slaves' side of it).
+        "socket options = TCP_NODELAY",
         "timeout = 600",
         "strict modes = yes",
         # Slaves may not make the daemon follow links out of a module.

@@ -2,7 +2,7 @@
 
 import pytest
 
-from common.rsync import DEFAULT_OPTIONS, ENFORCED_OPTIONS, RsyncJob, build_command
+from common.rsync import DAEMON_OPTIONS, DEFAULT_OPTIONS, ENFORCED_OPTIONS, RsyncJob, build_command
 
 SOURCE = "rsync://mirror@127.0.0.1:8730/debian/dists"
 
@@ -33,8 +33,21 @@ def test_job_options_then_excludes_then_end_of_options_then_paths():
     argv = build_command(job, binary="/usr/bin/rsync")
     assert argv[0] == "/usr/bin/rsync"
     tail = argv[1 + len(DEFAULT_OPTIONS):]
-    assert tail == ["--bwlimit=1000", "--contimeout=10", *ENFORCED_OPTIONS, "--exclude=*.tmp",
+    assert tail == [*DAEMON_OPTIONS, "--bwlimit=1000", "--contimeout=10", *ENFORCED_OPTIONS, "--exclude=*.tmp",
                     "--exclude=.~tmp~/", "--", SOURCE + "/", "/srv/debian/"]
+
+
+@pytest.mark.parametrize("source, daemon", [
+    ("rsync://mirror.example.org/debian", True),
+    ("mirror.example.org::debian", True),
+    ("mirror.example.org:/srv/debian", False),   # a remote shell: no socket of rsync's own
+    ("/srv/upstream/debian", False),
+    ("./dir::with-colons", False),
+])
+def test_a_pull_from_an_rsync_daemon_sends_small_writes_at_once(source, daemon):
+    argv = build_command(RsyncJob(source, "/srv/debian"))
+    assert ("--sockopts=TCP_NODELAY" in argv) is daemon
+    assert argv.index("--") > (argv.index("--sockopts=TCP_NODELAY") if daemon else 0)
 
 
 def test_exclude_pattern_with_spaces_stays_one_argument():

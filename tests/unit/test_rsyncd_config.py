@@ -45,6 +45,7 @@ def test_one_read_only_module_per_project_open_only_to_enabled_slaves(app, clien
     assert found["debian"]["path"] == os.path.join(app.config["DATA_DIR"], ".snapshots", "debian")
     assert found["debian"]["auth users"] == one["rsync_user"]
     assert "read only = yes" in text and "refuse options = copy-links" in text
+    assert "socket options = TCP_NODELAY" in text, "small writes go at once, as the slaves send theirs"
     assert secrets == f"{one['rsync_user']}:{one['rsync_password']}\n"
     assert two["rsync_password"] not in secrets, "a disabled slave must not be able to pull"
     assert stat.S_IMODE(os.stat(secrets_path).st_mode) == 0o600
