@@ -8,8 +8,14 @@ one walk that never follows a symlink and never reads a file's content. The
 digest is SHA-256 over that list (less the root's own mtime), so two trees
 with the same digest look the same to every reader: the same names, kinds,
 sizes, times, modes, links and hard links.
+
+A manifest is a list (``Manifest``) that keeps each entry's digest line once its
+digest is taken: a manifest updated from a change (``splice``) renders and
+compares only what changed, and says where (``Edit``), so that what is kept
+beside it (the master's inodes, a change list) is updated the same way.
 """
 
+import bisect
 import gzip
 import hashlib
 import json
@@ -33,6 +39,23 @@ class Entry(typing.NamedTuple):
     mode: int | None = None
     target: str | None = None
     group: str | None = None
+
+
+class Manifest(list):
+    """A manifest's entries, sorted by the bytes of their paths; ``lines``, once its digest is taken, each
+    entry's digest line. A manifest is never changed in place once its digest is taken."""
+    __slots__ = ("lines",)
+
+    def __init__(self, entries=(), lines=None):
+        super().__init__(entries)
+        self.lines = lines
+
+
+class Edit(typing.NamedTuple):
+    """Where a spliced manifest differs from the one it came from: ``entries`` replace ``[start:stop]``."""
+    start: int
+    stop: int
+    entries: list
 
 
 def _digest_text(entry):
@@ -76,7 +99,7 @@ def manifest(root, files=None):
     """
     root = os.path.realpath(os.fspath(root))
     top = os.lstat(root)
-    raw = [_new_entry(Entry, (".", DIR, None, int(top.st_mtime), stat.S_IMODE(top.st_mode), None, None))]
+    raw = Manifest([_new_entry(Entry, (".", DIR, None, int(top.st_mtime), stat.S_IMODE(top.st_mode), None, None))])
     inodes, shared = {}, {}   # inode -> index of its first path; inode -> indexes, for those seen twice
     pending = [""]
     while pending:
@@ -138,40 +161,112 @@ def updated(entries, root, changed, deleted, touched=()):
     a walk's, so a caller that compares digests falls back to a walk. A ``root`` that is a symlink is
     followed, as by ``manifest``.
     """
+    return splice(entries, root, changed, deleted, touched)[0]
+
+
+def _path_key(entry):
+    return os.fsencode(entry.path)
+
+
+def position(entries, path, start=0):
+    """The index of ``path`` in the sorted ``entries``, or where it would go."""
+    return bisect.bisect_left(entries, os.fsencode(path), start, key=_path_key)
+
+
+def find(entries, path):
+    """The entry of ``path`` in the sorted ``entries``, or None: a lookup without a dict of the manifest."""
+    index = position(entries, path)
+    return entries[index] if index < len(entries) and entries[index].path == path else None
+
+
+def splice(entries, root, changed, deleted, touched=()):
+    """(manifest, edits): ``updated``'s manifest, made from ``entries`` by the ``Edit`` list returned, in
+    order; it costs what the change costs (plus copying the list), and when ``entries`` is a Manifest
+    with its lines, the new one gets its lines the same way. Raises OSError."""
     root = os.path.realpath(os.fspath(root))
-    by_path = {entry.path: entry for entry in entries}
-    gone = [path for path in deleted if path in by_path]
-    if gone:
-        prefixes = tuple(f"{path}/" for path in gone)
-        dropped = set(gone)
-        by_path = {path: entry for path, entry in by_path.items()
-                   if path not in dropped and not path.startswith(prefixes)}
+    count = len(entries)
+    removed = []   # (start, stop) ranges of ``entries`` that go
+    for path in deleted:
+        index = position(entries, path)
+        if index < count and entries[index].path == path:
+            key = os.fsencode(path)
+            below = bisect.bisect_left(entries, key + b"/", index, key=_path_key)
+            removed += [(index, index + 1), (below, bisect.bisect_left(entries, key + b"0", below, key=_path_key))]
     again = set(changed) | set(touched) | {"."}
     again |= {path.rpartition("/")[0] or "." for path in (*changed, *deleted) if path != "."}
-    inodes = {}
+    found, inodes = {}, {}
     for path in again:
-        found = _entry(root, path)
-        if found is None:
-            by_path.pop(path, None)
+        index = position(entries, path)
+        if index < count and entries[index].path == path:
+            removed.append((index, index + 1))
+        looked = _entry(root, path)
+        if looked is None:
             continue
-        entry, inode = found
-        by_path[path] = entry
+        entry, inode = looked
+        found[path] = (index, entry)
         if inode is not None and inode[2] > 1:
             inodes.setdefault(inode[:2], []).append(path)
     for members in inodes.values():
         if len(members) > 1:
             first = sort_paths(list(members))[0]
             for member in members:
-                by_path[member] = by_path[member]._replace(group=first)
-    return sort_paths(list(by_path.values()), operator.attrgetter("path"))
+                index, entry = found[member]
+                found[member] = (index, entry._replace(group=first))
+    edits = _edits(removed, sorted(found.values(), key=lambda item: (item[0], os.fsencode(item[1].path))))
+    result = Manifest(apply_edits(entries, edits, lambda edit: edit.entries, []))
+    old_lines = getattr(entries, "lines", None)
+    if old_lines is not None and len(old_lines) == count:
+        result.lines = apply_edits(old_lines, edits, lambda edit: [_digest_text(entry) for entry in edit.entries], [])
+    return result, edits
+
+
+def _edits(removed, inserted):
+    """Edits from the ranges that go and the (index, entry) that come, both in order of index: each new
+    entry joins the range it falls in (at its start or end too), or stands alone where it goes."""
+    spans = []
+    for start, stop in sorted(removed):
+        if start >= stop:
+            continue
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], stop)
+        else:
+            spans.append([start, stop])
+    edits, at = [], 0
+    for index, entry in inserted:
+        while at < len(spans) and spans[at][1] < index:
+            at += 1
+        span = spans[at] if at < len(spans) and spans[at][0] <= index else [index, index]
+        if not edits or edits[-1] is not span:
+            span.append([])
+            edits.append(span)
+        span[2].append(entry)
+    ends = {id(span) for span in edits}
+    for span in spans:
+        if id(span) not in ends:
+            span.append([])
+            edits.append(span)
+    return [Edit(start, stop, entries) for start, stop, entries in sorted(edits, key=lambda span: (span[0], span[1]))]
+
+
+def apply_edits(old, edits, replacement, new):
+    """``new`` (an empty list or array) extended with ``old`` as ``edits`` change it: what is kept beside a
+    manifest (one item per entry) changes as the manifest does; ``replacement(edit)`` gives the items of
+    an edit's entries."""
+    at = 0
+    for edit in edits:
+        new.extend(old[at:edit.start])
+        new.extend(replacement(edit))
+        at = edit.stop
+    new.extend(old[at:])
+    return new
 
 
 def digest(entries):
-    """``sha256:<hex>`` of a manifest: SHA-256 over each entry's line, in order."""
+    """``sha256:<hex>`` of a manifest: SHA-256 over each entry's line, in order. A Manifest keeps its lines."""
+    lines = _lines(entries)
     hasher = hashlib.sha256()
-    entries = list(entries)
-    for start in range(0, len(entries), _DIGEST_CHUNK):
-        hasher.update(os.fsencode("".join(map(_digest_text, entries[start:start + _DIGEST_CHUNK]))))
+    for start in range(0, len(lines), _DIGEST_CHUNK):
+        hasher.update(os.fsencode("".join(lines[start:start + _DIGEST_CHUNK])))
     return f"sha256:{hasher.hexdigest()}"
 
 
@@ -194,13 +289,56 @@ def first_differences(expected, actual, limit=5):
     return sort_paths(differing)[:limit]
 
 
+# First line of a saved manifest: the format and the root's mtime (which its digest line leaves out).
+_SAVED_FORMAT = "mirror-sync manifest 2"
+
+
 def save(entries, path):
-    """Write a manifest (one gzip'd JSON array of rows) atomically."""
-    data = json.dumps(list(entries), separators=(",", ":"), ensure_ascii=False)
+    """Write a manifest atomically: gzip'd, a first line, then its digest lines, which are all it is but
+    for the root's mtime (on that first line). It costs what joining the lines costs, once they are kept."""
+    root = find(entries, ".")
+    header = f"{_SAVED_FORMAT} {'' if root is None or root.mtime is None else root.mtime}\n"
+    data = header + "".join(_lines(entries))
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as out:
         out.write(gzip.compress(data.encode("utf-8", "surrogateescape"), compresslevel=1))
     os.replace(tmp, path)
+
+
+def _lines(entries):
+    lines = getattr(entries, "lines", None)
+    if lines is None or len(lines) != len(entries):
+        lines = list(map(_digest_text, entries))
+        if isinstance(entries, Manifest):
+            entries.lines = lines
+    return lines
+
+
+def _number(text):
+    return int(text) if text else None
+
+
+def _from_lines(header, body):
+    """The Manifest of the digest lines ``body`` (the root's mtime from ``header``). Raises ValueError."""
+    if not body:
+        return Manifest()
+    # Fields are split by NUL, which no name holds; a line ends with a newline, which a name may
+    # hold: the field across two lines is "<group>\n<kind>", and a kind is one character.
+    fields = body.split("\0")
+    if len(fields) % 6 != 1 or not fields[-1].endswith("\n"):
+        raise ValueError("not a manifest: its lines are cut short")
+    joints = fields[6::6]
+    kinds = [fields[0], *(joint[-1] for joint in joints[:-1])]
+    groups = [*(joint[:-2] for joint in joints[:-1]), joints[-1][:-1]]
+    entries = Manifest(_new_entry(Entry, (path, kind, _number(size), _number(mtime), _number(mode), target or None,
+                                          group or None))
+                       for kind, path, size, mtime, mode, target, group in
+                       zip(kinds, fields[1::6], fields[2::6], fields[3::6], fields[4::6], fields[5::6], groups))
+    root_mtime = header[len(_SAVED_FORMAT) + 1:]
+    index = position(entries, ".")
+    if root_mtime and index < len(entries) and entries[index].path == ".":
+        entries[index] = entries[index]._replace(mtime=int(root_mtime))
+    return entries
 
 
 def load(path):
@@ -210,12 +348,18 @@ def load(path):
             text = gzip.decompress(stream.read()).decode("utf-8", "surrogateescape")
         except (EOFError, gzip.BadGzipFile, zlib.error) as error:
             raise ValueError(f"not a manifest: {error}") from None
-    # Ours is one array of rows on one line; earlier releases wrote a row per line.
+    if text.startswith(_SAVED_FORMAT):
+        header, _, body = text.partition("\n")
+        try:
+            return _from_lines(header, body)
+        except (ValueError, IndexError) as error:
+            raise ValueError(f"not a manifest: {error}") from None
+    # Earlier releases: one JSON array of rows on one line, or before that a row per line.
     lines = [line for line in text.splitlines() if line]
     rows = json.loads(lines[0]) if len(lines) == 1 else [json.loads(line) for line in lines]
     if rows and not isinstance(rows[0], list):
         rows = [rows]  # one row per line, and only one row
     try:
-        return [Entry(*row) for row in rows]
+        return Manifest(Entry(*row) for row in rows)
     except TypeError as error:
         raise ValueError(f"not a manifest: {error}") from None

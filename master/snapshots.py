@@ -482,7 +482,7 @@ def commit(staging, itemized=None, walk_interval=WALK_INTERVAL):
     incremental = None
     if itemized is not None and before is not None and staging.start != COPY:   # a copy's inodes are all new
         incremental = _from_itemized(staging, before, itemized)
-    files, walked_at = None, before.walked_at if before is not None else 0.0
+    files, walked_at, edits = None, before.walked_at if before is not None else 0.0, None
     if incremental is None or time.monotonic() - walked_at >= walk_interval:
         files, walked_at = {}, time.monotonic()
         entries = digests.manifest(staging.destination, files)
@@ -494,7 +494,7 @@ def commit(staging, itemized=None, walk_interval=WALK_INTERVAL):
             log.info("%s: a walk of run %s's tree agrees with what rsync itemized", project, staging.name)
         incremental = None
     else:
-        entries, moved = incremental
+        entries, moved, edits = incremental
         log.info("%s: run %s's tree described from the %d paths rsync itemized, no walk", project, staging.name,
                  len(moved))
     os.makedirs(manifest_dir(data_dir, project, staging.name), mode=0o755, exist_ok=True)
@@ -502,7 +502,7 @@ def commit(staging, itemized=None, walk_interval=WALK_INTERVAL):
     change_list, unshared = None, []
     if staging.basis is not None:
         base_entries, base_digest = _manifest_of(data_dir, project, staging.basis)
-        change_list = changes.between(base_entries, entries)
+        change_list = changes.between(base_entries, entries, edits)
         if staging.start == LINKS:   # a btrfs snapshot or a copy shares no inode with the previous tree
             unshared = _unshare(staging, base_entries, change_list)
         if files is not None:
@@ -513,7 +513,7 @@ def commit(staging, itemized=None, walk_interval=WALK_INTERVAL):
     if files is not None:
         inodes = _inodes(entries, files)
     else:
-        inodes = _inodes_after(before, entries, staging.destination, set(moved) | set(unshared))
+        inodes = _inodes_after(before, entries, edits, staging.destination, unshared)
     snapshots = project_snapshots(data_dir, project)
     os.rename(staging.destination, os.path.join(snapshots, staging.name))
     _point_at(data_dir, project, staging.name)
@@ -588,31 +588,40 @@ def itemized(log_path, destination):
     return (changed, deleted, linked) if seen and not open_segment else None
 
 
-def _inodes_after(before, entries, root, moved):
-    """Each entry's inode, from the previous tree's and the files at the paths in ``moved`` (None when
-    the previous tree's are not known)."""
+def _inodes_after(before, entries, edits, root, unshared):
+    """Each entry's inode: the previous tree's, but for the entries ``edits`` made and the files
+    ``_unshare`` replaced, looked at again (None when the previous tree's are not known)."""
     if before.inodes is None:
         return None
-    known = dict(zip((entry.path for entry in before.entries), before.inodes))
-    for path in moved:
+
+    def inode(entry):
+        if entry.type != digests.FILE:
+            return 0
         try:
-            info = os.lstat(os.path.join(root, path))
+            info = os.lstat(os.path.join(root, entry.path))
         except FileNotFoundError:
-            continue
-        known[path] = info.st_ino if stat.S_ISREG(info.st_mode) else 0
-    return array.array("Q", (known.get(entry.path, 0) if entry.type == digests.FILE else 0 for entry in entries))
+            return 0
+        return info.st_ino if stat.S_ISREG(info.st_mode) else 0
+    inodes = digests.apply_edits(before.inodes, edits, lambda edit: map(inode, edit.entries), array.array("Q"))
+    for path in unshared:
+        index = digests.position(entries, path)
+        if index < len(entries) and entries[index].path == path:
+            inodes[index] = inode(entries[index])
+    return inodes
 
 
 def _from_itemized(staging, before, itemized):
-    """(manifest, paths whose files rsync wrote) of the staged tree from the previous tree's manifest
-    and what rsync itemized; None when that is no cheaper than a walk."""
+    """(manifest, paths whose files rsync wrote, the edits that made the manifest from the previous one)
+    of the staged tree from the previous tree's manifest and what rsync itemized; None when that is no
+    cheaper than a walk. Costs what the pull changed, but for hard links made or changed."""
     changed, deleted, linked = itemized
     if len(changed) + len(deleted) > max(len(before.entries) // 4, 1000):
         return None   # a walk costs about as much
-    previous = {entry.path: entry for entry in before.entries}
+    entries = before.entries
     again = set(changed)
     # The files a changed one shared an inode with are looked at again: their group may be smaller.
-    groups = {previous[path].group for path in changed if path in previous and previous[path].group}
+    groups = {entry.group for entry in map(lambda path: digests.find(entries, path), changed)
+              if entry is not None and entry.group}
     if groups:
         again.update(entry.path for entry in before.entries if entry.group in groups)
     if linked:
@@ -635,13 +644,13 @@ def _from_itemized(staging, before, itemized):
     gone = []
     for path in deleted:
         full = os.path.join(staging.destination, path)
-        if os.path.isdir(full) and not os.path.islink(full) and previous.get(path, digests.Entry("", "")).type == \
-                digests.DIR:
+        previous = digests.find(entries, path)
+        if os.path.isdir(full) and not os.path.islink(full) and previous is not None and previous.type == digests.DIR:
             again.add(path)
         else:
             gone.append(path)
-    entries = digests.updated(before.entries, staging.destination, again, gone, deleted)
-    return entries, again
+    spliced, edits = digests.splice(entries, staging.destination, again, gone, deleted)
+    return spliced, again, edits
 
 
 def _inodes(entries, files):
@@ -703,7 +712,6 @@ def _unshare(staging, base_entries, change_list):
     the previous tree's attributes back on the file it shares with the trees before it. Returns the
     paths of the new tree that got a file of their own."""
     basis_dir = snapshot_path(staging.data_dir, staging.project, staging.basis)
-    before = {entry.path: entry for entry in base_entries}
     shared, files = {}, []
     for path in change_list.changed:
         try:
@@ -713,7 +721,7 @@ def _unshare(staging, base_entries, change_list):
         if not stat.S_ISREG(info.st_mode):
             continue
         files.append((path, (info.st_dev, info.st_ino)))
-        old = before.get(path)
+        old = digests.find(base_entries, path)
         if old is None or old.type != digests.FILE:
             continue
         try:

@@ -67,3 +67,37 @@ def test_paths_sort_by_their_bytes_even_where_text_order_differs():
     assert digests.sort_paths(["\udcff", "\ue000", "\U0001f600", "a/b", "a-b", "a"]) == \
         ["a", "a-b", "a/b", "\ue000", "\U0001f600", "\udcff"]
     assert digests.sort_paths(["b", "a/b", "a"], reverse=True) == ["b", "a/b", "a"]
+
+
+def test_a_saved_manifest_loads_as_it_was_whatever_its_names(tmp_path):
+    root = tmp_path / "tree"
+    build(root)
+    os.makedirs(root / "new\nline" / "dir")
+    with open(root / "new\nline" / "f\nile", "w") as out:
+        out.write("x")
+    os.link(root / "new\nline" / "f\nile", root / "new\nline" / "dir" / "again\n")
+    open(root / "-sorts-before-the-root", "w").close()
+    os.symlink("new\nline/f\nile", root / "link\n")
+    os.utime(root, (1_234_567_890, 1_234_567_890))
+    entries = digests.manifest(root)
+    assert entries[0].path == "-sorts-before-the-root" and any(entry.group for entry in entries)
+    for keep_lines in (False, True):
+        if keep_lines:
+            digests.digest(entries)
+        digests.save(entries, tmp_path / "saved.gz")
+        loaded = digests.load(tmp_path / "saved.gz")
+        assert loaded == entries and digests.find(loaded, ".").mtime == 1_234_567_890
+        assert digests.digest(loaded) == digests.digest(entries)
+    digests.save(digests.Manifest(), tmp_path / "empty.gz")
+    assert digests.load(tmp_path / "empty.gz") == []
+
+
+def test_a_saved_manifest_cut_short_is_refused(tmp_path):
+    import gzip
+    import pytest
+    entries = digests.manifest(tmp_path)
+    digests.save(entries, tmp_path / "saved.gz")
+    text = gzip.decompress((tmp_path / "saved.gz").read_bytes())
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(text[:-3]))
+    with pytest.raises(ValueError, match="not a manifest"):
+        digests.load(tmp_path / "cut.gz")

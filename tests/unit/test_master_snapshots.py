@@ -306,6 +306,10 @@ def test_a_manifest_saved_by_an_earlier_release_still_loads(tmp_path):
             out.write(json.dumps([entry.path, entry.type, entry.size, entry.mtime, entry.mode, entry.target,
                                   entry.group]) + "\n")
     assert digests.load(old) == entries
+    array_of_rows = tmp_path / "array.gz"   # the release before this one: one JSON array of rows
+    with gzip.open(array_of_rows, "wt", encoding="utf-8") as out:
+        out.write(json.dumps([list(entry) for entry in entries]))
+    assert digests.load(array_of_rows) == entries
     digests.save(entries, tmp_path / "new.gz")
     assert digests.load(tmp_path / "new.gz") == entries
     (tmp_path / "bad.gz").write_bytes(b"not gzip")
