@@ -187,9 +187,11 @@ def plan_changes(runner, order, source_of, password, published, work_dir, log_pa
 
 
 def plan_options(plan):
-    # --files-from turns off the recursion --archive implies: exactly the listed entries move.
+    # Exactly the listed entries move: --no-recursive undoes the --recursive of every pull, with which
+    # rsync would walk each listed directory whole (a directory is listed when a name in it came or
+    # went), both on the master and here. The list names every entry a run made, down to the last.
     # --force lets a file or link replace a directory that is not empty.
-    return (f"--files-from={plan.list_path}", "--from0", "--force")
+    return (f"--files-from={plan.list_path}", "--from0", "--no-recursive", "--force")
 
 
 def apply_deletions(root, plan):

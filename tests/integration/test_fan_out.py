@@ -161,6 +161,25 @@ def test_a_change_list_pull_gives_the_same_tree_as_a_full_pull_for_awkward_chang
         assert_trees_equal(upstream.tree, mirror1.tree("tricky"))
 
 
+def test_a_name_added_to_a_big_directory_moves_that_name_only(synced, master, mirror1, upstream):
+    """The directory is in the change list (its time moved), but a changes-only pull does not walk it:
+    the slave's rsync looks at the listed entries, not at the directory's other hundred files."""
+    api, first = synced
+    big = upstream.tree / "big"
+    big.mkdir()
+    for number in range(100):
+        (big / f"file-{number:03d}").write_text(f"{number}\n")
+    second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert second["state"] == "success", second
+    (big / "one-more").write_text("new\n")
+    third = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert third["state"] == "success" and third["slaves"][0]["digest"] == third["digest"], third
+    assert "(change list)" in mirror1.log_text()
+    stats = third["slaves"][0]["stats"]
+    assert stats["files_total"] <= 3, f"the pull looked at {stats['files_total']} entries (big/ walked whole?)"
+    assert_trees_equal(upstream.tree, mirror1.tree("tricky"))
+
+
 def test_a_slave_tree_changed_behind_its_back_is_noticed_and_pulled_in_full(synced, master, mirror1, upstream):
     """A name removed (or made, or renamed) anywhere moves a directory's time: the next pull sees it
     before moving the change list, names the paths from a walk, and pulls in full, which repairs them."""
