@@ -34,7 +34,7 @@ from slave.credentials import ensure_private_dir, read_json, write_json_atomical
 log = logging.getLogger(__name__)
 
 CHANGES_PREFIX = ".changes-"
-HELD_ENTRIES = 1_000_000   # manifest entries kept in memory, about 250 MB
+HELD_ENTRIES = 1_000_000   # manifest entries kept in memory, about 350 MB with their digest lines
 MANIFEST_PREFIX = ".manifest-"
 
 

@@ -248,6 +248,20 @@ def test_a_pull_starts_from_a_snapshot_no_slave_needs_and_still_gives_the_upstre
     assert third["slaves"][0]["digest"] == third["digest"]
 
 
+def three_awkward_runs(master, upstream):
+    """Project ``tricky`` pulled three times, every awkward change between them; each run succeeds."""
+    api = ApiClient(master.url, master.admin_token)
+    wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
+             message="mirror1 online")
+    assert api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url}).status_code == 201
+    runs = [wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))]
+    for change in (mutate_tree, more_awkward_changes):
+        change(upstream.tree)
+        runs.append(wait_run_finished(master.url, master.admin_token, trigger(api, "tricky")))
+    assert [run["state"] for run in runs] == ["success"] * 3, runs
+    return runs
+
+
 @pytest.mark.parametrize("verify_interval", ["0", "3600"])
 def test_the_master_describes_a_pull_from_what_rsync_itemized_as_a_walk_would(
         master_factory, upstream, tmp_path, verify_interval):
@@ -257,15 +271,7 @@ def test_the_master_describes_a_pull_from_what_rsync_itemized_as_a_walk_would(
     master = master_factory(tmp_path / "master", extra_env=dict(MASTER_ENV, MIRRORSYNC_VERIFY_INTERVAL=verify_interval))
     slave = start_slave(tmp_path / "mirror1", "mirror1", master.url, log_dir=tmp_path / "logs")
     try:
-        api = ApiClient(master.url, master.admin_token)
-        wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
-                 message="mirror1 online")
-        assert api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url}).status_code == 201
-        runs = [wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))]
-        for change in (mutate_tree, more_awkward_changes):
-            change(upstream.tree)
-            runs.append(wait_run_finished(master.url, master.admin_token, trigger(api, "tricky")))
-        assert [run["state"] for run in runs] == ["success"] * 3, runs
+        runs = three_awkward_runs(master, upstream)
         text = master.log_text()
         assert "differs from a walk" not in text
         said = "a walk of run {}'s tree agrees" if verify_interval == "0" else "run {}'s tree described from the"
@@ -296,15 +302,7 @@ def test_on_btrfs_each_pull_is_a_snapshot_of_the_last_and_slaves_get_upstreams_t
                                                      MIRRORSYNC_SNAPSHOT_METHOD="btrfs"))
     slave = start_slave(tmp_path / "mirror1", "mirror1", master.url, log_dir=tmp_path / "logs")
     try:
-        api = ApiClient(master.url, master.admin_token)
-        wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
-                 message="mirror1 online")
-        assert api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url}).status_code == 201
-        runs = [wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))]
-        for change in (mutate_tree, more_awkward_changes):
-            change(upstream.tree)
-            runs.append(wait_run_finished(master.url, master.admin_token, trigger(api, "tricky")))
-        assert [run["state"] for run in runs] == ["success"] * 3, runs
+        runs = three_awkward_runs(master, upstream)
         text = master.log_text()
         for before, run in zip(runs, runs[1:]):
             assert f"run {run['id']}'s tree starts as a btrfs snapshot of {before['id']}" in text
