@@ -655,8 +655,11 @@ class SyncWorker:
         if plan is not None and plan.empty:
             return RsyncResult(0, True, None, None, False, False, RsyncStats(files_transferred=0))
         options = publication.options + (transfers.plan_options(plan) if plan is not None else ())
+        # A change list's deletions are applied after the transfer (``apply_deletions``): rsync deletes
+        # nothing itself (and, not recursing, would have nothing to compare).
         job = RsyncJob(source=source_of(order.get("snapshot")), destination=publication.destination,
-                       options=options, password=credentials.rsync_password, timeout=order["timeout"])
+                       options=options, password=credentials.rsync_password, timeout=order["timeout"],
+                       delete=plan is None)
         try:
             result = self.runner.run(job, logs, cancel=cancel, on_spawn=lambda pid: self._note_pid(project, run_ids, pid),
                                      on_progress=lambda progress: self._note_progress(project, progress))

@@ -178,6 +178,8 @@ def test_a_name_added_to_a_big_directory_moves_that_name_only(synced, master, mi
     assert "(change list)" in mirror1.log_text()
     stats = third["slaves"][0]["stats"]
     assert stats["files_total"] <= 3, f"the pull looked at {stats['files_total']} entries (big/ walked whole?)"
+    argv = (mirror1.state_dir / "logs" / "tricky" / f"{third['id']}.log").read_text().splitlines()[0].split()
+    assert "--no-recursive" in argv and "--delete-delay" not in argv, "deletions come from the list, after"
     assert_trees_equal(upstream.tree, mirror1.tree("tricky"))
 
 
