@@ -173,10 +173,16 @@ def position(entries, path, start=0):
     return bisect.bisect_left(entries, os.fsencode(path), start, key=_path_key)
 
 
-def find(entries, path):
-    """The entry of ``path`` in the sorted ``entries``, or None: a lookup without a dict of the manifest."""
+def index_of(entries, path):
+    """The index of ``path``'s entry in the sorted ``entries``, or None: a lookup without a dict of them."""
     index = position(entries, path)
-    return entries[index] if index < len(entries) and entries[index].path == path else None
+    return index if index < len(entries) and entries[index].path == path else None
+
+
+def find(entries, path):
+    """The entry of ``path`` in the sorted ``entries``, or None."""
+    index = index_of(entries, path)
+    return None if index is None else entries[index]
 
 
 def splice(entries, root, changed, deleted, touched=()):

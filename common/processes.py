@@ -274,3 +274,16 @@ def script_environment(extra):
     """The environment of a sync script or hook: ours without settings or secrets, plus ``extra``."""
     private = [name for name in os.environ if name.startswith(_PRIVATE_PREFIXES) or name in _PRIVATE_NAMES]
     return child_environment(extra, drop=private)
+
+
+def run_briefly(argv, timeout=None):
+    """Run a short command (``btrfs subvolume ...``, ``cp``) for what it does, with no settings or
+    secrets in its environment; raises OSError naming it with the last line it printed when it fails."""
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                              env=script_environment({}), check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise OSError(f"{shlex.join(argv)}: {error}") from None
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()
+        raise OSError(f"{shlex.join(argv)}: {said[-1] if said else f'exit code {done.returncode}'}")

@@ -15,8 +15,8 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 
+from common.processes import run_briefly
 from common.trees import remove_tree
 
 log = logging.getLogger(__name__)
@@ -64,15 +64,7 @@ def is_subvolume(path):
 
 def _run(*args):
     """Run ``btrfs *args``; raises OSError with what it said when it fails."""
-    argv = [COMMAND, *args]
-    try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=_TIMEOUT,
-                              check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise OSError(f"{' '.join(argv)}: {error}") from None
-    if done.returncode != 0:
-        said = (done.stderr or done.stdout).strip().splitlines()
-        raise OSError(f"{' '.join(argv)}: {said[-1] if said else f'exit code {done.returncode}'}")
+    run_briefly([COMMAND, *args], _TIMEOUT)
 
 
 def create(path):

@@ -44,13 +44,12 @@ import re
 import secrets
 import shlex
 import stat
-import subprocess
 import threading
 import time
 
 from common import changes, digests
 from master import btrfs
-from common.processes import OUTPUT_CUT_SHORT
+from common.processes import OUTPUT_CUT_SHORT, run_briefly
 from common.trees import (PARTIAL_SUFFIX, fresh_name, link_copy, new_link, private_copy, real_parents, remove_tree,
                           safe_relative, unchanged_directory)
 
@@ -242,14 +241,7 @@ def _copy(source, target):
     """Copy the tree ``source`` into the empty directory ``target`` with every attribute and hard link,
     sharing the files' data where the file system can (a btrfs subvolume and a plain directory, either
     way round). Raises OSError."""
-    argv = ["cp", "-a", "--reflink=auto", "--", os.path.join(source, "."), target]
-    try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
-    except OSError as error:
-        raise OSError(f"cp: {error}") from None
-    if done.returncode != 0:
-        said = done.stderr.strip().splitlines()
-        raise OSError(f"cp -a {source}: {said[-1] if said else f'exit code {done.returncode}'}")
+    run_briefly(["cp", "-a", "--reflink=auto", "--", os.path.join(source, "."), target])
 
 
 def _recycle(staging, needed):
@@ -604,8 +596,8 @@ def _inodes_after(before, entries, edits, root, unshared):
         return info.st_ino if stat.S_ISREG(info.st_mode) else 0
     inodes = digests.apply_edits(before.inodes, edits, lambda edit: map(inode, edit.entries), array.array("Q"))
     for path in unshared:
-        index = digests.position(entries, path)
-        if index < len(entries) and entries[index].path == path:
+        index = digests.index_of(entries, path)
+        if index is not None:
             inodes[index] = inode(entries[index])
     return inodes
 
@@ -620,7 +612,7 @@ def _from_itemized(staging, before, itemized):
     entries = before.entries
     again = set(changed)
     # The files a changed one shared an inode with are looked at again: their group may be smaller.
-    groups = {entry.group for entry in map(lambda path: digests.find(entries, path), changed)
+    groups = {entry.group for entry in (digests.find(entries, path) for path in changed)
               if entry is not None and entry.group}
     if groups:
         again.update(entry.path for entry in before.entries if entry.group in groups)

@@ -49,3 +49,12 @@ def test_btrfs_snapshots_asked_for_where_there_are_none_refuse_the_pull(tmp_path
     # "auto" takes hard links there instead.
     staging = snapshots.prepare(str(tmp_path), "debian", 1, snapshots.AUTO)
     assert not staging.subvolume and staging.start == snapshots.EMPTY
+
+
+def test_a_short_command_gets_no_setting_or_secret_and_its_failure_says_what_it_printed(monkeypatch):
+    from common.processes import run_briefly
+    monkeypatch.setenv("MIRRORSYNC_ADMIN_TOKEN", "secret-token")
+    monkeypatch.setenv("RSYNC_PASSWORD", "secret-password")
+    run_briefly(["sh", "-c", 'test -z "$MIRRORSYNC_ADMIN_TOKEN$RSYNC_PASSWORD"'])
+    with pytest.raises(OSError, match=r"^sh -c 'echo first; echo no such subvolume >&2; exit 3': no such subvolume$"):
+        run_briefly(["sh", "-c", "echo first; echo no such subvolume >&2; exit 3"])
