@@ -193,8 +193,8 @@ def splice(entries, root, changed, deleted, touched=()):
     count = len(entries)
     removed = []   # (start, stop) ranges of ``entries`` that go
     for path in deleted:
-        index = position(entries, path)
-        if index < count and entries[index].path == path:
+        index = index_of(entries, path)
+        if index is not None:
             key = os.fsencode(path)
             below = bisect.bisect_left(entries, key + b"/", index, key=_path_key)
             removed += [(index, index + 1), (below, bisect.bisect_left(entries, key + b"0", below, key=_path_key))]
@@ -332,7 +332,7 @@ def _from_lines(header, body):
     # hold: the field across two lines is "<group>\n<kind>", and a kind is one character.
     fields = body.split("\0")
     if len(fields) % 6 != 1 or not fields[-1].endswith("\n"):
-        raise ValueError("not a manifest: its lines are cut short")
+        raise ValueError("its lines are cut short")
     joints = fields[6::6]
     kinds = [fields[0], *(joint[-1] for joint in joints[:-1])]
     groups = [*(joint[:-2] for joint in joints[:-1]), joints[-1][:-1]]
@@ -340,9 +340,8 @@ def _from_lines(header, body):
                                           group or None))
                        for kind, path, size, mtime, mode, target, group in
                        zip(kinds, fields[1::6], fields[2::6], fields[3::6], fields[4::6], fields[5::6], groups))
-    root_mtime = header[len(_SAVED_FORMAT) + 1:]
-    index = position(entries, ".")
-    if root_mtime and index < len(entries) and entries[index].path == ".":
+    root_mtime, index = header[len(_SAVED_FORMAT) + 1:], index_of(entries, ".")
+    if root_mtime and index is not None:
         entries[index] = entries[index]._replace(mtime=int(root_mtime))
     return entries
 
