@@ -295,6 +295,19 @@ def first_differences(expected, actual, limit=5):
     return sort_paths(differing)[:limit]
 
 
+def keep_bounded(held, key, value, limit, size):
+    """Put ``value`` in the dict ``held`` (manifests kept in memory) as its most recent item, then drop
+    the oldest others while the ``size`` of all of them is past ``limit`` (the one just put stays).
+    The caller holds its lock: pulls of several projects end at once."""
+    held.pop(key, None)
+    held[key] = value
+    total = sum(map(size, held.values()))
+    for other in list(held):
+        if total <= limit or other == key:
+            break
+        total -= size(held.pop(other))
+
+
 # First line of a saved manifest: the format and the root's mtime (which its digest line leaves out).
 _SAVED_FORMAT = "mirror-sync manifest 2"
 

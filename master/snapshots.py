@@ -663,14 +663,9 @@ def _spare(data_dir, project, live):
 
 
 def _remember(data_dir, project, described):
-    with _committed_lock:   # pulls of several projects commit at once
-        _committed.pop((data_dir, project), None)
-        _committed[(data_dir, project)] = described
-        held = sum(len(kept.entries) for kept in _committed.values())
-        for key in list(_committed):
-            if held <= _COMMITTED_ENTRIES or key == (data_dir, project):
-                break
-            held -= len(_committed.pop(key).entries)
+    with _committed_lock:
+        digests.keep_bounded(_committed, (data_dir, project), described, _COMMITTED_ENTRIES,
+                             lambda kept: len(kept.entries))
 
 
 def drop_skipped(staging, log_path):

@@ -25,6 +25,7 @@ import logging
 import os
 import stat
 import tempfile
+import threading
 
 from common import digests
 from common.rsync import RsyncJob
@@ -62,6 +63,7 @@ class PublishedTrees:
         # process that wrote a manifest reads it back from memory, as long as the file is the one it
         # wrote, up to HELD_ENTRIES entries in all.
         self._held = {}
+        self._held_lock = threading.Lock()
 
     def _path(self, project):
         return os.path.join(self.directory, f"{project}.json")
@@ -105,20 +107,16 @@ class PublishedTrees:
         return entries
 
     def _hold(self, project, identity, entries):
-        self._held.pop(project, None)
-        self._held[project] = (identity, entries)
-        held = sum(len(kept) for _, kept in self._held.values())
-        for name in list(self._held):
-            if held <= HELD_ENTRIES or name == project:
-                break
-            held -= len(self._held.pop(name)[1])
+        with self._held_lock:
+            digests.keep_bounded(self._held, project, (identity, entries), HELD_ENTRIES, lambda kept: len(kept[1]))
 
     def forget(self, project):
         _unlink_quietly(self._path(project))
         self._drop_manifest(project)
 
     def _drop_manifest(self, project):
-        self._held.pop(project, None)
+        with self._held_lock:
+            self._held.pop(project, None)
         _unlink_quietly(self._manifest_path(project))
 
 
