@@ -66,10 +66,12 @@ def real_parents(root, path):
 
 def link_copy(source, destination):
     """Fill the empty directory ``destination`` with ``source``'s tree: hard links for files, copies
-    of symlinks and directories (with their modes and times). Raises OSError.
+    of symlinks and directories (with their modes and times), and ``destination`` given ``source``'s
+    times. Raises OSError.
 
     One scandir pass; only directories and symlinks are stat'ed (for their modes and times;
     a directory's are set once everything under it exists, so a read-only one can still be filled).
+    The top keeps its own mode: the pull that follows writes in it.
     """
     directories = []
     pending = [(os.fspath(source), os.fspath(destination))]
@@ -92,6 +94,8 @@ def link_copy(source, destination):
     for target, info in directories:
         os.chmod(target, stat.S_IMODE(info.st_mode))
         os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns))
+    top = os.lstat(source)
+    os.utime(destination, ns=(top.st_atime_ns, top.st_mtime_ns))
 
 
 @contextlib.contextmanager

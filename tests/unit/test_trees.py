@@ -14,6 +14,7 @@ def test_a_link_copy_shares_files_and_copies_directories_and_symlinks_with_their
     os.utime(source / "latest", (1_500_000_000, 1_500_000_000), follow_symlinks=False)
     os.utime(source / "pool", (1_400_000_000, 1_400_000_000))
     os.chmod(source / "pool", 0o555)
+    os.utime(source, (1_300_000_000, 1_300_000_000))
     copy.mkdir()
     link_copy(source, copy)
     inode = os.lstat(source / "pool" / "a.deb").st_ino
@@ -24,3 +25,5 @@ def test_a_link_copy_shares_files_and_copies_directories_and_symlinks_with_their
     pool = os.lstat(copy / "pool")
     assert (oct(pool.st_mode & 0o7777), pool.st_mtime) == ("0o555", 1_400_000_000)
     assert pool.st_ino != os.lstat(source / "pool").st_ino
+    # The top's time too: a copy made a second after its source must not look changed.
+    assert os.lstat(copy).st_mtime == 1_300_000_000
