@@ -43,12 +43,25 @@ class Entry(typing.NamedTuple):
 
 class Manifest(list):
     """A manifest's entries, sorted by the bytes of their paths; ``lines``, once its digest is taken, each
-    entry's digest line. A manifest is never changed in place once its digest is taken."""
-    __slots__ = ("lines",)
+    entry's digest line. A manifest is never changed in place once its digest is taken or its
+    ``directories`` asked for."""
+    __slots__ = ("lines", "_directories")
 
     def __init__(self, entries=(), lines=None):
         super().__init__(entries)
         self.lines = lines
+        self._directories = None
+
+
+def directories(entries):
+    """{path: entry} of the directories in ``entries``. A Manifest keeps it: one pass over the entries the
+    first time, and a manifest spliced from one that has it gets its own for what the change costs."""
+    kept = getattr(entries, "_directories", None)
+    if kept is None or kept[0] != len(entries):   # (count, dict): a manifest still being built is looked at again
+        kept = (len(entries), {entry.path: entry for entry in entries if entry.type == DIR})
+        if isinstance(entries, Manifest):
+            entries._directories = kept
+    return kept[1]
 
 
 class Edit(typing.NamedTuple):
@@ -223,6 +236,16 @@ def splice(entries, root, changed, deleted, touched=()):
     old_lines = getattr(entries, "lines", None)
     if old_lines is not None and len(old_lines) == count:
         result.lines = apply_edits(old_lines, edits, lambda edit: [_digest_text(entry) for entry in edit.entries], [])
+    old_directories = getattr(entries, "_directories", None)
+    if old_directories is not None and old_directories[0] == count:
+        kept = dict(old_directories[1])
+        for edit in edits:
+            for entry in entries[edit.start:edit.stop]:
+                if entry.type == DIR:
+                    kept.pop(entry.path, None)
+        for edit in edits:
+            kept.update((entry.path, entry) for entry in edit.entries if entry.type == DIR)
+        result._directories = (len(result), kept)
     return result, edits
 
 

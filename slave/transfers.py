@@ -252,13 +252,12 @@ def verify_changes(tree, order, plan, held_entries):
 def touched_since(tree, held_entries):
     """Whether a directory of the published ``tree`` is not as this slave left it (a name made, removed or
     renamed in it moves its time): the tree was changed behind the slave's back. Looks at directories
-    only, a hundredth of a mirror's entries. A ``tree`` that is a symlink (atomic publishing) is followed."""
+    only, a hundredth of a mirror's entries, kept with the manifest (``digests.directories``). A ``tree``
+    that is a symlink (atomic publishing) is followed."""
     tree = os.path.realpath(tree)
-    for entry in held_entries:
-        if entry.type != digests.DIR:
-            continue
+    for path, entry in digests.directories(held_entries).items():
         try:
-            st = os.lstat(os.path.join(tree, entry.path) if entry.path != "." else tree)
+            st = os.lstat(os.path.join(tree, path) if path != "." else tree)
         except OSError:
             return True
         if not stat.S_ISDIR(st.st_mode) or int(st.st_mtime) != entry.mtime or stat.S_IMODE(st.st_mode) != entry.mode:

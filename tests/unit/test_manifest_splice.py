@@ -60,6 +60,7 @@ def test_a_spliced_manifest_is_a_walks_and_its_edits_give_the_same_change_list(f
         old = digests.manifest(root)
         old_digest = digests.digest(old)   # the lines are kept
         assert old.lines is not None
+        old_directories = dict(digests.directories(old))   # and the directories, once asked for
         build(root, second)
         walked = digests.manifest(root)
         expected = changes.between(old, walked)
@@ -67,6 +68,9 @@ def test_a_spliced_manifest_is_a_walks_and_its_edits_give_the_same_change_list(f
         spliced, edits = digests.splice(old, root, expected.changed, expected.deleted, touched)
         assert spliced == walked
         assert spliced.lines == [digests._digest_text(entry) for entry in walked]
+        # The directories came along with the splice, not from a pass over the new manifest.
+        assert spliced._directories is not None
+        assert digests.directories(spliced) == {entry.path: entry for entry in walked if entry.type == digests.DIR}
         assert digests.digest(spliced) == digests.digest(list(walked))
         assert changes.between(old, spliced, edits) == expected
         # A deleted directory takes what is under it along, named or not.
@@ -74,6 +78,7 @@ def test_a_spliced_manifest_is_a_walks_and_its_edits_give_the_same_change_list(f
                         if not any(path.startswith(other + "/") for other in expected.deleted))
         assert digests.splice(old, root, expected.changed, topmost, touched)[0] == walked
         assert digests.digest(old) == old_digest, "the manifest it came from is as it was"
+        assert digests.directories(old) == old_directories
         # Edits in order, disjoint, and what is kept beside a manifest follows them.
         assert all(a.stop <= b.start for a, b in zip(edits, edits[1:]))
         paths = digests.apply_edits([entry.path for entry in old], edits,
