@@ -38,6 +38,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import settings  # noqa: E402
 from common.trees import link_copy  # noqa: E402
 from tests.support.processes import DEFAULT_JOIN_TOKEN, start_master, start_slave, wait_for  # noqa: E402
 from tests.support.rsyncd import RsyncDaemon  # noqa: E402
@@ -92,16 +93,26 @@ def bare_round(upstream_url, master_dir, slave_dirs, files_from=None):
     return ended - started, ended - pulled
 
 
+# The timers a deployment runs with, not the tests' fast ones (start_master and start_slave poll ten
+# times as often and heartbeat every 0.3 s: 13 heartbeats a second from 4 slaves, and the executor's
+# 10 polls a second, cost the master about 4% of a core while idle, taken from the pulls being timed).
+PRODUCTION_MASTER = {f"MIRRORSYNC_{name}": str(getattr(settings, name))
+                     for name in ("POLL_INTERVAL", "RECONCILE_INTERVAL", "HEARTBEAT_TIMEOUT")}
+PRODUCTION_SLAVE = {f"MIRRORSYNC_{name}": str(getattr(settings, name))
+                    for name in ("HEARTBEAT_INTERVAL", "REPORT_RETRY_MAX")}
+
+
 class Ours:
     def __init__(self, root, upstream_url, slaves):
         # INFO: the move to distributing, the end of the pull, is read from the log.
         self.master = start_master(root / "master", extra_env={
-            "MIRRORSYNC_JOIN_TOKEN": DEFAULT_JOIN_TOKEN, "MIRRORSYNC_LOG_LEVEL": "INFO",
-            "MIRRORSYNC_HEARTBEAT_TIMEOUT": "30"}, log_dir=root / "logs")
+            **PRODUCTION_MASTER, "MIRRORSYNC_JOIN_TOKEN": DEFAULT_JOIN_TOKEN, "MIRRORSYNC_LOG_LEVEL": "INFO"},
+            log_dir=root / "logs")
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {self.master.admin_token}"
         self.slaves = [start_slave(root / f"s{i}", f"s{i}", self.master.url, log_dir=root / "logs",
-                                   extra_env={"MIRRORSYNC_LOG_LEVEL": "WARNING"}) for i in range(slaves)]
+                                   extra_env={**PRODUCTION_SLAVE, "MIRRORSYNC_LOG_LEVEL": "WARNING"})
+                       for i in range(slaves)]
         wait_for(lambda: len([s for s in self.session.get(self.master.url + "/api/v1/slaves").json()
                               if s["state"] == "online"]) == slaves, 60, message="slaves online")
         self.session.post(self.master.url + "/api/v1/projects",
