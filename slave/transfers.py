@@ -13,15 +13,17 @@ that differs) is a full pull. After either, the published tree's digest must be
 the run's; when it is not, the part fails with the first paths that differ, the
 record is forgotten, and the next order (the master's catch-up) is a full pull
 that repairs the tree. The slave keeps the manifest of what it published
-(``<project>.manifest.gz`` beside the record): after a changes-only pull the
-digest comes from it and the paths moved, without a walk, until the last walk
-is VERIFY_INTERVAL old.
+(``<project>.manifest.gz`` beside the record, and ``<project>.manifest.edits``,
+what each changes-only pull changed in it since it was saved whole): after a
+changes-only pull the digest comes from it and the paths moved, without a walk,
+until the last walk is VERIFY_INTERVAL old.
 """
 
 import dataclasses
 import gzip
 import json
 import logging
+import math
 import os
 import stat
 import tempfile
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 CHANGES_PREFIX = ".changes-"
 HELD_ENTRIES = 1_000_000   # manifest entries kept in memory, about 350 MB with their digest lines
 MANIFEST_PREFIX = ".manifest-"
+# Edits appended to a saved manifest hold at most this share of its entries; past it, it is saved whole.
+JOURNAL_SHARE = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,14 +81,28 @@ class PublishedTrees:
     def _manifest_path(self, project):
         return os.path.join(self.directory, f"{project}.manifest.gz")
 
-    def remember(self, project, snapshot, digest, entries=None, walked_at=None):
+    def _journal_path(self, project):
+        return os.path.join(self.directory, f"{project}.manifest.edits")
+
+    def _saved(self, project):
+        """What tells the saved manifest (its file and the edits appended to it) from another. Raises OSError."""
+        try:
+            journal = _identity(self._journal_path(project))
+        except FileNotFoundError:
+            journal = None
+        return _identity(self._manifest_path(project)), journal
+
+    def remember(self, project, snapshot, digest, entries=None, walked_at=None, base=None, edits=None):
         """Note the verified tree; with ``entries`` its manifest too, ``walked_at`` (epoch seconds) when a
-        whole walk last confirmed it."""
+        whole walk last confirmed it. With ``edits`` (``digests.splice``'s) from ``base``, the manifest
+        saved before, only those edits are written, appended to it, until they hold a tenth of its entries
+        (JOURNAL_SHARE): a pull's bookkeeping costs what it changed, not a write of the whole manifest."""
         held = self.get(project) or {}
         if entries is not None:
-            path = self._manifest_path(project)
-            digests.save(entries, path)
-            self._hold(project, _identity(path), entries)
+            if not (edits is not None and self._append(project, held.get("digest"), digest, base, entries, edits)):
+                digests.save(entries, self._manifest_path(project))
+                _unlink_quietly(self._journal_path(project))
+                self._hold(project, self._saved(project), entries, 0)
         else:
             self._drop_manifest(project)
         write_json_atomically(self._path(project), {
@@ -92,23 +110,73 @@ class PublishedTrees:
             "walked_at": walked_at if walked_at is not None else (held.get("walked_at") if entries else None),
         }, mode=0o600)
 
+    def _append(self, project, saved_digest, digest, base, entries, edits):
+        """Append ``edits`` to the saved manifest when it is ``base``, as saved; returns whether it did."""
+        kept = self._held.get(project)
+        try:
+            if kept is None or kept[1] is not base or kept[0] != self._saved(project):
+                return False
+        except OSError:
+            return False
+        moved = kept[2] + sum(edit.stop - edit.start + len(edit.entries) for edit in edits)
+        if moved > len(entries) * JOURNAL_SHARE:
+            return False
+        if edits:
+            record = {"from": saved_digest, "to": digest,
+                      "edits": [[edit.start, edit.stop, [list(entry) for entry in edit.entries]] for edit in edits]}
+            try:
+                with open(self._journal_path(project), "a", encoding="ascii") as journal:
+                    journal.write(json.dumps(record, separators=(",", ":")) + "\n")
+            except OSError:
+                return False
+        self._hold(project, self._saved(project), entries, moved)
+        return True
+
     def manifest(self, project):
         """The manifest saved with the tree, or None."""
-        path = self._manifest_path(project)
         try:
-            identity = _identity(path)
+            identity = self._saved(project)
             kept = self._held.get(project)
             if kept is not None and kept[0] == identity:
                 return kept[1]
-            entries = digests.load(path)
+            entries, moved = self._load(project)
         except (OSError, ValueError):
             return None
-        self._hold(project, identity, entries)
+        if entries is None:
+            return None
+        self._hold(project, identity, entries, moved)
         return entries
 
-    def _hold(self, project, identity, entries):
+    def _load(self, project):
+        """(manifest, entries its edits moved) from the saved file and the edits appended to it: (None, 0)
+        when the result is not the tree the record names. Raises OSError, ValueError."""
+        entries = digests.load(self._manifest_path(project))
+        try:
+            with open(self._journal_path(project), "rb") as journal:
+                lines = journal.read().splitlines()
+        except FileNotFoundError:
+            return entries, 0
+        moved = 0
+        for line in lines:
+            try:
+                record = json.loads(line)
+                edits = [digests.Edit(start, stop, [digests.Entry(*row) for row in rows])
+                         for start, stop, rows in record["edits"]]
+            except (ValueError, TypeError, KeyError):
+                # Cut short by a crash while it was written (the digest below tells whether it
+                # mattered): the next pull saves the manifest whole rather than append after it.
+                moved = math.inf
+                break
+            entries = digests.Manifest(digests.apply_edits(entries, edits, lambda edit: edit.entries, []))
+            moved += sum(edit.stop - edit.start + len(edit.entries) for edit in edits)
+        if digests.digest(entries) != (self.get(project) or {}).get("digest"):
+            return None, 0
+        return entries, moved
+
+    def _hold(self, project, identity, entries, moved):
         with self._held_lock:
-            digests.keep_bounded(self._held, project, (identity, entries), HELD_ENTRIES, lambda kept: len(kept[1]))
+            digests.keep_bounded(self._held, project, (identity, entries, moved), HELD_ENTRIES,
+                                 lambda kept: len(kept[1]))
 
     def forget(self, project):
         _unlink_quietly(self._path(project))
@@ -118,6 +186,7 @@ class PublishedTrees:
         with self._held_lock:
             self._held.pop(project, None)
         _unlink_quietly(self._manifest_path(project))
+        _unlink_quietly(self._journal_path(project))
 
 
 def _identity(path):
@@ -230,8 +299,9 @@ def verify(tree, order, fetch_manifest):
 
 
 def verify_changes(tree, order, plan, held_entries):
-    """The published tree's manifest after a changes-only pull, from the manifest it had and the paths
-    the plan moved, without a walk; None when that cannot vouch for the tree (then walk it).
+    """(manifest, edits from ``held_entries``) of the published tree after a changes-only pull, from the
+    manifest it had and the paths the plan moved, without a walk; None when that cannot vouch for the
+    tree (then walk it).
 
     Only the moved paths (and their directories) are looked at again: what was changed behind the
     slave's back elsewhere is for ``touched_since`` before the pull (a name made, removed or renamed)
@@ -240,13 +310,13 @@ def verify_changes(tree, order, plan, held_entries):
     if held_entries is None or order.get("digest") is None:
         return None
     try:
-        entries = digests.updated(held_entries, tree, plan.changed, plan.deleted,
-                                  tuple(path for path, _ in plan.touch))
+        entries, edits = digests.splice(held_entries, tree, plan.changed, plan.deleted,
+                                        tuple(path for path, _ in plan.touch))
     except OSError:
         return None
     if digests.digest(entries) != order["digest"]:
         return None
-    return entries
+    return entries, edits
 
 
 def touched_since(tree, held_entries):

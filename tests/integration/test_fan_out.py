@@ -1,6 +1,7 @@
 """Fan-out with real processes: a silent slave holds nothing hostage, and each slave gets exactly its run's tree."""
 
 import os
+import re
 import shutil
 
 import pytest
@@ -181,6 +182,34 @@ def test_a_name_added_to_a_big_directory_moves_that_name_only(synced, master, mi
     argv = (mirror1.state_dir / "logs" / "tricky" / f"{third['id']}.log").read_text().splitlines()[0].split()
     assert "--no-recursive" in argv and "--delete-delay" not in argv, "deletions come from the list, after"
     assert_trees_equal(upstream.tree, mirror1.tree("tricky"))
+
+
+def test_a_slave_restarted_between_changes_only_pulls_reads_its_manifest_and_edits_back(
+        synced, master, mirror1, upstream, tmp_path):
+    """A changes-only pull appends what it changed to the saved manifest instead of writing it whole;
+    a restarted slave reads both back, and its next pull is changes-only again, verified without a walk."""
+    api, first = synced
+    published = mirror1.state_dir / "published"
+    whole = os.stat(published / "tricky.manifest.gz")
+    (upstream.tree / "added-1.txt").write_text("one\n")
+    second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert second["state"] == "success" and second["slaves"][0]["digest"] == second["digest"], second
+    assert (published / "tricky.manifest.edits").is_file()
+    assert os.stat(published / "tricky.manifest.gz").st_mtime_ns == whole.st_mtime_ns, "not written whole again"
+    mirror1.stop()
+    restarted = start_slave(mirror1.root, "mirror1", master.url, port=mirror1.port, log_dir=tmp_path / "logs")
+    try:
+        wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
+                 message="mirror1 online again")
+        (upstream.tree / "added-2.txt").write_text("two\n")
+        third = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+        assert third["state"] == "success" and third["slaves"][0]["digest"] == third["digest"], third
+        log = restarted.log_text()
+        assert re.search(rf"run {third['id']} of tricky: \d+ paths changed, \d+ deleted \(change list\)", log), log
+        assert f"run {third['id']} of tricky: verified by the paths it moved, no walk" in log, log
+        assert_trees_equal(upstream.tree, restarted.tree("tricky"))
+    finally:
+        restarted.stop()
 
 
 def test_a_slave_tree_changed_behind_its_back_is_noticed_and_pulled_in_full(synced, master, mirror1, upstream):

@@ -79,3 +79,103 @@ def test_the_manifests_held_in_memory_are_bounded(tmp_path, monkeypatch):
                                                   digests.Entry("a", digests.FILE, 1, 1, 0o644)])
     assert list(published._held) == ["two"]
     assert [entry.path for entry in published.manifest("one")] == [".", "a"], "read back from its file"
+
+
+def published_tree(tmp_path, files=300):
+    from common import digests
+    tree = tmp_path / "tree"
+    (tree / "pool").mkdir(parents=True)
+    for index in range(files):
+        (tree / "pool" / f"{index:02d}.deb").write_text(str(index))
+    entries = digests.manifest(tree)
+    return tree, entries, digests.digest(entries)
+
+
+def change(tree, entries, added=(), removed=()):
+    """The tree changed as a pull would change it; returns (manifest, digest, edits) as a slave makes them."""
+    from common import digests
+    for name in added:
+        (tree / name).write_text(name)
+    for name in removed:
+        os.unlink(tree / name)
+    parents = {os.path.dirname(name) or "." for name in (*added, *removed)}
+    spliced, edits = digests.splice(entries, tree, list(added), list(removed), tuple(parents))
+    assert spliced == digests.manifest(tree)
+    return spliced, digests.digest(spliced), edits
+
+
+def test_a_pull_appends_what_it_changed_to_the_saved_manifest_and_a_restart_reads_both(tmp_path):
+    tree, entries, digest = published_tree(tmp_path)
+    state = str(tmp_path / "state")
+    published = transfers.PublishedTrees(state)
+    published.remember("debian", "7", digest, entries)
+    saved = os.path.join(published.directory, "debian.manifest.gz")
+    whole = os.stat(saved)
+    second, second_digest, edits = change(tree, entries, added=["pool/new.deb"], removed=["pool/03.deb"])
+    published.remember("debian", "8", second_digest, second, base=entries, edits=edits)
+    # The manifest's file is not written again: the edits are, beside it.
+    assert (os.stat(saved).st_ino, os.stat(saved).st_mtime_ns) == (whole.st_ino, whole.st_mtime_ns)
+    assert os.path.getsize(os.path.join(published.directory, "debian.manifest.edits")) < whole.st_size
+    assert published.manifest("debian") is second
+    third, third_digest, edits = change(tree, second, added=["pool/newer.deb"])
+    published.remember("debian", "9", third_digest, third, base=second, edits=edits)
+    # After a restart: the saved manifest with both edits, checked against the digest on record.
+    again = transfers.PublishedTrees(state).manifest("debian")
+    assert again == third and again is not third
+    # A pull that changed nothing writes nothing.
+    edits_file = os.stat(os.path.join(published.directory, "debian.manifest.edits"))
+    published.remember("debian", "10", third_digest, third, base=third, edits=[])
+    assert os.stat(os.path.join(published.directory, "debian.manifest.edits")).st_mtime_ns == edits_file.st_mtime_ns
+
+
+def test_edits_cut_short_by_a_crash_or_not_matching_the_record_give_no_manifest_but_a_full_pull(tmp_path):
+    tree, entries, digest = published_tree(tmp_path)
+    state = str(tmp_path / "state")
+    published = transfers.PublishedTrees(state)
+    published.remember("debian", "7", digest, entries)
+    second, second_digest, edits = change(tree, entries, added=["pool/new.deb"])
+    published.remember("debian", "8", second_digest, second, base=entries, edits=edits)
+    third, third_digest, edits = change(tree, second, added=["pool/newer.deb"])
+    published.remember("debian", "9", third_digest, third, base=second, edits=edits)
+    # Edits appended, and the slave died before the record of the tree was written: the record's
+    # digest is not the one the edits lead to.
+    record_path = os.path.join(published.directory, "debian.json")
+    with open(record_path) as record:
+        text = record.read()
+    with open(record_path, "w") as record:
+        record.write(text.replace(third_digest, second_digest))
+    assert transfers.PublishedTrees(state).manifest("debian") is None
+    with open(record_path, "w") as record:
+        record.write(text)
+    # The slave died while appending the next pull's edits: what came before is read, and the next
+    # pull saves the manifest whole instead of appending after the broken line.
+    journal = os.path.join(published.directory, "debian.manifest.edits")
+    with open(journal, "a") as out:
+        out.write('{"from": "sha256:')
+    restarted = transfers.PublishedTrees(state)
+    assert restarted.manifest("debian") == third
+    fourth, fourth_digest, edits = change(tree, restarted.manifest("debian"), added=["pool/last.deb"])
+    restarted.remember("debian", "10", fourth_digest, fourth, base=restarted.manifest("debian"), edits=edits)
+    assert not os.path.exists(journal)
+    assert transfers.PublishedTrees(state).manifest("debian") == fourth
+
+
+def test_edits_stop_at_a_share_of_the_manifest_and_it_is_saved_whole_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(transfers, "JOURNAL_SHARE", 0.5)
+    tree, entries, digest = published_tree(tmp_path, files=10)
+    published = transfers.PublishedTrees(str(tmp_path / "state"))
+    published.remember("debian", "7", digest, entries)
+    journal = os.path.join(published.directory, "debian.manifest.edits")
+    second, second_digest, edits = change(tree, entries, added=["pool/new.deb"])
+    published.remember("debian", "8", second_digest, second, base=entries, edits=edits)
+    assert os.path.exists(journal)
+    # Two more paths: what the edits moved is now past half the entries.
+    third, third_digest, edits = change(tree, second, added=["pool/newer.deb", "pool/newest.deb"])
+    published.remember("debian", "9", third_digest, third, base=second, edits=edits)
+    assert not os.path.exists(journal)
+    assert transfers.PublishedTrees(str(tmp_path / "state")).manifest("debian") == third
+    # Edits from a manifest that is not the one saved (another process wrote it) are not appended.
+    fourth, fourth_digest, edits = change(tree, third, added=["pool/last.deb"])
+    published.remember("debian", "10", fourth_digest, fourth, base=second, edits=edits)
+    assert not os.path.exists(journal)
+    assert transfers.PublishedTrees(str(tmp_path / "state")).manifest("debian") == fourth
