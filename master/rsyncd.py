@@ -212,7 +212,9 @@ class RsyncDaemonManager:
             if self.process.poll() is None:
                 delay = 1.0
                 continue
-            log.warning("rsync daemon exited with %s; restarting it", self.process.returncode)
+            log.warning("rsync daemon exited with %s%s; restarting it", self.process.returncode,
+                        _why_it_ended(os.path.join(state_dir(self.app.config["DATA_DIR"]), "rsyncd.log"),
+                                      self.process.pid))
             try:
                 self._spawn()
             except OSError as error:
@@ -232,3 +234,21 @@ class RsyncDaemonManager:
             self._thread.join(5)
         if self._log is not None:
             self._log.close()
+
+
+def _why_it_ended(log_path, pid, tail=8192):
+    """" (<the daemon's first error>)" from the end of its log file, such as "bind() failed: Address
+    already in use", or "" when it wrote none."""
+    try:
+        with open(log_path, "rb") as log_file:
+            log_file.seek(max(0, os.path.getsize(log_path) - tail))
+            lines = log_file.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    marker = f"[{pid}] "
+    for line in lines:
+        text = line.partition(marker)[2]
+        if text and ("failed" in text or "error" in text):
+            return f" ({text.strip()})"
+    return ""
+

@@ -2,10 +2,12 @@
 
 import os
 import signal
+import socket
 
 import requests
 
 from common.rsync import RsyncJob, RsyncRunner
+from tests.support import processes
 from tests.support.processes import DEFAULT_JOIN_TOKEN, wait_for, wait_run_finished
 from tests.support.trees import assert_trees_equal
 
@@ -87,3 +89,31 @@ def test_a_master_killed_with_sigkill_leaves_no_daemon_in_the_way_of_its_restart
                       15, interval=0.2, message="a pull from the restarted master's daemon")
     assert_trees_equal(upstream.tree, tmp_path / "after")
     assert "a previous master left running" in master.log_text()
+
+
+def test_a_taken_rsyncd_port_is_named_when_the_daemon_exits(master_factory, tmp_path):
+    """An admin whose RSYNCD_PORT another service holds reads why the daemon keeps ending."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        master = master_factory(tmp_path / "master", extra_env={"MIRRORSYNC_RSYNCD_PORT": str(port)})
+        master.wait_for_log(f"rsync daemon exited with 10 (bind() failed: Address already in use", timeout=10)
+
+
+def test_a_master_whose_picked_rsyncd_port_was_taken_starts_again_on_another(tmp_path, monkeypatch):
+    """The tests' own start: a port picked free and taken before the daemon binds it (seen in CI, by
+    another test's API server) means another master on other ports, not a slave pull that fails."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        picked = processes.free_port
+        ports = iter([picked(), taken.getsockname()[1]])   # the API's port, then the daemon's
+        monkeypatch.setattr(processes, "free_port", lambda: next(ports, None) or picked())
+        master = processes.start_master(tmp_path / "master", log_dir=tmp_path / "logs")
+        try:
+            assert master.rsyncd_port != taken.getsockname()[1]
+            assert next(ports, None) is None, "the daemon was given the taken port first"
+            assert processes._rsync_greets(master.rsyncd_port)
+        finally:
+            master.stop()

@@ -6,6 +6,7 @@ children in order; its stdout and stderr go to a log file that failures quote.
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -216,19 +217,51 @@ class MasterProcess(ServiceProcess):
         self.url = f"http://127.0.0.1:{port}" if port else None
         self.env = master_env(self.data_dir, admin_token, api_port=port, extra_env=extra_env)
         self.rsyncd_port = int(self.env["MIRRORSYNC_RSYNCD_PORT"])
+        self.rsyncd_port_picked = "MIRRORSYNC_RSYNCD_PORT" not in (extra_env or {})
         super().__init__(argv, self.env, _log_dir_for(data_dir, log_dir), name=name)
 
     def wait_ready(self, timeout):
-        """Wait for /healthz, or for the scheduler's start line; stops the process on failure."""
+        """Wait for /healthz, or for the scheduler's start line, then for the rsync daemon of ``python -m
+        master`` (the one process that runs it) on a port picked here; stops the process on failure."""
         try:
             if self.url:
                 self.wait_healthy(f"{self.url}/healthz", timeout=timeout)
             else:
                 self.wait_for_log("scheduler started", timeout=timeout)
+            if self.name == "master" and self.rsyncd_port_picked:
+                self._wait_rsyncd_bound(min(timeout, 5))
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _wait_rsyncd_bound(self, timeout):
+        """Until the rsync daemon greets on its port; ServiceNotReady naming "Address already in use" when
+        it could not bind it (another test's server took the port between the look and the bind). A
+        daemon that neither greets nor says so within ``timeout`` is left to the test."""
+        deadline = time.monotonic() + timeout
+        daemon_log = self.data_dir / ".mirrorsync" / "rsyncd.log"
+        while time.monotonic() < deadline:
+            if _rsync_greets(self.rsyncd_port):
+                return
+            started = re.findall(r"rsync daemon started on port \d+ \(pid (\d+)\)", self.log_text())
+            try:
+                failed = bool(started) and f"[{started[-1]}] bind() failed" in daemon_log.read_text(errors="replace")
+            except OSError:
+                failed = False
+            if failed:
+                raise self._not_ready(f"has an rsync daemon that cannot bind port {self.rsyncd_port}: "
+                                      "Address already in use")
+            time.sleep(0.02)
+
+
+def _rsync_greets(port):
+    """Whether an rsync daemon answers on 127.0.0.1:``port`` (its first bytes are "@RSYNCD:")."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as connection:
+            return connection.recv(8) == b"@RSYNCD:"
+    except OSError:
+        return False
 
 
 def start_master(data_dir, port=None, admin_token=DEFAULT_ADMIN_TOKEN, extra_env=None,
