@@ -251,4 +251,3 @@ def _why_it_ended(log_path, pid, tail=8192):
         if text and ("failed" in text or "error" in text):
             return f" ({text.strip()})"
     return ""
-

@@ -99,7 +99,7 @@ class PublishedTrees:
         (JOURNAL_SHARE): a pull's bookkeeping costs what it changed, not a write of the whole manifest."""
         held = self.get(project) or {}
         if entries is not None:
-            if not (edits is not None and self._append(project, held.get("digest"), digest, base, entries, edits)):
+            if not (edits is not None and self._append(project, base, entries, edits)):
                 digests.save(entries, self._manifest_path(project))
                 _unlink_quietly(self._journal_path(project))
                 self._hold(project, self._saved(project), entries, 0)
@@ -110,7 +110,7 @@ class PublishedTrees:
             "walked_at": walked_at if walked_at is not None else (held.get("walked_at") if entries else None),
         }, mode=0o600)
 
-    def _append(self, project, saved_digest, digest, base, entries, edits):
+    def _append(self, project, base, entries, edits):
         """Append ``edits`` to the saved manifest when it is ``base``, as saved; returns whether it did."""
         kept = self._held.get(project)
         try:
@@ -122,8 +122,8 @@ class PublishedTrees:
         if moved > len(entries) * JOURNAL_SHARE:
             return False
         if edits:
-            record = {"from": saved_digest, "to": digest,
-                      "edits": [[edit.start, edit.stop, [list(entry) for entry in edit.entries]] for edit in edits]}
+            # One line a pull; whether the lines add up to the tree is for the digest on record (``_load``).
+            record = [[edit.start, edit.stop, [list(entry) for entry in edit.entries]] for edit in edits]
             try:
                 with open(self._journal_path(project), "a", encoding="ascii") as journal:
                     journal.write(json.dumps(record, separators=(",", ":")) + "\n")
@@ -159,10 +159,9 @@ class PublishedTrees:
         moved = 0
         for line in lines:
             try:
-                record = json.loads(line)
                 edits = [digests.Edit(start, stop, [digests.Entry(*row) for row in rows])
-                         for start, stop, rows in record["edits"]]
-            except (ValueError, TypeError, KeyError):
+                         for start, stop, rows in json.loads(line)]
+            except (ValueError, TypeError):
                 # Cut short by a crash while it was written (the digest below tells whether it
                 # mattered): the next pull saves the manifest whole rather than append after it.
                 moved = math.inf

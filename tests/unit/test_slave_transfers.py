@@ -151,7 +151,7 @@ def test_edits_cut_short_by_a_crash_or_not_matching_the_record_give_no_manifest_
     # pull saves the manifest whole instead of appending after the broken line.
     journal = os.path.join(published.directory, "debian.manifest.edits")
     with open(journal, "a") as out:
-        out.write('{"from": "sha256:')
+        out.write('[[3,4,[["pool/las')
     restarted = transfers.PublishedTrees(state)
     assert restarted.manifest("debian") == third
     fourth, fourth_digest, edits = change(tree, restarted.manifest("debian"), added=["pool/last.deb"])
