@@ -7,7 +7,7 @@ import socket
 import requests
 
 from common.rsync import RsyncJob, RsyncRunner
-from tests.support import processes
+from tests.support import processes, rsyncd
 from tests.support.processes import DEFAULT_JOIN_TOKEN, wait_for, wait_run_finished
 from tests.support.trees import assert_trees_equal
 
@@ -114,6 +114,6 @@ def test_a_master_whose_picked_rsyncd_port_was_taken_starts_again_on_another(tmp
         try:
             assert master.rsyncd_port != taken.getsockname()[1]
             assert next(ports, None) is None, "the daemon was given the taken port first"
-            assert processes._rsync_greets(master.rsyncd_port)
+            assert rsyncd.greets(master.rsyncd_port)
         finally:
             master.stop()

@@ -18,6 +18,7 @@ from pathlib import Path
 import requests
 
 from common.states import FINAL_RUN_STATES
+from tests.support import rsyncd
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FINAL_STATES = frozenset(state.value for state in FINAL_RUN_STATES)
@@ -242,7 +243,7 @@ class MasterProcess(ServiceProcess):
         deadline = time.monotonic() + timeout
         daemon_log = self.data_dir / ".mirrorsync" / "rsyncd.log"
         while time.monotonic() < deadline:
-            if _rsync_greets(self.rsyncd_port):
+            if rsyncd.greets(self.rsyncd_port):
                 return
             started = re.findall(r"rsync daemon started on port \d+ \(pid (\d+)\)", self.log_text())
             try:
@@ -253,15 +254,6 @@ class MasterProcess(ServiceProcess):
                 raise self._not_ready(f"has an rsync daemon that cannot bind port {self.rsyncd_port}: "
                                       "Address already in use")
             time.sleep(0.02)
-
-
-def _rsync_greets(port):
-    """Whether an rsync daemon answers on 127.0.0.1:``port`` (its first bytes are "@RSYNCD:")."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as connection:
-            return connection.recv(8) == b"@RSYNCD:"
-    except OSError:
-        return False
 
 
 def start_master(data_dir, port=None, admin_token=DEFAULT_ADMIN_TOKEN, extra_env=None,

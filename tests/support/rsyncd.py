@@ -136,7 +136,7 @@ class RsyncDaemon:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
-            if _accepts_connections(self.port):
+            if greets(self.port):
                 return True
             time.sleep(_POLL_INTERVAL)
         return False
@@ -196,6 +196,16 @@ def daemon_factory(base_dir):
     finally:
         for daemon in reversed(started):
             daemon.stop()
+
+
+def greets(port):
+    """Whether an rsync daemon answers on the loopback ``port``: its first bytes are "@RSYNCD:". Another
+    program that took the port accepts the connection too, but says nothing of the kind."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=0.5) as connection:
+            return connection.recv(8) == b"@RSYNCD:"
+    except OSError:
+        return False
 
 
 def _accepts_connections(port):
