@@ -47,6 +47,8 @@ DEFAULT_OPTIONS = (
 # daemon sets it on its side too (master/rsyncd.py).
 DAEMON_OPTIONS = ("--sockopts=TCP_NODELAY",)
 _DAEMON_SOURCE = re.compile(r"^(?:rsync://|[^/]*::)")
+# What RsyncJob.listed adds (after the job's own options: rsync takes the last --info).
+LISTING_OPTIONS = ("--info=name2", "--out-format=%i %n", "--force")
 
 # Last on every command line, after the project's own options (rsync takes the last
 # word, and --chmod rules apply in order), so nothing a project sets can bring them back:
@@ -106,6 +108,10 @@ class RsyncJob:
     timeout: float | None = None
     # False leaves files the source no longer has (stage 1 of a two-stage pull).
     delete: bool = True
+    # A list: rsync names every entry it finds (--info=name2, with the "%i %n" out-format), and the
+    # names of those it left as they were go into this list instead of the log (``_Unchanged``). With
+    # it rsync deletes nothing: the caller deletes what was not named.
+    listed: list | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -138,13 +144,16 @@ def build_command(job, binary="rsync", progress=False):
 
     With ``progress``, rsync also prints whole-transfer progress (``--info=progress2``).
     """
-    defaults = DEFAULT_OPTIONS if job.delete else tuple(o for o in DEFAULT_OPTIONS if o != "--delete-delay")
+    deletes = job.delete and job.listed is None
+    defaults = DEFAULT_OPTIONS if deletes else tuple(o for o in DEFAULT_OPTIONS if o != "--delete-delay")
     return [
         binary,
         *defaults,
         *(("--info=progress2",) if progress else ()),
         *(DAEMON_OPTIONS if _DAEMON_SOURCE.match(job.source) else ()),
         *job.options,
+        # Every entry named, and a directory in the way of a file removed even without --delete.
+        *(LISTING_OPTIONS if job.listed is not None else ()),
         *ENFORCED_OPTIONS,
         *(f"--exclude={pattern}" for pattern in job.excludes),
         # rsync 3.x stops option parsing at "--", so a path can never be read as a flag.
@@ -265,9 +274,12 @@ class RsyncRunner:
             except OSError as exc:
                 return _finish(log, _not_started(f"cannot create destination {job.destination!r}: {exc.strerror}"))
             progress = _ProgressLines(on_progress) if on_progress is not None else None
+            consume = progress
+            if job.listed is not None:
+                consume = _Unchanged(job.listed, progress)
             outcome = Supervisor(self.kill_grace).run(
                 argv, log, env=_child_environment(job.password), timeout=job.timeout, cancel=cancel,
-                on_spawn=on_spawn, consume=progress, tail=OutputTail(_error_marker))
+                on_spawn=on_spawn, consume=consume, tail=OutputTail(_error_marker))
             if progress is not None:
                 progress.flush()
             if outcome.not_started is not None:
@@ -344,6 +356,33 @@ class _ProgressLines:
         if self.latest is not None:
             _report_progress(self.on_progress, self.latest)
             self.latest = None
+
+
+class _Unchanged:
+    """Takes the lines of entries rsync left as they were (``.f``, ``.d``, ``.L``, ``hf``... and no change
+    flag, under --info=name2 and the "%i %n" out-format) out of the output, their names into ``names``
+    (as rsync prints them: escaped, a directory with its "/"): a tree's every unchanged entry would
+    otherwise be a line of the log. Progress lines go to ``progress`` first."""
+
+    _BLANK = " " * 10   # nine unchanged attribute columns, then the space before the name
+
+    def __init__(self, names, progress=None):
+        self.names = names
+        self.progress = progress
+
+    def __call__(self, line):
+        if self._take(line):   # first: most lines are these, and none of them is a progress line
+            return True
+        taken = self.progress(line) if self.progress is not None else False
+        if isinstance(taken, str) and self._take(taken):
+            return True
+        return taken
+
+    def _take(self, line):
+        if line[:1] in ".h" and line[2:12] == self._BLANK and len(line) > 12:
+            self.names.append(line[12:])
+            return True
+        return False
 
 
 def _copy_output(stream, log, tail, on_progress=None):

@@ -46,6 +46,7 @@ import shlex
 import stat
 import threading
 import time
+import typing
 
 from common import changes, digests
 from master import btrfs
@@ -367,6 +368,7 @@ class Sealed:
     name: str
     digest: str
     changes: changes.ChangeList | None   # None: there was no previous tree to compare with
+    saved: typing.Callable[[], None] = lambda: None   # waits until its manifest file is written
 
 
 def manifest_dir(data_dir, project, name):
@@ -436,6 +438,8 @@ class _Described:
 _committed = {}
 _COMMITTED_ENTRIES = 1_000_000   # about 350 MB, digest lines included
 _committed_lock = threading.Lock()
+# (data_dir, project, name) -> the thread saving that snapshot's manifest (``_save_aside``).
+_saving = {}
 # A tree being deleted by ``prune`` must not be reused by a pull at the same moment, nor the reverse.
 _tree_locks = collections.defaultdict(threading.Lock)
 
@@ -446,6 +450,7 @@ def _manifest_of(data_dir, project, name):
     cached = _committed.get((data_dir, project))
     if cached is not None and cached.name == name:
         return cached.entries, cached.digest
+    _wait_saved(data_dir, project, name)
     path = manifest_path(data_dir, project, name)
     try:
         entries = digests.load(path)
@@ -490,7 +495,8 @@ def commit(staging, itemized=None, walk_interval=WALK_INTERVAL):
         log.info("%s: run %s's tree described from the %d paths rsync itemized, no walk", project, staging.name,
                  len(moved))
     os.makedirs(manifest_dir(data_dir, project, staging.name), mode=0o755, exist_ok=True)
-    digests.save(entries, manifest_path(data_dir, project, staging.name))
+    digest = digests.digest(entries)   # before the save starts: both want the entries' lines
+    saved = _save_aside(entries, data_dir, project, staging.name)
     change_list, unshared = None, []
     if staging.basis is not None:
         base_entries, base_digest = _manifest_of(data_dir, project, staging.basis)
@@ -511,7 +517,6 @@ def commit(staging, itemized=None, walk_interval=WALK_INTERVAL):
     _point_at(data_dir, project, staging.name)
     for directory in (snapshots, data_dir):
         _fsync_directory(directory)
-    digest = digests.digest(entries)
     step = None
     if change_list is not None and before is not None and staging.start == LINKS:
         changed = set(change_list.changed)
@@ -528,7 +533,39 @@ def commit(staging, itemized=None, walk_interval=WALK_INTERVAL):
         if changed is not None:
             step = _Step(staging.basis, tuple(digests.sort_paths(list(changed))), change_list.deleted)
     _remember(data_dir, project, _Described(staging.name, entries, digest, inodes, step, walked_at))
-    return Sealed(staging.name, digest, change_list)
+    return Sealed(staging.name, digest, change_list, saved)
+
+
+def _save_aside(entries, data_dir, project, name):
+    """Save the manifest of snapshot ``name`` in a thread of its own (compressing it lets go of the GIL):
+    the orders need only its digest, and a slave fetches the file only when its tree differs. Returns
+    what waits for the file (``Sealed.saved``). A manifest that cannot be saved is logged; whoever needs
+    it walks the snapshot instead (``_manifest_of``)."""
+    key = (data_dir, project, name)
+
+    def save():
+        try:
+            digests.save(entries, manifest_path(data_dir, project, name))
+        except OSError as error:
+            log.error("%s: the manifest of snapshot %s cannot be saved (%s); it is walked again when needed",
+                      project, name, error)
+        finally:
+            with _committed_lock:
+                if _saving.get(key) is threading.current_thread():
+                    del _saving[key]
+    thread = threading.Thread(target=save, name=f"manifest-{project}-{name}")
+    with _committed_lock:
+        _saving[key] = thread
+    thread.start()
+    return thread.join
+
+
+def _wait_saved(data_dir, project, name):
+    """Wait for the manifest of snapshot ``name`` if a thread is still saving it."""
+    with _committed_lock:
+        thread = _saving.get((data_dir, project, name))
+    if thread is not None:
+        thread.join()
 
 
 def itemized(log_path, destination):
@@ -674,14 +711,8 @@ def drop_skipped(staging, log_path):
     the paths that went. Raises OSError."""
     if staging.basis is None:
         return []
-    try:
-        with open(log_path, encoding="utf-8", errors="surrogateescape") as lines:
-            found = [match.group("link") or match.group("other") for match in map(_SKIPPED.search, lines) if match]
-    except FileNotFoundError:
-        return []
     removed = []
-    for name in found:
-        path = os.fsdecode(_RSYNC_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), os.fsencode(name)))
+    for path in _skipped(log_path):
         full = os.path.join(staging.destination, path)
         if not safe_relative(path) or not real_parents(staging.destination, path) or not os.path.lexists(full):
             continue
@@ -692,6 +723,96 @@ def drop_skipped(staging, log_path):
         log.info("%s: %d entries upstream replaced by what rsync skipped are gone from the new tree",
                  staging.project, len(removed))
     return removed
+
+
+def _skipped(log_path):
+    """The paths rsync said it skipped (``_SKIPPED``) in the log at ``log_path``."""
+    try:
+        with open(log_path, encoding="utf-8", errors="surrogateescape") as lines:
+            found = [match.group("link") or match.group("other") for match in map(_SKIPPED.search, lines) if match]
+    except FileNotFoundError:
+        return []
+    return [_rsync_name(os.fsencode(name)) for name in found]
+
+
+def _rsync_name(printed):
+    """The tree's path of a name as rsync prints it (bytes): its escapes undone, a directory's "/" off."""
+    if b"\\#" in printed:
+        printed = _RSYNC_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), printed)
+    printed = printed[:-1] if printed.endswith(b"/") else printed
+    return os.fsdecode(printed) if printed not in (b"", b".") else "."
+
+
+def can_list(staging):
+    """Whether the pull into ``staging`` may leave deletions to ``delete_unlisted``: the manifest of the
+    tree it starts as is at hand, to compare rsync's names with."""
+    before = _committed.get((staging.data_dir, staging.project))
+    return staging.basis is not None and before is not None and before.name == staging.basis
+
+
+def delete_unlisted(staging, listed, log_path, files_total):
+    """After a pull that named every upstream entry (``listed``: the unchanged ones, as rsync printed
+    them; the log: the others), delete from the staged tree what the tree it started as had and rsync
+    did not name, children with their directory, each directory's times kept. That is rsync's
+    --delete-delay without its second look at every directory of the tree. Returns the paths deleted,
+    or None, deleting nothing, when the names cannot vouch for the upstream's whole list: they are
+    not as many as rsync counted (``files_total``, its "Number of files"), an unchanged one is not in
+    the previous tree, or a changed one is not in the new one. Raises OSError when a path cannot be
+    deleted."""
+    before = _committed.get((staging.data_dir, staging.project))
+    items = itemized(log_path, staging.destination)
+    if before is None or before.name != staging.basis or items is None or files_total is None:
+        return _cannot_vouch(staging, "its log or its count of entries is missing")
+    changed, gone, _ = items
+    skipped = set(_skipped(log_path))
+    # One set of the unchanged names and one pass over the previous tree's entries, in order: a tree of
+    # a million entries costs one set of them.
+    unchanged = {_rsync_name(name.encode("utf-8", "surrogateescape")) if "\\#" in name or name.endswith("/")
+                 else name for name in listed}
+    listed.clear()
+    kept, candidates = 0, []
+    for entry in before.entries:
+        if entry.path in unchanged:
+            kept += 1
+        elif entry.path not in changed and entry.path not in skipped and entry.path not in gone \
+                and entry.path != ".":
+            candidates.append(entry.path)
+    named = len(unchanged) + len(changed - unchanged) + len(skipped - unchanged - changed)
+    root = staging.destination
+    if named != files_total:
+        return _cannot_vouch(staging, f"it named {named} entries of the {files_total} it counted")
+    if kept != len(unchanged):
+        return _cannot_vouch(staging, "an entry it left unchanged is not in the previous tree")
+    if not all(os.path.lexists(os.path.join(root, path)) for path in changed if path != "."):
+        return _cannot_vouch(staging, "an entry it changed is not in the new tree")
+    deleted, under = [], set()
+    for path in candidates:   # parents before children: a manifest is sorted
+        if any(ancestor in under for ancestor in _ancestors(path.rpartition("/")[0])):
+            continue   # went with its directory
+        full = os.path.join(root, path)
+        if not real_parents(root, path) or not os.path.lexists(full):
+            continue
+        with unchanged_directory(os.path.dirname(full)):
+            remove_tree(full)
+        if os.path.lexists(full):
+            raise OSError(f"cannot delete {path!r}, which upstream no longer has")
+        deleted.append(path)
+        under.add(path)
+    if deleted:
+        log.info("%s: %d entries upstream no longer has deleted from run %s's tree", staging.project,
+                 len(deleted), staging.name)
+    return deleted
+
+
+def _cannot_vouch(staging, why):
+    log.warning("%s: rsync's names in run %s's pull cannot say what upstream deleted (%s); pulling again "
+                "with rsync's own deletions", staging.project, staging.name, why)
+
+
+def _ancestors(path):
+    while path:
+        yield path
+        path = path.rpartition("/")[0]
 
 
 def _unshare(staging, base_entries, change_list):
@@ -744,6 +865,7 @@ def _restore_basis(staging):
     if staging.start != LINKS or not os.path.isdir(staging.destination) or not os.listdir(staging.destination):
         return  # never filled, or a snapshot or copy: nothing shares the previous tree's files
     basis_dir = snapshot_path(staging.data_dir, staging.project, staging.basis)
+    _wait_saved(staging.data_dir, staging.project, staging.basis)
     try:
         entries = digests.load(manifest_path(staging.data_dir, staging.project, staging.basis))
     except (OSError, ValueError):

@@ -32,6 +32,7 @@ class MethodSpec:
     arguments: tuple[str, ...] = ()
     transient_exit_codes: frozenset[int] = frozenset()
     environment: dict = field(default_factory=dict)   # command: extra variables for the script
+    listed: list | None = field(default=None, repr=False, compare=False)   # rsync: see RsyncJob.listed
 
 
 @dataclass

@@ -18,7 +18,7 @@ def job(spec, destination, extra_options=(), excludes=None, delete=True):
     return RsyncJob(source=spec.source, destination=destination,
                     options=(*protect_options(spec.protect), *extra_options, *spec.options),
                     excludes=tuple(spec.excludes if excludes is None else excludes),
-                    password=spec.password, timeout=spec.timeout, delete=delete)
+                    password=spec.password, timeout=spec.timeout, delete=delete, listed=spec.listed)
 
 
 def is_transient(result):

@@ -113,12 +113,15 @@ def _ensure_freshness_rows(slave_ids, project_id):
         db.session.execute(insert(SlaveProject).values(rows).on_conflict_do_nothing())
 
 
-def dispatch_to_slaves(run_id, upstream_outcome):
-    """Finish the upstream part of a run: with enabled slaves, order them to pull; else success."""
+def dispatch_to_slaves(run_id, upstream_outcome, saved=lambda: None):
+    """Finish the upstream part of a run: with enabled slaves, order them to pull; else success.
+    ``saved()`` waits for what the orders need not wait for (the snapshot's manifest file): the run is
+    not final before it returns."""
     run = runs.get_run(run_id)
     project = run.project
     slaves = slaves_service.enabled_slaves()
     if not slaves:
+        saved()
         return runs.move_run(run, RunState.SUCCESS, **upstream_outcome)
     stamp = now()
     for slave in slaves:
@@ -129,6 +132,7 @@ def dispatch_to_slaves(run_id, upstream_outcome):
     _send(run_id, project, slaves)
     log.info("run %s of %s: ordered %d slaves in %.3f s", run_id, project.name, len(slaves),
              (now() - started).total_seconds())
+    saved()
     finish_run_if_complete(run_id)
     return runs.get_run(run_id)
 

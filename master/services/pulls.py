@@ -32,6 +32,7 @@ class PullOutcome:
     result: SyncResult
     skipped: bool = False
     warnings: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()   # paths ``delete_unlisted`` deleted after a listing pull
 
     @property
     def warning(self):
@@ -82,13 +83,17 @@ def run_hook(project, run_id, hook, state, destination, log_path, cancel=None):
 
 
 def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_progress=None, options=(),
-                  current=None, before_pull=None):
+                  current=None, before_pull=None, listed=None, delete_unlisted=None):
     """Pull ``run``'s project into ``destination``; returns a PullOutcome. Never raises for a failed pull.
 
     ``options`` go before the project's own rsync options (a snapshot's); ``before_pull()`` runs
     just before the pull itself (it starts the snapshot from the previous tree; an OSError from it
     fails the pull); an unchanged upstream copies its marker's companions into ``current``, the
-    tree as it is, and never calls it.
+    tree as it is, and never calls it. With ``listed`` (a list; method rsync), rsync deletes nothing
+    and names every entry it found, the unchanged ones into ``listed`` (common.rsync.RsyncJob.listed);
+    after a good pull, ``delete_unlisted(result)`` deletes what it did not name and returns those
+    paths, or None when the names do not add up to rsync's count of the upstream's entries: the pull
+    then runs again with rsync deleting, so nothing upstream deleted is ever kept.
     """
     project = run.project
     started = now()
@@ -107,7 +112,7 @@ def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_pro
         if _unchanged(project, fetched):
             return _skip(project, fetched, current or destination, log_path)
     # The snapshot's options are for the pull itself; the marker is fetched plainly.
-    spec = dataclasses.replace(spec, options=(*options, *spec.options))
+    spec = dataclasses.replace(spec, options=(*options, *spec.options), listed=listed)
     if before_pull is not None:
         try:
             before_pull()
@@ -115,12 +120,23 @@ def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_pro
             return PullOutcome(_failed(str(error)))
     result = method_for(spec, runners()).run(destination, log_path, cancel=cancel, on_spawn=on_spawn,
                                              on_progress=on_progress)
+    deleted = ()
+    if listed is not None and result.ok:
+        try:
+            deleted = delete_unlisted(result)
+        except OSError as error:
+            return PullOutcome(_failed(str(error)))
+        if deleted is None:
+            deleted = ()
+            spec = dataclasses.replace(spec, listed=None)
+            result = method_for(spec, runners()).run(destination, log_path, cancel=cancel, on_spawn=on_spawn,
+                                                     on_progress=on_progress)
     warnings = []
     if result.ok:
         _remember_marker(project.id, fetched.marker_digest if fetched is not None else None)
         if project.trace == traces.DEBIAN:
             warnings += _write_trace(project, run, destination, started, result)
-    return PullOutcome(result, warnings=tuple(warnings))
+    return PullOutcome(result, warnings=tuple(warnings), deleted=tuple(deleted))
 
 
 def run_post_hook(run, outcome, destination, log_path):

@@ -49,6 +49,26 @@ def _itemizes_everything(project):
         and project.trace != traces.DEBIAN
 
 
+# rsync options that change neither which entries rsync lists nor what it would delete, nor its output:
+# with only these (and no excludes), the master deletes what rsync did not name (``_lists_everything``).
+_LISTING_NEUTRAL = frozenset({"-4", "-6", "--ipv4", "--ipv6", "--no-motd", "-c", "--checksum", "--size-only",
+                              "--ignore-times", "-z", "--compress", "--no-compress", "--sparse", "--no-iconv",
+                              "--whole-file", "--no-whole-file", "-W", "--partial", "--fuzzy", "--force"})
+_LISTING_NEUTRAL_VALUED = ("--bwlimit=", "--timeout=", "--contimeout=", "--chmod=", "--block-size=")
+
+
+def _lists_everything(project):
+    """Whether the pull may name every upstream entry and leave the deletions to the master
+    (``snapshots.delete_unlisted``) instead of rsync's second look at every directory of the tree: a
+    plain rsync pull whose itemized output the master reads anyway, with no excludes (an excluded
+    entry is in no list, yet rsync keeps it), no trace files to protect, and options that change
+    neither the list nor the deletions."""
+    return _itemizes_everything(project) and project.method == RSYNC and not project.excludes and \
+        project.trace != traces.DEBIAN and all(
+            option in _LISTING_NEUTRAL or option.startswith(_LISTING_NEUTRAL_VALUED)
+            for option in project.rsync_options or ())
+
+
 def _progress_recorder(run_id):
     """A progress callback for the runner, which calls it from its own output thread."""
     app = current_app._get_current_object()
@@ -79,11 +99,14 @@ def start_upstream_sync(run_id, cancel=None, stopping=None):
         message = f"the master's tree cannot be prepared: {error}"
         return transactions.until_written(lambda: _record_crash(run_id, project_name, message), what, stopping)
     destination = staging.destination
+    listed = [] if _lists_everything(project) and snapshots.can_list(staging) else None
     try:
         pulled = pulls.pull_upstream(run, destination, path, cancel=cancel,
                                      on_spawn=lambda pid: _note_pid(run_id, pid),
                                      on_progress=_progress_recorder(run_id), options=staging.options,
-                                     current=project_tree(project_name), before_pull=_filler(staging, project))
+                                     current=project_tree(project_name), before_pull=_filler(staging, project),
+                                     listed=listed, delete_unlisted=lambda result: snapshots.delete_unlisted(
+                                         staging, listed, path, result.stats.files_total))
         if not pulled.result.cancelled and not pulled.skipped:
             pulled = pulls.run_post_hook(runs.get_run(run_id), pulled, destination, path)
     except Exception as error:  # a bug must not leave the run syncing forever
@@ -99,7 +122,7 @@ def start_upstream_sync(run_id, cancel=None, stopping=None):
             items = snapshots.itemized(path, destination) if _itemizes_everything(project) else None
             dropped = snapshots.drop_skipped(staging, path)
             if items is not None:
-                items[1].update(dropped)
+                items[1].update(dropped, pulled.deleted)
             sealed = snapshots.commit(staging, items, current_app.config["VERIFY_INTERVAL"])
         except OSError as error:
             log.error("run %s of %s: the new tree cannot be swapped in: %s", run_id, project_name, error)
@@ -143,7 +166,8 @@ def _record_outcome(run_id, project_name, pulled, result, sealed):
     elif result.ok:
         # The snapshot before goes with the next sweep (every CATCHUP_INTERVAL), not here: deleting a
         # whole tree would hold this pull's worker and compete with the slaves pulling right now.
-        distribution.dispatch_to_slaves(run_id, dict(outcome, warning=pulled.warning, digest=sealed.digest))
+        distribution.dispatch_to_slaves(run_id, dict(outcome, warning=pulled.warning, digest=sealed.digest),
+                                        saved=sealed.saved)
     else:
         # The retry is queued first, so the failed run names it in the same update.
         retry = _retry_if_transient(run, result)

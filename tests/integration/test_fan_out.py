@@ -308,6 +308,15 @@ def test_the_master_describes_a_pull_from_what_rsync_itemized_as_a_walk_would(
         said = "a walk of run {}'s tree agrees" if verify_interval == "0" else "run {}'s tree described from the"
         for run in runs[1:]:
             assert said.format(run["id"]) in text
+        # After the first tree, rsync names every entry and the master deletes what it did not name,
+        # instead of rsync looking at every directory a second time; the unchanged ones stay out of the log.
+        api = ApiClient(master.url, master.admin_token)
+        for run in runs[1:]:
+            pull_log = api.get(f"/api/v1/runs/{run['id']}/log").text
+            assert "--info=name2" in pull_log and "--delete-delay" not in pull_log, pull_log
+            assert ".f          small" not in pull_log and "hf          " not in pull_log, pull_log
+            assert f"upstream no longer has deleted from run {run['id']}'s tree" in text
+        assert "cannot say what upstream deleted" not in text
         for tree in (master.data_dir / "tricky", slave.tree("tricky")):
             assert_trees_equal(upstream.tree, tree)
             assert_same_with_rsync(upstream.tree, tree)

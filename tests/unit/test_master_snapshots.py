@@ -475,3 +475,85 @@ def test_a_log_of_no_rsync_into_the_tree_says_nothing_changed_never(tmp_path):
     log = tmp_path / "3.log"
     write_log(log, ("$ rsync '--out-format=%i %n' -- rsync://u/m/lastupdate /elsewhere/", [], "# exit code 0, ok"))
     assert snapshots.itemized(str(log), str(tmp_path / "3.partial")) is None
+
+
+def listing_pull(tmp_path, data, changed_lines):
+    """Run 2 of project debian staged from run 1 (keep, d/stay, d/gone, old/x, old/sub/y) and the log of
+    a listing pull into it that itemized ``changed_lines``."""
+    first = stage(data, "debian", 1)
+    pull(first, {"keep": "k", "d/stay": "s", "d/gone": "g", "old/x": "x", "old/sub/y": "y"})
+    snapshots.commit(first)
+    second = stage(data, "debian", 2)
+    log = tmp_path / "2.log"
+    write_log(log, (f"$ rsync --recursive '--out-format=%i %n' -- rsync://u/m/ {second.destination}/",
+                    changed_lines, "# exit code 0, ok"))
+    return second, str(log)
+
+
+def test_what_rsync_did_not_name_is_deleted_with_its_directory_and_the_times_kept(tmp_path):
+    """Without --delete rsync names every upstream entry (the unchanged ones go to a list, not the log):
+    what the previous tree had and no name matches is gone, a directory with all under it, and the
+    directories it was in keep the times rsync gave them."""
+    data = str(tmp_path)
+    second, log = listing_pull(tmp_path, data, [">f.st...... d/stay"])
+    assert snapshots.can_list(second)
+    d = os.path.join(second.destination, "d")
+    os.utime(d, (1_700_000_000, 1_700_000_000))
+    root_time = os.stat(second.destination).st_mtime_ns
+    deleted = snapshots.delete_unlisted(second, ["./", "keep", "d/"], log, 4)
+    assert deleted == ["d/gone", "old"]
+    assert sorted(os.listdir(second.destination)) == ["d", "keep"] and os.listdir(d) == ["stay"]
+    assert os.stat(d).st_mtime == 1_700_000_000 and os.stat(second.destination).st_mtime_ns == root_time
+    assert os.path.exists(os.path.join(data, ".snapshots", "debian", "1", "old", "sub", "y")), "the previous tree keeps it"
+
+
+@pytest.mark.parametrize("listed, changed_lines, total", [
+    (["./", "keep", "d/"], [">f.st...... d/stay"], 5),                 # rsync counted one more than it named
+    (["./", "keep", "d/", "new"], [">f.st...... d/stay"], 5),          # "unchanged", yet not in the previous tree
+    (["./", "keep", "d/"], [">f+++++++++ d/ghost", ">f.st...... d/stay"], 5),   # "changed", yet not in the tree
+    (["./", "keep", "d/"], [">f.st...... d/stay"], None),              # no count: no --stats at the end
+])
+def test_names_that_cannot_vouch_for_upstreams_whole_list_delete_nothing(tmp_path, listed, changed_lines, total):
+    """A name misread, or one rsync left out, would delete what upstream still has: the names must add up
+    to rsync's own count, the unchanged ones be in the previous tree and the changed ones in the new one;
+    else nothing is deleted here (the pull runs again with rsync deleting)."""
+    data = str(tmp_path)
+    second, log = listing_pull(tmp_path, data, changed_lines)
+    assert snapshots.delete_unlisted(second, listed, log, total) is None
+    assert sorted(os.listdir(second.destination)) == ["d", "keep", "old"]
+
+
+def test_a_name_rsync_escaped_or_skipped_is_still_named(tmp_path):
+    """rsync prints a name's odd bytes as \\#ooo, and names an unsafe symlink or a device only to say it
+    skips it: those still count as upstream's, so nothing of theirs is deleted here."""
+    data = str(tmp_path)
+    first = stage(data, "debian", 1)
+    pull(first, {"new\nline": "n", "swap": "s", "gone": "g"})
+    snapshots.commit(first)
+    second = stage(data, "debian", 2)
+    log = tmp_path / "2.log"
+    write_log(log, (f"$ rsync --recursive '--out-format=%i %n' -- rsync://u/m/ {second.destination}/",
+                    ['ignoring unsafe symlink "swap" -> "/etc"'], "# exit code 0, ok"))
+    assert snapshots.delete_unlisted(second, ["./", r"new\#012line"], str(log), 3) == ["gone"]
+    assert sorted(os.listdir(second.destination)) == ["new\nline", "swap"]
+
+
+def test_a_snapshots_manifest_is_saved_while_its_orders_go_out_and_waited_for_before_it_is_read(
+        tmp_path, monkeypatch):
+    """The orders need only the digest: the manifest file is written beside them, in a thread of its
+    own, and whoever reads it (``saved()`` before the run is final, the next pull's change list) waits."""
+    import threading
+    data = str(tmp_path)
+    first = stage(data, "debian", 1)
+    pull(first, {"a.txt": "one", "d/b.txt": "two"})
+    release, real_save = threading.Event(), digests.save
+    monkeypatch.setattr(digests, "save", lambda entries, path: (release.wait(10), real_save(entries, path)))
+    sealed = snapshots.commit(first)
+    path = snapshots.manifest_path(data, "debian", "1")
+    assert not os.path.exists(path), "commit waited for the manifest file"
+    snapshots._committed.pop((data, "debian"))   # the next pull reads it from the file
+    monkeypatch.setattr(digests, "manifest", lambda *args, **kwargs: pytest.fail("walked, not waiting for the file"))
+    threading.Timer(0.05, release.set).start()
+    assert snapshots._manifest_of(data, "debian", "1")[1] == sealed.digest
+    sealed.saved()
+    assert digests.digest(digests.load(path)) == sealed.digest

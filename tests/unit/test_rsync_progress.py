@@ -4,6 +4,7 @@ import io
 
 import pytest
 
+from common.processes import copy_output
 from common.rsync import _copy_output, _output_lines, parse_progress
 
 
@@ -77,3 +78,25 @@ def test_a_line_rsync_prints_right_after_a_progress_update_keeps_its_own_line_in
                    b"\r  13 100%   12.70kB/s    0:00:00   >f+++++++++ a.txt\nNumber of files: 3\n", seen.append)
     assert lines == ["*deleting   small.txt", ">f+++++++++ a.txt", "Number of files: 3"]
     assert seen[-1]["percent"] == 100
+
+
+def test_a_listing_pull_keeps_the_names_of_unchanged_entries_out_of_the_log():
+    """With RsyncJob.listed rsync names every entry (--info=name2): those it left as they were go to the
+    list (a line each would fill the log with the whole tree), a changed one and the rest to the log,
+    also right after a progress update."""
+    from common.rsync import _ProgressLines, _Unchanged
+    seen, names, log = [], [], Log()
+    copy_output(io.BytesIO(b".d          ./\n.f          a b\nhf          hard\n.d..t...... dir/\n"
+                           b"\r  13 100%   12.70kB/s    0:00:00   .L          link\n"
+                           b">f+++++++++ new\n.f...p..... mode\nNumber of files: 7\n"),
+                log, Tail(), _Unchanged(names, _ProgressLines(seen.append)))
+    assert names == ["./", "a b", "hard", "link"]
+    assert log.lines == [".d..t...... dir/", ">f+++++++++ new", ".f...p..... mode", "Number of files: 7"]
+    assert seen and seen[-1]["percent"] == 100
+
+
+def test_a_listing_job_lets_rsync_delete_nothing_and_names_everything():
+    from common.rsync import RsyncJob, build_command
+    argv = build_command(RsyncJob(source="rsync://u/m", destination="/t", listed=[]))
+    assert "--delete-delay" not in argv and {"--info=name2", "--out-format=%i %n", "--force"} <= set(argv)
+    assert "--delete-delay" in build_command(RsyncJob(source="rsync://u/m", destination="/t"))
