@@ -609,9 +609,7 @@ def itemized(log_path, destination):
                     linked = linked or line.startswith(b"hf")
                 else:
                     continue
-                name = _RSYNC_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), line[12:])
-                name = name[:-1] if name.endswith(b"/") else name
-                target.add(os.fsdecode(name) if name not in (b"", b".") else ".")
+                target.add(_rsync_name(line[12:]))
     except OSError:
         return None
     return (changed, deleted, linked) if seen and not open_segment else None
