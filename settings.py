@@ -164,6 +164,13 @@ VERIFY_INTERVAL = 3600
 # command is installed, and a copy made of hard links elsewhere; "btrfs" fails a pull that
 # cannot have a snapshot; "hardlinks" never takes one.
 SNAPSHOT_METHOD = "auto"
+# Who deletes from the master's new tree what upstream no longer has: "rsync" (its --delete-delay,
+# after the transfer) or "listed": for a plain rsync project (no excludes, no trace files, only
+# options that change neither the list nor the deletions), rsync names every upstream entry and
+# the master deletes, after the transfer, what the previous tree had and no name matches. That
+# spares rsync's second look at every directory of the tree (0.07-0.09 s of 0.8 s at 100,000
+# files); names that do not add up to rsync's own count make the pull run again with rsync deleting.
+UPSTREAM_DELETIONS = "rsync"
 # Seconds between two progress reports of a running pull (how far rsync has come);
 # each one also tells the master this slave is alive (see SLAVE_START_TIMEOUT).
 PROGRESS_INTERVAL = 10

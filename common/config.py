@@ -191,6 +191,7 @@ PARSERS = {
     "HEARTBEAT_INTERVAL": _number(float, 0.05, 3600),
     "VERIFY_INTERVAL": _number(float, 0, 30 * 86400),
     "SNAPSHOT_METHOD": _one_of("auto", "btrfs", "hardlinks"),
+    "UPSTREAM_DELETIONS": _one_of("rsync", "listed"),
     "REPORT_RETRY_MAX": _number(float, 0.05, 3600),
     "PROGRESS_INTERVAL": _number(float, 0.1, 3600),
     "MAX_CONCURRENT_SYNCS": _number(int, 1, 256),

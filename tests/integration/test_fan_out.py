@@ -293,13 +293,15 @@ def three_awkward_runs(master, upstream):
     return runs
 
 
-@pytest.mark.parametrize("verify_interval", ["0", "3600"])
+@pytest.mark.parametrize("verify_interval, deletions", [("0", "listed"), ("3600", "listed"), ("3600", "rsync")])
 def test_the_master_describes_a_pull_from_what_rsync_itemized_as_a_walk_would(
-        master_factory, upstream, tmp_path, verify_interval):
+        master_factory, upstream, tmp_path, verify_interval, deletions):
     """Between walks (VERIFY_INTERVAL) the master's new tree is described from the previous one and
     the paths rsync itemized. With 0 it walks every time and compares the two: after every awkward
-    kind of change they agree, and the slave gets upstream's tree either way."""
-    master = master_factory(tmp_path / "master", extra_env=dict(MASTER_ENV, MIRRORSYNC_VERIFY_INTERVAL=verify_interval))
+    kind of change they agree, and the slave gets upstream's tree either way, whether rsync deletes
+    what upstream no longer has or the master does (UPSTREAM_DELETIONS)."""
+    master = master_factory(tmp_path / "master", extra_env=dict(
+        MASTER_ENV, MIRRORSYNC_VERIFY_INTERVAL=verify_interval, MIRRORSYNC_UPSTREAM_DELETIONS=deletions))
     slave = start_slave(tmp_path / "mirror1", "mirror1", master.url, log_dir=tmp_path / "logs")
     try:
         runs = three_awkward_runs(master, upstream)
@@ -308,14 +310,19 @@ def test_the_master_describes_a_pull_from_what_rsync_itemized_as_a_walk_would(
         said = "a walk of run {}'s tree agrees" if verify_interval == "0" else "run {}'s tree described from the"
         for run in runs[1:]:
             assert said.format(run["id"]) in text
-        # After the first tree, rsync names every entry and the master deletes what it did not name,
-        # instead of rsync looking at every directory a second time; the unchanged ones stay out of the log.
+        # listed: after the first tree, rsync names every entry and the master deletes what it did not
+        # name, instead of rsync looking at every directory a second time; the unchanged names stay out
+        # of the log. rsync (the default): --delete-delay, as ever.
         api = ApiClient(master.url, master.admin_token)
         for run in runs[1:]:
             pull_log = api.get(f"/api/v1/runs/{run['id']}/log").text
-            assert "--info=name2" in pull_log and "--delete-delay" not in pull_log, pull_log
-            assert ".f          small" not in pull_log and "hf          " not in pull_log, pull_log
-            assert f"upstream no longer has deleted from run {run['id']}'s tree" in text
+            listed = f"upstream no longer has deleted from run {run['id']}'s tree" in text
+            if deletions == "listed":
+                assert "--info=name2" in pull_log and "--delete-delay" not in pull_log, pull_log
+                assert ".f          small" not in pull_log and "hf          " not in pull_log, pull_log
+                assert listed
+            else:
+                assert "--delete-delay" in pull_log and "--info=name2" not in pull_log and not listed, pull_log
         assert "cannot say what upstream deleted" not in text
         for tree in (master.data_dir / "tricky", slave.tree("tricky")):
             assert_trees_equal(upstream.tree, tree)

@@ -27,6 +27,7 @@ def test_environment_overrides_defaults_and_overrides_win():
     ("MAX_CONCURRENT_SYNCS", "0", "MAX_CONCURRENT_SYNCS must be between"),
     ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be one of"),
     ("SNAPSHOT_METHOD", "zfs", "SNAPSHOT_METHOD must be one of auto, btrfs, hardlinks"),
+    ("UPSTREAM_DELETIONS", "slave", "UPSTREAM_DELETIONS must be one of rsync, listed"),
     ("DATABASE_URL", "mysql://x", "DATABASE_URL must be"),
     ("MASTER_URL", "ftp://x", "MASTER_URL must be"),
     ("CA_BUNDLE", "/no/such/ca.pem", "CA_BUNDLE must name a readable file"),

@@ -326,8 +326,10 @@ def test_a_run_ending_with_a_follow_up_queued_hands_the_status_to_it(app, client
 
 def test_a_pull_whose_names_do_not_add_up_runs_again_with_rsync_deleting(app, client, admin, make_project, fake_rsync):
     """The second pull of a plain project names every entry instead of having rsync look at every
-    directory again for deletions. When those names cannot vouch for upstream's list (here: a log
-    without rsync's itemized lines), nothing is deleted from them and rsync runs again, deleting."""
+    directory again for deletions (UPSTREAM_DELETIONS listed). When those names cannot vouch for
+    upstream's list (here: a log without rsync's itemized lines), nothing is deleted from them and rsync
+    runs again, deleting."""
+    app.config["UPSTREAM_DELETIONS"] = "listed"
     make_project(rsync_options=["--bwlimit=500"])
     trigger(client, admin)
     execute_one(app)
@@ -341,14 +343,15 @@ def test_a_pull_whose_names_do_not_add_up_runs_again_with_rsync_deleting(app, cl
     assert again.destination == listing.destination
 
 
-@pytest.mark.parametrize("settings", [{"excludes": ["*.iso"]}, {"rsync_options": ["--max-delete=10"]},
+@pytest.mark.parametrize("settings", [None, {"excludes": ["*.iso"]}, {"rsync_options": ["--max-delete=10"]},
                                       {"rsync_options": ["-v"]}, {"method": "two-stage", "stage1_profile": "debian"}])
 def test_a_project_whose_options_shape_the_list_leaves_deletions_to_rsync(app, client, admin, make_project,
                                                                           fake_rsync, settings):
     """An excluded entry is in no list, yet rsync keeps it; --max-delete, -v and a two-stage pull change
-    what rsync deletes or prints: rsync deletes, as ever."""
-    make_project(**settings)
+    what rsync deletes or prints: rsync deletes, as ever. So it does by default (UPSTREAM_DELETIONS rsync)."""
+    app.config["UPSTREAM_DELETIONS"] = "rsync" if settings is None else "listed"
+    make_project(**(settings or {}))
     for _ in range(2):
         trigger(client, admin)
         execute_one(app)
-    assert all(job.listed is None for job in fake_rsync.jobs)
+    assert all(job.listed is None for job in fake_rsync.jobs) and fake_rsync.jobs[-1].delete
