@@ -16,6 +16,7 @@ import time
 import pytest
 
 from tests.integration.conftest import ApiClient
+from tests.support.faults import throttled_rsync
 from tests.support.processes import start_slave, wait_for, wait_run_finished
 from tests.support.rsyncd import RsyncDaemon
 
@@ -95,8 +96,11 @@ def assert_no_secret(text, secrets, where):
 def deployment(master_factory, tmp_path):
     master = master_factory(tmp_path / "master", admin_token=ADMIN_TOKEN, extra_env=MASTER_ENV)
     api = ApiClient(master.url, master.admin_token)
+    # The slaves' pulls of 3 MB take about half a second (throttled_rsync): unthrottled, one may end
+    # between two passes of the scan over /proc on a busy machine, and its command line goes unread.
+    slow = {"MIRRORSYNC_RSYNC_BINARY": str(throttled_rsync(tmp_path / "bin", 6000))}
     slaves = {name: start_slave(tmp_path / name, name, master.url, join_token=JOIN_TOKEN,
-                                log_dir=tmp_path / "logs") for name in SLAVES}
+                                log_dir=tmp_path / "logs", extra_env=slow) for name in SLAVES}
     tree = tmp_path / "upstream-tree"
     tree.mkdir()
     for index in range(3):
