@@ -7,6 +7,8 @@ a file that is not there. A failed stage 1 ends the pull before stage 2: the
 indices are untouched.
 """
 
+import dataclasses
+
 from common.methods import rsync as rsync_method
 from common.rsync import RsyncStats
 
@@ -47,7 +49,9 @@ class TwoStageMethod:
     def __init__(self, spec, runners):
         if spec.stage1_profile not in PROFILES:
             raise ValueError(f"unknown stage1_profile {spec.stage1_profile!r}")
-        self.spec = spec
+        # Two stages filter what they list (stage 1 its profile): neither names every upstream entry,
+        # so rsync's own deletions stay (MethodSpec.listed is for the rsync method only).
+        self.spec = dataclasses.replace(spec, listed=None)
         self.runners = runners
 
     def run(self, destination, log_path, cancel=None, on_spawn=None, on_progress=None):
