@@ -90,7 +90,20 @@ def _send(run_id, project, slaves, catchup=False):
     _note_attempts(slaves, project, stamp)
     readmodel.note_changed([project.id])
     db.session.commit()
+    if accepted:
+        _cancel_accepted_late(run_id, project.name, accepted, targets)
     return outcomes
+
+
+def _cancel_accepted_late(run_id, project_name, accepted, targets):
+    """Tell slaves whose part was cancelled while their order was on its way (it was still pending,
+    so the cancel may have reached the slave before the order did, or not at all) to stop after all."""
+    cancelled = set(db.session.execute(sa.select(SlaveRun.slave_name).where(
+        SlaveRun.run_id == run_id, SlaveRun.slave_name.in_(accepted),
+        SlaveRun.state == SlaveRunState.CANCELLED.value)).scalars())
+    db.session.commit()  # end the read: nothing waits on it while the cancels go out
+    if cancelled:
+        tell_slaves_to_cancel(run_id, project_name, [target for target, _ in targets if target.name in cancelled])
 
 
 def _note_attempts(slaves, project, stamp):
@@ -327,10 +340,12 @@ def cancel_parts(run, reason):
     for entry in run.slave_runs:
         if entry.state not in IN_FLIGHT:
             continue
-        sent = entry.state != SlaveRunState.PENDING.value
+        # A pending part's order may be on its way, or answered and not yet recorded: it is told too
+        # (a slave that never got the order answers 404), and the dispatch tells it again once the
+        # order is accepted (_cancel_accepted_late).
         entry.state, entry.finished_at, entry.error = SlaveRunState.CANCELLED.value, stamp, reason
         slave = db.session.get(Slave, entry.slave_id) if entry.slave_id is not None else None
-        if sent and slave is not None:
+        if slave is not None:
             told.append(OrderTarget(slave.name, slave.url, slave.signing_key))
     return told
 

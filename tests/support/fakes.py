@@ -71,6 +71,7 @@ class FakeSlaveClient:
         self.orders = []          # (slave name, order dict)
         self.cancels = []         # (slave name, run id, project)
         self.outcomes = {}        # name -> "dispatched" | "unreachable" | "failed"
+        self.while_answering = None   # called with the orders once the slaves answered, before they return
 
     def send_orders(self, orders):
         from master.slave_client import OrderOutcome
@@ -80,6 +81,8 @@ class FakeSlaveClient:
             state = self.outcomes.get(target.name, "dispatched")
             error = None if state == "dispatched" else f"{target.name} is {state}"
             results.append(OrderOutcome(target.name, state == "dispatched", state, error))
+        if self.while_answering is not None:
+            self.while_answering([order for _, order in orders])
         return results
 
     def send_cancels(self, cancels):

@@ -101,6 +101,25 @@ def test_cancelling_a_distributing_run_cancels_its_parts_and_tells_the_slaves(
         assert distribution.catch_up_slaves() == 0
 
 
+def test_a_cancel_that_comes_while_the_orders_are_answered_still_reaches_the_slaves(
+        app, client, admin, make_project, fake_slaves):
+    make_project()
+    enroll(client, "one"), enroll(client, "two")
+    answers = []
+
+    def cancel_meanwhile(orders):
+        # The slaves accepted (and may be pulling), the master has not recorded it: its parts are pending.
+        answers.append(client.post(f"/api/v1/runs/{orders[0]['run_id']}/cancel", headers=admin))
+
+    fake_slaves.while_answering = cancel_meanwhile
+    run_id = pull(app, client, admin)
+    assert answers[0].status_code == 200 and answers[0].json["state"] == "cancelled", answers[0].json
+    assert {s["slave"]: s["state"] for s in get_run(client, admin, run_id)["slaves"]} == {
+        "one": "cancelled", "two": "cancelled"}
+    # Told by the cancel (the order may have arrived) and again by the dispatch (it may have come first).
+    assert sorted(fake_slaves.cancels) == [("one", run_id, "debian")] * 2 + [("two", run_id, "debian")] * 2
+
+
 def test_a_finished_or_unknown_run_cannot_be_cancelled(app, client, admin, make_project):
     make_project()
     run_id = pull(app, client, admin)
