@@ -202,7 +202,7 @@ ALLOWED_FLAGS = frozenset({
     "--copy-unsafe-links", "--ignore-existing", "--existing", "--update", "-u", "--fuzzy",
     "--partial", "-v", "--verbose", "-q", "--quiet", "--itemize-changes", "-i",
     "--no-hard-links", "--no-delete", "--no-iconv", "--no-whole-file", "--whole-file", "-W",
-    "--mkpath", "--old-args",
+    "--mkpath", "--old-args", "--inc-recursive", "--no-inc-recursive",
 })
 # Options taking a value, with the shape the value must have.
 VALUED_OPTIONS = {

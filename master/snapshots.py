@@ -65,9 +65,14 @@ _RUN_NAME = re.compile(r"^[0-9]+$")
 # A snapshot is not public until the swap: renaming each file at the end buys nothing.
 # --info=name1 names what moved, and what rsync skipped (``drop_skipped``); the out-format puts
 # rsync's itemized change before each name (``itemized``), as `rsync -i` does but without the
-# link targets, which a name may look like.
+# link targets, which a name may look like. --no-inc-recursive: the whole list is sent, then
+# checked, instead of a directory at a time with a round of the protocol each; a pull that changes
+# little takes 10-20% less time (measured at 100,000 files: bench/README), and its progress knows
+# the total from the start. Both ends then hold the whole list: 5-6 MB more each at 100,000 files
+# (12 MB instead of 6-8), about 60 bytes a file; a project of millions of files can take rsync's
+# incremental recursion back with --inc-recursive in its rsync_options (they come after these).
 ITEM_FORMAT = "%i %n"
-SNAPSHOT_OPTIONS = ("--no-delay-updates", "--info=name1", f"--out-format={ITEM_FORMAT}")
+SNAPSHOT_OPTIONS = ("--no-delay-updates", "--no-inc-recursive", "--info=name1", f"--out-format={ITEM_FORMAT}")
 # A tree is described by a walk at least this often (seconds), else from what rsync itemized
 # (the VERIFY_INTERVAL setting).
 WALK_INTERVAL = 3600.0

@@ -53,7 +53,8 @@ def _itemizes_everything(project):
 # with only these (and no excludes), the master deletes what rsync did not name (``_lists_everything``).
 _LISTING_NEUTRAL = frozenset({"-4", "-6", "--ipv4", "--ipv6", "--no-motd", "-c", "--checksum", "--size-only",
                               "--ignore-times", "-z", "--compress", "--no-compress", "--sparse", "--no-iconv",
-                              "--whole-file", "--no-whole-file", "-W", "--partial", "--fuzzy", "--force"})
+                              "--whole-file", "--no-whole-file", "-W", "--partial", "--fuzzy", "--force",
+                              "--inc-recursive", "--no-inc-recursive"})
 _LISTING_NEUTRAL_VALUED = ("--bwlimit=", "--timeout=", "--contimeout=", "--chmod=", "--block-size=")
 
 

@@ -393,6 +393,7 @@ ACCEPTED = {
             "--bwlimit=1000", "--bwlimit=10M", "--timeout=600", "--contimeout=30", "-4", "-6", "--no-motd",
             "--max-delete=1000", "--checksum", "--size-only", "--exclude=*.iso", "--include=*/",
             "--delete-excluded", "--delete-after", "--max-size=4G", "--chmod=Du+rwx,Fgo-w", "-z",
+            "--inc-recursive", "--no-inc-recursive",
         )
     ] + [
         accepted("empty-list", []),

@@ -84,7 +84,9 @@ def test_successful_pull_stamps_run_and_project(app, client, admin, make_project
     # The pull writes a fresh snapshot of its run, which then becomes DATA_DIR/<project>.
     assert job.destination == os.path.join(app.config["DATA_DIR"], ".snapshots", "debian", f"{run['id']}.partial")
     assert os.readlink(os.path.join(app.config["DATA_DIR"], "debian")) == f".snapshots/debian/{run['id']}"
-    assert job.options == ("--no-delay-updates", "--info=name1", "--out-format=%i %n", "--bwlimit=500") and job.excludes == ("*.iso",)
+    # The whole list at once (--no-inc-recursive), before the project's own options, which can take it back.
+    assert job.options == ("--no-delay-updates", "--no-inc-recursive", "--info=name1", "--out-format=%i %n",
+                           "--bwlimit=500") and job.excludes == ("*.iso",)
     assert job.password == "s3cret"
 
 
@@ -341,6 +343,21 @@ def test_a_pull_whose_names_do_not_add_up_runs_again_with_rsync_deleting(app, cl
     listing, again = fake_rsync.jobs[1:]
     assert listing.listed == [] and again.listed is None and again.delete
     assert again.destination == listing.destination
+
+
+def test_a_project_can_take_rsyncs_incremental_recursion_back_and_still_list(app, client, admin, make_project,
+                                                                           fake_rsync):
+    """A tree of millions of files may not want both ends to hold its whole list: --inc-recursive in the
+    project's options comes after the master's --no-inc-recursive (rsync takes the last), and changes
+    neither the list nor the deletions."""
+    app.config["UPSTREAM_DELETIONS"] = "listed"
+    make_project(rsync_options=["--inc-recursive"])
+    for _ in range(2):
+        trigger(client, admin)
+        execute_one(app)
+    first, listing = fake_rsync.jobs[:2]   # (the fake's log lists nothing, so a third pull deletes)
+    assert first.options.index("--no-inc-recursive") < first.options.index("--inc-recursive")
+    assert listing.listed is not None
 
 
 @pytest.mark.parametrize("settings", [None, {"excludes": ["*.iso"]}, {"rsync_options": ["--max-delete=10"]},
