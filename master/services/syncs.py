@@ -61,7 +61,8 @@ _LISTING_NEUTRAL_VALUED = ("--bwlimit=", "--timeout=", "--contimeout=", "--chmod
 def _lists_everything(project):
     """Whether the pull may name every upstream entry and leave the deletions to the master
     (``snapshots.delete_unlisted``) instead of rsync's second look at every directory of the tree
-    (UPSTREAM_DELETIONS "listed"; by default rsync deletes, with --delete-delay): a plain rsync pull whose itemized output the master reads anyway, with no excludes (an excluded
+    (UPSTREAM_DELETIONS "listed"; by default rsync deletes, with --delete-delay): a plain rsync pull
+    whose itemized output the master reads anyway, with no excludes (an excluded
     entry is in no list, yet rsync keeps it), no trace files to protect, and options that change
     neither the list nor the deletions."""
     return current_app.config["UPSTREAM_DELETIONS"] == "listed" and _itemizes_everything(project) and \
