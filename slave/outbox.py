@@ -51,6 +51,10 @@ class Outbox:
         self._thread = None
         self._sequence = 0
         self._next_due = None   # seconds until the first deferred report may go, as last seen
+        # Delivery passes begun and ended, for ``flush``.
+        self._passes = threading.Condition()
+        self._passes_begun = 0
+        self._passes_ended = 0
 
     def put(self, report, delay=0.0):
         """Queue ``report`` (a ReportSchema dict), replacing an earlier one for the same run, to go out in
@@ -81,6 +85,21 @@ class Outbox:
         """Seconds until ``entry`` may go (0 when it may go now)."""
         not_before = entry.get("not_before")
         return max(0.0, not_before - now) if isinstance(not_before, (int, float)) else 0.0
+
+    def flush(self, timeout):
+        """Wait (at most ``timeout`` seconds) until the delivery thread has tried to send every report
+        queued before the call: one whole pass begun after it has ended, delivered or not. Returns at
+        once when the thread is not running. A deferred report does not count: it waits its turn."""
+        deadline = time.monotonic() + timeout
+        with self._passes:
+            if self._thread is None:
+                return
+            wanted = self._passes_begun + 1
+            while self._passes_ended < wanted and self._thread is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._passes.wait(left)
 
     def pending(self):
         """The queued reports, oldest first."""
@@ -125,15 +144,24 @@ class Outbox:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-            self._thread = None
+            with self._passes:
+                self._thread = None
+                self._passes.notify_all()
 
     def _run(self):
         attempt = 0
         failing = False
         while not self._stopping.is_set():
             self._wake.clear()
+            with self._passes:
+                self._passes_begun += 1
             try:
-                self.deliver_pending()
+                try:
+                    self.deliver_pending()
+                finally:
+                    with self._passes:
+                        self._passes_ended = self._passes_begun
+                        self._passes.notify_all()
             except MasterUnavailable as error:
                 if not failing:
                     log.warning("cannot deliver reports to the master (%s); trying again with backoff", error)

@@ -122,6 +122,25 @@ def test_a_finished_pull_is_recorded_and_reported(slave, client):
     assert report_schema.load(final[0])["stats"]["files_total"] == 3
 
 
+def test_the_final_report_leaves_before_the_published_tree_is_noted(make_slave):
+    # Noting the tree (its manifest saved) takes the interpreter for a while at 100,000 entries: the
+    # report goes first, so the master learns of the pull without waiting for the bookkeeping.
+    master = FakeMasterClient()
+    app = make_slave(MASTER_CLIENT=master)
+    box, worker = services(app).outbox, services(app).worker
+    noted_after = []
+    remember = worker.published.remember
+
+    def noting(*args, **kwargs):
+        noted_after.append([(r["run_id"], r["state"]) for r in master.reports])
+        return remember(*args, **kwargs)
+    worker.published.remember = noting
+    box.start()
+    assert order(app.test_client(), an_order()).status_code == 202
+    wait_idle(app)
+    assert noted_after == [[(7, "success")]]
+
+
 def test_a_failed_pull_is_recorded_and_reported_as_failed(make_slave):
     app = make_slave(rsync_runner=FakeRsyncRunner(exit_codes=(10,)))
     client = app.test_client()

@@ -253,3 +253,67 @@ def test_the_delivery_thread_sends_a_deferred_report_when_it_is_due(make_outbox)
     box.put(a_report(run_id=7, state="syncing"), delay=0.2)
     assert wait_for(lambda: client.calls, 5)
     assert client.calls[0][0] - started >= 0.2
+
+
+def test_flush_returns_once_a_report_queued_before_it_was_delivered(make_outbox):
+    gate = threading.Event()
+    client = FakeMasterClient(gate=gate)
+    box = make_outbox(client)
+    box.start()
+    box.put(a_report())
+    flushed = threading.Event()
+    threading.Thread(target=lambda: (box.flush(5.0), flushed.set()), daemon=True).start()
+    assert client.in_call.wait(5)
+    assert not flushed.wait(0.05), "flush returned while the report was still being sent"
+    gate.set()
+    assert flushed.wait(5)
+    assert client.accepted and box.pending() == []
+
+
+def test_flush_waits_for_a_pass_that_began_after_it(make_outbox):
+    # A pass already under way when the report is queued may not have seen it: flush waits for the next.
+    gate = threading.Event()
+    client = FakeMasterClient(gate=gate)
+    box = make_outbox(client)
+    box.put(a_report(run_id=1))
+    box.start()
+    assert client.in_call.wait(5)   # the pass that sends run 1 is under way
+    box.put(a_report(run_id=2))
+    flushed = threading.Event()
+    threading.Thread(target=lambda: (box.flush(5.0), flushed.set()), daemon=True).start()
+    gate.set()
+    assert flushed.wait(5)
+    assert [r["run_id"] for r in client.accepted] == [1, 2]
+
+
+def test_flush_gives_up_after_its_timeout_when_the_master_does_not_answer(make_outbox):
+    gate = threading.Event()
+    box = make_outbox(FakeMasterClient(gate=gate))
+    box.start()
+    box.put(a_report())
+    started = time.monotonic()
+    box.flush(0.1)
+    assert 0.1 <= time.monotonic() - started < 2.0
+    assert box.pending(), "the report stays queued"
+    gate.set()
+
+
+def test_flush_returns_at_once_when_the_outbox_is_not_running(make_outbox):
+    box = make_outbox(FakeMasterClient())
+    box.put(a_report())
+    started = time.monotonic()
+    box.flush(5.0)
+    assert time.monotonic() - started < 1.0
+    assert box.pending()
+
+
+def test_flush_ends_when_the_outbox_stops(make_outbox):
+    gate = threading.Event()
+    box = make_outbox(FakeMasterClient(gate=gate))
+    box.start()
+    box.put(a_report())
+    flushed = threading.Event()
+    threading.Thread(target=lambda: (box.flush(30.0), flushed.set()), daemon=True).start()
+    threading.Timer(0.05, gate.set).start()
+    box.stop()
+    assert flushed.wait(5)
