@@ -575,6 +575,8 @@ class SyncWorker:
                     tampered = f"the published tree was changed outside mirror-sync, first at: {paths}; pulled in full"
                     log.warning("%s: %s", project, tampered)
                     plan, held_entries = None, None
+                elif transfers.whole_files(held_entries, plan.changed):
+                    plan = dataclasses.replace(plan, whole_file=True)
             result, kept = None, False
             if plan is not None and publication.staged is not None:
                 if plan.empty:

@@ -41,6 +41,9 @@ HELD_ENTRIES = 1_000_000   # manifest entries kept in memory, about 350 MB with 
 MANIFEST_PREFIX = ".manifest-"
 # Edits appended to a saved manifest hold at most this share of its entries; past it, it is saved whole.
 JOURNAL_SHARE = 0.1
+# The most rsync's delta algorithm could save a changes-only pull, in bytes: the files this slave holds at
+# the changed paths, which are all it can reuse. Below it the pull sends whole files (``whole_files``).
+WHOLE_FILE_BELOW = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Plan:
     deleted: tuple[str, ...]
     base_digest: str
     touch: tuple[tuple[str, int], ...] = ()
+    # --whole-file: what the slave holds at the changed paths is too little for the delta algorithm.
+    whole_file: bool = False
 
     @property
     def empty(self):
@@ -257,7 +262,29 @@ def plan_options(plan):
     # rsync would walk each listed directory whole (a directory is listed when a name in it came or
     # went), both on the master and here. The list names every entry a run made, down to the last.
     # --force lets a file or link replace a directory that is not empty.
-    return (f"--files-from={plan.list_path}", "--from0", "--no-recursive", "--force")
+    return (f"--files-from={plan.list_path}", "--from0", "--no-recursive", "--force",
+            *(("--whole-file",) if plan.whole_file else ()))
+
+
+def whole_files(held_entries, changed):
+    """Whether a changes-only pull of ``changed`` should send whole files: the regular files this slave
+    holds at those paths (``held_entries``, its manifest) come to less than WHOLE_FILE_BELOW bytes.
+
+    rsync's delta algorithm can only reuse what the receiver already has at a path, and it costs, for
+    each file, reading it and exchanging its checksums before any data moves: at 100 files of 256
+    bytes, 114 ms for a pull from the master's daemon against 84 ms with --whole-file (median of 8
+    alternated pulls). rsync itself sends whole files between local paths. A change that rewrites
+    larger files (a Packages index, an image) keeps the delta transfer, and its savings on a slow link."""
+    if held_entries is None:
+        return False
+    held = 0
+    for path in changed:
+        entry = digests.find(held_entries, path)
+        if entry is not None and entry.type == digests.FILE:
+            held += entry.size or 0
+            if held >= WHOLE_FILE_BELOW:
+                return False
+    return True
 
 
 def apply_deletions(root, plan):

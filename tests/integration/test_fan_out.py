@@ -179,8 +179,38 @@ def test_a_name_added_to_a_big_directory_moves_that_name_only(synced, master, mi
     assert "(change list)" in mirror1.log_text()
     stats = third["slaves"][0]["stats"]
     assert stats["files_total"] <= 3, f"the pull looked at {stats['files_total']} entries (big/ walked whole?)"
-    argv = (mirror1.state_dir / "logs" / "tricky" / f"{third['id']}.log").read_text().splitlines()[0].split()
+    argv = pull_argv(mirror1, "tricky", third)
     assert "--no-recursive" in argv and "--delete-delay" not in argv, "deletions come from the list, after"
+    assert_trees_equal(upstream.tree, mirror1.tree("tricky"))
+
+
+def pull_argv(slave, project, run):
+    return (slave.state_dir / "logs" / project / f"{run['id']}.log").read_text().splitlines()[0].split()
+
+
+def test_a_changes_only_pull_sends_small_files_whole_and_keeps_the_delta_for_a_big_one(
+        synced, master, mirror1, upstream):
+    """rsync's delta algorithm can only reuse what the slave holds at the changed paths: for a few small
+    files its checksum exchange costs more than it saves, so they go whole; a big file rewritten in
+    one place still moves as the difference."""
+    api, first = synced
+    big = upstream.tree / "big.img"
+    big.write_bytes(bytes(range(256)) * (8 << 10))   # 2 MiB
+    os.utime(big, (1_600_000_000, 1_600_000_000))
+    second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert second["state"] == "success" and second["slaves"][0]["digest"] == second["digest"], second
+    assert "(change list)" in mirror1.log_text()
+    assert "--whole-file" in pull_argv(mirror1, "tricky", second), "nothing held at the path: whole files"
+
+    with open(big, "r+b") as out:
+        out.seek(1 << 20)
+        out.write(b"changed in the middle")
+    os.utime(big, (1_600_000_100, 1_600_000_100))
+    third = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert third["state"] == "success" and third["slaves"][0]["digest"] == third["digest"], third
+    assert "--whole-file" not in pull_argv(mirror1, "tricky", third), "2 MiB held at the path: the delta"
+    received = third["slaves"][0]["stats"]["bytes_received"]
+    assert received < 256 << 10, f"the slave received {received} bytes for a 21-byte change of a 2 MiB file"
     assert_trees_equal(upstream.tree, mirror1.tree("tricky"))
 
 
@@ -194,6 +224,7 @@ def test_a_slave_restarted_between_changes_only_pulls_reads_its_manifest_and_edi
     (upstream.tree / "added-1.txt").write_text("one\n")
     second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
     assert second["state"] == "success" and second["slaves"][0]["digest"] == second["digest"], second
+    mirror1.wait_for_log(f"pulled tricky for run {second['id']}")   # noted after the report went
     assert (published / "tricky.manifest.edits").is_file()
     assert os.stat(published / "tricky.manifest.gz").st_mtime_ns == whole.st_mtime_ns, "not written whole again"
     mirror1.stop()

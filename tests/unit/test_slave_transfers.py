@@ -1,7 +1,9 @@
 """Changes-only pulls on a slave: where the change list comes from and when a slave pulls in full."""
 
+import dataclasses
 import os
 
+from common.digests import DIR, FILE, Entry, Manifest
 from slave import transfers
 from tests.support.fakes import FakeRsyncRunner
 
@@ -179,3 +181,25 @@ def test_edits_stop_at_a_share_of_the_manifest_and_it_is_saved_whole_again(tmp_p
     published.remember("debian", "10", fourth_digest, fourth, base=second, edits=edits)
     assert not os.path.exists(journal)
     assert transfers.PublishedTrees(str(tmp_path / "state")).manifest("debian") == fourth
+
+
+def test_a_change_of_little_held_data_is_sent_in_whole_files():
+    held = Manifest([Entry("big.img", FILE, size=transfers.WHOLE_FILE_BELOW, mtime=1, mode=0o644),
+                     Entry("pool", DIR, size=None, mtime=1, mode=0o755),
+                     Entry("pool/a.deb", FILE, size=1000, mtime=1, mode=0o644),
+                     Entry("pool/b.deb", FILE, size=transfers.WHOLE_FILE_BELOW - 1000, mtime=1, mode=0o644)])
+    # New paths hold nothing to reuse; a directory counts for nothing.
+    assert transfers.whole_files(held, ["pool", "pool/a.deb", "pool/new.deb"])
+    assert transfers.whole_files(held, ["pool/a.deb"])
+    # What is held adds up: one byte short of the bound, then at it.
+    assert transfers.whole_files(held, ["pool/b.deb"])
+    assert not transfers.whole_files(held, ["pool/a.deb", "pool/b.deb"])
+    assert not transfers.whole_files(held, ["big.img"])
+    # Without a manifest nothing is known: the delta transfer, as before.
+    assert not transfers.whole_files(None, ["pool/a.deb"])
+
+
+def test_the_plans_options_ask_for_whole_files_only_when_the_plan_says_so():
+    plan = transfers.Plan("/work/files-from-8", ("a",), (), DIGEST)
+    assert "--whole-file" not in transfers.plan_options(plan)
+    assert transfers.plan_options(dataclasses.replace(plan, whole_file=True))[-1] == "--whole-file"
