@@ -255,14 +255,20 @@ def test_the_delivery_thread_sends_a_deferred_report_when_it_is_due(make_outbox)
     assert client.calls[0][0] - started >= 0.2
 
 
+def flushing(box, timeout):
+    """``box.flush(timeout)`` in a thread of its own; returns an Event set when it returns."""
+    flushed = threading.Event()
+    threading.Thread(target=lambda: (box.flush(timeout), flushed.set()), daemon=True).start()
+    return flushed
+
+
 def test_flush_returns_once_a_report_queued_before_it_was_delivered(make_outbox):
     gate = threading.Event()
     client = FakeMasterClient(gate=gate)
     box = make_outbox(client)
     box.start()
     box.put(a_report())
-    flushed = threading.Event()
-    threading.Thread(target=lambda: (box.flush(5.0), flushed.set()), daemon=True).start()
+    flushed = flushing(box, 5.0)
     assert client.in_call.wait(5)
     assert not flushed.wait(0.05), "flush returned while the report was still being sent"
     gate.set()
@@ -279,8 +285,7 @@ def test_flush_waits_for_a_pass_that_began_after_it(make_outbox):
     box.start()
     assert client.in_call.wait(5)   # the pass that sends run 1 is under way
     box.put(a_report(run_id=2))
-    flushed = threading.Event()
-    threading.Thread(target=lambda: (box.flush(5.0), flushed.set()), daemon=True).start()
+    flushed = flushing(box, 5.0)
     gate.set()
     assert flushed.wait(5)
     assert [r["run_id"] for r in client.accepted] == [1, 2]
@@ -312,8 +317,7 @@ def test_flush_ends_when_the_outbox_stops(make_outbox):
     box = make_outbox(FakeMasterClient(gate=gate))
     box.start()
     box.put(a_report())
-    flushed = threading.Event()
-    threading.Thread(target=lambda: (box.flush(30.0), flushed.set()), daemon=True).start()
+    flushed = flushing(box, 30.0)
     threading.Timer(0.05, gate.set).start()
     box.stop()
     assert flushed.wait(5)
