@@ -262,12 +262,12 @@ def start_master(data_dir, port=None, admin_token=DEFAULT_ADMIN_TOKEN, extra_env
 
     Raises ServiceNotReady with the log tail when it dies or stays silent.
     """
-    return _on_a_free_port(port, lambda port: MasterProcess(
+    return on_a_free_port(port, lambda port: MasterProcess(
         [sys.executable, "-m", "master"], "master", data_dir, admin_token, port, extra_env, log_dir
     ).wait_ready(timeout))
 
 
-def _on_a_free_port(port, start):
+def on_a_free_port(port, start):
     """``start(port)``; with no port given, on a free one, and on another if something took it between
     the look and the bind (an outgoing connection's own port, on a busy machine)."""
     if port is not None:
@@ -290,7 +290,7 @@ def start_gunicorn_master(data_dir, workers=3, port=None, admin_token=DEFAULT_AD
                 "-b", f"127.0.0.1:{port}", "master:create_app()"]
         return MasterProcess(argv, "gunicorn-master", data_dir, admin_token, port, extra_env,
                              log_dir).wait_ready(timeout)
-    return _on_a_free_port(port, start)
+    return on_a_free_port(port, start)
 
 
 def start_scheduler(data_dir, admin_token=DEFAULT_ADMIN_TOKEN, extra_env=None,
@@ -352,7 +352,7 @@ def start_slave(root, name, master_url, port=None, join_token=DEFAULT_JOIN_TOKEN
             slave.stop()
             raise
         return slave
-    return _on_a_free_port(port, start)
+    return on_a_free_port(port, start)
 
 
 def wait_run_finished(master_url, token, run_id, timeout=30):

@@ -24,6 +24,7 @@ from slave import create_app
 from slave.credentials import CredentialStore
 from slave.heartbeat import Heartbeat, enroll
 from slave.master_client import ACKNOWLEDGED, DROPPED, EnrollmentRefused, MasterClient, MasterUnavailable
+from tests.support.processes import ServiceNotReady, on_a_free_port
 
 JOIN_TOKEN = "join-token-7f3a9c"
 NAME = "mirror1"
@@ -411,20 +412,15 @@ def test_python_m_slave_with_its_port_taken_says_so_in_one_line_and_does_not_enr
 
 
 def test_python_m_slave_enrolls_serves_and_stops_cleanly_on_sigterm(tmp_path, master):
-    for attempt in range(3):
-        port = _free_port()
+    def start(port):
         process = subprocess.Popen([sys.executable, "-m", "slave"], cwd=ROOT, env=_slave_env(tmp_path, {
             "MIRRORSYNC_MASTER_URL": master.url, "MIRRORSYNC_API_PORT": str(port)}),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if wait_for(lambda: process.poll() is not None or _healthz(port) is not None, timeout=8) \
                 and process.poll() is not None:
-            stderr = process.stderr.read()
-            # Another process (an outgoing connection's own port, on a busy machine) took the port
-            # between the look and the bind: the slave says so and exits; try another.
-            if "Address already in use" in stderr and attempt < 2:
-                continue
-            raise AssertionError(stderr)
-        break
+            raise ServiceNotReady(process.stderr.read())   # "Address already in use": another port is tried
+        return process, port
+    process, port = on_a_free_port(None, start)
     try:
         assert _healthz(port) is not None, "no answer"
         assert _healthz(port) == {"status": "ok", "enrolled": True, "name": NAME}
