@@ -128,6 +128,7 @@ def synced(request, master, mirror1, upstream):
     first = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
     assert first["state"] == "success", first
     assert first["digest"] and first["slaves"][0]["digest"] == first["digest"]
+    mirror1.wait_for_log(f"pulled tricky for run {first['id']}")   # its tree noted, after the report
     return api, first
 
 
