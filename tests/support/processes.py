@@ -5,7 +5,9 @@ a Ctrl-C in the terminal reaches only the parent, which then stops the
 children in order; its stdout and stderr go to a log file that failures quote.
 """
 
+import collections
 import os
+import random
 import re
 import signal
 import socket
@@ -30,8 +32,50 @@ class ServiceNotReady(RuntimeError):
     """A started process died or did not become ready in time."""
 
 
+# Ports are handed out below the kernel's range for outgoing connections' own ports
+# (net.ipv4.ip_local_port_range), so no connection can take one between the look and the bind, and
+# each pytest-xdist worker has a slice of its own, so no two workers hand out the same one.
+_LOW_PORT = 10000
+_EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+_handed_out = None   # the ports of this process's slice, in the order they are handed out
+
+
+def _port_slice():
+    """This process's ports: its share, by xdist worker, of the ports from _LOW_PORT up to the kernel's
+    range for outgoing connections, starting at a random place (other runs on the machine start
+    elsewhere). Empty when there is no room below that range."""
+    try:
+        with open(_EPHEMERAL_RANGE) as numbers:
+            first_ephemeral = int(numbers.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1), index + 1)
+    size = (first_ephemeral - _LOW_PORT) // workers
+    if size < 100:
+        return []
+    ports = list(range(_LOW_PORT + index * size, _LOW_PORT + (index + 1) * size))
+    start = random.randrange(len(ports))
+    return ports[start:] + ports[:start]
+
+
 def free_port():
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now, and that no outgoing
+    connection or other test worker will take before the caller binds it (``_port_slice``); from
+    the kernel's choice when the machine leaves no room for that."""
+    global _handed_out
+    if _handed_out is None:
+        _handed_out = collections.deque(_port_slice())
+    for _ in range(len(_handed_out)):
+        port = _handed_out[0]
+        _handed_out.rotate(-1)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
