@@ -149,3 +149,33 @@ def test_the_nonce_store_is_readable_by_its_owner_only(tmp_path):
         for name in os.listdir(tmp_path):
             if name.startswith(path.name):
                 assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600, name
+
+
+def test_the_nonce_store_keeps_one_connection_for_every_thread_and_does_not_sync_each_commit(tmp_path):
+    import threading
+    path = tmp_path / "nonces.db"
+    store = SqliteNonceStore(str(path))
+    wal = tmp_path / "nonces.db-wal"
+    results = []
+    for number in range(3):   # each request of the slave's API runs in a thread of its own
+        thread = threading.Thread(target=lambda n=number: results.append(store.remember(KEY_ID, f"n{n}", 10**10)))
+        thread.start()
+        thread.join()
+        # A connection per thread went with its thread, and SQLite deleted the log with the last one.
+        assert wal.exists(), "the write-ahead log went with a request's thread"
+    assert results == [True, True, True]
+    assert not store.remember(KEY_ID, "n1", 10**10)
+    with store._lock:
+        assert store._connection().execute("PRAGMA synchronous").fetchone()[0] == 1   # NORMAL
+
+
+def test_a_forked_process_opens_a_connection_of_its_own(tmp_path, monkeypatch):
+    import os
+    store = SqliteNonceStore(str(tmp_path / "nonces.db"))
+    with store._lock:
+        parents = store._connection()
+    monkeypatch.setattr(os, "getpid", lambda: -1)   # as in a gunicorn worker forked after the store was made
+    assert store.remember(KEY_ID, "after-fork", 10**10)
+    with store._lock:
+        assert store._connection() is not parents
+    assert not SqliteNonceStore(str(tmp_path / "nonces.db")).remember(KEY_ID, "after-fork", 10**10)
