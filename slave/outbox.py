@@ -3,7 +3,11 @@
 A report is on disk before anyone tries to send it, so a restart or a master
 that is down loses nothing. A later report for the same run (the final one
 after "syncing") replaces the earlier file and keeps its place in the queue;
-a progress report never replaces a final one.
+a progress report never replaces a final one. A report put off for a moment (a
+pull's start) waits in memory until it is due: a pull done by then is reported
+once, as done, and its start never costs a write and two syncs of the disk. A
+slave that dies meanwhile loses only that start: its record says the pull began,
+and the slave reports the pull failed when it starts again.
 The master counts the same report twice as once, so sending again is safe.
 """
 
@@ -51,6 +55,7 @@ class Outbox:
         self._thread = None
         self._sequence = 0
         self._next_due = None   # seconds until the first deferred report may go, as last seen
+        self._deferred = {}     # path -> the entry of a report put off, not written until it is due
         # Delivery passes begun and ended, for ``flush``.
         self._passes = threading.Condition()
         self._passes_begun = 0
@@ -70,16 +75,29 @@ class Outbox:
     def _queue(self, report, keep_final, delay=0.0):
         path = self._path(report["run_id"], report["project"])
         with self._lock:
-            entry = self._read(path)
+            entry = self._read(path) or self._deferred.get(path)
             if keep_final and entry is not None and entry["report"].get("state") in FINAL_REPORT_STATES:
                 return False
             sequence = entry["sequence"] if entry else self._next_sequence()
             body = {"sequence": sequence, "version": secrets.token_hex(8), "report": report}
             if delay > 0:
                 body["not_before"] = time.time() + delay
-            write_json_atomically(path, body)
+            if delay > 0 and not os.path.lexists(path):
+                self._deferred[path] = body
+            else:
+                self._deferred.pop(path, None)
+                write_json_atomically(path, body)
         self._wake.set()
         return True
+
+    def _write_deferred(self, due_by=None):
+        """Write to disk the reports put off that are due by ``due_by`` (time.time()), every one
+        without it. Raises OSError, and then the rest stays in memory."""
+        with self._lock:
+            for path, body in list(self._deferred.items()):
+                if due_by is None or body["not_before"] <= due_by:
+                    write_json_atomically(path, body)
+                    del self._deferred[path]
 
     def _due_in(self, entry, now):
         """Seconds until ``entry`` may go (0 when it may go now)."""
@@ -102,18 +120,24 @@ class Outbox:
                 self._passes.wait(left)
 
     def pending(self):
-        """The queued reports, oldest first."""
-        return [entry["report"] for _, entry in self._entries()]
+        """The queued reports, oldest first, with those put off."""
+        with self._lock:
+            deferred = list(self._deferred.values())
+        entries = [entry for _, entry in self._entries()] + deferred
+        return [entry["report"] for entry in sorted(entries, key=lambda entry: entry["sequence"])]
 
     def deliver_pending(self):
         """Send every queued report once, in order; returns how many left the outbox.
 
         Stops at the first failure and raises MasterUnavailable; the rest stays queued.
         """
-        entries = self._entries()
         now = time.time()
+        self._write_deferred(due_by=now)
+        entries = self._entries()
+        with self._lock:
+            waiting = [entry for _, entry in entries] + list(self._deferred.values())
         # When the first deferred report falls due: the delivery thread sleeps until then.
-        self._next_due = min((wait for wait in (self._due_in(entry, now) for _, entry in entries) if wait > 0),
+        self._next_due = min((wait for wait in (self._due_in(entry, now) for entry in waiting) if wait > 0),
                              default=None)
         if not entries:
             return 0
@@ -147,6 +171,10 @@ class Outbox:
             with self._passes:
                 self._thread = None
                 self._passes.notify_all()
+        try:
+            self._write_deferred()   # sent after the restart, when they are due
+        except OSError as error:
+            log.error("reports put off could not be written to %s: %s", self.directory, error)
 
     def _run(self):
         attempt = 0

@@ -245,6 +245,58 @@ def test_a_deferred_report_waits_its_time_and_one_that_replaces_it_goes_instead(
     assert [(body["run_id"], body["state"]) for _, body in client.calls][-1] == (9, "syncing")
 
 
+def test_a_report_put_off_is_written_only_when_due_and_one_that_replaces_it_first_is_the_only_write(
+        make_outbox, directory, monkeypatch):
+    """A pull done within the delay costs one report file, not two: its start never reaches the disk."""
+    now = [1_000_000.0]
+    monkeypatch.setattr(outbox_module.time, "time", lambda: now[0])
+    writes = []
+    real_write = outbox_module.write_json_atomically
+    monkeypatch.setattr(outbox_module, "write_json_atomically",
+                        lambda path, body: (writes.append(body["report"]["state"]), real_write(path, body)))
+    client = FakeMasterClient()
+    box = make_outbox(client)
+    box.put(a_report(run_id=7, state="syncing"), delay=0.5)
+    assert writes == [] and os.listdir(directory) == []
+    assert [report["state"] for report in box.pending()] == ["syncing"]
+    box.put(a_report(run_id=7, state="success"))
+    assert writes == ["success"]
+    assert box.deliver_pending() == 1 and box.pending() == []
+
+    box.put(a_report(run_id=9, state="syncing"), delay=0.5)
+    assert box.deliver_pending() == 0 and writes == ["success"]
+    now[0] += 0.5
+    assert box.deliver_pending() == 1
+    assert writes == ["success", "syncing"], "a report due is on disk before it is sent"
+    assert [(body["run_id"], body["state"]) for _, body in client.calls] == [(7, "success"), (9, "syncing")]
+
+
+def test_a_report_put_off_keeps_its_place_in_the_queue(make_outbox, monkeypatch):
+    now = [1_000_000.0]
+    monkeypatch.setattr(outbox_module.time, "time", lambda: now[0])
+    client = FakeMasterClient(failures=1)
+    box = make_outbox(client)
+    box.put(a_report(run_id=7, state="syncing"), delay=0.5)
+    box.put(a_report(run_id=8, state="success"))
+    box.put(a_report(run_id=7, state="success"))     # replaces run 7's start, before run 8
+    with pytest.raises(MasterUnavailable):
+        box.deliver_pending()
+    assert box.deliver_pending() == 2
+    assert [body["run_id"] for _, body in client.calls[1:]] == [7, 8]
+
+
+def test_a_report_put_off_is_written_when_the_outbox_stops_and_sent_after_a_restart(make_outbox, directory):
+    client = FakeMasterClient()
+    box = make_outbox(client)
+    box.put(a_report(run_id=7, state="syncing"), delay=0.3)
+    box.stop()
+    assert os.listdir(directory) == ["7-debian.json"]
+    again = make_outbox(client)
+    again.start()
+    assert wait_for(lambda: client.calls, 5)
+    assert [(body["run_id"], body["state"]) for _, body in client.calls] == [(7, "syncing")]
+
+
 def test_the_delivery_thread_sends_a_deferred_report_when_it_is_due(make_outbox):
     client = FakeMasterClient()
     box = make_outbox(client)
