@@ -252,6 +252,7 @@ class SyncWorker:
         self._lock = threading.Condition()
         self._slots = {}
         self._reporters = {}   # project -> the ProgressReporter of its running pull
+        self._started_at = {}  # project -> when its running pull began, noted with rsync's pid
         self._in_flight = set()
         self._ready = queue.Queue()
         self._threads = []
@@ -495,12 +496,18 @@ class SyncWorker:
         project = order["project"]
         started_at = _iso(self.clock.now())
         log.info("pulling %s for run %s", project, ", ".join(map(str, run_ids)))
+        with self._lock:
+            self._started_at[project] = started_at
         for run_id in run_ids:
-            record = self._update(project, run_id, state=SYNCING, started_at=started_at)
-            if record is not None:
-                # A pull done within the delay is reported once, as done: the master (and the slaves
-                # its fan-out still orders) are spared a report per slave at the busiest moment.
-                self.outbox.put(report_of(record), delay=START_REPORT_DELAY)
+            record = self.records.get(run_id, project)
+            if record is None:
+                log.error("record of run %s of %s is gone; its report is skipped", run_id, project)
+                continue
+            # The record moves to syncing with rsync's pid (``_note_pid``), in one write to the disk
+            # instead of two; a slave that dies before rsync starts pulls the order again when it
+            # comes back. A pull done within the delay is reported once, as done: the master (and
+            # the slaves its fan-out still orders) are spared a report per slave at the busiest moment.
+            self.outbox.put(report_of(dict(record, state=SYNCING, started_at=started_at)), delay=START_REPORT_DELAY)
         reporter = ProgressReporter(lambda progress: self._report_progress(pull, progress),
                                     self.progress_interval, self.clock.monotonic)
         with self._lock:
@@ -510,6 +517,7 @@ class SyncWorker:
         finally:
             with self._lock:
                 self._reporters.pop(project, None)
+                self._started_at.pop(project, None)
             reporter.close()  # before the final report: no progress report comes after it
         error = result.error
         if result.cancelled:
@@ -517,7 +525,8 @@ class SyncWorker:
         with self._lock:
             run_ids = list(pull.run_ids)  # less any run cancelled meanwhile
         state = SUCCESS if result.ok else FAILED
-        self._finish_records(project, run_ids, state, finished_at=_iso(self.clock.now()), exit_code=result.exit_code,
+        self._finish_records(project, run_ids, state, started_at=started_at, finished_at=_iso(self.clock.now()),
+                             exit_code=result.exit_code,
                              error=_clip(error), warning=_clip(result.warning), stats=result.stats.to_dict(),
                              pid=None, digest=digest)
         self.outbox.flush(REPORT_FIRST_WAIT)
@@ -698,9 +707,18 @@ class SyncWorker:
         return result
 
     def _note_pid(self, project, run_ids, pid):
-        """Remember rsync's process group, so a restart after a crash can end it."""
+        """Remember rsync's process group, so a restart after a crash can end it; the first one
+        moves the records to syncing."""
+        with self._lock:
+            started_at = self._started_at.get(project)
         for run_id in run_ids:
-            self._update(project, run_id, pid=pid)
+            record = self.records.get(run_id, project)
+            if record is None:
+                continue
+            record["pid"] = pid
+            if record["state"] == ACCEPTED:
+                record.update(state=SYNCING, started_at=started_at)
+            self.records.save(record)
 
     def _note_progress(self, project, progress):
         """rsync's progress, from the runner's output thread: the reporter passes some of it on."""

@@ -1,6 +1,7 @@
 """Progress reports of slave pulls: throttled on the slave, recorded on the part, and never after the end."""
 
 import json
+import os
 import threading
 
 import pytest
@@ -70,6 +71,7 @@ class ProgressRunner:
 
     def run(self, job, log_path, on_spawn=None, cancel=None, on_progress=None):
         self.on_progress = on_progress
+        on_spawn(os.getpid())                   # as the real runner does, before any output
         on_progress(dict(HALF, percent=10))     # too soon after the start: not sent
         self.clock.advance(self.seconds)
         on_progress(HALF)

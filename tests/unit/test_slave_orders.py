@@ -439,6 +439,46 @@ def test_a_pull_cut_short_by_a_crash_is_reported_failed_after_restart(tmp_path, 
     assert runner.jobs == []
 
 
+def test_an_order_a_crash_cut_short_before_rsync_started_is_pulled_after_restart(tmp_path, make_slave, runner):
+    """Its record still says accepted: the move to syncing is written with rsync's pid."""
+    records = SyncRecords(str(tmp_path / "state" / "syncs"))
+    records.create(an_order(5), FakeClock().now())
+    app = make_slave()
+    wait_idle(app)
+    assert len(runner.jobs) == 1
+    assert record(app.test_client(), 5).json["state"] == "success"
+
+
+def test_the_record_moves_to_syncing_with_rsyncs_pid_in_one_write(make_slave, monkeypatch):
+    held = FakeRsyncRunner(hold=True)
+    app = make_slave(rsync_runner=held)
+    records, saved = services(app).worker.records, []
+    real_save = records.save
+    monkeypatch.setattr(records, "save", lambda record_: (saved.append(dict(record_)), real_save(record_))[1])
+    order(app.test_client(), an_order())
+    assert held.wait_started()
+    assert [(r["state"], r["pid"]) for r in saved] == [("syncing", os.getpid())], "one write, state and pid"
+    assert saved[0]["started_at"] is not None
+    assert [(r["run_id"], r["state"]) for r in outbox(app)] == [(7, "syncing")]
+    held.release()
+    wait_idle(app)
+    assert [r["state"] for r in saved] == ["syncing", "success"]
+    assert saved[-1]["started_at"] == saved[0]["started_at"]
+
+
+def test_a_pull_that_fails_before_rsync_starts_reports_when_it_started(make_slave, monkeypatch, runner):
+    app = make_slave()
+    monkeypatch.setattr(services(app).worker.publisher, "prepare",
+                        lambda *args: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    order(app.test_client(), an_order())
+    wait_idle(app)
+    answer = record(app.test_client(), 7).json
+    assert answer["state"] == "failed" and "cannot be published" in answer["error"]
+    assert answer["started_at"] is not None and runner.jobs == []
+    [report] = outbox(app)
+    assert report["state"] == "failed" and report["started_at"] == answer["started_at"]
+
+
 def test_records_survive_a_restart(make_slave):
     app = make_slave()
     order(app.test_client(), an_order())
