@@ -9,10 +9,12 @@ Only rsync processes whose command line names this test's own paths are looked
 at or killed, since other tests run rsync at the same time.
 """
 
+import contextlib
 import datetime
 import os
 import random
 import shutil
+import sqlite3
 
 import pytest
 
@@ -131,6 +133,12 @@ def production_factory(request, tmp_path):
         production.stop()
 
 
+def _noted_pid(database, run_id):
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as connection:
+        row = connection.execute("SELECT pid FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return row is not None and row[0] is not None
+
+
 def test_kill9_of_the_scheduler_mid_pull_interrupts_the_run_and_the_restart_ends_its_rsync_and_resumes(
         production_factory, tmp_path):
     prod = production_factory()
@@ -141,6 +149,10 @@ def test_kill9_of_the_scheduler_mid_pull_interrupts_the_run_and_the_restart_ends
         run = trigger(api, "crash")
         wait_state(api, run["id"], "syncing")
         wait_rsync_under(prod.data_dir / ".snapshots" / "crash")
+        # The scheduler notes rsync's process group a moment after rsync starts; a kill before that
+        # leaves the restart nothing to end (the API does not serve the pid: read the database).
+        database = prod.data_dir / ".mirrorsync" / "mirrorsync.db"
+        wait_for(lambda: _noted_pid(database, run["id"]), 10, message="the scheduler noting rsync's pid")
 
         prod.scheduler.kill9(whole_session=False)
         # rsync runs in a session of its own: the crash leaves it running, still writing into DATA_DIR.
