@@ -6,8 +6,8 @@ after "syncing") replaces the earlier file and keeps its place in the queue;
 a progress report never replaces a final one. A report put off for a moment (a
 pull's start) waits in memory until it is due: a pull done by then is reported
 once, as done, and its start never costs a write and two syncs of the disk. A
-slave that dies meanwhile loses only that start: its record says the pull began,
-and the slave reports the pull failed when it starts again.
+slave that dies meanwhile loses only that start: it pulls the order again when
+it starts again, or, once rsync ran (the record says so), reports the pull failed.
 The master counts the same report twice as once, so sending again is safe.
 """
 
@@ -75,14 +75,15 @@ class Outbox:
     def _queue(self, report, keep_final, delay=0.0):
         path = self._path(report["run_id"], report["project"])
         with self._lock:
-            entry = self._read(path) or self._deferred.get(path)
+            on_disk = self._read(path)
+            entry = on_disk or self._deferred.get(path)
             if keep_final and entry is not None and entry["report"].get("state") in FINAL_REPORT_STATES:
                 return False
             sequence = entry["sequence"] if entry else self._next_sequence()
             body = {"sequence": sequence, "version": secrets.token_hex(8), "report": report}
             if delay > 0:
                 body["not_before"] = time.time() + delay
-            if delay > 0 and not os.path.lexists(path):
+            if delay > 0 and on_disk is None:
                 self._deferred[path] = body
             else:
                 self._deferred.pop(path, None)
