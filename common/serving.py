@@ -10,10 +10,18 @@ client likes, so idle or half-sent requests (slowloris) stop the API. Here:
 - at most ``max_connections`` connections are open at once; when they all are,
   the oldest one still waiting for its head is closed to make room (idle and
   half-sent connections never starve a client that sends its request), and
-  only when every connection is busy with a real request is a new one refused.
+  only when every connection is busy with a real request is a new one refused;
+- an HTTP/1.1 connection is kept alive for the next request (werkzeug's own
+  handler closes every one): the master's orders to a slave and a slave's reports
+  to the master skip a TCP and TLS handshake each. A connection idle past
+  ``head_timeout`` is closed. Only a request whose body is framed by its
+  Content-Length (or has none) and is at most ``KEEP_ALIVE_BODY`` bytes keeps
+  its connection: what the application did not read of it is read and dropped
+  before the next request, and nothing past it ever is.
 """
 
 import errno
+import io
 import logging
 import os
 import socket
@@ -28,7 +36,44 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 256
 HEAD_TIMEOUT = 10.0
 IDLE_TIMEOUT = 30.0
+KEEP_ALIVE_BODY = 1 << 20   # a longer body closes its connection after the answer, as werkzeug does
 _WATCH_INTERVAL = 0.25
+
+
+class _Body(io.RawIOBase):
+    """The request body: the first ``length`` bytes of the connection, then end of file, so neither the
+    application nor werkzeug's drain after the answer reads into the next request."""
+
+    def __init__(self, stream, length):
+        super().__init__()
+        self._stream = stream
+        self.remaining = length
+        self.cut_short = False
+
+    def readable(self):
+        return True
+
+    def read(self, size=-1):
+        size = self.remaining if size is None or size < 0 else min(size, self.remaining)
+        if size <= 0:
+            return b""
+        data = self._stream.read(size)
+        self.remaining -= len(data)
+        if len(data) < size:
+            self.remaining = 0   # the client closed mid-body: nothing is left to keep alive
+            self.cut_short = True
+        return data
+
+    def readinto(self, buffer):
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def drain(self):
+        """Read what is left of the body; returns whether it all came."""
+        while self.remaining and self.read(min(self.remaining, 1 << 16)):
+            pass
+        return not self.cut_short
 
 
 class _GuardedHandler(WSGIRequestHandler):
@@ -52,6 +97,36 @@ class _GuardedHandler(WSGIRequestHandler):
         parsed = super().parse_request()
         self.server.head_received(self.connection)
         return parsed
+
+    def _body_length(self):
+        """The request body's length when the connection may be kept alive after it, else None."""
+        if self.close_connection or self.request_version != "HTTP/1.1" or "Transfer-Encoding" in self.headers \
+                or self.headers.get("Expect"):
+            return None
+        length = self.headers.get("Content-Length", "0").strip()
+        if not length.isdigit() or int(length) > KEEP_ALIVE_BODY:
+            return None
+        return int(length)
+
+    def run_wsgi(self):
+        length = self._body_length()
+        self._keep_alive = length is not None
+        if not self._keep_alive:
+            return super().run_wsgi()
+        connection, body = self.rfile, _Body(self.rfile, length)
+        self.rfile = body   # werkzeug's environ takes it as wsgi.input, and its drain reads it to its end
+        try:
+            super().run_wsgi()
+            if not self.close_connection and not body.drain():
+                self.close_connection = True
+        finally:
+            self.rfile = connection
+
+    def send_header(self, keyword, value):
+        # werkzeug sends "Connection: close" with every answer (and http.server then closes).
+        if keyword.lower() == "connection" and value.lower() == "close" and getattr(self, "_keep_alive", False):
+            return
+        super().send_header(keyword, value)
 
     def log_request(self, *args, **kwargs):
         pass  # one line per request floods the log; errors are still logged
@@ -80,6 +155,10 @@ class GuardedWSGIServer(ThreadedWSGIServer):
 
     def get_request(self):
         connection, address = self.socket.accept()
+        if connection.family in (socket.AF_INET, socket.AF_INET6):
+            # An answer's head and body are two writes: on a kept-alive connection Nagle's algorithm would
+            # hold the body until the client's delayed ACK of the head, 40 ms later.
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.ssl_context is not None:
             connection = self.ssl_context.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
         return connection, address

@@ -1,0 +1,132 @@
+"""The built-in server keeps an HTTP/1.1 connection alive for the next request, and never reads into it."""
+
+import contextlib
+import socket
+import threading
+
+from flask import Flask, request
+
+from common import serving
+from common.serving import make_guarded_server
+
+
+def app():
+    app = Flask("keep-alive")
+    app.add_url_rule("/read", "read", lambda: f"read {len(request.get_data())}", methods=["POST"])
+    app.add_url_rule("/unread", "unread", lambda: ("refused unread", 401), methods=["POST"])
+    app.add_url_rule("/nodelay", "nodelay", lambda: str(request.environ["werkzeug.socket"].getsockopt(
+        socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+    return app
+
+
+@contextlib.contextmanager
+def serving_on_a_port(**limits):
+    server = make_guarded_server("127.0.0.1", 0, app(), **limits)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.socket.getsockname()[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def post(path, body, version="HTTP/1.1"):
+    return (f"POST {path} {version}\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+class Answers:
+    """Reads HTTP answers (with a Content-Length) off one socket."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.buffer = b""
+
+    def _fill(self):
+        data = self.connection.recv(65536)
+        self.buffer += data
+        return bool(data)
+
+    def next(self):
+        while b"\r\n\r\n" not in self.buffer:
+            assert self._fill(), f"the connection closed before an answer; got {self.buffer!r}"
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines[1:])}
+        length = int(headers["content-length"])
+        while len(self.buffer) < length:
+            assert self._fill(), "the connection closed mid-answer"
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return int(lines[0].split()[1]), headers, body.decode()
+
+    def closed(self):
+        return not self.buffer and not self._fill()
+
+
+def connect(port):
+    connection = socket.create_connection(("127.0.0.1", port))
+    connection.settimeout(10)
+    return connection
+
+
+def test_one_connection_carries_request_after_request_whether_or_not_the_application_read_the_body():
+    with serving_on_a_port() as port, connect(port) as connection:
+        answers = Answers(connection)
+        for path, body, expected in [("/read", b"a" * 100, (200, "read 100")),
+                                     ("/unread", b"b" * 5000, (401, "refused unread")),
+                                     ("/read", b"c" * 10, (200, "read 10")),
+                                     ("/missing", b"d" * 300, (404, None)),
+                                     ("/read", b"", (200, "read 0"))]:
+            connection.sendall(post(path, body))
+            status, headers, text = answers.next()
+            assert status == expected[0], (path, text)
+            if expected[1] is not None:
+                assert text == expected[1]
+            assert headers.get("connection", "").lower() != "close", path
+
+
+def test_a_request_sent_right_behind_an_unread_body_is_answered_not_swallowed():
+    """werkzeug reads whatever is on the socket after an answer; the body ends that reading."""
+    with serving_on_a_port() as port, connect(port) as connection:
+        connection.sendall(post("/unread", b"x" * 2000) + post("/read", b"second") + post("/read", b"third!!"))
+        answers = Answers(connection)
+        assert answers.next()[0] == 401
+        assert answers.next()[2] == "read 6"
+        assert answers.next()[2] == "read 7"
+
+
+def test_a_body_past_the_keep_alive_limit_closes_its_connection_after_the_answer(monkeypatch):
+    monkeypatch.setattr(serving, "KEEP_ALIVE_BODY", 1000)
+    with serving_on_a_port() as port, connect(port) as connection:
+        connection.sendall(post("/read", b"y" * 1001))
+        answers = Answers(connection)
+        status, headers, text = answers.next()
+        assert (status, text, headers["connection"].lower()) == (200, "read 1001", "close")
+        assert answers.closed()
+
+
+def test_an_http_1_0_request_or_one_asking_to_close_gets_its_connection_closed():
+    with serving_on_a_port() as port:
+        for request_bytes in (post("/read", b"z", version="HTTP/1.0"),
+                              b"POST /read HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\nz"):
+            with connect(port) as connection:
+                connection.sendall(request_bytes)
+                answers = Answers(connection)
+                assert answers.next()[2] == "read 1"
+                assert answers.closed()
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_the_head_timeout():
+    with serving_on_a_port(head_timeout=0.3) as port, connect(port) as connection:
+        connection.sendall(post("/read", b"1"))
+        answers = Answers(connection)
+        assert answers.next()[2] == "read 1"
+        assert answers.closed(), "an idle connection must not hold a thread for ever"
+
+
+def test_answers_go_out_without_waiting_for_the_clients_acknowledgement():
+    """TCP_NODELAY: an answer's head and body are two writes, and on a kept-alive connection Nagle's
+    algorithm would hold the body back until the client's delayed ACK (40 ms on Linux)."""
+    with serving_on_a_port() as port, connect(port) as connection:
+        connection.sendall(b"GET /nodelay HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert Answers(connection).next()[2] == "1"
