@@ -2,12 +2,14 @@
 
 import contextlib
 import socket
+import ssl
 import threading
 
 from flask import Flask, request
 
 from common import serving
 from common.serving import make_guarded_server
+from tests.support.tls import CertificateAuthority
 
 
 def app():
@@ -20,8 +22,8 @@ def app():
 
 
 @contextlib.contextmanager
-def serving_on_a_port(**limits):
-    server = make_guarded_server("127.0.0.1", 0, app(), **limits)
+def serving_on_a_port(ssl_context=None, **limits):
+    server = make_guarded_server("127.0.0.1", 0, app(), ssl_context=ssl_context, **limits)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -130,3 +132,15 @@ def test_answers_go_out_without_waiting_for_the_clients_acknowledgement():
     with serving_on_a_port() as port, connect(port) as connection:
         connection.sendall(b"GET /nodelay HTTP/1.1\r\nHost: x\r\n\r\n")
         assert Answers(connection).next()[2] == "1"
+
+
+def test_one_tls_connection_carries_several_requests_after_one_handshake(tmp_path):
+    authority = CertificateAuthority(tmp_path / "ca", "ca")
+    cert, key = authority.issue("server")
+    context = ssl.create_default_context(cafile=str(authority.cert))
+    with serving_on_a_port(ssl_context=(str(cert), str(key))) as port, connect(port) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:
+        answers = Answers(tls)
+        for body in (b"first", b"second!", b""):
+            tls.sendall(post("/read", body))
+            assert answers.next()[2] == f"read {len(body)}"
