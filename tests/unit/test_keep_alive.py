@@ -3,12 +3,11 @@
 import contextlib
 import socket
 import ssl
-import threading
 
 from flask import Flask, request
 
 from common import serving
-from common.serving import make_guarded_server
+from tests.support.guarded import guarded_server
 from tests.support.tls import CertificateAuthority
 
 
@@ -23,14 +22,8 @@ def app():
 
 @contextlib.contextmanager
 def serving_on_a_port(ssl_context=None, **limits):
-    server = make_guarded_server("127.0.0.1", 0, app(), ssl_context=ssl_context, **limits)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server.socket.getsockname()[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with guarded_server(app(), ssl_context=ssl_context, **limits) as (_, port):
+        yield port
 
 
 def post(path, body, version="HTTP/1.1"):

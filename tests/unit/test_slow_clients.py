@@ -1,6 +1,5 @@
 """The built-in server keeps answering while slow clients hold connections (slowloris)."""
 
-import contextlib
 import socket
 import ssl
 import threading
@@ -10,7 +9,7 @@ import pytest
 import requests
 from flask import Flask
 
-from common.serving import make_guarded_server
+from tests.support.guarded import guarded_server
 from tests.support.tls import CertificateAuthority
 
 
@@ -21,16 +20,8 @@ def tiny_app():
     return app
 
 
-@contextlib.contextmanager
 def serving(ssl_context=None, **limits):
-    server = make_guarded_server("127.0.0.1", 0, tiny_app(), ssl_context=ssl_context, **limits)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server, server.socket.getsockname()[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    return guarded_server(tiny_app(), ssl_context=ssl_context, **limits)
 
 
 def half_sent(port, count, data=b"GET /ping HTTP/1.1\r\nHost: x\r\n"):
@@ -98,24 +89,20 @@ def test_when_every_connection_is_busy_with_a_request_a_new_one_is_refused_not_q
     release, entered = threading.Event(), threading.Semaphore(0)
     app = Flask("busy")
     app.get("/slow")(lambda: (entered.release(), release.wait(10), "done")[2])
-    server = make_guarded_server("127.0.0.1", 0, app, max_connections=busy)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    port = server.socket.getsockname()[1]
-    try:
-        workers = [threading.Thread(target=requests.get, args=(f"http://127.0.0.1:{port}/slow",),
-                                    kwargs={"timeout": 10}) for _ in range(busy)]
-        for worker in workers:
-            worker.start()
-        # Every connection busy with a request, its head read: one still sending its head would be
-        # closed to make room instead (the test above), which a loaded machine can make happen.
-        for _ in range(busy):
-            assert entered.acquire(timeout=10), "the busy requests to reach the app"
-        with pytest.raises(requests.ConnectionError):
-            requests.get(f"http://127.0.0.1:{port}/slow", timeout=5)
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
+    with guarded_server(app, max_connections=busy) as (_, port):
+        try:
+            workers = [threading.Thread(target=requests.get, args=(f"http://127.0.0.1:{port}/slow",),
+                                        kwargs={"timeout": 10}) for _ in range(busy)]
+            for worker in workers:
+                worker.start()
+            # Every connection busy with a request, its head read: one still sending its head would be
+            # closed to make room instead (the test above), which a loaded machine can make happen.
+            for _ in range(busy):
+                assert entered.acquire(timeout=10), "the busy requests to reach the app"
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"http://127.0.0.1:{port}/slow", timeout=5)
+        finally:
+            release.set()
 
 
 def test_a_port_taken_by_another_process_is_an_oserror_for_the_caller_to_name():
