@@ -13,8 +13,12 @@ client likes, so idle or half-sent requests (slowloris) stop the API. Here:
   only when every connection is busy with a real request is a new one refused;
 - an HTTP/1.1 connection is kept alive for the next request (werkzeug's own
   handler closes every one): the master's orders to a slave and a slave's reports
-  to the master skip a TCP and TLS handshake each. A connection idle past
-  ``head_timeout`` is closed. Only a request whose body is framed by its
+  to the master skip a TCP and TLS handshake each. A connection is kept
+  ``keep_alive_idle`` seconds after an answer (5 s, as Apache's KeepAliveTimeout):
+  shorter than the clients' own cadences (a slave's progress reports every 10 s,
+  heartbeats every 15 s), so that a client never sends on a connection just as the
+  server closes it, it finds the connection closed long before and opens another.
+  Only a request whose body is framed by its
   Content-Length (or has none) and is at most ``KEEP_ALIVE_BODY`` bytes keeps
   its connection: what the application did not read of it is read and dropped
   before the next request, and nothing past it ever is.
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 256
 HEAD_TIMEOUT = 10.0
 IDLE_TIMEOUT = 30.0
+KEEP_ALIVE_IDLE = 5.0
 KEEP_ALIVE_BODY = 1 << 20   # a longer body closes its connection after the answer, as werkzeug does
 _WATCH_INTERVAL = 0.25
 
@@ -90,7 +95,7 @@ class _GuardedHandler(WSGIRequestHandler):
         super().handle()
 
     def handle_one_request(self):
-        self.server.waiting_for_head(self.connection)
+        self.server.waiting_for_head(self.connection, kept=getattr(self, "_keep_alive", False))
         super().handle_one_request()
 
     def parse_request(self):
@@ -136,11 +141,12 @@ class GuardedWSGIServer(ThreadedWSGIServer):
     daemon_threads = True
 
     def __init__(self, host, port, app, ssl_context=None, max_connections=MAX_CONNECTIONS,
-                 head_timeout=HEAD_TIMEOUT, idle_timeout=IDLE_TIMEOUT):
+                 head_timeout=HEAD_TIMEOUT, idle_timeout=IDLE_TIMEOUT, keep_alive_idle=KEEP_ALIVE_IDLE):
         # Set before the socket is bound: a bind that fails closes the server from inside
         # werkzeug's __init__, and server_close must find them (the caller then gets the OSError).
         self.max_connections = max_connections
         self.head_timeout = head_timeout
+        self.keep_alive_idle = keep_alive_idle
         self.idle_timeout = idle_timeout
         self._lock = threading.Lock()
         self._open = set()
@@ -176,10 +182,12 @@ class GuardedWSGIServer(ThreadedWSGIServer):
             self._head_deadlines[request] = time.monotonic() + self.head_timeout
         return True
 
-    def waiting_for_head(self, connection):
+    def waiting_for_head(self, connection, kept=False):
+        """The connection waits for a request's head: its first, or (``kept``) the next one after an answer."""
+        timeout = min(self.keep_alive_idle, self.head_timeout) if kept else self.head_timeout
         with self._lock:
             if connection in self._open:
-                self._head_deadlines[connection] = time.monotonic() + self.head_timeout
+                self._head_deadlines[connection] = time.monotonic() + timeout
 
     def head_received(self, connection):
         with self._lock:

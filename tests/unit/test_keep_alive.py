@@ -111,12 +111,19 @@ def test_an_http_1_0_request_or_one_asking_to_close_gets_its_connection_closed()
                 assert answers.closed()
 
 
-def test_an_idle_kept_alive_connection_is_closed_after_the_head_timeout():
-    with serving_on_a_port(head_timeout=0.3) as port, connect(port) as connection:
+def test_a_kept_connection_is_closed_when_it_idles_past_keep_alive_idle_not_the_longer_head_timeout():
+    """Clients send every 10 s (progress) or 15 s (heartbeats): a server closing after as long would close
+    just as some of them send. Closed well before, the client sees it and connects again."""
+    with serving_on_a_port(head_timeout=30, keep_alive_idle=0.3) as port, connect(port) as connection:
         connection.sendall(post("/read", b"1"))
         answers = Answers(connection)
         assert answers.next()[2] == "read 1"
         assert answers.closed(), "an idle connection must not hold a thread for ever"
+
+
+def test_the_default_keep_alive_idle_is_shorter_than_the_clients_cadences():
+    import settings
+    assert serving.KEEP_ALIVE_IDLE <= min(settings.PROGRESS_INTERVAL, settings.HEARTBEAT_INTERVAL) / 2
 
 
 def test_answers_go_out_without_waiting_for_the_clients_acknowledgement():
