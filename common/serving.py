@@ -82,6 +82,7 @@ class _Body(io.RawIOBase):
 
 
 class _GuardedHandler(WSGIRequestHandler):
+    _keep_alive = False   # whether the connection stays open after the answer being made
     def setup(self):
         self.timeout = self.server.idle_timeout  # StreamRequestHandler applies it to the socket
         super().setup()
@@ -95,7 +96,7 @@ class _GuardedHandler(WSGIRequestHandler):
         super().handle()
 
     def handle_one_request(self):
-        self.server.waiting_for_head(self.connection, kept=getattr(self, "_keep_alive", False))
+        self.server.waiting_for_head(self.connection, kept=self._keep_alive)
         super().handle_one_request()
 
     def parse_request(self):
@@ -129,7 +130,7 @@ class _GuardedHandler(WSGIRequestHandler):
 
     def send_header(self, keyword, value):
         # werkzeug sends "Connection: close" with every answer (and http.server then closes).
-        if keyword.lower() == "connection" and value.lower() == "close" and getattr(self, "_keep_alive", False):
+        if keyword.lower() == "connection" and value.lower() == "close" and self._keep_alive:
             return
         super().send_header(keyword, value)
 
