@@ -28,23 +28,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.fanout import build_tree, change_files  # noqa: E402
+from bench.fanout import build_tree, change_files, rsync  # noqa: E402
 from common.rsync import RsyncJob, build_command  # noqa: E402
 from common.trees import link_copy  # noqa: E402
 from master.snapshots import SNAPSHOT_OPTIONS  # noqa: E402
 from tests.support.rsyncd import RsyncDaemon  # noqa: E402
 
-BARE = ["rsync", "-aH", "--delete-delay", "--delay-updates", "--safe-links", "--numeric-ids"]
+def run(argv):
+    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
 
 
 def ours(source, destination, drop=()):
     argv = build_command(RsyncJob(source, str(destination), options=SNAPSHOT_OPTIONS), progress=True)
-    return [word for word in argv if word not in drop]
+    run([word for word in argv if word not in drop])
 
 
-def timed(argv):
+def timed(leg):
     started = time.perf_counter()
-    subprocess.run(argv, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    leg()
     return time.perf_counter() - started
 
 
@@ -61,28 +62,27 @@ def main():
         build_tree(upstream, args.files)
         with RsyncDaemon(root / "rsyncd", {"tree": upstream}) as daemon:
             url = daemon.url("tree")
-            subprocess.run([*BARE, "--", f"{url}/", f"{base}/"], check=True, stdout=subprocess.DEVNULL)
-            legs = {
-                "list": lambda listing: ["rsync", "-rlpt", "--no-inc-recursive", "--list-only",
-                                         "--sockopts=TCP_NODELAY", f"{url}/"],
-                "ours": lambda listing: ours(url, target),
-                "ours, no --delete-delay": lambda listing: ours(url, target, drop=("--delete-delay",)),
-                "changed files only": lambda listing: [*BARE, f"--files-from={listing}", "--", f"{url}/",
-                                                       f"{target}/"],
+            rsync(url, base)
+            listing = root / "changed.txt"
+            legs = {   # the bare legs are fanout.py's own rsync
+                "list": lambda: run(["rsync", "-rlpt", "--no-inc-recursive", "--list-only",
+                                     "--sockopts=TCP_NODELAY", f"{url}/"]),
+                "ours": lambda: ours(url, target),
+                "ours, no --delete-delay": lambda: ours(url, target, drop=("--delete-delay",)),
+                "changed files only": lambda: rsync(url, target, listing),
             }
             samples = {name: [] for name in legs}
             generation = 1
             for _ in range(args.repeat):
-                for name, argv in legs.items():
+                for name, leg in legs.items():
                     shutil.rmtree(target, ignore_errors=True)
                     target.mkdir()
                     link_copy(base, target)   # the tree before the change, as a pull starts it
-                    listing = root / "changed.txt"
                     listing.write_text("\n".join(change_files(upstream, args.files, args.change, generation)) + "\n")
                     generation += 1
                     os.sync()
-                    samples[name].append(timed(argv(listing)))
-                    subprocess.run([*BARE, "--", f"{url}/", f"{base}/"], check=True, stdout=subprocess.DEVNULL)
+                    samples[name].append(timed(leg))
+                    rsync(url, base)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"{args.files} files, {args.change:.1%} changed before each pull; median of {args.repeat}, alternated")
