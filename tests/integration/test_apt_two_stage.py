@@ -44,21 +44,33 @@ def debian_tools():
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """Logs nothing; remembers the paths of requests that were not found, in ``misses``."""
+    misses = None
+
     def log_message(self, *args):
         pass
+
+    def send_error(self, code, *args, **kwargs):
+        if code == 404 and self.misses is not None:
+            self.misses.append(self.path)
+        super().send_error(code, *args, **kwargs)
 
 
 @pytest.fixture
 def http_root(tmp_path):
-    """``serve(directory) -> base URL``: a threaded HTTP server on loopback, like a mirror's web server."""
+    """``serve(directory) -> base URL``: a threaded HTTP server on loopback, like a mirror's web server.
+
+    ``serve.misses`` lists the paths it answered 404.
+    """
     servers = []
 
     def serve(directory):
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                 functools.partial(QuietHandler, directory=str(directory)))
+        handler = type("Handler", (QuietHandler,), {"misses": serve.misses})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
         threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_port}"
+    serve.misses = []
     yield serve
     for server in servers:
         server.shutdown()
@@ -155,6 +167,10 @@ def test_apt_never_fails_while_two_stage_syncs_publish_in_both_modes(request, ma
                                     f"and {loop.downloads} downloads; first: {loop.failures[:2]}"
         assert set(VERSIONS) <= loop.versions, (mode, sorted(loop.versions))
         assert loop.updates >= len(VERSIONS) and loop.downloads >= len(VERSIONS)
+    # apt found every index by its hash, as from the Debian archive: had it fallen back to the plain
+    # names, the tree would only have been consistent by luck of timing.
+    by_hash = [path for path in http_root.misses if "/by-hash/" in path]
+    assert by_hash == [], by_hash[:3]
 
     # The run's stats and log cover both stages.
     log = requests.get(f"{master.url}/api/v1/runs/{last['id']}/log",

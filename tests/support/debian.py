@@ -103,6 +103,10 @@ class DebianArchive:
              "-o", f"APT::FTPArchive::Release::Architectures={ARCH}",
              "-o", f"APT::FTPArchive::Release::Components={COMPONENT}",
              "-o", "APT::FTPArchive::Release::Acquire-By-Hash=yes",
+             # As in Debian's Release files: MD5Sum and SHA256 only. apt fetches by-hash under the
+             # strongest hash listed, so a SHA512 list would send it to by-hash/SHA512, which is not
+             # there, and back to the plain names.
+             "-o", "APT::FTPArchive::Release::SHA1=false", "-o", "APT::FTPArchive::Release::SHA512=false",
              "-o", f"APT::FTPArchive::Release::Description=version {version}",
              "release", f"dists/{SUITE}/{COMPONENT}"],
             cwd=self.root, check=True, capture_output=True).stdout
