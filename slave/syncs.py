@@ -206,9 +206,12 @@ class _Pull:
         return self.order["project"]
 
     def absorb(self, order):
-        """A newer order replaces this one; the older run ids ride along and get the same result."""
-        self.order = order
-        self.run_ids.append(order["run_id"])
+        """Another order joins this pull, and every run id it holds gets the same result. The newest
+        run's order is the one pulled, whatever came last: orders can cross on the way (a catch-up
+        sent just before a new run's dispatch), and pulling the older one would take the tree back."""
+        if order["run_id"] > self.order["run_id"]:
+            self.order = order
+        self.run_ids = sorted(self.run_ids + [order["run_id"]])
 
 
 @dataclass(eq=False)

@@ -336,6 +336,23 @@ def test_orders_during_a_running_pull_wait_and_share_the_next_pull(make_slave):
         (7, "success"), (8, "success"), (9, "success")]
 
 
+def test_an_older_order_arriving_after_a_newer_one_rides_along_and_the_newest_is_pulled(make_slave):
+    held = FakeRsyncRunner(hold=True)
+    app = make_slave(rsync_runner=held)
+    client = app.test_client()
+    order(client, an_order(7))
+    assert held.wait_started()
+    # 9's order reaches the slave before 8's, which was sent first (a catch-up, say).
+    assert order(client, an_order(9, timeout=900)).status_code == 202
+    assert order(client, an_order(8, timeout=300)).status_code == 202
+    held.release()
+    wait_idle(app)
+    assert len(held.jobs) == 2
+    assert held.jobs[1].timeout == 900, "the tree of 9 is pulled, not taken back to 8's"
+    assert {run_id: record(client, run_id).json["state"] for run_id in (7, 8, 9)} == {
+        7: "success", 8: "success", 9: "success"}
+
+
 def cancel(client, run_id, project="debian", **kwargs):
     return send(client, "POST", f"/api/v1/syncs/{run_id}/cancel", {"project": project}, **kwargs)
 
