@@ -314,43 +314,29 @@ def test_records_of_an_earlier_release_named_by_run_id_alone_are_kept(tmp_path, 
     assert sorted(os.listdir(syncs)) == ["5-tour.json"]
 
 
-def test_orders_during_a_running_pull_wait_and_share_the_next_pull(make_slave):
+# Two more orders while 7 is pulling: the newest, 9, is the pending order and 8 rides along,
+# whichever reached the slave first (orders cross on the way: a catch-up of 8 sent just before
+# 9's dispatch), so the tree is never taken back to 8's.
+@pytest.mark.parametrize("arrival", [(8, 9), (9, 8)], ids=["in-order", "crossed"])
+def test_orders_during_a_running_pull_wait_and_share_the_next_pull_of_the_newest(make_slave, arrival):
     held = FakeRsyncRunner(hold=True)
     app = make_slave(rsync_runner=held)
     client = app.test_client()
     order(client, an_order(7))
     assert held.wait_started()
     assert services(app).worker.syncing_projects() == ["debian"]
-    # Two more orders while 7 is pulling: 9 replaces 8 as the pending order, 8 rides along.
-    assert order(client, an_order(8, timeout=300)).status_code == 202
-    assert order(client, an_order(9, timeout=900)).status_code == 202
+    for run_id in arrival:
+        assert order(client, an_order(run_id, timeout={8: 300, 9: 900}[run_id])).status_code == 202
     assert record(client, 8).json["state"] == "accepted"
     held.release()
     wait_idle(app)
     assert len(held.jobs) == 2
-    assert held.jobs[1].timeout == 900
+    assert held.jobs[1].timeout == 900, "9's order is the one pulled"
     assert held.max_running == 1
     states = {run_id: record(client, run_id).json["state"] for run_id in (7, 8, 9)}
     assert states == {7: "success", 8: "success", 9: "success"}
     assert sorted((r["run_id"], r["state"]) for r in outbox(app)) == [
         (7, "success"), (8, "success"), (9, "success")]
-
-
-def test_an_older_order_arriving_after_a_newer_one_rides_along_and_the_newest_is_pulled(make_slave):
-    held = FakeRsyncRunner(hold=True)
-    app = make_slave(rsync_runner=held)
-    client = app.test_client()
-    order(client, an_order(7))
-    assert held.wait_started()
-    # 9's order reaches the slave before 8's, which was sent first (a catch-up, say).
-    assert order(client, an_order(9, timeout=900)).status_code == 202
-    assert order(client, an_order(8, timeout=300)).status_code == 202
-    held.release()
-    wait_idle(app)
-    assert len(held.jobs) == 2
-    assert held.jobs[1].timeout == 900, "the tree of 9 is pulled, not taken back to 8's"
-    assert {run_id: record(client, run_id).json["state"] for run_id in (7, 8, 9)} == {
-        7: "success", 8: "success", 9: "success"}
 
 
 def cancel(client, run_id, project="debian", **kwargs):
