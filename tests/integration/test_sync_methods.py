@@ -2,13 +2,13 @@
 
 import os
 import stat
-import subprocess
 import threading
 
 from common import hooks
 from common.methods import COMMAND, TWO_STAGE, MethodSpec, Runners, method_for
 from common.processes import ProgramRunner
 from common.rsync import RsyncRunner, result_from_exit
+from tests.support.faults import live_argv
 
 
 def write(root, relpath, text, mtime=None):
@@ -124,13 +124,16 @@ def test_a_command_runs_in_the_tree_with_its_arguments_and_the_size_is_walked(tm
 
 
 def test_a_command_that_hangs_is_ended_with_its_process_group(tmp_path):
-    script = make_script(tmp_path / "scripts", "hang", "sleep 300 &\nwait\n")
+    # The script's child names itself in a file: a look for "sleep 300" by name would also find the
+    # one of another test running at the same time.
+    child = tmp_path / "child.pid"
+    script = make_script(tmp_path / "scripts", "hang", f"sleep 300 &\necho $! > '{child}'\nwait\n")
     spec = MethodSpec(method=COMMAND, program=script, timeout=0.5)
     result = method_for(spec, Runners(RsyncRunner(), ProgramRunner(kill_grace=1))).run(
         str(tmp_path / "tree"), str(tmp_path / "run.log"))
     assert not result.ok and result.timed_out and "timed out after 0.5 seconds" in result.error
-    leftover = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True).stdout.split()
-    assert not [pid for pid in leftover if int(pid) != os.getpid()], "the whole group was ended"
+    assert live_argv(int(child.read_text())) is None, "the whole group was ended"
+
 
 
 def test_a_command_failure_is_transient_only_for_the_codes_the_project_names(tmp_path):

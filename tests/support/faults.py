@@ -14,42 +14,37 @@ from tests.support.processes import wait_for
 from tests.support.trees import describe_tree
 
 
-def rsync_processes_under(path):
-    """pid -> argv of every live rsync process whose command line mentions ``path``.
+def live_argv(pid):
+    """The argv (bytes) of process ``pid``, or None when it is gone or a zombie: a zombie no
+    longer runs, whoever reaps it."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            argv = cmdline.read().split(b"\0")
+        with open(f"/proc/{pid}/stat", "rb") as status:
+            state = status.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+    return None if state == b"Z" else argv
 
-    Zombies are left out: they no longer run, whoever reaps them.
-    """
+
+def _runs_rsync(argv):
+    return argv is not None and os.path.basename(argv[0]).startswith(b"rsync")
+
+
+def rsync_processes_under(path):
+    """pid -> argv of every live rsync process whose command line mentions ``path``."""
     marker = os.fsencode(os.fspath(path))
     found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                argv = cmdline.read().split(b"\0")
-            with open(f"/proc/{pid}/stat", "rb") as status:
-                state = status.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state == b"Z" or not os.path.basename(argv[0]).startswith(b"rsync"):
-            continue
-        if any(marker in arg for arg in argv):
+        argv = live_argv(pid)
+        if _runs_rsync(argv) and any(marker in arg for arg in argv):
             found[int(pid)] = [arg.decode("utf-8", "replace") for arg in argv if arg]
     return found
 
 
 def alive(pids):
     """The pids of ``pids`` that still run an rsync (a reused pid running something else does not count)."""
-    running = set()
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                argv0 = cmdline.read().split(b"\0", 1)[0]
-            with open(f"/proc/{pid}/stat", "rb") as status:
-                state = status.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != b"Z" and os.path.basename(argv0).startswith(b"rsync"):
-            running.add(pid)
-    return running
+    return {pid for pid in pids if _runs_rsync(live_argv(pid))}
 
 
 def wait_rsync_under(path, timeout=20):
