@@ -39,6 +39,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import settings  # noqa: E402
+from common import filelists  # noqa: E402
 from common.trees import link_copy  # noqa: E402
 from tests.support.processes import DEFAULT_JOIN_TOKEN, start_master, start_slave, wait_for  # noqa: E402
 from tests.support.rsyncd import RsyncDaemon  # noqa: E402
@@ -49,6 +50,21 @@ CASES = {"p1": [(1000, 0.01), (10000, 0.01), (100000, 0.01), (100000, 0.001)],
          "big": [(100000, 0.001)]}
 
 
+# --filelist: the upstream publishes a list of its tree after every change (Fedora's fullfiletimelist),
+# and the project pulls by it (upstream_filelist).
+FILELIST = []
+LIST_NAME = "fullfiletimelist-bench"
+
+
+def publish(root):
+    """Rewrite the upstream's list after a change, as Fedora's create-filelist runs after each push;
+    returns the paths it changed (the list), none without --filelist."""
+    if not FILELIST:
+        return []
+    filelists.write(root, root / LIST_NAME)
+    return [LIST_NAME]
+
+
 def build_tree(root, files):
     """``files`` small files, 100 per directory."""
     rng = random.Random(1)
@@ -56,6 +72,7 @@ def build_tree(root, files):
         directory = root / f"d{index // 100:05d}"
         directory.mkdir(parents=True, exist_ok=True)
         (directory / f"f{index:07d}.dat").write_bytes(rng.randbytes(256))
+    publish(root)
 
 
 def change_files(root, files, fraction, generation):
@@ -68,7 +85,7 @@ def change_files(root, files, fraction, generation):
         (root / relative).write_bytes(rng.randbytes(256))
         os.utime(root / relative, (1_800_000_000 + generation, 1_800_000_000 + generation))
         changed.append(relative)
-    return changed
+    return changed + publish(root)
 
 
 BARE_EXTRA = []   # --bare-sockopts: the socket option ours gives rsync (common.rsync.DAEMON_OPTIONS)
@@ -122,8 +139,10 @@ class Ours:
                        for i in range(slaves)]
         wait_for(lambda: len([s for s in self.session.get(self.master.url + "/api/v1/slaves").json()
                               if s["state"] == "online"]) == slaves, 60, message="slaves online")
-        self.session.post(self.master.url + "/api/v1/projects",
-                          json={"name": "bench", "upstream": upstream_url}).raise_for_status()
+        project = {"name": "bench", "upstream": upstream_url}
+        if FILELIST:
+            project["upstream_filelist"] = LIST_NAME
+        self.session.post(self.master.url + "/api/v1/projects", json=project).raise_for_status()
 
     def sync(self):
         """Trigger -> every slave reported; returns (seconds, {phase: seconds}) with the phases of ``phases``.
@@ -283,13 +302,19 @@ def main():
     parser.add_argument("--slaves", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scratch", default=None, help="where the trees go (default: the system temp dir)")
+    parser.add_argument("--filelist", action="store_true",
+                        help="the upstream publishes a fullfiletimelist after each change and the project pulls "
+                             "by it (upstream_filelist); the changed-files baseline carries the list too")
     parser.add_argument("--bare-sockopts", action="store_true",
                         help="bare rsync with --sockopts=TCP_NODELAY too, as ours pulls from a daemon")
     args = parser.parse_args()
     if args.bare_sockopts:
         BARE_EXTRA.append("--sockopts=TCP_NODELAY")
+    if args.filelist:
+        FILELIST.append(LIST_NAME)
     print(f"{args.slaves} slaves, median of {args.repeat}; fan-out: end of the master's pull -> every slave done"
-          + ("; bare with --sockopts=TCP_NODELAY" if args.bare_sockopts else ""))
+          + ("; bare with --sockopts=TCP_NODELAY" if args.bare_sockopts else "")
+          + (f"; upstream_filelist {LIST_NAME}" if args.filelist else ""))
     print(f"{'files':>8} {'change':>6} {'ours':>8} {'bare':>8} {'ratio':>6} {'changed-only':>13} {'vs changed':>10} "
           f"{'fan-out ours':>12} {'bare':>7} {'changed':>8} "
           f"{'no-op ours':>10} {'no-op bare':>10} {'disk extra':>10}")

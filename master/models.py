@@ -54,6 +54,8 @@ class Project(db.Model):
     hooks = sa.Column(sa.JSON, nullable=False, default=dict, server_default="{}")
     # A file of the upstream fetched first; unchanged since the last good pull, the pull is skipped.
     upstream_marker = sa.Column(sa.String(255))
+    # The upstream's list of its tree (Fedora's fullfiletimelist-<module>): a pull transfers what it says changed.
+    upstream_filelist = sa.Column(sa.String(255))
     # SHA-256 of the marker as it was before the last good pull.
     marker_digest = sa.Column(sa.String(64))
     # "debian": write ftpsync's trace files after each pull, on the master and on every slave.

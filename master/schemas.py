@@ -72,6 +72,10 @@ class ProjectSchema(Schema):
     upstream_marker = fields.String(allow_none=True, load_default=None, validate=validate_relative_path,
                                     metadata={"description": "a file of the upstream fetched first: unchanged "
                                                              "since the last good pull, the pull is skipped"})
+    upstream_filelist = fields.String(allow_none=True, load_default=None, validate=validate_relative_path,
+                                      metadata={"description": "method rsync: the upstream's list of its tree "
+                                                               "(Fedora's fullfiletimelist-<module>); a pull "
+                                                               "transfers and deletes what it says changed"})
     trace = fields.String(load_default=NONE, validate=validate.OneOf(TRACE_MODES), metadata={
         "description": "debian: master and slaves write ftpsync's trace files in project/trace/"})
     push_token = fields.String(load_only=True, allow_none=True, validate=validate_push_token, metadata={

@@ -788,12 +788,20 @@ def delete_unlisted(staging, listed, log_path, files_total):
         return _cannot_vouch(staging, "an entry it left unchanged is not in the previous tree")
     if not all(os.path.lexists(os.path.join(root, path)) for path in changed if path != "."):
         return _cannot_vouch(staging, "an entry it changed is not in the new tree")
+    return delete_paths(staging, candidates)
+
+
+def delete_paths(staging, paths):
+    """Delete ``paths`` (sorted, parents first) from the staged tree, each with what is under it,
+    never through a symlink, each directory's times kept. Returns the paths that went (not those
+    under one that went, nor those already gone). Raises OSError when one cannot be deleted."""
+    root = staging.destination
     deleted, under = [], set()
-    for path in candidates:   # parents before children: a manifest is sorted
+    for path in paths:
         if any(ancestor in under for ancestor in _ancestors(path.rpartition("/")[0])):
             continue   # went with its directory
         full = os.path.join(root, path)
-        if not real_parents(root, path) or not os.path.lexists(full):
+        if not safe_relative(path) or not real_parents(root, path) or not os.path.lexists(full):
             continue
         with unchanged_directory(os.path.dirname(full)):
             remove_tree(full)
@@ -805,6 +813,14 @@ def delete_unlisted(staging, listed, log_path, files_total):
         log.info("%s: %d entries upstream no longer has deleted from run %s's tree", staging.project,
                  len(deleted), staging.name)
     return deleted
+
+
+def previous_tree(staging):
+    """(path, manifest) of the snapshot the staged tree starts as, or None for a first pull."""
+    if staging.basis is None:
+        return None
+    entries, _ = _manifest_of(staging.data_dir, staging.project, staging.basis)
+    return snapshot_path(staging.data_dir, staging.project, staging.basis), entries
 
 
 def _cannot_vouch(staging, why):

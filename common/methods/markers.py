@@ -35,45 +35,60 @@ def digest(data):
     return hashlib.sha256(data).hexdigest()
 
 
-class MarkerFetch:
-    """The marker (and its companions) fetched into ``scratch``; ``marker`` is its bytes or None."""
+def file_digest(path):
+    """The sha256 of the whole file at ``path``, read in pieces. Raises OSError."""
+    hashed = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for piece in iter(lambda: stream.read(1 << 20), b""):
+            hashed.update(piece)
+    return hashed.hexdigest()
 
-    def __init__(self, scratch, result, marker, paths):
+
+class MarkerFetch:
+    """The marker (and its companions) fetched into ``scratch``; ``marker_digest``, the sha256 of the
+    whole marker, None when it did not come. ``paths``: the marker, its companions, then ``also``."""
+
+    def __init__(self, scratch, result, marker_digest, paths, companions=()):
         self.scratch = scratch
         self.result = result
         self.paths = paths
-        self.marker = marker
+        self.companions = companions
+        self.marker_digest = marker_digest
 
-    @property
-    def marker_digest(self):
-        return None if self.marker is None else digest(self.marker)
+    def fetched(self, path):
+        """The local path of ``path`` when it came as a regular file, else None."""
+        local = os.path.join(self.scratch, path.strip("/"))
+        return local if os.path.isfile(local) and not os.path.islink(local) else None
 
     def copy_companions(self, tree):
         """Copy the companions fetched into ``tree`` (write, then rename); returns the ones copied."""
-        copied = []
-        for path in self.paths[1:]:
-            source = os.path.join(self.scratch, path)
-            if not os.path.isfile(source) or os.path.islink(source):
-                continue
-            target = os.path.join(tree, path)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            staging = target + ".mirrorsync-new"
-            shutil.copy2(source, staging)
-            os.replace(staging, target)
-            copied.append(path)
-        return copied
+        return [path for path in self.companions if self.copy_into(tree, path)]
+
+    def copy_into(self, tree, path):
+        """Copy ``path`` as fetched into ``tree`` (write, then rename; its times kept); returns whether it
+        did. Raises OSError."""
+        source = self.fetched(path)
+        if source is None:
+            return False
+        target = os.path.join(tree, path.strip("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        staging = target + ".mirrorsync-new"
+        shutil.copy2(source, staging)
+        os.replace(staging, target)
+        return True
 
 
-def fetch_marker(spec, runners, marker, scratch, log_path, cancel=None):
-    """Fetch ``marker`` and its companions from ``spec.source`` into a fresh ``scratch`` directory."""
+def fetch_marker(spec, runners, marker, scratch, log_path, cancel=None, also=()):
+    """Fetch ``marker``, its companions and the paths ``also`` from ``spec.source`` into a fresh
+    ``scratch`` directory, in one rsync."""
     shutil.rmtree(scratch, ignore_errors=True)
     os.makedirs(scratch)
-    paths = (marker.strip("/"), *companions(marker.strip("/")))
+    marker = marker.strip("/")
+    companion_paths = companions(marker)
+    paths = tuple(dict.fromkeys((marker, *companion_paths, *(path.strip("/") for path in also))))
     job = rsync_method.job(spec, scratch, extra_options=filter_rules(paths), excludes=(), delete=False)
     result, _ = rsync_method.run_stage(runners, job, log_path, "marker", cancel, None, None)
-    content = None
-    marker_path = os.path.join(scratch, paths[0])
-    if result.ok and os.path.isfile(marker_path) and not os.path.islink(marker_path):
-        with open(marker_path, "rb") as stream:
-            content = stream.read(1024 * 1024)
-    return MarkerFetch(scratch, result, content, paths)
+    fetch = MarkerFetch(scratch, result, None, paths, companion_paths)
+    if result.ok and fetch.fetched(marker) is not None:
+        fetch.marker_digest = file_digest(fetch.fetched(marker))
+    return fetch

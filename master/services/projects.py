@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from common import hooks, runlogs
 from common.errors import Conflict, NotFound, ValidationFailed
-from common.methods import COMMAND, TWO_STAGE
+from common.methods import COMMAND, RSYNC, TWO_STAGE
 from common.validation import is_rsync_url
 from master.db import db
 from master.models import Project
@@ -20,7 +20,8 @@ from master.services import cancels, readmodel, runs
 from master.services.tokens import hash_token
 
 # The fields whose values decide together whether a project can be pulled.
-CHECKED_TOGETHER = ("method", "upstream", "stage1_profile", "command", "hooks", "upstream_marker")
+CHECKED_TOGETHER = ("method", "upstream", "stage1_profile", "command", "hooks", "upstream_marker",
+                    "upstream_filelist")
 
 log = logging.getLogger(__name__)
 _LISTED = ProjectSchema()
@@ -125,6 +126,8 @@ def check_fields_together(values):
             errors["command"] = [_sentence("SYNC_SCRIPTS_DIR", values.get("command"), error)]
         if values.get("upstream_marker"):
             errors["upstream_marker"] = ["Only rsync methods can fetch a marker first."]
+    if method != RSYNC and values.get("upstream_filelist"):
+        errors["upstream_filelist"] = [f"Only method rsync pulls by the upstream's file list, not {method}."]
     for hook, name in (values.get("hooks") or {}).items():
         if name:
             try:

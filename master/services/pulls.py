@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from flask import current_app
 
-from common import hooks, traces
-from common.methods import COMMAND, MethodSpec, Runners, SyncResult, method_for
+from common import filelists, hooks, traces
+from common.methods import COMMAND, RSYNC, MethodSpec, Runners, SyncResult, method_for
+from common.methods import rsync as rsync_method
 from common.methods.markers import fetch_marker
 from common.processes import ProgramRunner
 from common.rsync import RsyncStats
@@ -32,7 +33,8 @@ class PullOutcome:
     result: SyncResult
     skipped: bool = False
     warnings: tuple[str, ...] = ()
-    deleted: tuple[str, ...] = ()   # paths ``delete_unlisted`` deleted after a listing pull
+    deleted: tuple[str, ...] = ()   # paths the master deleted itself (``delete_unlisted``, an upstream_filelist)
+    written: tuple[str, ...] = ()   # paths the master wrote into the tree itself, rsync not naming them
 
     @property
     def warning(self):
@@ -83,7 +85,8 @@ def run_hook(project, run_id, hook, state, destination, log_path, cancel=None):
 
 
 def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_progress=None, options=(),
-                  current=None, before_pull=None, listed=None, delete_unlisted=None):
+                  current=None, before_pull=None, listed=None, delete_unlisted=None, previous=None,
+                  delete=None):
     """Pull ``run``'s project into ``destination``; returns a PullOutcome. Never raises for a failed pull.
 
     ``options`` go before the project's own rsync options (a snapshot's); ``before_pull()`` runs
@@ -94,6 +97,12 @@ def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_pro
     after a good pull, ``delete_unlisted(result)`` deletes what it did not name and returns those
     paths, or None when the names do not add up to rsync's count of the upstream's entries: the pull
     then runs again with rsync deleting, so nothing upstream deleted is ever kept.
+
+    With an ``upstream_filelist`` (method rsync), ``previous()`` gives (path, manifest) of the tree the
+    pull starts as, or None; the list is fetched with the marker, compared with the one in that tree
+    (``common.filelists``), ``delete(paths)`` deletes what upstream no longer lists (returning the
+    paths that went) and rsync transfers only what changed. Whatever cannot be vouched for that way
+    is a full pull.
     """
     project = run.project
     started = now()
@@ -105,10 +114,12 @@ def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_pro
     except ValueError as error:
         return PullOutcome(_failed(f"command: {error}"))
     fetched = None
-    if project.upstream_marker and project.method != COMMAND:
-        fetched = fetch_marker(spec, runners(), project.upstream_marker,
+    filelist = project.upstream_filelist if project.method == RSYNC else None
+    marker = project.upstream_marker or filelist
+    if marker and project.method != COMMAND:
+        fetched = fetch_marker(spec, runners(), marker,
                                os.path.join(state_dir(current_app.config["DATA_DIR"]), "markers", project.name),
-                               log_path, cancel)
+                               log_path, cancel, also=(filelist,) if filelist else ())
         if _unchanged(project, fetched):
             return _skip(project, fetched, current or destination, log_path)
     # The snapshot's options are for the pull itself; the marker is fetched plainly.
@@ -118,10 +129,26 @@ def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_pro
             before_pull()
         except OSError as error:
             return PullOutcome(_failed(str(error)))
-    result = method_for(spec, runners()).run(destination, log_path, cancel=cancel, on_spawn=on_spawn,
-                                             on_progress=on_progress)
-    deleted = ()
-    if listed is not None and result.ok:
+    changes = None
+    if filelist and fetched is not None and previous is not None:
+        changes = _filelist_plan(project, fetched, previous, spec.protect, log_path)
+    deleted = written = ()
+    if changes is not None:
+        try:
+            result, deleted, written = _pull_changes(spec, changes, fetched, filelist, destination, log_path,
+                                                     delete, cancel, on_spawn, on_progress)
+        except OSError as error:
+            return PullOutcome(_failed(str(error)))
+        if not (result.ok or result.cancelled or result.timed_out):
+            _log_line(log_path, "# upstream_filelist: the pull of the listed changes failed: pulling in full")
+            deleted = written = ()
+            listed = None   # rsync deletes: the master's names would mix two pulls
+            spec = dataclasses.replace(spec, listed=None)
+            changes = None
+    if changes is None:
+        result = method_for(spec, runners()).run(destination, log_path, cancel=cancel, on_spawn=on_spawn,
+                                                 on_progress=on_progress)
+    if listed is not None and changes is None and result.ok:
         try:
             deleted = delete_unlisted(result)
         except OSError as error:
@@ -136,7 +163,61 @@ def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_pro
         _remember_marker(project.id, fetched.marker_digest if fetched is not None else None)
         if project.trace == traces.DEBIAN:
             warnings += _write_trace(project, run, destination, started, result)
-    return PullOutcome(result, warnings=tuple(warnings), deleted=tuple(deleted))
+    return PullOutcome(result, warnings=tuple(warnings), deleted=tuple(deleted), written=tuple(written))
+
+
+def _filelist_plan(project, fetched, previous, protect, log_path):
+    """The filelists.Plan from the tree the pull starts as to the upstream's new list, or None (a full
+    pull, the run log saying why)."""
+    name = project.upstream_filelist.strip("/")
+
+    def full(why):
+        _log_line(log_path, f"# upstream_filelist {name}: {why}: pulling in full")
+    if project.tree_dirty:
+        return full("the tree is not the last good pull's")
+    new_path = fetched.fetched(name)
+    if new_path is None:
+        return full("it did not come from upstream")
+    try:
+        tree = previous()
+    except OSError as error:
+        return full(f"the previous tree cannot be read ({error.strerror or error})")
+    if tree is None:
+        return full("there is no previous tree to compare it with")
+    root, held = tree
+    old_path = os.path.join(root, name)
+    if not os.path.isfile(old_path) or os.path.islink(old_path):
+        return full("the previous tree has no list to compare it with")
+    try:
+        plan = filelists.plan(filelists.load(old_path), filelists.load(new_path), held, keep=(name, *protect))
+    except (OSError, filelists.FilelistError) as error:
+        return full(f"it cannot be read ({error})")
+    _log_line(log_path, f"# upstream_filelist {name}: {plan.listed} entries listed, {len(plan.transfer)} to "
+                        f"transfer, {len(plan.delete)} to delete: pulling only those")
+    return plan
+
+
+def _pull_changes(spec, plan, fetched, filelist, destination, log_path, delete, cancel, on_spawn, on_progress):
+    """Delete what upstream no longer lists, rsync the listed changes, then put the list itself in place
+    (the one the plan was made from, never a newer one). Returns (SyncResult, deleted, written).
+    The staged tree is served only once sealed: deleting first is safe, and lets a file take a
+    directory's place. Raises OSError."""
+    deleted = tuple(delete(plan.delete)) if plan.delete else ()
+    name = filelist.strip("/")
+    list_path = os.path.join(fetched.scratch, ".files-from")
+    with open(list_path, "wb") as out:
+        # "." with --no-recursive: the root's own times, and the top-level directories' (not their content).
+        for path in (["."] if plan.root else []) + [path for path in plan.transfer if path != name]:
+            out.write(os.fsencode(path) + b"\0")
+    # Exactly the listed entries move: --no-recursive undoes every pull's --recursive; --force lets a
+    # file or link take the place of a directory; rsync deletes nothing (the master did).
+    options = (f"--files-from={list_path}", "--from0", "--no-recursive", "--force")
+    job = rsync_method.job(dataclasses.replace(spec, listed=None), destination, extra_options=options, delete=False)
+    result, _ = rsync_method.run_stage(runners(), job, log_path, "changes", cancel, on_spawn, on_progress)
+    written = ()
+    if result.ok and fetched.copy_into(destination, name):
+        written = (name,)
+    return result, deleted, written
 
 
 def run_post_hook(run, outcome, destination, log_path):
@@ -149,7 +230,7 @@ def run_post_hook(run, outcome, destination, log_path):
 
 
 def _unchanged(project, fetched):
-    return (fetched.marker is not None and project.marker_digest == fetched.marker_digest
+    return (fetched.marker_digest is not None and project.marker_digest == fetched.marker_digest
             and project.tree_run_id is not None and not project.tree_dirty)
 
 
@@ -159,7 +240,7 @@ def _skip(project, fetched, destination, log_path):
         copied = fetched.copy_companions(destination)
     except OSError as error:
         log.warning("%s: cannot copy %s: %s", project.name, ", ".join(fetched.paths[1:]), error)
-    _log_line(log_path, f"# {project.upstream_marker} is unchanged since the last good pull: skipped"
+    _log_line(log_path, f"# {fetched.paths[0]} is unchanged since the last good pull: skipped"
               + (f" (copied {', '.join(copied)})" if copied else ""))
     return PullOutcome(fetched.result.replace(stats=RsyncStats(), stages=()), skipped=True)
 

@@ -109,7 +109,9 @@ def start_upstream_sync(run_id, cancel=None, stopping=None):
                                      on_progress=_progress_recorder(run_id), options=staging.options,
                                      current=project_tree(project_name), before_pull=_filler(staging, project),
                                      listed=listed, delete_unlisted=lambda result: snapshots.delete_unlisted(
-                                         staging, listed, path, result.stats.files_total))
+                                         staging, listed, path, result.stats.files_total),
+                                     previous=lambda: snapshots.previous_tree(staging),
+                                     delete=lambda paths: snapshots.delete_paths(staging, paths))
         if not pulled.result.cancelled and not pulled.skipped:
             pulled = pulls.run_post_hook(runs.get_run(run_id), pulled, destination, path)
     except Exception as error:  # a bug must not leave the run syncing forever
@@ -125,6 +127,7 @@ def start_upstream_sync(run_id, cancel=None, stopping=None):
             items = snapshots.itemized(path, destination) if _itemizes_everything(project) else None
             dropped = snapshots.drop_skipped(staging, path)
             if items is not None:
+                items[0].update(pulled.written)
                 items[1].update(dropped, pulled.deleted)
             sealed = snapshots.commit(staging, items, current_app.config["VERIFY_INTERVAL"])
         except OSError as error:

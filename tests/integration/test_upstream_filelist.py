@@ -1,0 +1,166 @@
+"""upstream_filelist against a real rsync daemon that logs what it serves: a pull costs the list and the change.
+
+Each change is made upstream, the upstream's list written after it (as
+Fedora's create-filelist runs after every push), and the master's new tree
+must then be exactly the upstream's: the same manifest a full pull makes.
+"""
+
+import os
+import shutil
+
+import pytest
+
+from common import digests, filelists
+from tests.support.processes import wait_run_finished
+from tests.support.rsyncd import RsyncDaemon
+
+LIST = "fullfiletimelist-test"
+MTIME = 1_700_000_000
+
+
+def write(root, relpath, text, mtime=MTIME):
+    path = os.path.join(root, relpath)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as stream:
+        stream.write(text)
+    os.utime(path, (mtime, mtime))
+
+
+def publish(tree):
+    """The upstream's list, rewritten after a change."""
+    filelists.write(tree, os.path.join(tree, LIST))
+
+
+@pytest.fixture
+def fedora(tmp_path):
+    tree = tmp_path / "fedora"
+    for release in ("38", "39"):
+        for number in range(30):
+            write(tree, f"releases/{release}/Everything/x86_64/os/Packages/p/pkg{number}.rpm", f"{release}-{number}\n")
+        write(tree, f"releases/{release}/Everything/x86_64/os/repodata/repomd.xml", f"<repomd {release}/>\n")
+    os.makedirs(tree / "releases/old/empty")
+    os.symlink("releases/39", tree / "latest")
+    publish(tree)
+    with RsyncDaemon(tmp_path / "rsyncd", {"fedora": tree}, transfer_logging=True) as daemon:
+        yield tree, daemon
+
+
+def sync(api, master):
+    response = api.post("/api/v1/projects/fedora/syncs")
+    assert response.status_code == 202, response.text
+    run = wait_run_finished(master.url, master.admin_token, response.json()["id"], timeout=30)
+    assert run["state"] == "success", run
+    return run
+
+
+def same_tree(master, tree):
+    ours, theirs = digests.manifest(master.data_dir / "fedora"), digests.manifest(tree)
+    assert digests.first_differences(theirs, ours) == [], "the master's tree differs from upstream's"
+    assert digests.digest(ours) == digests.digest(theirs)
+
+
+def create(api, daemon, **fields):
+    created = api.post("/api/v1/projects", json={"name": "fedora", "upstream": daemon.url("fedora"),
+                                                 "upstream_filelist": LIST, **fields})
+    assert created.status_code == 201, created.text
+    return created.json()
+
+
+def test_a_change_costs_the_list_and_the_changed_files_and_leaves_upstreams_tree(api, master, fedora):
+    tree, daemon = fedora
+    assert create(api, daemon)["upstream_filelist"] == LIST
+    sync(api, master)
+    same_tree(master, tree)
+
+    write(tree, "releases/39/Everything/x86_64/os/Packages/p/pkg7.rpm", "39-7 rebuilt\n", MTIME + 60)
+    write(tree, "releases/39/Everything/x86_64/os/repodata/repomd.xml", "<repomd 39 again/>\n", MTIME + 60)
+    publish(tree)
+    offset = len(daemon.read_log())
+    run = sync(api, master)
+    served = sorted(os.path.basename(path) for path in daemon.sent_files(offset))
+    assert served == sorted([LIST, "pkg7.rpm", "repomd.xml"]), served
+    same_tree(master, tree)
+    log = api.get(f"/api/v1/runs/{run['id']}/log").text
+    assert f"# upstream_filelist {LIST}:" in log and "pulling only those" in log, log
+
+    # Nothing changed upstream: the list is the marker, and the pull is skipped.
+    skipped = sync(api, master)
+    assert skipped["skipped"] is True
+
+
+AWKWARD = {
+    "a directory replaced by a file": lambda tree: (shutil.rmtree(tree / "releases/38/Everything/x86_64/os/repodata"),
+                                                    write(tree, "releases/38/Everything/x86_64/os/repodata", "now a file\n")),
+    "a directory replaced by a symlink": lambda tree: (shutil.rmtree(tree / "releases/old"),
+                                                       os.symlink("38", tree / "releases/old")),
+    "a symlink replaced by a directory": lambda tree: (os.unlink(tree / "latest"),
+                                                       write(tree, "latest/README", "see releases\n")),
+    "a rename": lambda tree: os.rename(tree / "releases/38/Everything/x86_64/os/Packages/p",
+                                       tree / "releases/38/Everything/x86_64/os/Packages/q"),
+    "a deleted directory": lambda tree: shutil.rmtree(tree / "releases/38"),
+    "new hard links": lambda tree: (write(tree, "releases/40/a.rpm", "40\n", MTIME + 120),
+                                    os.link(tree / "releases/40/a.rpm", tree / "releases/40/b.rpm")),
+    "a new top-level entry": lambda tree: write(tree, "README", "hello\n", MTIME + 180),
+}
+
+
+@pytest.mark.parametrize("change", sorted(AWKWARD))
+def test_awkward_changes_make_the_tree_a_full_pull_makes(api, master, fedora, change):
+    tree, daemon = fedora
+    create(api, daemon)
+    sync(api, master)
+    before = filelists.parse(tree / LIST)
+    AWKWARD[change](tree)
+    publish(tree)
+    after = filelists.parse(tree / LIST)
+    offset = len(daemon.read_log())
+    run = sync(api, master)
+    log = api.get(f"/api/v1/runs/{run['id']}/log").text
+    assert "pulling only those" in log and "pulling in full" not in log, log
+    sent = set(daemon.sent_files(offset))
+    changed = {path for path, line in after.items() if before.get(path) != line}
+    assert sent and sent <= changed | {LIST}, f"only the change travels: {sorted(sent - changed)}"
+    same_tree(master, tree)
+
+
+def test_a_list_that_names_what_upstream_no_longer_has_falls_back_to_a_full_pull(api, master, fedora):
+    tree, daemon = fedora
+    create(api, daemon)
+    sync(api, master)
+    write(tree, "releases/39/new.rpm", "new\n", MTIME + 60)
+    publish(tree)
+    os.unlink(tree / "releases/39/new.rpm")   # gone again before the master pulls: the list lags the tree
+    write(tree, "releases/39/other.rpm", "other\n", MTIME + 90)
+    run = sync(api, master)
+    log = api.get(f"/api/v1/runs/{run['id']}/log").text
+    assert "the pull of the listed changes failed: pulling in full" in log, log
+    assert (master.data_dir / "fedora/releases/39/other.rpm").exists(), "the full pull saw what the list missed"
+    assert not (master.data_dir / "fedora/releases/39/new.rpm").exists()
+
+
+def test_an_unreadable_list_is_a_full_pull(api, master, fedora):
+    tree, daemon = fedora
+    create(api, daemon)
+    sync(api, master)
+    write(tree, "releases/39/new.rpm", "new\n", MTIME + 60)
+    (tree / LIST).write_text("[Files]\nnot a line of a file list\n")
+    offset = len(daemon.read_log())
+    run = sync(api, master)
+    log = api.get(f"/api/v1/runs/{run['id']}/log").text
+    assert f"# upstream_filelist {LIST}: it cannot be read (the line 'not a line of a file list' is not" in log, log
+    assert "pulling in full" in log
+    assert "new.rpm" in " ".join(daemon.sent_files(offset))
+    same_tree(master, tree)
+
+
+def test_only_method_rsync_takes_a_filelist(api, master, fedora):
+    _, daemon = fedora
+    response = api.post("/api/v1/projects", json={"name": "fedora", "upstream": daemon.url("fedora"),
+                                                  "method": "two-stage", "stage1_profile": "debian",
+                                                  "upstream_filelist": LIST})
+    assert response.status_code == 422
+    assert "upstream_filelist" in response.json()["message"], response.json()
+    response = api.post("/api/v1/projects", json={"name": "fedora", "upstream": daemon.url("fedora"),
+                                                  "upstream_filelist": "../outside"})
+    assert response.status_code == 422
+    assert "upstream_filelist" in response.json()["message"], response.json()
