@@ -69,3 +69,23 @@ def test_an_unchanged_lastupdate_skips_the_pull_and_copies_only_lastsync(api, ma
     assert any(path.endswith("pkg99-1-x86_64.pkg.tar.zst") for path in daemon.sent_files(offset))
     project = api.get("/api/v1/projects/archlinux").json()
     assert project["status"] == "success"
+
+
+def test_a_change_past_the_first_megabyte_of_a_large_marker_is_seen(api, master, tmp_path):
+    """A file list used as the marker runs to megabytes; all of it counts, not only its start."""
+    tree = tmp_path / "fedora"
+    head = "".join(f"{MTIME}\tf\t100\tpath/{number:07d}.rpm\n" for number in range(40000))  # about 1.3 MB
+    write(tree, "fullfiletimelist-fedora", head + "1700000000\tf\t1\tlast\n", MTIME)
+    write(tree, "last", "1", MTIME)
+    with RsyncDaemon(tmp_path / "rsyncd", {"fedora": tree}) as daemon:
+        created = api.post("/api/v1/projects", json={"name": "fedora", "upstream": daemon.url("fedora"),
+                                                     "upstream_marker": "fullfiletimelist-fedora"})
+        assert created.status_code == 201, created.text
+        response = api.post("/api/v1/projects/fedora/syncs")
+        assert wait_run_finished(master.url, master.admin_token, response.json()["id"])["state"] == "success"
+        write(tree, "fullfiletimelist-fedora", head + "1700000600\tf\t2\tlast\n", MTIME + 600)
+        write(tree, "last", "22", MTIME + 600)
+        response = api.post("/api/v1/projects/fedora/syncs")
+        second = wait_run_finished(master.url, master.admin_token, response.json()["id"])
+    assert second["state"] == "success" and second["skipped"] is False, second
+    assert (master.data_dir / "fedora" / "last").read_text() == "22"
