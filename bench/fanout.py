@@ -169,13 +169,16 @@ class Ours:
         """Where a run's time went, from its timestamps and the master's log line at the end of its pull:
         start (queued -> pulling), pull (pulling -> tree sealed, orders about to go out), fan-out
         (-> the run's end, every slave reported)."""
+        created, started, finished = (datetime.datetime.fromisoformat(run[key])
+                                      for key in ("created_at", "started_at", "finished_at"))
+        if run.get("skipped"):   # an unchanged upstream_filelist: no pull, no order
+            return {"start ours": (started - created).total_seconds(),
+                    "pull ours": (finished - started).total_seconds(), "fan-out ours": 0.0}
         moved = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO \S+: "
                           + re.escape(f"run {run['id']} of bench: syncing -> distributing"), self.master.log_text())
         if moved is None:
             raise RuntimeError(f"no move to distributing of run {run['id']} in {self.master.log_path}")
         pull_end = datetime.datetime.strptime(moved.group(1), "%Y-%m-%d %H:%M:%S,%f").astimezone()
-        created, started, finished = (datetime.datetime.fromisoformat(run[key])
-                                      for key in ("created_at", "started_at", "finished_at"))
         return {"start ours": (started - created).total_seconds(), "pull ours": (pull_end - started).total_seconds(),
                 "fan-out ours": (finished - pull_end).total_seconds()}
 

@@ -28,11 +28,13 @@ change, where a plain rsync stats every file on both ends.
 
 import dataclasses
 import os
+import threading
 
 from common import digests
 from common.trees import safe_relative
 
 FILES_SECTION = "[Files]"
+HELD_LINES = 2_000_000   # lines of lists kept in memory (``held``), about 250 MB
 _TYPES = {"f": digests.FILE, "d": digests.DIR, "l": digests.SYMLINK}
 
 
@@ -109,6 +111,32 @@ def load(path):
     lines = frozenset(body.split(b"\n"))
     lines -= {b""}
     return Listing(lines, b"\n" + body + b"\n")
+
+
+# key -> (the file's identity, its Listing), the most recently kept last.
+_held = {}
+_held_lock = threading.Lock()
+
+
+def _identity(path):
+    info = os.stat(path)
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def held(key, path):
+    """``load(path)``, from memory when the file is the one ``hold(key, ...)`` was told of: the list a
+    pull put in its tree is the next pull's old list, read once. Raises OSError, FilelistError."""
+    identity = _identity(path)
+    kept = _held.get(key)
+    if kept is not None and kept[0] == identity:
+        return kept[1]
+    return load(path)
+
+
+def hold(key, path, listing):
+    """Keep ``listing``, the list now in the file at ``path``, for ``held(key, path)``. Raises OSError."""
+    with _held_lock:
+        digests.keep_bounded(_held, key, (_identity(path), listing), HELD_LINES, lambda kept: len(kept[1].lines))
 
 
 def parse(path):

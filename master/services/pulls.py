@@ -35,6 +35,7 @@ class PullOutcome:
     warnings: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()   # paths the master deleted itself (``delete_unlisted``, an upstream_filelist)
     written: tuple[str, ...] = ()   # paths the master wrote into the tree itself, rsync not naming them
+    walk: bool = False   # the tree must be walked to be described: rsync's log cannot vouch for every change
 
     @property
     def warning(self):
@@ -133,15 +134,17 @@ def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_pro
     if filelist and fetched is not None and previous is not None:
         changes = _filelist_plan(project, fetched, previous, spec.protect, log_path)
     deleted = written = ()
+    walk = False
     if changes is not None:
         try:
-            result, deleted, written = _pull_changes(spec, changes, fetched, filelist, destination, log_path,
-                                                     delete, cancel, on_spawn, on_progress)
+            result, deleted, written = _pull_changes(spec, _listing_key(project), *changes, fetched, filelist,
+                                                     destination, log_path, delete, cancel, on_spawn, on_progress)
         except OSError as error:
             return PullOutcome(_failed(str(error)))
         if not (result.ok or result.cancelled or result.timed_out):
             _log_line(log_path, "# upstream_filelist: the pull of the listed changes failed: pulling in full")
             deleted = written = ()
+            walk = True   # what the master deleted before and what the full pull put back are not all named
             listed = None   # rsync deletes: the master's names would mix two pulls
             spec = dataclasses.replace(spec, listed=None)
             changes = None
@@ -163,7 +166,7 @@ def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_pro
         _remember_marker(project.id, fetched.marker_digest if fetched is not None else None)
         if project.trace == traces.DEBIAN:
             warnings += _write_trace(project, run, destination, started, result)
-    return PullOutcome(result, warnings=tuple(warnings), deleted=tuple(deleted), written=tuple(written))
+    return PullOutcome(result, warnings=tuple(warnings), deleted=tuple(deleted), written=tuple(written), walk=walk)
 
 
 def _filelist_plan(project, fetched, previous, protect, log_path):
@@ -189,17 +192,23 @@ def _filelist_plan(project, fetched, previous, protect, log_path):
     if not os.path.isfile(old_path) or os.path.islink(old_path):
         return full("the previous tree has no list to compare it with")
     try:
-        plan = filelists.plan(filelists.load(old_path), filelists.load(new_path), held, keep=(name, *protect))
+        new = filelists.load(new_path)
+        plan = filelists.plan(filelists.held(_listing_key(project), old_path), new, held, keep=(name, *protect))
     except (OSError, filelists.FilelistError) as error:
         return full(f"it cannot be read ({error})")
     _log_line(log_path, f"# upstream_filelist {name}: {plan.listed} entries listed, {len(plan.transfer)} to "
                         f"transfer, {len(plan.delete)} to delete: pulling only those")
-    return plan
+    return plan, new
 
 
-def _pull_changes(spec, plan, fetched, filelist, destination, log_path, delete, cancel, on_spawn, on_progress):
+def _listing_key(project):
+    return current_app.config["DATA_DIR"], project.name
+
+
+def _pull_changes(spec, key, plan, listing, fetched, filelist, destination, log_path, delete, cancel, on_spawn,
+                  on_progress):
     """Delete what upstream no longer lists, rsync the listed changes, then put the list itself in place
-    (the one the plan was made from, never a newer one). Returns (SyncResult, deleted, written).
+    (``listing``, the one the plan was made from, never a newer one). Returns (SyncResult, deleted, written).
     The staged tree is served only once sealed: deleting first is safe, and lets a file take a
     directory's place. Raises OSError."""
     deleted = tuple(delete(plan.delete)) if plan.delete else ()
@@ -217,6 +226,7 @@ def _pull_changes(spec, plan, fetched, filelist, destination, log_path, delete, 
     written = ()
     if result.ok and fetched.copy_into(destination, name):
         written = (name,)
+        filelists.hold(key, os.path.join(destination, name), listing)
     return result, deleted, written
 
 

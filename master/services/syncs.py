@@ -124,7 +124,8 @@ def start_upstream_sync(run_id, cancel=None, stopping=None):
     sealed = None
     if result.ok and not pulled.skipped:
         try:
-            items = snapshots.itemized(path, destination) if _itemizes_everything(project) else None
+            items = snapshots.itemized(path, destination) if _itemizes_everything(project) and not pulled.walk \
+                else None
             dropped = snapshots.drop_skipped(staging, path)
             if items is not None:
                 items[0].update(pulled.written)

@@ -83,6 +83,17 @@ def test_a_change_costs_the_list_and_the_changed_files_and_leaves_upstreams_tree
     log = api.get(f"/api/v1/runs/{run['id']}/log").text
     assert f"# upstream_filelist {LIST}:" in log and "pulling only those" in log, log
 
+    # Again: the old list is now the one the master put in place itself (and kept in memory).
+    os.unlink(tree / "releases/38/Everything/x86_64/os/Packages/p/pkg3.rpm")
+    write(tree, "releases/39/Everything/x86_64/os/Packages/p/pkg8.rpm", "39-8 rebuilt\n", MTIME + 120)
+    publish(tree)
+    offset = len(daemon.read_log())
+    run = sync(api, master)
+    served = sorted(os.path.basename(path) for path in daemon.sent_files(offset))
+    assert served == sorted([LIST, "pkg8.rpm"]), served
+    assert "1 to delete: pulling only those" in api.get(f"/api/v1/runs/{run['id']}/log").text
+    same_tree(master, tree)
+
     # Nothing changed upstream: the list is the marker, and the pull is skipped.
     skipped = sync(api, master)
     assert skipped["skipped"] is True
@@ -136,6 +147,9 @@ def test_a_list_that_names_what_upstream_no_longer_has_falls_back_to_a_full_pull
     assert "the pull of the listed changes failed: pulling in full" in log, log
     assert (master.data_dir / "fedora/releases/39/other.rpm").exists(), "the full pull saw what the list missed"
     assert not (master.data_dir / "fedora/releases/39/new.rpm").exists()
+    same_tree(master, tree)
+    # The run's digest is the tree's (walked: the log of two pulls cannot vouch for it).
+    assert run["digest"] == digests.digest(digests.manifest(master.data_dir / "fedora"))
 
 
 def test_an_unreadable_list_is_a_full_pull(api, master, fedora):
