@@ -13,17 +13,14 @@ import pytest
 from common import digests, filelists
 from tests.support.processes import wait_run_finished
 from tests.support.rsyncd import RsyncDaemon
+from tests.support.trees import write_file
 
 LIST = "fullfiletimelist-test"
 MTIME = 1_700_000_000
 
 
 def write(root, relpath, text, mtime=MTIME):
-    path = os.path.join(root, relpath)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as stream:
-        stream.write(text)
-    os.utime(path, (mtime, mtime))
+    write_file(root, relpath, text, mtime)
 
 
 def publish(tree):

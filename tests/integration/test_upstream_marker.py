@@ -6,16 +6,9 @@ import pytest
 
 from tests.support.processes import wait_run_finished
 from tests.support.rsyncd import RsyncDaemon
+from tests.support.trees import write_file as write
 
 MTIME = 1_700_000_000
-
-
-def write(root, relpath, text, mtime):
-    path = os.path.join(root, relpath)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as stream:
-        stream.write(text)
-    os.utime(path, (mtime, mtime))
 
 
 @pytest.fixture

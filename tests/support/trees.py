@@ -9,12 +9,13 @@ master pulls with ``--safe-links``; ``add_unsafe_symlinks`` adds the other kind.
 """
 
 import functools
-import hashlib
 import os
 import random
 import shutil
 import stat
 import subprocess
+
+from common.methods.markers import file_digest
 
 # Fixed times so that two trees can be compared to the second.
 BASE_MTIME = 1_600_000_000
@@ -224,19 +225,19 @@ def _kind(mode):
 
 
 def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path)
 
 
-def _write(root, relpath, content, mtime):
+def write_file(root, relpath, content, mtime):
+    """Write ``content`` (str or bytes) at ``root/relpath``, its directories made, with mtime ``mtime``."""
     path = os.path.join(root, relpath)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as stream:
-        stream.write(content)
+        stream.write(content.encode() if isinstance(content, str) else content)
     os.utime(path, (mtime, mtime))
+
+
+_write = write_file
 
 
 def _stamp_dirs(root, mtime):
