@@ -78,15 +78,20 @@ class MarkerFetch:
         return True
 
 
-def fetch_marker(spec, runners, marker, scratch, log_path, cancel=None, also=()):
-    """Fetch ``marker``, its companions and the paths ``also`` from ``spec.source`` into a fresh
-    ``scratch`` directory, in one rsync."""
-    shutil.rmtree(scratch, ignore_errors=True)
-    os.makedirs(scratch)
+def fetch_marker(spec, runners, marker, scratch, log_path, cancel=None, also=(), fresh=True):
+    """Fetch ``marker``, its companions and the paths ``also`` from ``spec.source`` into ``scratch``, in
+    one rsync. Not ``fresh``, what an earlier fetch left there is kept: an unchanged file does not
+    travel again (compared by checksum), a changed one (a file list of megabytes) comes by rsync's
+    delta algorithm, and rsync deletes what upstream no longer has of those paths. ``fresh`` (the
+    project's settings changed, say) starts from an empty directory."""
+    if fresh:
+        shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(scratch, exist_ok=True)
     marker = marker.strip("/")
     companion_paths = companions(marker)
     paths = tuple(dict.fromkeys((marker, *companion_paths, *(path.strip("/") for path in also))))
-    job = rsync_method.job(spec, scratch, extra_options=filter_rules(paths), excludes=(), delete=False)
+    # --checksum: a marker rewritten within the second at the same size would pass rsync's quick check.
+    job = rsync_method.job(spec, scratch, extra_options=("--checksum", *filter_rules(paths)), excludes=())
     result, _ = rsync_method.run_stage(runners, job, log_path, "marker", cancel, None, None)
     fetch = MarkerFetch(scratch, result, None, paths, companion_paths)
     if result.ok and fetch.fetched(marker) is not None:

@@ -120,7 +120,8 @@ def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_pro
     if marker and project.method != COMMAND:
         fetched = fetch_marker(spec, runners(), marker,
                                os.path.join(state_dir(current_app.config["DATA_DIR"]), "markers", project.name),
-                               log_path, cancel, also=(filelist,) if filelist else ())
+                               log_path, cancel, also=(filelist,) if filelist else (),
+                               fresh=project.marker_digest is None)
         if _unchanged(project, fetched):
             return _skip(project, fetched, current or destination, log_path)
     # The snapshot's options are for the pull itself; the marker is fetched plainly.

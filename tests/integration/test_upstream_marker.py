@@ -45,7 +45,8 @@ def test_an_unchanged_lastupdate_skips_the_pull_and_copies_only_lastsync(api, ma
     skipped = sync(api, master)
     assert skipped["state"] == "success" and skipped["skipped"] is True, skipped
     served = daemon.sent_files(offset)
-    assert sorted(os.path.basename(path) for path in served) == ["lastsync", "lastupdate"], served
+    # The marker fetched last time is kept: unchanged, it does not even travel again.
+    assert sorted(os.path.basename(path) for path in served) == ["lastsync"], served
     assert (local / "lastsync").read_text() == "1700000600\n", "lastsync is copied as received, in any case"
     assert skipped["slaves"] == []
     assert skipped["stats"]["bytes_received"] is None
@@ -82,3 +83,14 @@ def test_a_change_past_the_first_megabyte_of_a_large_marker_is_seen(api, master,
         second = wait_run_finished(master.url, master.admin_token, response.json()["id"])
     assert second["state"] == "success" and second["skipped"] is False, second
     assert (master.data_dir / "fedora" / "last").read_text() == "22"
+
+
+def test_a_marker_upstream_no_longer_has_is_not_taken_for_unchanged(api, master, arch):
+    tree, daemon = arch
+    api.post("/api/v1/projects", json={"name": "archlinux", "upstream": daemon.url("archlinux"),
+                                       "upstream_marker": "lastupdate"})
+    assert sync(api, master)["skipped"] is False
+    os.unlink(tree / "lastupdate")
+    again = sync(api, master)
+    assert again["state"] == "success" and again["skipped"] is False, "no marker: a full pull"
+    assert not (master.data_dir / "archlinux" / "lastupdate").exists()
