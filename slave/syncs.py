@@ -200,6 +200,10 @@ class _Pull:
     cancel: threading.Event = field(default_factory=threading.Event)
     started: bool = False
     cancelled_by_master: bool = False
+    orders: dict = field(default_factory=dict)   # run id -> its own order, for ``drop``
+
+    def __post_init__(self):
+        self.orders.setdefault(self.order["run_id"], self.order)
 
     @property
     def project(self):
@@ -211,7 +215,16 @@ class _Pull:
         sent just before a new run's dispatch), and pulling the older one would take the tree back."""
         if order["run_id"] > self.order["run_id"]:
             self.order = order
+        self.orders[order["run_id"]] = order
         self.run_ids = sorted(self.run_ids + [order["run_id"]])
+
+    def drop(self, run_id):
+        """``run_id`` leaves the pull (the master cancelled it); when it was the newest, the newest of
+        the others is pulled, by its own order (its snapshot and digest, not the cancelled run's)."""
+        self.run_ids.remove(run_id)
+        self.orders.pop(run_id, None)
+        if self.run_ids and self.order["run_id"] == run_id:
+            self.order = self.orders.get(self.run_ids[-1]) or dict(self.order, run_id=self.run_ids[-1])
 
 
 @dataclass(eq=False)
@@ -374,11 +387,9 @@ class SyncWorker:
                     pull.cancel.set()
                     finish_now = False  # the pull records its end
                     continue
-                pull.run_ids.remove(run_id)
+                pull.drop(run_id)
                 self._in_flight.discard((project, run_id))
-                if pull.run_ids:
-                    pull.order = dict(pull.order, run_id=pull.run_ids[-1])
-                elif pull is slot.pending:
+                if not pull.run_ids and pull is slot.pending:
                     slot.pending = None
         record = self.records.get(run_id, project)
         if finish_now and record is not None and record["state"] not in FINAL_STATES:

@@ -375,6 +375,23 @@ def test_a_cancel_from_the_master_ends_the_running_pull_and_drops_waiting_orders
     assert_error_shape(send(client, "POST", "/api/v1/syncs/9/cancel", {}), 422, code="validation_error")
 
 
+def test_cancelling_the_newest_waiting_run_pulls_the_older_one_by_its_own_order(make_slave):
+    held = FakeRsyncRunner(hold=True)
+    app = make_slave(rsync_runner=held)
+    client = app.test_client()
+    order(client, an_order(7))
+    assert held.wait_started()
+    order(client, an_order(8, timeout=300))
+    order(client, an_order(9, timeout=900))
+    assert cancel(client, 9).json["state"] == "failed"
+    held.release()
+    wait_idle(app)
+    assert len(held.jobs) == 2
+    assert held.jobs[1].timeout == 300, "8's own order is pulled, not the cancelled 9's"
+    assert record(client, 8).json["state"] == "success"
+    assert record(client, 9).json["error"] == "cancelled by the master"
+
+
 def test_a_cancel_taken_by_another_worker_process_stops_the_pull_in_the_one_running_pulls(make_slave):
     held = FakeRsyncRunner(hold=True)
     leader, other = make_slave(rsync_runner=held), make_slave(rsync_runner=held)
