@@ -62,13 +62,26 @@ class Listing:
     def __init__(self, lines, text=None):
         self.lines = lines   # frozenset of the section's lines (bytes)
         self.text = b"\n" + b"\n".join(lines) + b"\n" if text is None else text   # the section, "\n" around
+        self._named = {}
         self.count = len(lines) - self.names(".")   # entries listed, the root left out
 
     def names(self, path):
-        """Whether a line lists ``path``, found in the text (the lines are not all parsed)."""
-        encoded = os.fsencode(path)
-        return any(b"\t" + form + b"\n" in self.text
-                   for form in (encoded, b"./" + encoded, encoded + b"/", b"./" + encoded + b"/"))
+        """Whether a line lists ``path``, found in the text (the lines are not all parsed), or once
+        ``compact``, in the lines one by one."""
+        if path not in self._named:
+            encoded = os.fsencode(path)
+            forms = (encoded, b"./" + encoded, encoded + b"/", b"./" + encoded + b"/")
+            if self.text is not None:
+                self._named[path] = any(b"\t" + form + b"\n" in self.text for form in forms)
+            else:
+                self._named[path] = any(line.endswith(b"\t" + form) for line in self.lines for form in forms)
+        return self._named[path]
+
+    def compact(self, paths=()):
+        """Drop the text (as much memory again as the lines), having looked up ``paths`` in it first."""
+        for path in paths:
+            self.names(path)
+        self.text = None
 
     def __len__(self):
         return self.count
@@ -133,8 +146,10 @@ def held(key, path):
     return load(path)
 
 
-def hold(key, path, listing):
-    """Keep ``listing``, the list now in the file at ``path``, for ``held(key, path)``. Raises OSError."""
+def hold(key, path, listing, paths=()):
+    """Keep ``listing``, the list now in the file at ``path``, for ``held(key, path)``, with whether it
+    names ``paths`` (what ``plan`` will ask of it: the ones it keeps) looked up already. Raises OSError."""
+    listing.compact(paths)
     with _held_lock:
         digests.keep_bounded(_held, key, (_identity(path), listing), HELD_LINES, lambda kept: len(kept[1].lines))
 

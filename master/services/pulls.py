@@ -227,7 +227,7 @@ def _pull_changes(spec, key, plan, listing, fetched, filelist, destination, log_
     written = ()
     if result.ok and fetched.copy_into(destination, name):
         written = (name,)
-        filelists.hold(key, os.path.join(destination, name), listing)
+        filelists.hold(key, os.path.join(destination, name), listing, paths=(name, *spec.protect))
     return result, deleted, written
 
 

@@ -101,3 +101,22 @@ def test_names_finds_a_path_in_any_of_its_spellings():
     assert listed.names("a/x") and listed.names("b") and listed.names(".")
     assert not listed.names("x") and not listed.names("a")
     assert len(listed) == 2
+
+
+def test_a_compacted_listing_still_answers_what_it_names():
+    listed = filelists.Listing(frozenset({b"1\tf\t1\t./a/x", b"1\td\t1\tb/"}))
+    listed.compact(paths=("a/x",))
+    assert listed.text is None
+    assert listed.names("a/x") and listed.names("b") and not listed.names("c")
+
+
+def test_held_gives_back_the_listing_kept_for_that_very_file(tmp_path):
+    path = listing(tmp_path, b"1\tf\t1\ta\n")
+    kept = filelists.load(path)
+    filelists.hold(("data", "p"), path, kept)
+    assert filelists.held(("data", "p"), path) is kept
+    # Another file at that path (a new inode, another size): read again.
+    other = listing(tmp_path, b"2\tf\t22\ta\n", name="other")
+    os.replace(other, path)
+    assert filelists.held(("data", "p"), path) is not kept
+    assert filelists.held(("data", "p"), path).entries() == {"a": (2, "f", 22)}
