@@ -11,7 +11,8 @@ import shutil
 import pytest
 
 from common import digests, filelists
-from tests.support.processes import wait_run_finished
+from tests.integration.conftest import ApiClient
+from tests.support.processes import DEFAULT_JOIN_TOKEN, start_slave, wait_for, wait_run_finished
 from tests.support.rsyncd import RsyncDaemon
 from tests.support.trees import write_file
 
@@ -175,3 +176,24 @@ def test_only_method_rsync_takes_a_filelist(api, master, fedora):
                                                   "upstream_filelist": "../outside"})
     assert response.status_code == 422
     assert "upstream_filelist" in response.json()["message"], response.json()
+
+
+def test_a_slave_gets_the_tree_a_listed_pull_made_and_reports_its_digest(master_factory, fedora, tmp_path, request):
+    tree, daemon = fedora
+    master = master_factory(tmp_path / "master", extra_env={"MIRRORSYNC_JOIN_TOKEN": DEFAULT_JOIN_TOKEN})
+    slave = start_slave(tmp_path / "mirror1", "mirror1", master.url, log_dir=tmp_path / "logs")
+    request.addfinalizer(slave.stop)
+    api = ApiClient(master.url, master.admin_token)
+    wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 30, message="slave online")
+    create(api, daemon)
+    sync(api, master)
+    for change in ("a deleted directory", "new hard links", "a directory replaced by a symlink"):
+        AWKWARD[change](tree)
+    write(tree, "releases/39/Everything/x86_64/os/repodata/repomd.xml", "<repomd 39 next/>\n", MTIME + 300)
+    publish(tree)
+    run = sync(api, master)
+    assert "pulling only those" in api.get(f"/api/v1/runs/{run['id']}/log").text
+    (part,) = run["slaves"]
+    assert part["state"] == "success" and part["digest"] == run["digest"], run
+    published = digests.manifest(slave.tree("fedora"))
+    assert digests.first_differences(digests.manifest(tree), published) == []
