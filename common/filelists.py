@@ -50,6 +50,15 @@ class Plan:
     delete: tuple[str, ...]
     root: bool = False   # the root's own times: a top-level entry came or went
     listed: int = 0      # entries in the new list
+    every_entry: bool = False   # compared entry by entry, not from the lines that differ
+    # How many listed entries the tree will lack (excluded, say): ``absent`` plus those of ``unsure``
+    # that are not there once the pull is done (``absent_after``).
+    absent: int = 0
+    unsure: tuple[str, ...] = ()
+
+    def absent_after(self, root):
+        """How many entries of the new list the tree at ``root`` lacks, after the pull."""
+        return self.absent + sum(1 for path in self.unsure if not os.path.lexists(os.path.join(root, path)))
 
     @property
     def empty(self):
@@ -64,6 +73,7 @@ class Listing:
         self.text = b"\n" + b"\n".join(lines) + b"\n" if text is None else text   # the section, "\n" around
         self._named = {}
         self.count = len(lines) - self.names(".")   # entries listed, the root left out
+        self.absent = 0   # of them, how many the tree pulled by this list lacks (``Plan.absent_after``)
 
     def names(self, path):
         """Whether a line lists ``path``, found in the text (the lines are not all parsed), or once
@@ -146,10 +156,12 @@ def held(key, path):
     return load(path)
 
 
-def hold(key, path, listing, paths=()):
+def hold(key, path, listing, paths=(), absent=0):
     """Keep ``listing``, the list now in the file at ``path``, for ``held(key, path)``, with whether it
-    names ``paths`` (what ``plan`` will ask of it: the ones it keeps) looked up already. Raises OSError."""
+    names ``paths`` (what ``plan`` will ask of it: the ones it keeps) looked up already, and how many
+    of its entries the tree lacks. Raises OSError."""
     listing.compact(paths)
+    listing.absent = absent
     with _held_lock:
         digests.keep_bounded(_held, key, (_identity(path), listing), HELD_LINES, lambda kept: len(kept[1].lines))
 
@@ -164,10 +176,10 @@ def plan(old, new, held, keep=()):
     Listing), into the tree upstream lists as ``new``; ``keep``: paths never deleted (the list
     itself, our trace files).
 
-    When the tree holds as many entries as ``old`` lists, as a pull by the list leaves it, only the
-    lines that differ between the two lists are read: what they add is transferred, what they drop
-    deleted, and a path whose type changed both. Otherwise (a tree pulled in full, which may be
-    ahead of its list, or excludes) every entry is compared: one is transferred when its line
+    When the tree holds as many entries as ``old`` lists, but for the ones a pull by that list left
+    out (``old.absent``: excluded), only the lines that differ between the two lists are read: what
+    they add is transferred, what they drop deleted, and a path whose type changed both. Otherwise
+    (a tree pulled in full, which may be ahead of its list) every entry is compared: one is transferred when its line
     changed or the tree does not hold it as listed (missing, another type, a file of another size),
     and an entry of the tree that ``new`` does not list, or lists as another type, is deleted.
     """
@@ -177,7 +189,7 @@ def plan(old, new, held, keep=()):
     # The root, and what we keep in the tree that the list does not name (the list itself, say).
     held_count = len(held) - (digests.find(held, ".") is not None) - sum(
         1 for path in keep if digests.find(held, path) is not None and not old.names(path))
-    if held_count == len(old) and held_count:
+    if held_count + old.absent == len(old) and held_count:
         dropped = old.entries(old.lines - new.lines)
         transfer = set(added)
         delete = []
@@ -192,13 +204,18 @@ def plan(old, new, held, keep=()):
             if have is not None and _TYPES.get(line[1]) not in (None, have.type) and path not in delete:
                 delete.append(path)
         listed = len(new)
+        # Of what was absent, what upstream dropped no longer counts; what it added is looked at after.
+        absent = old.absent - sum(1 for path in dropped if digests.find(held, path) is None)
+        unsure, every_entry = tuple(added), False
     else:
-        transfer, delete, listed = _compare_all(old, new, added, held, keep)
+        transfer, delete, listed, unsure = _compare_all(old, new, added, held, keep)
+        absent, every_entry = 0, True
     # rsync brings the parents of what it transfers along (--relative's implied directories), with
     # their times; the master's deletions keep their directory's. The root is not: it is listed
     # when a top-level entry comes or goes.
     root = any("/" not in path for path in (*transfer, *delete))
-    return Plan(tuple(digests.sort_paths(list(transfer))), tuple(digests.sort_paths(delete)), root, listed)
+    return Plan(tuple(digests.sort_paths(list(transfer))), tuple(digests.sort_paths(delete)), root, listed,
+                every_entry, absent, unsure)
 
 
 def _compare_all(old, new, added, held, keep):
@@ -221,7 +238,8 @@ def _compare_all(old, new, added, held, keep):
         line = listed.get(entry.path)
         if line is None or _TYPES.get(line[1]) not in (None, entry.type):
             delete.append(entry.path)
-    return transfer, delete, len(listed)
+    # Whatever else is listed, the tree holds, and keeps.
+    return transfer, delete, len(listed), tuple(transfer)
 
 
 def write(root, out_path, seconds=None):

@@ -197,8 +197,9 @@ def _filelist_plan(project, fetched, previous, protect, log_path):
         plan = filelists.plan(filelists.held(_listing_key(project), old_path), new, held, keep=(name, *protect))
     except (OSError, filelists.FilelistError) as error:
         return full(f"it cannot be read ({error})")
+    compared = "every entry of the tree" if plan.every_entry else "the lines that differ"
     _log_line(log_path, f"# upstream_filelist {name}: {plan.listed} entries listed, {len(plan.transfer)} to "
-                        f"transfer, {len(plan.delete)} to delete: pulling only those")
+                        f"transfer, {len(plan.delete)} to delete (from {compared}): pulling only those")
     return plan, new
 
 
@@ -227,7 +228,8 @@ def _pull_changes(spec, key, plan, listing, fetched, filelist, destination, log_
     written = ()
     if result.ok and fetched.copy_into(destination, name):
         written = (name,)
-        filelists.hold(key, os.path.join(destination, name), listing, paths=(name, *spec.protect))
+        filelists.hold(key, os.path.join(destination, name), listing, paths=(name, *spec.protect),
+                       absent=plan.absent_after(destination))
     return result, deleted, written
 
 

@@ -89,7 +89,7 @@ def test_a_change_costs_the_list_and_the_changed_files_and_leaves_upstreams_tree
     run = sync(api, master)
     served = sorted(os.path.basename(path) for path in daemon.sent_files(offset))
     assert served == sorted([LIST, "pkg8.rpm"]), served
-    assert "1 to delete: pulling only those" in api.get(f"/api/v1/runs/{run['id']}/log").text
+    assert "1 to delete (from the lines that differ): pulling only those" in api.get(f"/api/v1/runs/{run['id']}/log").text
     same_tree(master, tree)
 
     # Nothing changed upstream: the list is the marker, and the pull is skipped.
@@ -125,11 +125,38 @@ def test_awkward_changes_make_the_tree_a_full_pull_makes(api, master, fedora, ch
     offset = len(daemon.read_log())
     run = sync(api, master)
     log = api.get(f"/api/v1/runs/{run['id']}/log").text
-    assert "pulling only those" in log and "pulling in full" not in log, log
+    assert "(from the lines that differ): pulling only those" in log and "pulling in full" not in log, log
     sent = set(daemon.sent_files(offset))
     changed = {path for path, line in after.items() if before.get(path) != line}
     assert sent and sent <= changed | {LIST}, f"only the change travels: {sorted(sent - changed)}"
     same_tree(master, tree)
+
+
+def test_excluded_entries_keep_later_plans_to_the_lines_that_differ(api, master, fedora):
+    tree, daemon = fedora
+    for name in ("a", "b"):
+        write(tree, f"releases/39/iso/{name}.iso", name * 100, MTIME)
+    publish(tree)
+    create(api, daemon, excludes=["*.iso"])
+    sync(api, master)
+
+    def step(change, compared):
+        change()
+        publish(tree)
+        run = sync(api, master)
+        log = api.get(f"/api/v1/runs/{run['id']}/log").text
+        assert f"(from {compared}): pulling only those" in log, log
+        ours = digests.manifest(master.data_dir / "fedora")
+        theirs = [entry for entry in digests.manifest(tree) if not entry.path.endswith(".iso")]
+        assert digests.first_differences(theirs, ours) == []
+
+    # The tree lacks the two images its list names: compared entry by entry, once.
+    step(lambda: write(tree, "releases/39/new1.rpm", "1\n", MTIME + 60), "every entry of the tree")
+    # Then the master knows two entries are left out, and reads only the lines that differ,
+    # as images come and go.
+    step(lambda: write(tree, "releases/39/iso/c.iso", "c", MTIME + 120), "the lines that differ")
+    step(lambda: os.unlink(tree / "releases/39/iso/a.iso"), "the lines that differ")
+    step(lambda: write(tree, "releases/39/new2.rpm", "2\n", MTIME + 180), "the lines that differ")
 
 
 def test_a_list_that_names_what_upstream_no_longer_has_falls_back_to_a_full_pull(api, master, fedora):
