@@ -179,7 +179,7 @@ def _filelist_plan(project, fetched, previous, protect, log_path):
         _log_line(log_path, f"# upstream_filelist {name}: {why}: pulling in full")
     if project.tree_dirty:
         return full("the tree is not the last good pull's")
-    new_path = fetched.fetched(name)
+    new_path = fetched.fetched(name) if fetched.result.ok else None   # not what an earlier fetch left
     if new_path is None:
         return full("it did not come from upstream")
     try:
@@ -252,7 +252,7 @@ def _skip(project, fetched, destination, log_path):
     try:
         copied = fetched.copy_companions(destination)
     except OSError as error:
-        log.warning("%s: cannot copy %s: %s", project.name, ", ".join(fetched.paths[1:]), error)
+        log.warning("%s: cannot copy %s: %s", project.name, ", ".join(fetched.companions), error)
     _log_line(log_path, f"# {fetched.paths[0]} is unchanged since the last good pull: skipped"
               + (f" (copied {', '.join(copied)})" if copied else ""))
     return PullOutcome(fetched.result.replace(stats=RsyncStats(), stages=()), skipped=True)
