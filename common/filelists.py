@@ -125,12 +125,14 @@ def load(path):
     """The Listing of the list in the file at ``path``. Raises OSError, FilelistError."""
     with open(path, "rb") as stream:
         data = stream.read()
+    if b"\r\n" in data:
+        data = data.replace(b"\r\n", b"\n")
     start = data.find(b"\n" + FILES_SECTION.encode() + b"\n")
     if start < 0 and not data.startswith(FILES_SECTION.encode() + b"\n"):
         raise FilelistError(f"no {FILES_SECTION} section")
     body = data[start + len(FILES_SECTION) + 2 if start >= 0 else len(FILES_SECTION) + 1:]
     end = body.find(b"\n[")
-    body = (body if end < 0 else body[:end]).replace(b"\r\n", b"\n")
+    body = body if end < 0 else body[:end]
     lines = frozenset(body.split(b"\n"))
     lines -= {b""}
     return Listing(lines, b"\n" + body + b"\n")

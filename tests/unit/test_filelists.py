@@ -120,3 +120,9 @@ def test_held_gives_back_the_listing_kept_for_that_very_file(tmp_path):
     os.replace(other, path)
     assert filelists.held(("data", "p"), path) is not kept
     assert filelists.held(("data", "p"), path).entries() == {"a": (2, "f", 22)}
+
+
+def test_a_list_written_with_crlf_line_ends_reads_the_same(tmp_path):
+    path = tmp_path / "list"
+    path.write_bytes(b"[Version]\r\n3\r\n\r\n[Files]\r\n10\tf\t5\ta\r\n[End]\r\n")
+    assert filelists.parse(path) == {"a": (10, "f", 5)}
