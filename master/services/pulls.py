@@ -179,6 +179,8 @@ def _filelist_plan(project, fetched, previous, protect, log_path):
         _log_line(log_path, f"# upstream_filelist {name}: {why}: pulling in full")
     if project.tree_dirty:
         return full("the tree is not the last good pull's")
+    if project.marker_digest is None:   # reset by a change of settings (excludes, say), as for a marker
+        return full("the project's settings changed since the last good pull")
     new_path = fetched.fetched(name) if fetched.result.ok else None   # not what an earlier fetch left
     if new_path is None:
         return full("it did not come from upstream")

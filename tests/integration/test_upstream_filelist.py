@@ -92,6 +92,15 @@ def test_a_change_costs_the_list_and_the_changed_files_and_leaves_upstreams_tree
     assert "1 to delete (from the lines that differ): pulling only those" in api.get(f"/api/v1/runs/{run['id']}/log").text
     same_tree(master, tree)
 
+    # New settings (no more excludes, say): the next pull is a full one, as with any marker.
+    assert api.patch("/api/v1/projects/fedora", json={"timeout": 7200}).status_code == 200
+    write(tree, "releases/39/Everything/x86_64/os/Packages/p/pkg9.rpm", "39-9 rebuilt\n", MTIME + 180)
+    publish(tree)
+    run = sync(api, master)
+    assert "the project's settings changed since the last good pull: pulling in full" in \
+        api.get(f"/api/v1/runs/{run['id']}/log").text
+    same_tree(master, tree)
+
     # Nothing changed upstream: the list is the marker, and the pull is skipped.
     skipped = sync(api, master)
     assert skipped["skipped"] is True
