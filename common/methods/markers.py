@@ -31,10 +31,6 @@ def filter_rules(paths):
     return (*dict.fromkeys(rules), "--exclude=*")
 
 
-def digest(data):
-    return hashlib.sha256(data).hexdigest()
-
-
 def file_digest(path):
     """The sha256 of the whole file at ``path``, read in pieces. Raises OSError."""
     hashed = hashlib.sha256()
