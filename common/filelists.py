@@ -210,7 +210,7 @@ def plan(old, new, held, keep=()):
         absent = old.absent - sum(1 for path in dropped if digests.find(held, path) is None)
         unsure, every_entry = tuple(added), False
     else:
-        transfer, delete, listed, unsure = _compare_all(old, new, added, held, keep)
+        transfer, delete, listed, unsure = _compare_all(new, added, held, keep)
         absent, every_entry = 0, True
     # rsync brings the parents of what it transfers along (--relative's implied directories), with
     # their times; the master's deletions keep their directory's. The root is not: it is listed
@@ -220,26 +220,23 @@ def plan(old, new, held, keep=()):
                 every_entry, absent, unsure)
 
 
-def _compare_all(old, new, added, held, keep):
+def _compare_all(new, added, held, keep):
+    """(transfer, delete, entries listed, paths that may be absent after) from one pass over the tree."""
     listed = new.entries()
     listed.pop(".", None)
-    transfer = set(added)
+    transfer, delete, held_paths = set(added), [], set()
     for entry in held:
+        held_paths.add(entry.path)
         line = listed.get(entry.path)
-        if line is None:
-            continue
-        kind = _TYPES.get(line[1])
+        kind = None if line is None else _TYPES.get(line[1])
+        if line is None or kind not in (None, entry.type):
+            if entry.path != "." and entry.path not in keep:
+                delete.append(entry.path)
+            if line is None:
+                continue
         if (kind is not None and entry.type != kind) or (kind == digests.FILE and entry.size != line[2]):
             transfer.add(entry.path)
-    held_paths = {entry.path for entry in held}
     transfer.update(path for path in listed if path not in held_paths)
-    delete = []
-    for entry in held:
-        if entry.path == "." or entry.path in keep:
-            continue
-        line = listed.get(entry.path)
-        if line is None or _TYPES.get(line[1]) not in (None, entry.type):
-            delete.append(entry.path)
     # Whatever else is listed, the tree holds, and keeps.
     return transfer, delete, len(listed), tuple(transfer)
 

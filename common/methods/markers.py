@@ -90,6 +90,7 @@ def fetch_marker(spec, runners, marker, scratch, log_path, cancel=None, also=(),
     job = rsync_method.job(spec, scratch, extra_options=("--checksum", *filter_rules(paths)), excludes=())
     result, _ = rsync_method.run_stage(runners, job, log_path, "marker", cancel, None, None)
     fetch = MarkerFetch(scratch, result, None, paths, companion_paths)
-    if result.ok and fetch.fetched(marker) is not None:
-        fetch.marker_digest = file_digest(fetch.fetched(marker))
+    fetched = fetch.fetched(marker) if result.ok else None
+    if fetched is not None:
+        fetch.marker_digest = file_digest(fetched)
     return fetch
