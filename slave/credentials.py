@@ -8,6 +8,7 @@ first takes a file lock, the others find the file when they get the lock.
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -26,6 +27,12 @@ class Credentials:
     rsync_user: str
     rsync_password: str = dataclasses.field(repr=False)
     master_url: str
+
+    @property
+    def enrollment(self):
+        """What tells this identity from any other the slave held before: a master rebuilt on a new
+        database hands out run ids again, and only orders of the same enrollment compare by them."""
+        return hashlib.sha256(b"mirror-sync enrollment\0" + self.signing_key.encode()).hexdigest()[:16]
 
 
 def ensure_private_dir(path):

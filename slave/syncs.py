@@ -111,10 +111,11 @@ class SyncRecords:
         ensure_private_dir(directory)
         self._adopt_unkeyed_records()
 
-    def create(self, order, accepted_at):
-        """Record a new order; returns (record, created). The same run of the same project comes back as it is."""
+    def create(self, order, accepted_at, enrollment=None):
+        """Record a new order, taken under ``enrollment`` (Credentials.enrollment); returns (record, created).
+        The same run of the same project comes back as it is."""
         record = {
-            "run_id": order["run_id"], "project": order["project"], "state": ACCEPTED,
+            "run_id": order["run_id"], "project": order["project"], "state": ACCEPTED, "enrollment": enrollment,
             "catchup": order.get("catchup", False), "accepted_at": _iso(accepted_at),
             "started_at": None, "finished_at": None, "exit_code": None, "error": None,
             "warning": None, "stats": None,
@@ -328,26 +329,34 @@ class SyncWorker:
 
         Raises Conflict when the order was taken before but its record is unreadable.
         """
-        record, created = self.records.create(order, self.clock.now())
+        credentials = self.credentials()
+        enrollment = credentials.enrollment if credentials is not None else None
+        record, created = self.records.create(order, self.clock.now(), enrollment)
         if record is None:
             raise Conflict(f"Run {order['run_id']} of {order['project']!r} was ordered before but its record "
                            "is unreadable.")
-        if not created:
+        # A record of another enrollment is of a master before this one's database (a rebuilt master
+        # hands run ids out again): its result says nothing of this order. Records of releases before
+        # enrollments were noted count as this one's.
+        earlier = record.get("enrollment") not in (None, enrollment) and record["state"] in FINAL_STATES
+        if not created and not earlier:
             if record["state"] == SUCCESS:
                 # The master asks again, so it has not counted the result: say it once more.
                 self.outbox.put(report_of(record))
                 return record
             if record["state"] != FAILED:
                 return record  # accepted or pulling: that pull answers this order too
-            # A catch-up of a run whose pull failed or was cut short: pull it again.
-            record = self._update(order["project"], order["run_id"], state=ACCEPTED,
+        if not created:
+            # A catch-up of a run whose pull failed or was cut short, or a new master's order: pull it (again).
+            record = self._update(order["project"], order["run_id"], state=ACCEPTED, enrollment=enrollment,
                                   catchup=order.get("catchup", False), accepted_at=_iso(self.clock.now()),
                                   started_at=None, finished_at=None, exit_code=None, error=None, warning=None,
-                                  stats=None, pid=None,
+                                  stats=None, pid=None, digest=None,
                                   order=_order_fields(order))
             if record is None:
                 raise Conflict(f"Run {order['run_id']} was ordered before but its record is unreadable.")
-            log.info("accepted run %s of %s again: its last pull failed", order["run_id"], order["project"])
+            log.info("accepted run %s of %s again: %s", order["run_id"], order["project"],
+                     "the run id was ordered by this slave's earlier enrollment" if earlier else "its last pull failed")
         else:
             log.info("accepted run %s of %s", order["run_id"], order["project"])
         if self.is_leader:
@@ -508,6 +517,12 @@ class SyncWorker:
             pull.started = True
             run_ids, order = list(pull.run_ids), pull.order
         project = order["project"]
+        credentials = self.credentials()
+        enrollment = credentials.enrollment if credentials is not None else None
+        superseded = self._superseded(order, enrollment)
+        if superseded is not None:
+            self._finish_records(project, run_ids, **superseded)
+            return
         started_at = _iso(self.clock.now())
         log.info("pulling %s for run %s", project, ", ".join(map(str, run_ids)))
         with self._lock:
@@ -544,6 +559,11 @@ class SyncWorker:
                              error=_clip(error), warning=_clip(result.warning), stats=result.stats.to_dict(),
                              pid=None, digest=digest)
         self.outbox.flush(REPORT_FIRST_WAIT)
+        if enrollment is not None:
+            try:
+                self.published.note_pull(project, enrollment, order["run_id"], result.ok, digest)
+            except OSError as error:   # an order of an older run that comes late is pulled after all
+                log.error("that %s pulled run %s cannot be noted: %s", project, order["run_id"], error)
         if remember is not None:
             try:
                 remember()
@@ -558,6 +578,24 @@ class SyncWorker:
             # After the report: deleting a whole old tree can take a while.
             self.publisher.prune(project, previous)
         self.records.prune(KEEP_RECORDS)
+
+    def _superseded(self, order, enrollment):
+        """How the runs ``order`` answers end unpulled when this slave published a newer run of the
+        project already, else None. Orders cross on the way: a catch-up of run 4 sent as run 5's pull
+        ended can come after run 5's order, and pulling it would take the tree back. The master counts
+        a success with a newer run's digest; its catch-up brings the newest tree where a pull since failed."""
+        mark = self.published.newest(order["project"], enrollment) if enrollment is not None else None
+        if mark is None or mark["run_id"] <= order["run_id"]:
+            return None
+        stamp = _iso(self.clock.now())
+        newer = f"not pulled: this slave already published run {mark['run_id']}, which is newer"
+        log.info("run %s of %s %s", order["run_id"], order["project"], newer)
+        if mark["ok"]:
+            return dict(state=SUCCESS, started_at=stamp, finished_at=stamp, exit_code=None, error=None,
+                        warning=f"{newer}; it keeps that tree", stats=None, pid=None, digest=mark["digest"])
+        return dict(state=FAILED, started_at=stamp, finished_at=stamp, exit_code=None, stats=None, pid=None,
+                    digest=None, warning=None,
+                    error=f"{newer}, and a pull since failed; the master's catch-up sends the newest tree")
 
     def _pull(self, order, cancel, run_ids=()):
         """Pull ``order``'s tree, publish and verify it; returns (RsyncResult, the snapshot kept as

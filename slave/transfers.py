@@ -183,8 +183,41 @@ class PublishedTrees:
                                  lambda kept: len(kept[1]))
 
     def forget(self, project):
+        """The tree is no longer vouched for: the next pull is a full one. The newest run published
+        (``newest``) stays noted: a failed pull does not make an older run's tree the one to serve."""
         _unlink_quietly(self._path(project))
         self._drop_manifest(project)
+
+    def _newest_path(self, project):
+        # A directory of its own: "<project>.newest.json" would be the published file of a project
+        # named "<project>.newest".
+        return os.path.join(self.directory, "newest", f"{project}.json")
+
+    def newest(self, project, enrollment):
+        """The newest run of ``project`` this slave published under ``enrollment`` (its identity of the
+        moment), as {"run_id", "ok", "digest"}: ``ok`` whether every pull since succeeded, ``digest``
+        what the last one published. None when there is none."""
+        try:
+            mark = read_json(self._newest_path(project))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(mark, dict) or mark.get("enrollment") != enrollment \
+                or not isinstance(mark.get("run_id"), int) or not isinstance(mark.get("ok"), bool):
+            return None
+        return mark
+
+    def note_pull(self, project, enrollment, run_id, ok, digest=None):
+        """Note how a pull of ``run_id`` ended: a success makes it the newest run published, if it is."""
+        mark = self.newest(project, enrollment)
+        if ok:
+            newest = max(run_id, mark["run_id"]) if mark else run_id
+            mark = {"run_id": newest, "enrollment": enrollment, "ok": True, "digest": digest}
+        elif mark is not None and mark["ok"]:
+            mark = dict(mark, ok=False, digest=None)
+        else:
+            return
+        ensure_private_dir(os.path.dirname(self._newest_path(project)))
+        write_json_atomically(self._newest_path(project), mark, mode=0o600)
 
     def _drop_manifest(self, project):
         with self._held_lock:

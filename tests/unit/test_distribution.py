@@ -1,6 +1,7 @@
 """Fan-out to slaves and folding their reports into runs, with fake rsync, slaves and clock."""
 
 import json
+import os
 import threading
 
 import pytest
@@ -499,3 +500,29 @@ def test_a_short_change_list_travels_in_the_order_and_a_long_one_stays_in_the_mo
     third = pull(app, client, admin)
     [order] = [order for _, order in fake_slaves.orders if order["run_id"] == third]
     assert order["changes"] is True and "change_list" not in order
+
+
+def test_an_older_runs_success_with_the_newer_runs_digest_counts_and_keeps_the_newer_tree_held(
+        app, client, admin, make_project, fake_rsync, clock):
+    """A slave that already published the newer run answers an older run's late order unpulled, with
+    the digest of what it serves (slave/syncs.py ``_superseded``)."""
+    make_project()
+    slave = enroll(client, "one")
+    first = pull(app, client, admin)
+    plain = fake_rsync.run
+
+    def bringing_a_file(job, log_path, **kwargs):   # upstream changed: the second tree differs
+        with open(os.path.join(job.destination, "new-file"), "w") as new:
+            new.write("changed upstream\n")
+        return plain(job, log_path, **kwargs)
+    fake_rsync.run = bringing_a_file
+    second = pull(app, client, admin)
+    newer = get_run(client, admin, second)["digest"]
+    assert newer is not None and newer != get_run(client, admin, first)["digest"]
+    assert report(client, slave, clock, second, digest=newer).status_code == 200
+    assert report(client, slave, clock, first, digest=newer, exit_code=None,
+                  warning="not pulled: this slave already published run 2, which is newer").status_code == 200
+    [part] = get_run(client, admin, first)["slaves"]
+    assert part["state"] == "success", part
+    held = {entry["name"]: entry for entry in client.get("/api/v1/status").json}["debian"]["slaves"]["one"]
+    assert held["state"] == "fresh" and held["run_id"] == second

@@ -598,3 +598,78 @@ def test_an_order_with_duplicate_keys_is_refused_and_nothing_runs(client, runner
     response = client.post("/api/v1/syncs", data=raw, headers={**signed, "Content-Type": "application/json"})
     assert response.status_code == 400 and "duplicate key" in response.json["message"]
     assert runner.jobs == []
+
+
+def finished_reports(app, run_id):
+    return [r for r in outbox(app) if r["run_id"] == run_id and r["state"] != "syncing"]
+
+
+# Orders cross on the way: a catch-up of run 7 sent as run 8's pull ended can reach the slave after
+# run 8's order, whether it was idle by then or still pulling 8.
+@pytest.mark.parametrize("when", ["idle", "pulling"])
+def test_an_older_runs_order_that_comes_after_a_newer_run_leaves_the_newer_tree_public(tmp_path, make_slave, when):
+    (tmp_path / "public" / "debian").mkdir(parents=True)  # what the fake rsync "pulled": a digest to compare
+    held = FakeRsyncRunner(hold=True)
+    app = make_slave(rsync_runner=held)
+    client = app.test_client()
+    order(client, an_order(8))
+    assert held.wait_started()
+    if when == "idle":
+        held.release()
+        wait_idle(app)
+    assert order(client, an_order(7, catchup=True)).status_code == 202
+    held.release()
+    wait_idle(app)
+    assert len(held.jobs) == 1, "run 7's tree would take run 8's back"
+    newer, older = record(client, 8).json, record(client, 7).json
+    assert newer["state"] == older["state"] == "success"
+    # The master takes a newer run's digest as a success of the older run, and keeps the slave as
+    # holding run 8.
+    assert older["digest"] == newer["digest"] is not None
+    assert "already published run 8" in older["warning"]
+    [report] = finished_reports(app, 7)
+    assert report["digest"] == newer["digest"] and report["state"] == "success"
+
+
+def test_an_older_runs_order_after_a_failed_pull_fails_unpulled_for_catch_up_to_repair(make_slave):
+    runner = FakeRsyncRunner(exit_codes=[0, 10, 0])
+    app = make_slave(rsync_runner=runner)
+    client = app.test_client()
+    for run_id in (8, 9):
+        order(client, an_order(run_id))
+        wait_idle(app)
+    assert record(client, 9).json["state"] == "failed"
+    order(client, an_order(7, catchup=True))
+    wait_idle(app)
+    assert len(runner.jobs) == 2
+    older = record(client, 7).json
+    assert older["state"] == "failed" and older["digest"] is None
+    assert "already published run 8" in older["error"] and "a pull since failed" in older["error"]
+    # The newest run is still pulled, by catch-up or by the next run.
+    order(client, an_order(9, catchup=True))
+    wait_idle(app)
+    assert len(runner.jobs) == 3 and record(client, 9).json["state"] == "success"
+
+
+def test_a_new_enrollment_pulls_run_ids_its_earlier_one_was_ordered(tmp_path, make_slave, runner):
+    """A master rebuilt on a new database hands out run ids again: the slave enrolls again (it is
+    forgotten there) and must pull them, not answer with the old master's results."""
+    app = make_slave()
+    client = app.test_client()
+    for run_id in (6, 7):
+        order(client, an_order(run_id))
+        wait_idle(app)
+    key = "a-new-masters-signing-key"
+    CredentialStore(str(tmp_path / "state")).save(Credentials(
+        name=NAME, signing_key=key, rsync_user="ms-mirror1", rsync_password=RSYNC_PASSWORD,
+        master_url="http://master.example.org:5000"))
+    # Run 3 is older than what the earlier enrollment published (7), and is pulled all the same.
+    order(client, an_order(3), key=key)
+    wait_idle(app)
+    pulled = send(client, "GET", "/api/v1/syncs/3", key=key).json
+    assert pulled["state"] == "success" and pulled["warning"] is None
+    again = order(client, an_order(7), key=key)
+    assert again.status_code == 202 and again.json["state"] == "accepted"
+    wait_idle(app)
+    assert len(runner.jobs) == 4, "run 7 is the new master's, not the one pulled before"
+    assert send(client, "GET", "/api/v1/syncs/7", key=key).json["state"] == "success"
