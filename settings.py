@@ -159,6 +159,10 @@ REPORT_RETRY_MAX = 60
 # On the master: seconds between two walks of a project's new tree; between them a pull's tree
 # is described from its previous one and what rsync itemized (each path it names looked at again).
 VERIFY_INTERVAL = 3600
+# Master, upstream_filelist projects: the longest time, in seconds, between two pulls that compare the
+# whole tree with upstream (a plain rsync); between them a pull transfers what the list says changed.
+# 0: every pull is a full one.
+FILELIST_FULL_INTERVAL = 86400
 # How the master starts a pull's new tree as the previous one: "auto" takes a btrfs snapshot
 # where the project's snapshots (DATA_DIR/.snapshots/<project>) are on btrfs and the btrfs
 # command is installed, and a copy made of hard links elsewhere; "btrfs" fails a pull that

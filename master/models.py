@@ -58,6 +58,9 @@ class Project(db.Model):
     upstream_filelist = sa.Column(sa.String(255))
     # SHA-256 of the marker as it was before the last good pull.
     marker_digest = sa.Column(sa.String(64))
+    # When the last good pull of an upstream_filelist project that compared the whole tree with
+    # upstream (a plain rsync, not the listed changes only) started: one is due every FILELIST_FULL_INTERVAL.
+    last_full_pull = sa.Column(UTCDateTime)
     # "debian": write ftpsync's trace files after each pull, on the master and on every slave.
     trace = sa.Column(sa.String(8), nullable=False, default="none", server_default="none")
     # SHA-256 of the token upstream presents to POST /api/v1/projects/<name>/push.

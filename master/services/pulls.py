@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from flask import current_app
 
-from common import filelists, hooks, traces
+from common import filelists, hooks, humanize, traces
 from common.methods import COMMAND, RSYNC, MethodSpec, Runners, SyncResult, method_for
 from common.methods import rsync as rsync_method
 from common.methods.markers import fetch_marker
@@ -164,7 +164,8 @@ def pull_upstream(run, destination, log_path, cancel=None, on_spawn=None, on_pro
                                                      on_progress=on_progress)
     warnings = []
     if result.ok:
-        _remember_marker(project.id, fetched.marker_digest if fetched is not None else None)
+        _remember_marker(project.id, fetched.marker_digest if fetched is not None else None,
+                         full_pull=started if filelist and changes is None else None)
         if project.trace == traces.DEBIAN:
             warnings += _write_trace(project, run, destination, started, result)
     return PullOutcome(result, warnings=tuple(warnings), deleted=tuple(deleted), written=tuple(written), walk=walk)
@@ -181,6 +182,14 @@ def _filelist_plan(project, fetched, previous, protect, log_path):
         return full("the tree is not the last good pull's")
     if project.marker_digest is None:   # reset by a change of settings (excludes, say), as for a marker
         return full("the project's settings changed since the last good pull")
+    # Now and then the whole tree is compared with upstream, as a plain rsync does: what the lists
+    # cannot say (a list out of step with its tree upstream, say) is mended then.
+    interval = current_app.config["FILELIST_FULL_INTERVAL"]
+    if project.last_full_pull is None:
+        return full("no full pull of this tree is on record")
+    if (now() - project.last_full_pull).total_seconds() >= interval:
+        return full(f"the last full pull started {humanize.age(project.last_full_pull, now())} "
+                    f"(FILELIST_FULL_INTERVAL: {humanize.span(interval)})")
     new_path = fetched.fetched(name) if fetched.result.ok else None   # not what an earlier fetch left
     if new_path is None:
         return full("it did not come from upstream")
@@ -260,8 +269,11 @@ def _skip(project, fetched, destination, log_path):
     return PullOutcome(fetched.result.replace(stats=RsyncStats(), stages=()), skipped=True)
 
 
-def _remember_marker(project_id, digest):
-    db.session.execute(sa.update(Project).where(Project.id == project_id).values(marker_digest=digest))
+def _remember_marker(project_id, digest, full_pull=None):
+    values = {"marker_digest": digest}
+    if full_pull is not None:
+        values["last_full_pull"] = full_pull
+    db.session.execute(sa.update(Project).where(Project.id == project_id).values(**values))
     db.session.commit()
 
 

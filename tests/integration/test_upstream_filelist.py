@@ -5,8 +5,10 @@ Fedora's create-filelist runs after every push), and the master's new tree
 must then be exactly the upstream's: the same manifest a full pull makes.
 """
 
+import contextlib
 import os
 import shutil
+import sqlite3
 
 import pytest
 
@@ -104,6 +106,44 @@ def test_a_change_costs_the_list_and_the_changed_files_and_leaves_upstreams_tree
     # Nothing changed upstream: the list is the marker, and the pull is skipped.
     skipped = sync(api, master)
     assert skipped["skipped"] is True
+
+
+def test_a_full_pull_comes_every_filelist_full_interval(master_factory, fedora, tmp_path):
+    """What the lists cannot say (upstream's list out of step with its tree, say) is mended by a
+    pull that compares the whole tree now and then."""
+    tree, daemon = fedora
+    packages = "releases/39/Everything/x86_64/os/Packages/p"
+    master = master_factory(tmp_path / "data", extra_env={"MIRRORSYNC_FILELIST_FULL_INTERVAL": "3600"})
+    api = ApiClient(master.url, master.admin_token)
+    create(api, daemon)
+    sync(api, master)
+    # A change, its list, and then a file upstream the list does not name yet: a listed pull cannot know.
+    write(tree, "releases/39/Everything/x86_64/os/repodata/repomd.xml", "<repomd 39 again/>\n", MTIME + 60)
+    publish(tree)
+    write(tree, f"{packages}/late.rpm", "listed later\n")
+    run = sync(api, master)
+    assert "pulling only those" in api.get(f"/api/v1/runs/{run['id']}/log").text
+    assert not (master.data_dir / "fedora" / packages / "late.rpm").exists()
+
+    # A day later (the last full pull's time moved back), the next change is pulled in full.
+    database = master.data_dir / ".mirrorsync" / "mirrorsync.db"
+    with contextlib.closing(sqlite3.connect(database, timeout=30)) as connection, connection:
+        connection.execute("UPDATE projects SET last_full_pull = datetime(last_full_pull, '-1 day')")
+    write(tree, "releases/38/Everything/x86_64/os/repodata/repomd.xml", "<repomd 38 again/>\n", MTIME + 120)
+    publish(tree)
+    write(tree, f"{packages}/later.rpm", "listed later too\n")
+    run = sync(api, master)
+    log = api.get(f"/api/v1/runs/{run['id']}/log").text
+    assert "the last full pull started 24 h ago (FILELIST_FULL_INTERVAL: 1 h): pulling in full" in log, log
+    same_tree(master, tree)
+
+    # And the pull after it is a listed one again.
+    write(tree, "releases/38/Everything/x86_64/os/repodata/repomd.xml", "<repomd 38 once more/>\n", MTIME + 180)
+    publish(tree)
+    run = sync(api, master)
+    assert "pulling only those" in api.get(f"/api/v1/runs/{run['id']}/log").text
+    same_tree(master, tree)
+    api.close()
 
 
 AWKWARD = {
