@@ -26,9 +26,13 @@ def write(root, relpath, text, mtime=MTIME):
     write_file(root, relpath, text, mtime)
 
 
-def publish(tree):
-    """The upstream's list, rewritten after a change."""
-    filelists.write(tree, os.path.join(tree, LIST))
+def publish(tree, seconds=None):
+    """The upstream's list, rewritten after a change (its times Fedora's, or ``seconds(lstat)``)."""
+    filelists.write(tree, os.path.join(tree, LIST), seconds)
+
+
+def by_mtime(info):
+    return int(info.st_mtime)
 
 
 @pytest.fixture
@@ -115,31 +119,40 @@ def test_a_full_pull_comes_every_filelist_full_interval(master_factory, fedora, 
     packages = "releases/39/Everything/x86_64/os/Packages/p"
     master = master_factory(tmp_path / "data", extra_env={"MIRRORSYNC_FILELIST_FULL_INTERVAL": "3600"})
     api = ApiClient(master.url, master.admin_token)
+    publish(tree, by_mtime)
     create(api, daemon)
     sync(api, master)
     # A change, its list, and then a file upstream the list does not name yet: a listed pull cannot know.
+    # Nor can it link a new hard link to an unchanged file when the list's times are the files' mtimes:
+    # nothing says which files share an inode. (Fedora's, the later of mtime and ctime,
+    # move for the old name too, and the pull links the two.)
     write(tree, "releases/39/Everything/x86_64/os/repodata/repomd.xml", "<repomd 39 again/>\n", MTIME + 60)
-    publish(tree)
+    os.link(tree / packages / "pkg1.rpm", tree / packages / "pkg1-again.rpm")
+    publish(tree, by_mtime)
     write(tree, f"{packages}/late.rpm", "listed later\n")
     run = sync(api, master)
     assert "pulling only those" in api.get(f"/api/v1/runs/{run['id']}/log").text
-    assert not (master.data_dir / "fedora" / packages / "late.rpm").exists()
+    ours = master.data_dir / "fedora" / packages
+    assert not (ours / "late.rpm").exists()
+    assert (ours / "pkg1-again.rpm").read_text() == "39-1\n"
+    assert not os.path.samefile(ours / "pkg1-again.rpm", ours / "pkg1.rpm")
 
     # A day later (the last full pull's time moved back), the next change is pulled in full.
     database = master.data_dir / ".mirrorsync" / "mirrorsync.db"
     with contextlib.closing(sqlite3.connect(database, timeout=30)) as connection, connection:
         connection.execute("UPDATE projects SET last_full_pull = datetime(last_full_pull, '-1 day')")
     write(tree, "releases/38/Everything/x86_64/os/repodata/repomd.xml", "<repomd 38 again/>\n", MTIME + 120)
-    publish(tree)
+    publish(tree, by_mtime)
     write(tree, f"{packages}/later.rpm", "listed later too\n")
     run = sync(api, master)
     log = api.get(f"/api/v1/runs/{run['id']}/log").text
     assert "the last full pull started 24 h ago (FILELIST_FULL_INTERVAL: 1 h): pulling in full" in log, log
-    same_tree(master, tree)
+    same_tree(master, tree)   # the unlisted files, and the hard link (the digest holds the link groups)
+    assert os.path.samefile(ours / "pkg1-again.rpm", ours / "pkg1.rpm")
 
     # And the pull after it is a listed one again.
     write(tree, "releases/38/Everything/x86_64/os/repodata/repomd.xml", "<repomd 38 once more/>\n", MTIME + 180)
-    publish(tree)
+    publish(tree, by_mtime)
     run = sync(api, master)
     assert "pulling only those" in api.get(f"/api/v1/runs/{run['id']}/log").text
     same_tree(master, tree)
