@@ -563,7 +563,7 @@ class SyncWorker:
             try:
                 self.published.note_pull(project, enrollment, order["run_id"], result.ok, digest)
             except OSError as error:   # an order of an older run that comes late is pulled after all
-                log.error("that %s pulled run %s cannot be noted: %s", project, order["run_id"], error)
+                log.error("cannot note that %s pulled run %s: %s", project, order["run_id"], error)
         if remember is not None:
             try:
                 remember()

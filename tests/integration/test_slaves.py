@@ -325,3 +325,34 @@ def test_cancelling_a_distributing_run_stops_the_slaves_pull(cluster, tmp_path):
     assert record()["error"] == "cancelled by the master"
     final = cluster.api.get(f"/api/v1/runs/{run['id']}").json()
     assert final["state"] == "cancelled" and by_slave(final)["mirror2"]["state"] == "cancelled"
+
+
+def test_a_master_rebuilt_on_a_new_database_has_its_runs_pulled_though_their_ids_were_ordered_before(
+        master_factory, upstream, tmp_path):
+    """The new master's run ids start again, and the slave, forgotten there, enrolls again: its records
+    of the old master's runs must not answer the new master's orders (they would, without a pull,
+    with the old tree's digest)."""
+    logs = tmp_path / "logs"
+    old = master_factory(tmp_path / "old-master", extra_env=MASTER_ENV)
+    slave = start_slave(tmp_path / "mirror1", "mirror1", old.url, log_dir=logs)
+    try:
+        cluster = Cluster(old, ApiClient(old.url, old.admin_token), {"mirror1": slave}, tmp_path)
+        cluster.wait_online()
+        assert cluster.api.post("/api/v1/projects", json={"name": "debian", "upstream": upstream.url}).status_code == 201
+        first = cluster.sync("debian")
+        assert first["state"] == "success", first
+        old.stop()
+
+        mutate_tree(upstream.tree)
+        new = master_factory(tmp_path / "new-master", port=old.port, extra_env=MASTER_ENV)
+        cluster = Cluster(new, ApiClient(new.url, new.admin_token), {"mirror1": slave}, tmp_path)
+        wait_for(lambda: FORGOTTEN in slave.log_text(), 20, message="mirror1 to hear the new master forgot it")
+        cluster.wait_online()
+        assert cluster.api.post("/api/v1/projects", json={"name": "debian", "upstream": upstream.url}).status_code == 201
+        again = cluster.sync("debian")
+        assert again["id"] == first["id"], "the test needs the new master to hand out the same run id"
+        assert again["state"] == "success", again
+        assert by_slave(again)["mirror1"]["state"] == "success"
+        assert_same_with_rsync(upstream.tree, slave.tree("debian"))
+    finally:
+        slave.stop()
