@@ -215,6 +215,8 @@ def snapshot_cost(data_dir):
 
 def run_case(files, fractions, slaves, repeat, scratch):
     """One tree of ``files`` files; for each fraction, the medians of ``repeat`` runs changing that much."""
+    if scratch:
+        os.makedirs(scratch, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f"fanout-{files}-", dir=scratch))
     tree = root / "upstream"
     build_tree(tree, files)
