@@ -11,7 +11,7 @@ client processes at once. Prints p50, p99 and errors per endpoint, the cold
 build of a worker, the workers' RSS, and a burst: every project's timer firing
 at the same moment, queued by the real ScheduleKeeper with an executor whose
 pulls hold (so the cap can be watched), timed from the moment to the last
-queued run.
+queued run, and the scheduler's distribution sweep when nothing is due.
 
     .venv/bin/python bench/scale.py [--projects 1000] [--slaves 100] [--runs 100000]
                                     [--clients 10] [--requests 30] [--workers 4] [--skip-burst]
@@ -222,6 +222,33 @@ def burst_child(data_dir):
     print(json.dumps(report))
 
 
+def sweep_child(data_dir):
+    """The scheduler's distribution sweep (every CATCHUP_INTERVAL) when nothing is due: every slave that
+    misses a tree was tried lately, as between two retries."""
+    os.environ.update({"MIRRORSYNC_DATA_DIR": str(data_dir), "MIRRORSYNC_LOG_LEVEL": "WARNING"})
+    from master import create_app
+    from master.db import db
+    from master.models import SlaveProject
+    from master.scheduler import sweep_distribution
+    app = create_app()
+    with app.app_context():
+        db.session.execute(db.update(SlaveProject).values(
+            last_attempt_at=datetime.datetime.now(datetime.timezone.utc)))
+        db.session.commit()
+    seconds = []
+    for _ in range(5):
+        started = time.monotonic()
+        sweep_distribution(app)
+        seconds.append(time.monotonic() - started)
+    print(json.dumps({"median_ms": statistics.median(seconds) * 1000, "max_ms": max(seconds) * 1000}))
+
+
+def measure_sweep(base_dir):
+    output = subprocess.run([sys.executable, __file__, "--sweep-child", str(base_dir / "data")],
+                            capture_output=True, text=True, check=True, timeout=300).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
 def peak_rss_mib():
     """This process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent across exec)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -236,7 +263,7 @@ def measure_burst(base_dir):
     return json.loads(output.strip().splitlines()[-1])
 
 
-def print_report(args, fill_seconds, reads, burst):
+def print_report(args, fill_seconds, reads, burst, sweep):
     print(f"\n{args.projects} projects x {args.slaves} slaves x {args.runs} runs, filled in {fill_seconds:.1f} s; "
           f"gunicorn {args.workers} workers; {args.clients} clients x {args.requests} requests per endpoint")
     print(f"first request of a cold worker (builds every entry): {reads['cold']:.0f} ms\n")
@@ -252,6 +279,8 @@ def print_report(args, fill_seconds, reads, burst):
               f"{not_modified} | {goal} |")
     rss = reads["rss_mib"]
     print(f"\nworker RSS after the run: {', '.join(f'{value:.0f}' for value in rss.values())} MiB")
+    print(f"distribution sweep with nothing due: {sweep['median_ms']:.0f} ms median of 5, "
+          f"{sweep['max_ms']:.0f} ms at most")
     if burst:
         print(f"burst: {burst['queued']} of {burst['timers']} timers queued {burst['seconds']:.2f} s after their "
               f"moment; at most {burst['max_syncing']} pulls at once (cap {burst['cap']}); "
@@ -261,6 +290,8 @@ def print_report(args, fill_seconds, reads, burst):
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--burst-child":
         return burst_child(sys.argv[2])
+    if len(sys.argv) == 3 and sys.argv[1] == "--sweep-child":
+        return sweep_child(sys.argv[2])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--projects", type=int, default=1000)
     parser.add_argument("--slaves", type=int, default=100)
@@ -276,8 +307,9 @@ def main():
         fill(base_dir / "data", args.projects, args.slaves, args.runs)
         fill_seconds = time.monotonic() - started
         reads = measure_reads(base_dir, args)
+        sweep = measure_sweep(base_dir)
         burst = None if args.skip_burst else measure_burst(base_dir)
-        print_report(args, fill_seconds, reads, burst)
+        print_report(args, fill_seconds, reads, burst, sweep)
         return 1 if any(reads[path]["loaded"]["errors"] or reads[path]["sequential"]["errors"]
                         for path in ENDPOINTS) else 0
 

@@ -526,3 +526,25 @@ def test_an_older_runs_success_with_the_newer_runs_digest_counts_and_keeps_the_n
     assert part["state"] == "success", part
     held = {entry["name"]: entry for entry in client.get("/api/v1/status").json}["debian"]["slaves"]["one"]
     assert held["state"] == "fresh" and held["run_id"] == second
+
+
+def test_catch_up_sends_every_project_to_a_slave_enrolled_after_their_fan_out_once_it_heartbeats(
+        app, client, admin, make_project, fake_slaves, clock):
+    """A slave with no freshness row for a project (it joined later) misses its tree all the same."""
+    make_project("debian")
+    make_project("fedora")
+    old = enroll(client, "old")
+    runs = {name: pull(app, client, admin, name) for name in ("debian", "fedora")}
+    for run_id in runs.values():
+        report(client, old, clock, run_id)
+    new = enroll(client, "new")
+    fake_slaves.orders.clear()
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 0, "a slave never heard from is not ordered"
+    heartbeat(client, new, clock)
+    heartbeat(client, old, clock)
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 2
+        assert distribution.catch_up_slaves() == 0, "orders in flight are not sent twice"
+    assert sorted((name, order["project"], order["run_id"]) for name, order in fake_slaves.orders) == [
+        ("new", "debian", runs["debian"]), ("new", "fedora", runs["fedora"])]
