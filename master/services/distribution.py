@@ -140,14 +140,26 @@ def dispatch_to_slaves(run_id, upstream_outcome, saved=lambda: None):
         saved()
         return runs.move_run(run, RunState.SUCCESS, **upstream_outcome)
     stamp = now()
+    # A slave not heard from for HEARTBEAT_TIMEOUT gets no order: one whose host is down would hold
+    # this pull's worker for DISPATCH_TIMEOUT at every run of every project. Its part ends unreachable
+    # at once, and catch-up sends it the newest tree when it heartbeats again.
+    offline = {slave.id for slave in slaves if slaves_service.slave_state(slave, stamp) == "offline"}
+    silent = (f"offline (no heartbeat for {current_app.config['HEARTBEAT_TIMEOUT']:g} seconds, HEARTBEAT_TIMEOUT): "
+              "no order sent; catch-up sends the tree once it is heard from again")
     for slave in slaves:
-        db.session.add(SlaveRun(run_id=run.id, slave_id=slave.id, slave_name=slave.name, attempts=1,
-                                state=SlaveRunState.PENDING.value, deadline=_deadline(project, stamp)))
+        if slave.id in offline:
+            db.session.add(SlaveRun(run_id=run.id, slave_id=slave.id, slave_name=slave.name, attempts=0,
+                                    state=SlaveRunState.UNREACHABLE.value, finished_at=stamp, error=silent))
+        else:
+            db.session.add(SlaveRun(run_id=run.id, slave_id=slave.id, slave_name=slave.name, attempts=1,
+                                    state=SlaveRunState.PENDING.value, deadline=_deadline(project, stamp)))
     runs.move_run(run, RunState.DISTRIBUTING, **upstream_outcome)
+    reachable = [slave for slave in slaves if slave.id not in offline]
     started = now()
-    _send(run_id, project, slaves)
-    log.info("run %s of %s: ordered %d slaves in %.3f s", run_id, project.name, len(slaves),
-             (now() - started).total_seconds())
+    if reachable:
+        _send(run_id, project, reachable)
+    log.info("run %s of %s: ordered %d slaves in %.3f s%s", run_id, project.name, len(reachable),
+             (now() - started).total_seconds(), f" ({len(offline)} offline, not ordered)" if offline else "")
     saved()
     finish_run_if_complete(run_id)
     return runs.get_run(run_id)

@@ -548,3 +548,28 @@ def test_catch_up_sends_every_project_to_a_slave_enrolled_after_their_fan_out_on
         assert distribution.catch_up_slaves() == 0, "orders in flight are not sent twice"
     assert sorted((name, order["project"], order["run_id"]) for name, order in fake_slaves.orders) == [
         ("new", "debian", runs["debian"]), ("new", "fedora", runs["fedora"])]
+
+
+def test_an_offline_slave_gets_no_order_and_catch_up_sends_the_tree_once_it_is_back(
+        app, client, admin, make_project, fake_slaves, clock):
+    """A host that is down would hold the pull's worker for DISPATCH_TIMEOUT at every run."""
+    make_project()
+    one, silent = enroll(client, "one"), enroll(client, "silent")
+    heartbeat(client, one, clock)
+    heartbeat(client, silent, clock)
+    clock.advance(app.config["HEARTBEAT_TIMEOUT"] + 1)
+    heartbeat(client, one, clock)
+    run_id = pull(app, client, admin)
+    assert [name for name, _ in fake_slaves.orders] == ["one"]
+    parts = {entry["slave"]: entry for entry in get_run(client, admin, run_id)["slaves"]}
+    assert parts["silent"]["state"] == "unreachable" and parts["silent"]["attempts"] == 0
+    assert "offline" in parts["silent"]["error"] and "no order sent" in parts["silent"]["error"]
+    report(client, one, clock, run_id)
+    assert get_run(client, admin, run_id)["state"] == "partial"
+
+    fake_slaves.orders.clear()
+    heartbeat(client, silent, clock)
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 1
+    [(name, order)] = fake_slaves.orders
+    assert name == "silent" and order["run_id"] == run_id and order["catchup"] is True
