@@ -20,6 +20,10 @@ class Executor:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._workers = {}   # run id -> (thread, cancel event, project id)
+        # Runs whose pull is over: their thread sends the orders, which can wait DISPATCH_TIMEOUT on a
+        # slave that does not answer, and takes no slot from the next pull meanwhile. Their project
+        # stays busy until the thread ends.
+        self._ordering = set()
         self._lock = threading.Lock()
         self._thread = None
 
@@ -45,7 +49,15 @@ class Executor:
         with self._lock:
             for run_id in [r for r, (thread, _, _) in self._workers.items() if not thread.is_alive()]:
                 del self._workers[run_id]
-            return self.max_concurrent - len(self._workers)
+                self._ordering.discard(run_id)
+            return self.max_concurrent - len(self._workers.keys() - self._ordering)
+
+    def _pulled(self, run_id):
+        """``run_id``'s pull is over and its orders go out: its slot is free."""
+        with self._lock:
+            if run_id in self._workers:
+                self._ordering.add(run_id)
+        self._wake.set()
 
     def _loop(self):
         failing = False
@@ -67,7 +79,8 @@ class Executor:
     def _stop_cancelled_pulls(self):
         """An API worker cancels a run in the database; end the pulls of runs no longer syncing."""
         with self._lock:
-            watched = {run_id: worker for run_id, worker in self._workers.items() if not worker[1].is_set()}
+            watched = {run_id: worker for run_id, worker in self._workers.items()
+                       if not worker[1].is_set() and run_id not in self._ordering}
         if not watched:
             return
         with self.app.app_context():
@@ -94,7 +107,8 @@ class Executor:
     def _execute(self, run_id, cancel):
         try:
             with self.app.app_context():
-                syncs.start_upstream_sync(run_id, cancel=cancel, stopping=self._stopping)
+                syncs.start_upstream_sync(run_id, cancel=cancel, stopping=self._stopping,
+                                          on_pulled=lambda: self._pulled(run_id))
         except Exception:
             log.exception("run %s: executing failed", run_id)
         finally:

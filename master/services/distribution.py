@@ -129,10 +129,11 @@ def _ensure_freshness_rows(slave_ids, project_id):
         db.session.execute(insert(SlaveProject).values(rows).on_conflict_do_nothing())
 
 
-def dispatch_to_slaves(run_id, upstream_outcome, saved=lambda: None):
+def dispatch_to_slaves(run_id, upstream_outcome, saved=lambda: None, ordering=lambda: None):
     """Finish the upstream part of a run: with enabled slaves, order them to pull; else success.
     ``saved()`` waits for what the orders need not wait for (the snapshot's manifest file): the run is
-    not final before it returns."""
+    not final before it returns. ``ordering()`` is called once the run is distributing, just before
+    the orders go out."""
     run = runs.get_run(run_id)
     project = run.project
     slaves = slaves_service.enabled_slaves()
@@ -155,6 +156,7 @@ def dispatch_to_slaves(run_id, upstream_outcome, saved=lambda: None):
                                     state=SlaveRunState.PENDING.value, deadline=_deadline(project, stamp)))
     runs.move_run(run, RunState.DISTRIBUTING, **upstream_outcome)
     reachable = [slave for slave in slaves if slave.id not in offline]
+    ordering()
     started = now()
     if reachable:
         _send(run_id, project, reachable)

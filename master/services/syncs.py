@@ -82,13 +82,14 @@ def _progress_recorder(run_id):
     return record
 
 
-def start_upstream_sync(run_id, cancel=None, stopping=None):
+def start_upstream_sync(run_id, cancel=None, stopping=None, on_pulled=lambda: None):
     """Pull the project of a syncing run from its upstream into a new snapshot and finish the run.
 
     ``cancel`` (a threading.Event) ends the pull early; the run is then
     recorded as interrupted. Never leaves the run in ``syncing``: while the
     database cannot be written (a full disk), the end of the run is written
-    again and again until it lands, or until ``stopping`` is set.
+    again and again until it lands, or until ``stopping`` is set. ``on_pulled()`` is called once the
+    run is distributing, before its orders go out (maybe more than once).
     """
     run = runs.get_run(run_id)
     project = run.project
@@ -138,7 +139,7 @@ def start_upstream_sync(run_id, cancel=None, stopping=None):
     if sealed is None:
         snapshots.abort(staging)  # what slaves and the rsync daemon serve stays the previous tree
     return transactions.until_written(
-        lambda: _record_outcome(run_id, project_name, pulled, result, sealed), what, stopping)
+        lambda: _record_outcome(run_id, project_name, pulled, result, sealed, on_pulled), what, stopping)
 
 
 def _note_pid(run_id, pid):
@@ -157,7 +158,7 @@ def _record_crash(run_id, project_name, message):
     return db.session.get(Run, run_id)
 
 
-def _record_outcome(run_id, project_name, pulled, result, sealed):
+def _record_outcome(run_id, project_name, pulled, result, sealed, on_pulled=lambda: None):
     run = _still_syncing(run_id, project_name)
     if run is None:
         return db.session.get(Run, run_id)
@@ -174,7 +175,7 @@ def _record_outcome(run_id, project_name, pulled, result, sealed):
         # The snapshot before goes with the next sweep (every CATCHUP_INTERVAL), not here: deleting a
         # whole tree would hold this pull's worker and compete with the slaves pulling right now.
         distribution.dispatch_to_slaves(run_id, dict(outcome, warning=pulled.warning, digest=sealed.digest),
-                                        saved=sealed.saved)
+                                        saved=sealed.saved, ordering=on_pulled)
     else:
         # The retry is queued first, so the failed run names it in the same update.
         retry = _retry_if_transient(run, result)

@@ -573,3 +573,41 @@ def test_an_offline_slave_gets_no_order_and_catch_up_sends_the_tree_once_it_is_b
         assert distribution.catch_up_slaves() == 1
     [(name, order)] = fake_slaves.orders
     assert name == "silent" and order["run_id"] == run_id and order["catchup"] is True
+
+
+def test_a_pull_whose_orders_wait_on_a_slave_frees_its_slot_for_the_next_pull(
+        app, client, admin, make_project, fake_slaves, clock):
+    """A slave that takes the order's whole DISPATCH_TIMEOUT to answer holds back no other pull."""
+    from master.db import db
+    from master.executor import Executor
+    from master.models import Run
+    from tests.support.processes import wait_for
+    app.config["MAX_CONCURRENT_SYNCS"] = 1
+    make_project("first")
+    make_project("second")
+    heartbeat(client, enroll(client, "slow"), clock)
+    answering, answer = threading.Event(), threading.Event()
+
+    def slow_for_first(orders):
+        if any(order["project"] == "first" for order in orders):
+            answering.set()
+            assert answer.wait(10)
+    fake_slaves.while_answering = slow_for_first
+    first = client.post("/api/v1/projects/first/syncs", headers=admin).json["id"]
+    second = client.post("/api/v1/projects/second/syncs", headers=admin).json["id"]
+    executor = Executor(app)
+    try:
+        executor._claim_and_start()
+        assert answering.wait(10), "the first run's orders did not go out"
+        executor._claim_and_start()   # the one slot is free again: the first run's pull is over
+
+        def state(run_id):
+            with app.app_context():
+                return db.session.get(Run, run_id).state
+        wait_for(lambda: state(second) == "distributing", 10,
+                 message=lambda: f"the second pull to end while the first run's orders wait ({state(second)})")
+        assert state(first) == "distributing"
+    finally:
+        answer.set()
+        executor.stop(timeout=10)
+
