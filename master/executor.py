@@ -5,6 +5,7 @@ import threading
 import time
 
 from common.rsync import end_orphaned_rsync
+from master import runids
 from master.services import syncs
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Executor:
 
     def recover(self):
         with self.app.app_context():
+            runids.next_after_disk(self.app.config["DATA_DIR"])
             recovered = syncs.recover_interrupted_runs(end_orphaned_rsync)
         if recovered:
             log.warning("marked runs %s interrupted after a restart and queued fresh runs", recovered)

@@ -204,3 +204,13 @@ def test_public_documents_stay_in_step_across_workers_on_postgres(tmp_path, data
         assert {entry["name"]: entry["status"] for entry in reader.get("/api/v1/status").json} == \
             {f"p{index}": "queued" for index in range(6)}
     assert len({reader.get("/jobs").headers["ETag"] for reader in readers} | etags) == 2
+
+
+def test_after_the_database_went_back_new_runs_are_numbered_after_what_data_dir_holds(tmp_path, database_url):
+    from master import create_app
+    from tests.support.fakes import FakeRsyncRunner
+    from tests.support.runids import restored_master_numbers_runs_after_disk
+    app = create_app({"DATA_DIR": str(tmp_path), "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING",
+                      "RSYNC_RUNNER": FakeRsyncRunner()})
+    first, before = restored_master_numbers_runs_after_disk(app, str(tmp_path), 2)
+    assert before == [1, 2] and first == 58

@@ -372,3 +372,17 @@ def test_a_project_whose_options_shape_the_list_leaves_deletions_to_rsync(app, c
         trigger(client, admin)
         execute_one(app)
     assert all(job.listed is None for job in fake_rsync.jobs) and fake_rsync.jobs[-1].delete
+
+
+@pytest.mark.parametrize("runs_in_database", [0, 2], ids=["no-runs", "runs"])
+def test_after_the_database_went_back_new_runs_are_numbered_after_what_data_dir_holds(
+        tmp_path, runs_in_database, caplog):
+    from master import create_app
+    from tests.support.fakes import FakeRsyncRunner
+    from tests.support.runids import restored_master_numbers_runs_after_disk
+    app = create_app({"DATA_DIR": str(tmp_path), "LOG_LEVEL": "WARNING", "RSYNC_RUNNER": FakeRsyncRunner()})
+    first, before = restored_master_numbers_runs_after_disk(app, str(tmp_path), runs_in_database)
+    assert before == list(range(1, runs_in_database + 1))
+    assert first == 58
+    [warning] = [r.getMessage() for r in caplog.records if "restored from a backup" in r.getMessage()]
+    assert f"run ids end at {runs_in_database}, but DATA_DIR holds runs up to 57" in warning
