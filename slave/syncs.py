@@ -329,8 +329,7 @@ class SyncWorker:
 
         Raises Conflict when the order was taken before but its record is unreadable.
         """
-        credentials = self.credentials()
-        enrollment = credentials.enrollment if credentials is not None else None
+        enrollment = self._enrollment()
         record, created = self.records.create(order, self.clock.now(), enrollment)
         if record is None:
             raise Conflict(f"Run {order['run_id']} of {order['project']!r} was ordered before but its record "
@@ -517,8 +516,7 @@ class SyncWorker:
             pull.started = True
             run_ids, order = list(pull.run_ids), pull.order
         project = order["project"]
-        credentials = self.credentials()
-        enrollment = credentials.enrollment if credentials is not None else None
+        enrollment = self._enrollment()
         superseded = self._superseded(order, enrollment)
         if superseded is not None:
             self._finish_records(project, run_ids, **superseded)
@@ -578,6 +576,11 @@ class SyncWorker:
             # After the report: deleting a whole old tree can take a while.
             self.publisher.prune(project, previous)
         self.records.prune(KEEP_RECORDS)
+
+    def _enrollment(self):
+        """This slave's present enrollment (Credentials.enrollment), or None before it enrolled."""
+        credentials = self.credentials()
+        return credentials.enrollment if credentials is not None else None
 
     def _superseded(self, order, enrollment):
         """How the runs ``order`` answers end unpulled when this slave published a newer run of the
