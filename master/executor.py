@@ -22,8 +22,9 @@ class Executor:
         self._stopping = threading.Event()
         self._workers = {}   # run id -> (thread, cancel event, project id)
         # Runs whose pull is over: their thread sends the orders, which can wait DISPATCH_TIMEOUT on a
-        # slave that does not answer, and takes no slot from the next pull meanwhile. Their project
-        # stays busy until the thread ends.
+        # slave that does not answer, and holds back no pull meanwhile, not even its own project's next
+        # one: that pulls into a snapshot of its own, and a slave that gets the two orders the wrong
+        # way round keeps the newer tree.
         self._ordering = set()
         self._lock = threading.Lock()
         self._thread = None
@@ -94,7 +95,9 @@ class Executor:
     def _claim_and_start(self):
         free = self._free_slots()
         with self._lock:
-            busy = {project_id for _, _, project_id in self._workers.values()}
+            # A pull still running, or cancelled and not yet ended, keeps its project busy.
+            busy = {project_id for run_id, (_, _, project_id) in self._workers.items()
+                    if run_id not in self._ordering}
         with self.app.app_context():
             # Forced runs (mirrorctl projects sync --force) start even with no slot free.
             claimed = syncs.runs_to_execute(max(0, free), busy)

@@ -14,6 +14,7 @@ import datetime
 import os
 import random
 import shutil
+import signal
 import sqlite3
 
 import pytest
@@ -350,6 +351,13 @@ def cluster_without_catch_up(request, master_factory, tmp_path):
     yield from _cluster(request, master_factory, tmp_path, {"MIRRORSYNC_CATCHUP_INTERVAL": "60"})
 
 
+@pytest.fixture
+def cluster_with_patient_orders(request, master_factory, tmp_path):
+    """An order waits a minute for its answer, and a slave stays online two minutes without a heartbeat."""
+    yield from _cluster(request, master_factory, tmp_path, {"MIRRORSYNC_DISPATCH_TIMEOUT": "60",
+                                                            "MIRRORSYNC_HEARTBEAT_TIMEOUT": "120"})
+
+
 def entry_of(run, slave):
     return {entry["slave"]: entry for entry in run["slaves"]}[slave]
 
@@ -470,3 +478,52 @@ def test_sigterm_to_a_slave_mid_pull_reports_it_interrupted_and_leaves_no_rsync(
     assert entry_of(final, "mirror1")["state"] == "success"
     assert not [p for p in (cluster.victim.public_dir / ".mirrorsync-snapshots" / "polite").iterdir()
                 if p.name.endswith(".partial")], "the interrupted pull's snapshot must be cleaned up"
+
+
+def small_generation(number):
+    return {"README": f"generation {number}\n".encode(),
+            "data/a.bin": random.Random(number).randbytes(16 * 1024),
+            f"only-in-{number}.txt": b"x\n"}
+
+
+def test_a_stopped_slave_holding_its_order_holds_back_no_pull_of_the_project(cluster_with_patient_orders):
+    """SIGSTOP: the slave's kernel takes the connection and the order, and nothing answers for as
+    long as DISPATCH_TIMEOUT. The project's next pull and the steady slave's copy of it go ahead; once
+    the slave runs again it answers both orders and ends holding the newer tree."""
+    cluster = cluster_with_patient_orders
+    api = cluster.api
+    write_generation(cluster.upstream_tree, small_generation(1), 1_700_000_000)
+    create_project(api, "stall", cluster.daemon.url("mirror"), publish="atomic")
+    cluster.wait_online()
+    assert cluster.sync("stall")["state"] == "success"
+
+    def entry_state(run_id, slave):
+        """The state of ``slave``'s part of the run; None before the run has parts."""
+        entries = {entry["slave"]: entry for entry in run_of(api, run_id)["slaves"]}
+        return entries[slave]["state"] if slave in entries else None
+
+    os.kill(cluster.victim.pid, signal.SIGSTOP)
+    try:
+        write_generation(cluster.upstream_tree, small_generation(2), 1_700_000_100)
+        first = trigger(api, "stall")["id"]
+        wait_for(lambda: entry_state(first, "mirror1") == "success", 20,
+                 message=lambda: f"mirror1 to get run {first} ({run_of(api, first)})")
+        assert entry_state(first, "mirror2") == "pending", run_of(api, first)
+        gen3 = write_generation(cluster.upstream_tree, small_generation(3), 1_700_000_200)
+        second = trigger(api, "stall")["id"]
+        # Well inside the minute that the order to the stopped slave may wait.
+        wait_for(lambda: entry_state(second, "mirror1") == "success", 25,
+                 message=lambda: f"run {second} to reach mirror1 while mirror2 holds run {first}'s order "
+                                 f"({run_of(api, second)['state']})")
+        assert_trees_equal(cluster.upstream_tree, cluster.steady.tree("stall").resolve())
+        assert entry_state(first, "mirror2") == "pending", run_of(api, first)
+    finally:
+        os.kill(cluster.victim.pid, signal.SIGCONT)
+
+    finals = {run_id: wait_run_finished(cluster.master.url, cluster.master.admin_token, run_id, 40)
+              for run_id in (first, second)}
+    assert {run_id: run["state"] for run_id, run in finals.items()} == {first: "success", second: "success"}, finals
+    assert tree_differences(gen3, published_tree(cluster.victim.tree("stall"))) == []
+    wait_for(lambda: cluster.freshness("stall", "mirror2").get("run_id") == second, 10,
+             message=lambda: f"mirror2 to hold run {second} ({cluster.freshness('stall', 'mirror2')})")
+    assert cluster.freshness("stall", "mirror2")["state"] == "fresh"

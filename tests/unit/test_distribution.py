@@ -611,3 +611,39 @@ def test_a_pull_whose_orders_wait_on_a_slave_frees_its_slot_for_the_next_pull(
         answer.set()
         executor.stop(timeout=10)
 
+
+
+def test_a_pull_whose_orders_wait_on_a_slave_holds_back_not_even_its_own_projects_next_pull(
+        app, client, admin, make_project, fake_slaves, clock):
+    """The next run of the same project is pulled while the orders of the run before still wait."""
+    from master.db import db
+    from master.executor import Executor
+    from master.models import Run
+    from tests.support.processes import wait_for
+    make_project("only")
+    heartbeat(client, enroll(client, "slow"), clock)
+    answering, answer = threading.Event(), threading.Event()
+
+    def slow_for_the_first_run(orders):
+        if any(order["run_id"] == first for order in orders):
+            answering.set()
+            assert answer.wait(10)
+    fake_slaves.while_answering = slow_for_the_first_run
+    first = client.post("/api/v1/projects/only/syncs", headers=admin).json["id"]
+    executor = Executor(app)
+    try:
+        executor._claim_and_start()
+        assert answering.wait(10), "the first run's orders did not go out"
+        second = client.post("/api/v1/projects/only/syncs", headers=admin).json["id"]
+        executor._claim_and_start()
+
+        def state(run_id):
+            with app.app_context():
+                return db.session.get(Run, run_id).state
+        wait_for(lambda: state(second) == "distributing", 10,
+                 message=lambda: f"the second pull to end while the first run's orders wait ({state(second)})")
+        assert state(first) == "distributing"
+        assert [order["run_id"] for _, order in fake_slaves.orders] == [first, second]
+    finally:
+        answer.set()
+        executor.stop(timeout=10)
