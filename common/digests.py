@@ -155,7 +155,7 @@ def _entry(root, path):
     is gone. Raises OSError."""
     try:
         st = os.lstat(os.path.join(root, path) if path != "." else root)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):   # NotADirectory: a directory above became a file
         return None
     kind = _kind(st.st_mode)
     if kind == SYMLINK:

@@ -260,6 +260,28 @@ def test_a_slave_tree_changed_behind_its_back_is_noticed_and_pulled_in_full(sync
     assert_trees_equal(upstream.tree, public)
 
 
+def test_directories_holding_directories_replaced_by_a_file_and_a_symlink_reach_the_slave(
+        synced, master, mirror1, upstream):
+    """rsync names what it deleted under such a directory, and the parent of a deleted path is then
+    below a file: the tree is still described without a walk, on the master and on the slave."""
+    api, first = synced
+    for name in ("nested", "linked"):
+        (upstream.tree / name / "inner").mkdir(parents=True)
+        (upstream.tree / name / "inner" / "leaf.txt").write_text(f"{name}\n")
+    second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert second["state"] == "success", second
+    for name in ("nested", "linked"):
+        shutil.rmtree(upstream.tree / name)
+    (upstream.tree / "nested").write_text("a file now\n")
+    os.symlink("a/b", upstream.tree / "linked")
+    third = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert third["state"] == "success", third
+    assert third["slaves"][0]["digest"] == third["digest"], third
+    assert f"run {third['id']}'s tree described from the" in master.log_text()
+    for tree in (master.data_dir / "tricky", mirror1.tree("tricky")):
+        assert_trees_equal(upstream.tree, tree)
+
+
 def test_a_file_changed_in_place_is_found_by_the_walk_and_repaired_by_catch_up(master, upstream, tmp_path):
     """What leaves every directory as it was (a mode, a time, a size rewritten in place) shows when the
     slave walks its tree: at every pull with VERIFY_INTERVAL=0. Its part fails naming the path, and
