@@ -182,3 +182,8 @@ PROGRESS_INTERVAL = 10
 # Serve a small public page at / and a tunasync-style /jobs feed of what this
 # slave holds (from its own records), for visitors of this host.
 STATUS_PAGE = False
+# Watch each published tree (an inotify watch per directory, counted against
+# fs.inotify.max_user_watches) for files rewritten in place or their modes or times
+# changed behind this slave's back; the next pull repairs them. Off: those show at
+# the next walk (VERIFY_INTERVAL), as names made, removed or renamed still do at once.
+WATCH_TREES = True

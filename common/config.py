@@ -226,6 +226,7 @@ PARSERS = {
     "PUBLIC_DIR": _directory,
     "STATE_DIR": _directory,
     "STATUS_PAGE": _boolean,
+    "WATCH_TREES": _boolean,
 }
 
 

@@ -32,6 +32,7 @@ from slave.heartbeat import Heartbeat, enroll
 from slave.master_client import EnrollmentRefused, MasterClient
 from slave.outbox import Outbox
 from slave.status import StatusBoard
+from slave.watch import TreeWatch
 from slave.syncs import SyncRecords, SyncWorker
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ class SlaveServices:
             credentials=self.credentials.load, clock=clock,
             max_concurrent=settings["MAX_CONCURRENT_SYNCS"], log_retention=settings["LOG_RETENTION"],
             site=trace_site(settings), verify_interval=settings["VERIFY_INTERVAL"],
-            progress_interval=settings["PROGRESS_INTERVAL"])
+            progress_interval=settings["PROGRESS_INTERVAL"],
+            watch=TreeWatch(enabled=settings["WATCH_TREES"]))
         self.status_board = StatusBoard(self.worker.records, settings["PUBLIC_DIR"])
         self.heartbeat = Heartbeat(client, self.credentials.load, settings["SLAVE_URL"],
                                    settings["HEARTBEAT_INTERVAL"], self.worker.syncing_projects,

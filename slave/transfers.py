@@ -394,6 +394,24 @@ def touched_since(tree, held_entries):
     return False
 
 
+def distrust(tree, paths):
+    """Move the time of each regular file at ``paths`` in the published ``tree`` to the epoch, so that a
+    full pull's quick check (size and time) brings it again whatever was done to it; returns how many.
+    A path below a symlink is left alone: it is not in the tree."""
+    root = os.path.realpath(tree)
+    moved = 0
+    for path in paths:
+        full = os.path.join(root, path)
+        try:
+            if not safe_relative(path) or not real_parents(root, path) or not stat.S_ISREG(os.lstat(full).st_mode):
+                continue
+            os.utime(full, ns=(0, 0), follow_symlinks=False)
+        except OSError:
+            continue   # gone, or a parent that became a file: the pull sees to it
+        moved += 1
+    return moved
+
+
 def changed_behind_our_back(tree, held_entries, limit=5):
     """The first paths where the published ``tree`` differs from what this slave published, from a walk."""
     try:

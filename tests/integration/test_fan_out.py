@@ -7,6 +7,7 @@ import shutil
 import pytest
 import requests
 
+from slave import watch
 from tests.integration.conftest import ApiClient
 from tests.support import btrfs as btrfs_mount
 from tests.support.hostile_http import json_answer, scripted_server
@@ -282,20 +283,83 @@ def test_directories_holding_directories_replaced_by_a_file_and_a_symlink_reach_
         assert_trees_equal(upstream.tree, tree)
 
 
+def test_a_file_rewritten_in_place_between_walks_is_seen_and_the_next_pull_repairs_it(
+        synced, master, mirror1, upstream):
+    """No walk is due (VERIFY_INTERVAL is an hour) and no directory's time moves: the slave's watch on
+    its published tree saw the edits, so the next pull names them and pulls in full."""
+    api, first = synced
+    public = mirror1.tree("tricky")
+    (public / "a" / "b" / "sibling.txt").write_bytes(b"rewritten behind the slave's back\n")
+    os.chmod(public / "run.sh", 0o600)
+    (upstream.tree / "new-upstream.txt").write_text("one more file\n")
+    second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert second["state"] == "success", second
+    assert "changed outside mirror-sync, first at: 'a/b/sibling.txt', 'run.sh'; pulled in full" \
+        in mirror1.log_text(), mirror1.log_tail()
+    assert "changed outside mirror-sync" in second["slaves"][0]["warning"]
+    assert second["slaves"][0]["digest"] == second["digest"]
+    assert_trees_equal(upstream.tree, public)
+
+    # The repaired tree is watched again, and the slave's own pull did not count as an edit.
+    (upstream.tree / "one-more.txt").write_text("and another\n")
+    third = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert third["state"] == "success" and not third["slaves"][0]["warning"], third
+    assert f"run {third['id']} of tricky: verified by the paths it moved, no walk" in mirror1.log_text()
+    mirror1.wait_for_log(f"pulled tricky for run {third['id']}")   # watched again once its report went
+
+    # Rewritten with its size and time put back: rsync's quick check alone would keep it.
+    deep = public / "a" / "b" / "c" / "deep.txt"
+    before = deep.stat()
+    deep.write_bytes(b"DEEP\n")
+    os.utime(deep, ns=(before.st_atime_ns, before.st_mtime_ns))
+    fourth = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert fourth["state"] == "success", fourth
+    assert "changed outside mirror-sync, first at: 'a/b/c/deep.txt'" in (fourth["slaves"][0]["warning"] or ""), \
+        fourth
+    assert_trees_equal(upstream.tree, public)
+
+
+def test_more_edits_behind_the_slaves_back_than_it_notes_make_the_next_pull_compare_contents(
+        synced, master, mirror1, upstream):
+    """Past the paths the watch keeps, the full pull compares every file's content (--checksum): a file
+    rewritten with its size and time put back among a thousand new ones is repaired too."""
+    api, first = synced
+    public = mirror1.tree("tricky")
+    for number in range(watch.KEPT_PATHS + 1):
+        (public / "dir with space" / f"dropped-{number}").write_bytes(b"")
+    deep = public / "a" / "b" / "c" / "deep.txt"
+    before = deep.stat()
+    deep.write_bytes(b"DEEP\n")
+    os.utime(deep, ns=(before.st_atime_ns, before.st_mtime_ns))
+    second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert second["state"] == "success", second
+    assert "changed outside mirror-sync" in second["slaves"][0]["warning"], second
+    assert "this pull compares every file's content (--checksum)" in mirror1.log_text()
+    assert "--checksum" in pull_argv(mirror1, "tricky", second)
+    assert_trees_equal(upstream.tree, public)
+
+
 def test_a_file_changed_in_place_is_found_by_the_walk_and_repaired_by_catch_up(master, upstream, tmp_path):
-    """What leaves every directory as it was (a mode, a time, a size rewritten in place) shows when the
-    slave walks its tree: at every pull with VERIFY_INTERVAL=0. Its part fails naming the path, and
-    catch-up pulls in full."""
-    slave = start_slave(tmp_path / "walker", "walker", master.url, log_dir=tmp_path / "logs",
-                        extra_env={"MIRRORSYNC_VERIFY_INTERVAL": "0"})
+    """What leaves every directory as it was (a mode, a time, a size rewritten in place) while no slave
+    watched the tree (it was stopped) shows when the slave walks its tree: at every pull with
+    VERIFY_INTERVAL=0. Its part fails naming the path, and catch-up pulls in full."""
+    env = {"MIRRORSYNC_VERIFY_INTERVAL": "0"}
+    slave = start_slave(tmp_path / "walker", "walker", master.url, log_dir=tmp_path / "logs", extra_env=env)
     try:
         api = ApiClient(master.url, master.admin_token)
-        wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
-                 message="walker online")
+
+        def online():
+            wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
+                     message="walker online")
+        online()
         assert api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url}).status_code == 201
         assert wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))["state"] == "success"
+        slave.stop()
         public = slave.tree("tricky")
         os.chmod(public / "small.txt", 0o600)
+        slave = start_slave(tmp_path / "walker", "walker", master.url, port=slave.port,
+                            log_dir=tmp_path / "logs", extra_env=env)
+        online()
         (upstream.tree / "new-upstream.txt").write_text("one more file\n")
         second = trigger(api, "tricky")
         wait_for(lambda: f"differs from run {second}'s, first at: 'small.txt'" in slave.log_text(), 30,
