@@ -51,6 +51,19 @@ def create_app(test_config=None):
         raise
 
 
+def _run_ids_after_disk(data_dir):
+    """A database restored from a backup numbers new runs after what DATA_DIR holds (master.runids),
+    from whichever process starts first. One that cannot write now leaves it to the scheduler's start."""
+    from sqlalchemy.exc import DBAPIError
+    from master import runids
+    try:
+        runids.next_after_disk(data_dir)
+    except DBAPIError as error:
+        db.session.rollback()
+        log.warning("cannot check the next run id against DATA_DIR now (%s); the scheduler does at its start",
+                    error.orig)
+
+
 def _build_app(test_config):
     clock = test_config.pop("CLOCK", None) or SystemClock()
     runner = test_config.pop("RSYNC_RUNNER", None)
@@ -115,6 +128,7 @@ def _build_app(test_config):
 
     with app.app_context():
         init_database(app, create=create_database)
+        _run_ids_after_disk(settings["DATA_DIR"])
         if settings["ADMIN_TOKEN"]:
             from master.services.tokens import seed_admin_token
             seed_admin_token(settings["ADMIN_TOKEN"])

@@ -4,8 +4,9 @@ Slaves know an order by its run id (and remember the newest run they
 published), and the master names its snapshots and run logs by it. A database
 restored from a backup would hand out again the ids of the runs made since the
 backup: slaves would take the new runs for ones they pulled, and a new run's
-snapshot would meet an old one of the same name. At the scheduler's start,
-new ids are made to follow the highest one DATA_DIR still names.
+snapshot would meet an old one of the same name. When a master process starts
+(an API worker may take a trigger before the scheduler runs), new ids are made
+to follow the highest one DATA_DIR still names.
 """
 
 import logging
@@ -44,6 +45,9 @@ def _names(directory):
         return os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as error:   # unreadable: the ids it holds stay unknown, and the database's count
+        log.warning("cannot list %s to find the highest run id it names: %s", directory, error)
+        return []
 
 
 def next_after_disk(data_dir):
@@ -57,10 +61,13 @@ def next_after_disk(data_dir):
     if counted >= highest:
         db.session.commit()
         return None
+    # Never lower: another process starting at the same moment may have moved it, and made runs since.
     if bind.dialect.name == "postgresql":
-        db.session.execute(sa.text("SELECT setval(pg_get_serial_sequence('runs', 'id'), :id)"), {"id": highest})
+        db.session.execute(sa.text(
+            "SELECT setval(pg_get_serial_sequence('runs', 'id'), GREATEST(:id, COALESCE("
+            "pg_sequence_last_value(pg_get_serial_sequence('runs', 'id')::regclass), 0)))"), {"id": highest})
     else:
-        moved = db.session.execute(sa.text("UPDATE sqlite_sequence SET seq = :id WHERE name = 'runs'"),
+        moved = db.session.execute(sa.text("UPDATE sqlite_sequence SET seq = MAX(seq, :id) WHERE name = 'runs'"),
                                    {"id": highest}).rowcount
         if not moved:
             db.session.execute(sa.text("INSERT INTO sqlite_sequence (name, seq) VALUES ('runs', :id)"),

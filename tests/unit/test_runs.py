@@ -386,3 +386,27 @@ def test_after_the_database_went_back_new_runs_are_numbered_after_what_data_dir_
     assert first == 58
     [warning] = [r.getMessage() for r in caplog.records if "restored from a backup" in r.getMessage()]
     assert f"run ids end at {runs_in_database}, but DATA_DIR holds runs up to 57" in warning
+
+
+def test_after_the_database_went_back_an_api_process_started_before_the_scheduler_numbers_runs_after_disk(
+        tmp_path, caplog):
+    """A trigger taken by an API worker in the seconds before the scheduler starts gets a new id too."""
+    from master import create_app
+    from master.services import projects
+    from tests.support.fakes import FakeRsyncRunner
+    config = {"DATA_DIR": str(tmp_path), "LOG_LEVEL": "WARNING", "RSYNC_RUNNER": FakeRsyncRunner()}
+    with create_app(config).app_context():
+        project = projects.create_project({"name": "debian", "upstream": "rsync://mirror.example.org/debian"})
+        assert runs.request_sync(project, "manual")[0].id == 1
+        db.session.execute(sa.update(Run).values(state="success"))
+        db.session.commit()
+    os.makedirs(tmp_path / ".snapshots" / "debian" / "41")
+    api = create_app(config)   # a restart over the database from before runs 2 to 41
+    with api.app_context():
+        run, created = runs.request_sync(projects.get_project("debian"), "manual")
+        assert created and run.id == 42
+        db.session.execute(sa.update(Run).values(state="success"))
+        db.session.commit()
+    assert any("DATA_DIR holds runs up to 41" in record.getMessage() for record in caplog.records)
+    with create_app(config).app_context():   # the next process finds the database ahead: it moves nothing
+        assert runs.request_sync(projects.get_project("debian"), "manual")[0].id == 43
