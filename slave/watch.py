@@ -200,7 +200,11 @@ class TreeWatch:
             project, directory = owner
             name = os.fsdecode(event.name) if event.name else ""
             path = os.path.join(directory, name) if directory != "." and name else (name or directory)
-            self._projects[project][1].note(path)
+            seen = self._projects[project][1]
+            if not seen.changed:   # said at once, for the admin; the next pull repairs it
+                log.warning("%s: its published tree was edited outside mirror-sync, first at %r; the next "
+                            "pull of it pulls in full, which repairs it", project, path)
+            seen.note(path)
 
     def _warn_once(self, key, message):
         if key not in self._warned:

@@ -45,11 +45,14 @@ def test_an_unwatched_project_is_not_known_and_a_quiet_tree_saw_nothing(watch, t
     (lambda root: (root / "a" / "new").write_text("new\n"), "a/new"),
     (lambda root: os.rename(root / "top.txt", root / "a" / "moved.txt"), "top.txt"),
 ])
-def test_an_edit_anywhere_in_the_tree_is_seen_at_once_with_its_path(watch, tree, edit, path):
+def test_an_edit_anywhere_in_the_tree_is_seen_at_once_with_its_path(watch, tree, edit, path, caplog):
     assert watch.arm("p", tree, DIRECTORIES)
-    edit(tree)
-    seen = watch.take("p")   # no wait: what the kernel queued is read by take itself
+    with caplog.at_level(logging.WARNING, logger="slave.watch"):
+        edit(tree)
+        seen = watch.take("p")   # no wait: what the kernel queued is read by take itself
     assert seen.changed and seen.complete and path in seen.paths, seen.paths
+    [said] = [record.getMessage() for record in caplog.records]   # once, however many events
+    assert said.startswith("p: its published tree was edited outside mirror-sync, first at "), said
 
 
 def test_what_happens_while_the_tree_is_not_watched_does_not_count(watch, tree):
