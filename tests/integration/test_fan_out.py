@@ -283,6 +283,14 @@ def test_directories_holding_directories_replaced_by_a_file_and_a_symlink_reach_
         assert_trees_equal(upstream.tree, tree)
 
 
+def rewrite_keeping_size_and_time(path, content):
+    """Rewrite ``path`` with ``content`` of its size and put its times back, as a careful intruder would."""
+    before = path.stat()
+    assert len(content) == before.st_size
+    path.write_bytes(content)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
 def test_a_file_rewritten_in_place_between_walks_is_seen_and_the_next_pull_repairs_it(
         synced, master, mirror1, upstream):
     """No walk is due (VERIFY_INTERVAL is an hour) and no directory's time moves: the slave's watch on
@@ -308,10 +316,7 @@ def test_a_file_rewritten_in_place_between_walks_is_seen_and_the_next_pull_repai
     mirror1.wait_for_log(f"pulled tricky for run {third['id']}")   # watched again once its report went
 
     # Rewritten with its size and time put back: rsync's quick check alone would keep it.
-    deep = public / "a" / "b" / "c" / "deep.txt"
-    before = deep.stat()
-    deep.write_bytes(b"DEEP\n")
-    os.utime(deep, ns=(before.st_atime_ns, before.st_mtime_ns))
+    rewrite_keeping_size_and_time(public / "a" / "b" / "c" / "deep.txt", b"DEEP\n")
     fourth = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
     assert fourth["state"] == "success", fourth
     assert "changed outside mirror-sync, first at: 'a/b/c/deep.txt'" in (fourth["slaves"][0]["warning"] or ""), \
@@ -327,10 +332,7 @@ def test_more_edits_behind_the_slaves_back_than_it_notes_make_the_next_pull_comp
     public = mirror1.tree("tricky")
     for number in range(watch.KEPT_PATHS + 1):
         (public / "dir with space" / f"dropped-{number}").write_bytes(b"")
-    deep = public / "a" / "b" / "c" / "deep.txt"
-    before = deep.stat()
-    deep.write_bytes(b"DEEP\n")
-    os.utime(deep, ns=(before.st_atime_ns, before.st_mtime_ns))
+    rewrite_keeping_size_and_time(public / "a" / "b" / "c" / "deep.txt", b"DEEP\n")
     second = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
     assert second["state"] == "success", second
     assert "changed outside mirror-sync" in second["slaves"][0]["warning"], second

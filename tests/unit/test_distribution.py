@@ -575,13 +575,24 @@ def test_an_offline_slave_gets_no_order_and_catch_up_sends_the_tree_once_it_is_b
     assert name == "silent" and order["run_id"] == run_id and order["catchup"] is True
 
 
+def wait_pulled_while_orders_wait(app, first, second):
+    """The ``second`` run's pull ends while the ``first`` run's orders still wait on their slave."""
+    from master.db import db
+    from master.models import Run
+    from tests.support.processes import wait_for
+
+    def state(run_id):
+        with app.app_context():
+            return db.session.get(Run, run_id).state
+    wait_for(lambda: state(second) == "distributing", 10,
+             message=lambda: f"the second pull to end while the first run's orders wait ({state(second)})")
+    assert state(first) == "distributing"
+
+
 def test_a_pull_whose_orders_wait_on_a_slave_frees_its_slot_for_the_next_pull(
         app, client, admin, make_project, fake_slaves, clock):
     """A slave that takes the order's whole DISPATCH_TIMEOUT to answer holds back no other pull."""
-    from master.db import db
     from master.executor import Executor
-    from master.models import Run
-    from tests.support.processes import wait_for
     app.config["MAX_CONCURRENT_SYNCS"] = 1
     make_project("first")
     make_project("second")
@@ -600,26 +611,16 @@ def test_a_pull_whose_orders_wait_on_a_slave_frees_its_slot_for_the_next_pull(
         executor._claim_and_start()
         assert answering.wait(10), "the first run's orders did not go out"
         executor._claim_and_start()   # the one slot is free again: the first run's pull is over
-
-        def state(run_id):
-            with app.app_context():
-                return db.session.get(Run, run_id).state
-        wait_for(lambda: state(second) == "distributing", 10,
-                 message=lambda: f"the second pull to end while the first run's orders wait ({state(second)})")
-        assert state(first) == "distributing"
+        wait_pulled_while_orders_wait(app, first, second)
     finally:
         answer.set()
         executor.stop(timeout=10)
 
 
-
 def test_a_pull_whose_orders_wait_on_a_slave_holds_back_not_even_its_own_projects_next_pull(
         app, client, admin, make_project, fake_slaves, clock):
     """The next run of the same project is pulled while the orders of the run before still wait."""
-    from master.db import db
     from master.executor import Executor
-    from master.models import Run
-    from tests.support.processes import wait_for
     make_project("only")
     heartbeat(client, enroll(client, "slow"), clock)
     answering, answer = threading.Event(), threading.Event()
@@ -636,13 +637,7 @@ def test_a_pull_whose_orders_wait_on_a_slave_holds_back_not_even_its_own_project
         assert answering.wait(10), "the first run's orders did not go out"
         second = client.post("/api/v1/projects/only/syncs", headers=admin).json["id"]
         executor._claim_and_start()
-
-        def state(run_id):
-            with app.app_context():
-                return db.session.get(Run, run_id).state
-        wait_for(lambda: state(second) == "distributing", 10,
-                 message=lambda: f"the second pull to end while the first run's orders wait ({state(second)})")
-        assert state(first) == "distributing"
+        wait_pulled_while_orders_wait(app, first, second)
         assert [order["run_id"] for _, order in fake_slaves.orders] == [first, second]
     finally:
         answer.set()
