@@ -187,3 +187,7 @@ STATUS_PAGE = False
 # changed behind this slave's back; the next pull repairs them. Off: those show at
 # the next walk (VERIFY_INTERVAL), as names made, removed or renamed still do at once.
 WATCH_TREES = True
+# Seconds an edited published tree (seen by WATCH_TREES) is left alone before this slave pulls
+# the run it holds again from the master, which repairs it; a tree edited without a pause is
+# pulled again after six times that. 0: the project's next pull repairs it.
+REPAIR_DELAY = 10

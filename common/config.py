@@ -190,6 +190,7 @@ PARSERS = {
     "CATCHUP_INTERVAL": _number(float, 0.05, 3600),
     "HEARTBEAT_INTERVAL": _number(float, 0.05, 3600),
     "VERIFY_INTERVAL": _number(float, 0, 30 * 86400),
+    "REPAIR_DELAY": _number(float, 0, 86400),
     "FILELIST_FULL_INTERVAL": _number(float, 0, 365 * 86400),
     "SNAPSHOT_METHOD": _one_of("auto", "btrfs", "hardlinks"),
     "UPSTREAM_DELETIONS": _one_of("rsync", "listed"),

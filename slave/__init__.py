@@ -64,7 +64,8 @@ class SlaveServices:
             max_concurrent=settings["MAX_CONCURRENT_SYNCS"], log_retention=settings["LOG_RETENTION"],
             site=trace_site(settings), verify_interval=settings["VERIFY_INTERVAL"],
             progress_interval=settings["PROGRESS_INTERVAL"],
-            watch=TreeWatch(enabled=settings["WATCH_TREES"]))
+            watch=TreeWatch(enabled=settings["WATCH_TREES"], repair_delay=settings["REPAIR_DELAY"]),
+            repair_delay=settings["REPAIR_DELAY"])
         self.status_board = StatusBoard(self.worker.records, settings["PUBLIC_DIR"])
         self.heartbeat = Heartbeat(client, self.credentials.load, settings["SLAVE_URL"],
                                    settings["HEARTBEAT_INTERVAL"], self.worker.syncing_projects,
@@ -140,6 +141,7 @@ class SlaveServices:
                         self.outbox.start()
                         self.heartbeat.start()
                     self.worker.take_queued()
+                    self.worker.repair_edited()
             except Exception:
                 log.exception("background duties hit an unexpected error")
             self._stopping.wait(DUTY_INTERVAL)

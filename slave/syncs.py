@@ -196,13 +196,15 @@ class SyncRecords:
 
 @dataclass(eq=False)
 class _Pull:
-    """One rsync of a project, answering every run id it absorbed."""
+    """One rsync of a project, answering every run id it absorbed; or, of ``kind`` REPAIR or WATCH, work
+    of the slave's own on a published tree that answers no run (``run_ids`` empty)."""
     order: dict
     run_ids: list = field(default_factory=list)
     cancel: threading.Event = field(default_factory=threading.Event)
     started: bool = False
     cancelled_by_master: bool = False
     orders: dict = field(default_factory=dict)   # run id -> its own order, for ``drop``
+    kind: str = "order"
 
     def __post_init__(self):
         self.orders.setdefault(self.order["run_id"], self.order)
@@ -214,7 +216,11 @@ class _Pull:
     def absorb(self, order):
         """Another order joins this pull, and every run id it holds gets the same result. The newest
         run's order is the one pulled, whatever came last: orders can cross on the way (a catch-up
-        sent just before a new run's dispatch), and pulling the older one would take the tree back."""
+        sent just before a new run's dispatch), and pulling the older one would take the tree back.
+        A repair or a watch not started yet becomes that order's pull, which repairs the tree too."""
+        if self.kind != ORDER:
+            self.kind, self.order, self.orders, self.run_ids = ORDER, order, {order["run_id"]: order}, [order["run_id"]]
+            return
         if order["run_id"] > self.order["run_id"]:
             self.order = order
         self.orders[order["run_id"]] = order
@@ -229,6 +235,11 @@ class _Pull:
             self.order = self.orders.get(self.run_ids[-1]) or dict(self.order, run_id=self.run_ids[-1])
 
 
+# What a _Pull is: an order's pull; a pull of the published run again, to repair edits behind the
+# slave's back; the watch of a published tree set up again after a start.
+ORDER, REPAIR, WATCH = "order", "repair", "watch"
+
+
 @dataclass(eq=False)
 class _Slot:
     current: _Pull
@@ -240,7 +251,7 @@ class SyncWorker:
 
     def __init__(self, *, state_dir, public_dir, runner, records, outbox, credentials, clock,
                  max_concurrent, log_retention, site=None, program_runner=None,
-                 progress_interval=PROGRESS_INTERVAL, verify_interval=3600.0, watch=None):
+                 progress_interval=PROGRESS_INTERVAL, verify_interval=3600.0, watch=None, repair_delay=0.0):
         self.public_dir = public_dir
         self.site = site   # a traces.Site: who this slave is in trace files
         self.runners = Runners(runner, program_runner or ProgramRunner())
@@ -261,6 +272,9 @@ class SyncWorker:
         # Edits to a published tree between two walks that leave its directories' times alone. A tree
         # is watched from just after its pull's report until the next pull of the project starts.
         self.watch = watch if watch is not None else TreeWatch()
+        # Seconds an edited tree is left alone before it is pulled again (the run it holds), 0: it
+        # waits for the project's next pull.
+        self.repair_delay = repair_delay
         self.work_root = os.path.join(state_dir, "transfers")
         ensure_private_dir(self.work_root)
         self.orders_dir = os.path.join(state_dir, "orders")
@@ -324,6 +338,52 @@ class SyncWorker:
             else:
                 self._submit(record)
         self.take_queued()
+        for project in self.published.projects():
+            self._submit_own(project, WATCH, {"project": project, "run_id": 0})
+
+    def repair_edited(self):
+        """Pull again each published tree that was edited behind this slave's back and then left alone
+        for ``repair_delay`` seconds, from the run's snapshot it holds. Returns the projects sent."""
+        if not self.is_leader or self.repair_delay <= 0:
+            return []
+        sent = []
+        for project in self.watch.due(self.repair_delay):
+            order = self._held_order(project)
+            if order is None:
+                log.warning("%s: its edited tree cannot be pulled again now (no order of the run it holds "
+                            "is noted); the next pull of it pulls in full", project)
+            elif self._submit_own(project, REPAIR, order):
+                log.info("%s: pulling run %s again to repair its tree, edited outside mirror-sync",
+                            project, order["run_id"])
+                sent.append(project)
+        return sent
+
+    def _held_order(self, project):
+        """The order of the run whose tree ``project`` publishes, as this slave verified it, or None."""
+        enrollment = self._enrollment()
+        held = self.published.get(project)
+        mark = self.published.newest(project, enrollment) if enrollment is not None else None
+        if not held or mark is None or not mark["ok"] or mark["digest"] != held.get("digest"):
+            return None
+        order = held.get("order")
+        if not isinstance(order, dict):   # noted by a release before repairs: the run's record has it
+            record = self.records.get(mark["run_id"], project)
+            order = record.get("order") if record is not None and record.get("state") == SUCCESS else None
+            if not isinstance(order, dict):
+                return None
+        return dict(order, project=project, run_id=mark["run_id"], catchup=False, changes=False, change_list=None)
+
+    def _submit_own(self, project, kind, order):
+        """Queue work of the slave's own (REPAIR, WATCH) on ``project``'s tree, unless a pull of it is
+        running or waiting (which does it anyway) or the slave stops; returns whether it was queued."""
+        with self._lock:
+            if self._stopping or project in self._slots:
+                return False
+            pull = _Pull(order, [], kind=kind)
+            self._slots[project] = _Slot(pull)
+            self._ready.put(pull)
+            self._start_threads()
+            return True
 
     # --- orders ---------------------------------------------------------
 
@@ -516,11 +576,15 @@ class SyncWorker:
 
     def _run(self, pull):
         with self._lock:
-            if self._stopping or not pull.run_ids:
+            if self._stopping or not (pull.run_ids or pull.kind != ORDER):
                 return  # stopping, or every run it was for was cancelled
             pull.started = True
-            run_ids, order = list(pull.run_ids), pull.order
+            run_ids, order, kind = list(pull.run_ids), pull.order, pull.kind
         project = order["project"]
+        if kind == WATCH:
+            return self._watch_again(project)
+        if kind == REPAIR:
+            return self._repair(pull, order)
         enrollment = self._enrollment()
         superseded = self._superseded(order, enrollment)
         if superseded is not None:
@@ -581,6 +645,43 @@ class SyncWorker:
             # After the report: deleting a whole old tree can take a while.
             self.publisher.prune(project, previous)
         self.records.prune(KEEP_RECORDS)
+
+    def _watch_again(self, project):
+        """After a start, watch ``project``'s published tree again; a directory not as it was left (a name
+        made, removed or renamed while no slave ran) counts as an edit."""
+        entries = self.published.manifest(project)
+        if entries is None:
+            return
+        tree = self.publisher.tree_path(project)
+        if not self.watch.arm(project, tree, digests.directories(entries)):
+            return
+        touched = transfers.touched_directories(tree, entries)
+        if touched:
+            log.warning("%s: its published tree was changed while this slave was not running, first at: %s",
+                        project, ", ".join(map(repr, touched)))
+            self.watch.note(project, touched)
+
+    def _repair(self, pull, order):
+        project = order["project"]
+        enrollment = self._enrollment()
+        result, previous, digest, remember = self._pull(order, pull.cancel)
+        if enrollment is not None:
+            try:
+                self.published.note_pull(project, enrollment, order["run_id"], result.ok, digest)
+            except OSError as error:
+                log.error("cannot note that %s pulled run %s again: %s", project, order["run_id"], error)
+        if remember is not None:
+            try:
+                remember()
+            except OSError as error:
+                log.error("what %s published for run %s cannot be noted: %s", project, order["run_id"], error)
+                self.published.forget(project)
+        if not result.ok:
+            log.warning("%s: its tree could not be repaired from run %s: %s; the next pull of it pulls in full",
+                        project, order["run_id"], result.error)
+            return
+        log.warning("%s: repaired: its tree is run %s's again", project, order["run_id"])
+        self.publisher.prune(project, previous)
 
     def _enrollment(self):
         """This slave's present enrollment (Credentials.enrollment), or None before it enrolled."""
@@ -719,7 +820,8 @@ class SyncWorker:
             if entries is not None:   # 10 ms for the 1,000 directories of 100,000 files: after the report
                 self.watch.arm(project, tree, digests.directories(entries))
             self.published.remember(project, order.get("snapshot"), digest, entries, walked_at=walked,
-                                    base=held_entries, edits=edits)
+                                    base=held_entries, edits=edits,
+                                    order=dict(_order_fields(order), changes=False, change_list=None))
         return result, previous, digest, remember
 
     def _bring_edited_again(self, project, tree, publication, seen):

@@ -97,11 +97,14 @@ class PublishedTrees:
             journal = None
         return _identity(self._manifest_path(project)), journal
 
-    def remember(self, project, snapshot, digest, entries=None, walked_at=None, base=None, edits=None):
+    def remember(self, project, snapshot, digest, entries=None, walked_at=None, base=None, edits=None,
+                 order=None):
         """Note the verified tree; with ``entries`` its manifest too, ``walked_at`` (epoch seconds) when a
         whole walk last confirmed it. With ``edits`` (``digests.splice``'s) from ``base``, the manifest
         saved before, only those edits are written, appended to it, until they hold a tenth of its entries
-        (JOURNAL_SHARE): a pull's bookkeeping costs what it changed, not a write of the whole manifest."""
+        (JOURNAL_SHARE): a pull's bookkeeping costs what it changed, not a write of the whole manifest.
+        ``order``: the order the tree was pulled by, to pull it again when it is edited behind the
+        slave's back (its change list left out)."""
         held = self.get(project) or {}
         if entries is not None:
             if not (edits is not None and self._append(project, base, entries, edits)):
@@ -113,7 +116,16 @@ class PublishedTrees:
         write_json_atomically(self._path(project), {
             "snapshot": snapshot, "digest": digest,
             "walked_at": walked_at if walked_at is not None else (held.get("walked_at") if entries else None),
+            "order": order,
         }, mode=0o600)
+
+    def projects(self):
+        """The projects with a published tree noted."""
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return sorted(name[:-len(".json")] for name in names if name.endswith(".json"))
 
     def _append(self, project, base, entries, edits):
         """Append ``edits`` to the saved manifest when it is ``base``, as saved; returns whether it did."""
@@ -383,15 +395,24 @@ def touched_since(tree, held_entries):
     renamed in it moves its time): the tree was changed behind the slave's back. Looks at directories
     only, a hundredth of a mirror's entries, kept with the manifest (``digests.directories``). A ``tree``
     that is a symlink (atomic publishing) is followed."""
+    return bool(touched_directories(tree, held_entries, limit=1))
+
+
+def touched_directories(tree, held_entries, limit=5):
+    """The first directories of the published ``tree`` (up to ``limit``) not as this slave left them."""
     tree = os.path.realpath(tree)
+    touched = []
     for path, entry in digests.directories(held_entries).items():
         try:
             st = os.lstat(os.path.join(tree, path) if path != "." else tree)
         except OSError:
-            return True
-        if not stat.S_ISDIR(st.st_mode) or int(st.st_mtime) != entry.mtime or stat.S_IMODE(st.st_mode) != entry.mode:
-            return True
-    return False
+            st = None
+        if st is None or not stat.S_ISDIR(st.st_mode) or int(st.st_mtime) != entry.mtime \
+                or stat.S_IMODE(st.st_mode) != entry.mode:
+            touched.append(path)
+            if len(touched) >= limit:
+                break
+    return touched
 
 
 def distrust(tree, paths):

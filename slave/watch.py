@@ -23,6 +23,7 @@ import logging
 import os
 import select
 import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ except ImportError:  # not Linux: no watches
 
 # Paths kept per project: named in the log and the part's warning, and brought again by the next pull.
 KEPT_PATHS = 1000
+# A tree edited without a pause for this many times REPAIR_DELAY is repaired all the same.
+QUIET_CAP = 6
 
 
 class Seen:
@@ -44,15 +47,24 @@ class Seen:
         self.count = 0
         self.overflowed = False    # the kernel dropped events: what happened is not known
         self.dropped = False       # more paths were edited than kept
+        self.first_at = None       # time.monotonic() of the first edit seen, and of the last
+        self.last_at = None
+        self.handed = False        # given out by ``due`` once
 
     def note(self, path):
         self.count += 1
+        self.stamp()
         if path in self.paths:
             return
         if len(self.paths) < KEPT_PATHS:
             self.paths[path] = None
         else:
             self.dropped = True
+
+    def stamp(self):
+        self.last_at = time.monotonic()
+        if self.first_at is None:
+            self.first_at = self.last_at
 
     @property
     def changed(self):
@@ -66,9 +78,11 @@ class Seen:
 class TreeWatch:
     """inotify watches on the directories of each published tree, read by one thread."""
 
-    def __init__(self, enabled=True):
-        """``enabled`` False (WATCH_TREES off): nothing is watched, and nothing said about it."""
+    def __init__(self, enabled=True, repair_delay=0.0):
+        """``enabled`` False (WATCH_TREES off): nothing is watched, and nothing said about it.
+        ``repair_delay`` (REPAIR_DELAY) only words the log: when an edited tree is pulled again."""
         self.enabled = enabled
+        self.repair_delay = repair_delay
         self._lock = threading.Lock()
         self._inotify = None
         self._thread = None
@@ -116,6 +130,37 @@ class TreeWatch:
                 self._dirs[descriptor] = (project, relative)
             self._projects[project] = (descriptors, Seen())
         return True
+
+    def due(self, quiet, now=None):
+        """Projects whose watched tree was edited and has been left alone for ``quiet`` seconds since the
+        last edit (or edited for ``QUIET_CAP`` times that long without a pause), each given once per watch:
+        the slave pulls those trees again (REPAIR_DELAY) rather than wait for their next pull."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self._inotify is not None:
+                self._drain()
+            due = []
+            for project, (_, seen) in self._projects.items():
+                if seen.changed and not seen.handed and (
+                        now - seen.last_at >= quiet or now - seen.first_at >= QUIET_CAP * quiet):
+                    seen.handed = True
+                    due.append(project)
+            return due
+
+    def note(self, project, paths):
+        """Count ``paths`` of ``project``'s watched tree as edited: what a look at the tree found that
+        happened while it was not watched (the slave was down). Returns whether the tree is watched."""
+        with self._lock:
+            watched = self._projects.get(project)
+            if watched is None:
+                return False
+            seen = watched[1]
+            for path in paths:
+                seen.note(path)
+            if not paths:
+                seen.overflowed = True   # changed, where is not known
+                seen.stamp()
+            return True
 
     def close(self):
         self._stopping.set()
@@ -188,6 +233,7 @@ class TreeWatch:
             if event.mask & flags.Q_OVERFLOW:
                 for project, (_, seen) in self._projects.items():
                     seen.overflowed = True
+                    seen.stamp()
                     self._warn_once(("overflow", project), f"{project}: edits to its tree came faster than they "
                                                            "could be read: its next pull checks it whole")
                 continue
@@ -201,9 +247,10 @@ class TreeWatch:
             name = os.fsdecode(event.name) if event.name else ""
             path = os.path.join(directory, name) if directory != "." and name else (name or directory)
             seen = self._projects[project][1]
-            if not seen.changed:   # said at once, for the admin; the next pull repairs it
-                log.warning("%s: its published tree was edited outside mirror-sync, first at %r; the next "
-                            "pull of it pulls in full, which repairs it", project, path)
+            if not seen.changed:   # said at once, for the admin
+                log.warning("%s: its published tree was edited outside mirror-sync, first at %r; %s", project, path,
+                            f"it is pulled again once left alone for {self.repair_delay:g} s, which repairs it"
+                            if self.repair_delay > 0 else "the next pull of it pulls in full, which repairs it")
             seen.note(path)
 
     def _warn_once(self, key, message):

@@ -341,6 +341,65 @@ def test_more_edits_behind_the_slaves_back_than_it_notes_make_the_next_pull_comp
     assert_trees_equal(upstream.tree, public)
 
 
+REPAIRING = {"MIRRORSYNC_REPAIR_DELAY": "0.3"}
+
+
+@pytest.fixture(params=["delay", "atomic"])
+def repairing(request, master, upstream, tmp_path):
+    """A slave that pulls an edited tree again 0.3 s after the last edit, holding run 1 of ``tricky``."""
+    slave = start_slave(tmp_path / "fixer", "fixer", master.url, log_dir=tmp_path / "logs", extra_env=REPAIRING)
+    request.addfinalizer(lambda: slave.stop())
+    api = ApiClient(master.url, master.admin_token)
+    wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
+             message="fixer online")
+    assert api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url,
+                                              "publish": request.param}).status_code == 201
+    first = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
+    assert first["state"] == "success", first
+    slave.wait_for_log(f"pulled tricky for run {first['id']}")   # watched once its report went
+    return api, first, slave
+
+
+def test_an_edited_tree_left_alone_is_pulled_again_from_the_run_it_holds_without_a_new_run(
+        repairing, master, upstream):
+    api, first, slave = repairing
+    public = slave.tree("tricky")
+    rewrite_keeping_size_and_time(public / "a" / "b" / "c" / "deep.txt", b"DEEP\n")
+    os.chmod(public / "run.sh", 0o600)
+    (public / "dir with space" / "planted.txt").write_text("not from upstream\n")
+    slave.wait_for_log(f"tricky: repaired: its tree is run {first['id']}'s again")
+    assert "tricky: its published tree was edited outside mirror-sync, first at 'a/b/c/deep.txt'" in slave.log_text()
+    assert_trees_equal(upstream.tree, public)
+    assert [run["id"] for run in api.get("/api/v1/projects/tricky/runs").json()] == [first["id"]]
+    assert api.get(f"/api/v1/runs/{first['id']}").json()["slaves"] == first["slaves"], "the master is not asked"
+
+    # The repaired tree is watched again, and the repair's own writes did not count.
+    (public / "a" / "b" / "sibling.txt").write_bytes(b"again\n")
+    wait_for(lambda: slave.log_text().count("tricky: repaired:") == 2, 20, message="repaired again")
+    assert_trees_equal(upstream.tree, public)
+
+
+def test_a_tree_changed_while_its_slave_was_down_is_repaired_after_the_start(repairing, master, upstream, tmp_path):
+    api, first, slave = repairing
+    slave.stop()
+    public = slave.tree("tricky")
+    (public / "dir with space" / "planted.txt").write_text("not from upstream\n")
+    os.unlink(public / "a" / "b" / "sibling.txt")
+    restarted = start_slave(slave.root, "fixer", master.url, port=slave.port, log_dir=tmp_path / "logs",
+                            extra_env=REPAIRING)
+    try:
+        restarted.wait_for_log(f"tricky: repaired: its tree is run {first['id']}'s again")
+        assert "tricky: its published tree was changed while this slave was not running, first at: " \
+               in restarted.log_text()
+        assert_trees_equal(upstream.tree, public)
+        # Watched from the start on: an edit now is repaired too, with no pull in between.
+        (public / "top-level.txt").write_text("planted after the start\n")
+        wait_for(lambda: restarted.log_text().count("tricky: repaired:") == 2, 20, message="repaired again")
+        assert_trees_equal(upstream.tree, public)
+    finally:
+        restarted.stop()
+
+
 def test_a_file_changed_in_place_is_found_by_the_walk_and_repaired_by_catch_up(master, upstream, tmp_path):
     """What leaves every directory as it was (a mode, a time, a size rewritten in place) while no slave
     watched the tree (it was stopped) shows when the slave walks its tree: at every pull with

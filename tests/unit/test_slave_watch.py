@@ -177,3 +177,50 @@ def test_the_slave_watches_its_trees_unless_watch_trees_is_off(tmp_path, setting
         assert services(app).worker.watch.enabled is enabled
     finally:
         services(app).stop(5)
+
+
+def test_an_edited_tree_is_due_for_repair_once_left_alone_and_only_once(watch, tree):
+    assert watch.arm("p", tree, DIRECTORIES) and watch.arm("q", tree / "a", ["."])
+    (tree / "top.txt").write_text("edited\n")
+    assert watch.due(10) == [], "edited just now: not left alone yet"
+    seen_at = watch._projects["p"][1].last_at
+    assert watch.due(10, now=seen_at + 9.9) == []
+    assert watch.due(10, now=seen_at + 10) == ["p"], "q was not edited"
+    assert watch.due(10, now=seen_at + 100) == [], "given out once per watch"
+    assert watch.take("p").changed, "the pull that repairs it still takes what was seen"
+    assert watch.arm("p", tree, DIRECTORIES)
+    assert watch.due(10, now=seen_at + 1000) == [], "watched anew after that pull"
+
+
+def test_a_tree_edited_without_a_pause_is_due_after_a_bounded_wait(watch, tree):
+    assert watch.arm("p", tree, DIRECTORIES)
+    (tree / "top.txt").write_text("edited\n")
+    watch.due(10)   # reads the edit
+    seen = watch._projects["p"][1]
+    seen.last_at = seen.first_at + watch_module.QUIET_CAP * 10 - 1   # an edit a second ago, and on and on
+    assert watch.due(10, now=seen.last_at + 0.5) == []
+    assert watch.due(10, now=seen.first_at + watch_module.QUIET_CAP * 10) == ["p"]
+
+
+def test_paths_found_changed_while_unwatched_count_as_edits_of_a_watched_tree(watch, tree):
+    assert not watch.note("p", ["a"]), "not watched: nothing to note"
+    assert watch.arm("p", tree, DIRECTORIES)
+    assert watch.note("p", ["a", "a/b"])
+    seen = watch.take("p")
+    assert list(seen.paths) == ["a", "a/b"] and seen.complete
+    assert watch.arm("p", tree, DIRECTORIES) and watch.note("p", [])
+    seen = watch.take("p")
+    assert seen.changed and not seen.complete, "changed where is not known: the pull compares contents"
+
+
+def test_the_log_says_when_an_edited_tree_is_pulled_again(tree, caplog):
+    watcher = TreeWatch(repair_delay=10)
+    try:
+        assert watcher.arm("p", tree, DIRECTORIES)
+        with caplog.at_level(logging.WARNING, logger="slave.watch"):
+            (tree / "top.txt").write_text("edited\n")
+            watcher.take("p")
+        [said] = [record.getMessage() for record in caplog.records]
+        assert said.endswith("it is pulled again once left alone for 10 s, which repairs it"), said
+    finally:
+        watcher.close()
