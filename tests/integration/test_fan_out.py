@@ -121,15 +121,20 @@ def more_awkward_changes(root):
 @pytest.fixture(params=["delay", "atomic"])
 def synced(request, master, mirror1, upstream):
     """mirror1 holds run 1 of project ``tricky``, pulled in full, published in place or atomically."""
+    return pulled_once(master, mirror1, upstream, request.param)
+
+
+def pulled_once(master, slave, upstream, publish):
+    """``slave``, the master's only one, holds run 1 of a new project ``tricky``: (api, run 1)."""
     api = ApiClient(master.url, master.admin_token)
     wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
-             message="mirror1 online")
+             message=f"{slave.slave_name} online")
     assert api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url,
-                                              "publish": request.param}).status_code == 201
+                                              "publish": publish}).status_code == 201
     first = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
     assert first["state"] == "success", first
     assert first["digest"] and first["slaves"][0]["digest"] == first["digest"]
-    mirror1.wait_for_log(f"pulled tricky for run {first['id']}")   # its tree noted, after the report
+    slave.wait_for_log(f"pulled tricky for run {first['id']}")   # its tree noted and watched, after the report
     return api, first
 
 
@@ -349,15 +354,7 @@ def repairing(request, master, upstream, tmp_path):
     """A slave that pulls an edited tree again 0.3 s after the last edit, holding run 1 of ``tricky``."""
     slave = start_slave(tmp_path / "fixer", "fixer", master.url, log_dir=tmp_path / "logs", extra_env=REPAIRING)
     request.addfinalizer(lambda: slave.stop())
-    api = ApiClient(master.url, master.admin_token)
-    wait_for(lambda: [s["state"] for s in api.get("/api/v1/slaves").json()] == ["online"], 20,
-             message="fixer online")
-    assert api.post("/api/v1/projects", json={"name": "tricky", "upstream": upstream.url,
-                                              "publish": request.param}).status_code == 201
-    first = wait_run_finished(master.url, master.admin_token, trigger(api, "tricky"))
-    assert first["state"] == "success", first
-    slave.wait_for_log(f"pulled tricky for run {first['id']}")   # watched once its report went
-    return api, first, slave
+    return (*pulled_once(master, slave, upstream, request.param), slave)
 
 
 def test_an_edited_tree_left_alone_is_pulled_again_from_the_run_it_holds_without_a_new_run(
