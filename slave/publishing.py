@@ -183,30 +183,32 @@ class Publisher:
             _remove_quietly(os.path.join(snapshots, name))
 
     def prune(self, project, previous=None):
-        """Delete every snapshot of ``project`` but the live one and ``previous``. Never raises."""
+        """Delete every snapshot of ``project`` but the live one and ``previous``; returns whether one went
+        (its files' links gone, the files it shared with the live tree have a new ctime). Never raises."""
         if previous == KEEP_SNAPSHOTS:
-            return
+            return False
         snapshots = self.snapshots_path(project)
         try:
             names = os.listdir(snapshots)
         except FileNotFoundError:
-            return
+            return False
         except OSError as error:
             log.warning("cannot list the snapshots of %s: %s", project, error)
-            return
+            return False
         kind, live = self._inspect_quietly(project)
         if kind == FOREIGN:
-            return
+            return False
         keep = {live if kind == SNAPSHOT else None, previous} - {None}
-        for name in names:
-            if name not in keep:
-                _remove_quietly(os.path.join(snapshots, name))
+        doomed = [name for name in names if name not in keep]
+        for name in doomed:
+            _remove_quietly(os.path.join(snapshots, name))
         if not keep:
             for path in (snapshots, os.path.dirname(snapshots)):
                 try:
                     os.rmdir(path)
                 except OSError:
                     break
+        return bool(doomed)
 
     def remove_leftovers(self):
         """Delete half-pulled snapshots and half-done swaps that a stopped slave left; returns how many."""

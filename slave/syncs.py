@@ -34,6 +34,7 @@ from slave.credentials import create_json_exclusively, ensure_private_dir, read_
 from slave import transfers
 from slave.progress import ProgressReporter
 from slave.publishing import DELAY, KEEP_SNAPSHOTS, Publisher, PublishError
+from slave import watch as watch_module
 from slave.watch import TreeWatch
 
 log = logging.getLogger(__name__)
@@ -217,8 +218,9 @@ class _Pull:
         """Another order joins this pull, and every run id it holds gets the same result. The newest
         run's order is the one pulled, whatever came last: orders can cross on the way (a catch-up
         sent just before a new run's dispatch), and pulling the older one would take the tree back.
-        A repair or a watch not started yet becomes that order's pull, which repairs the tree too."""
-        if self.kind != ORDER:
+        A repair not started yet becomes that order's pull, which repairs the tree too (a watch set up
+        again after a start goes first: what it finds is the pull's to repair)."""
+        if self.kind == REPAIR:
             self.kind, self.order, self.orders, self.run_ids = ORDER, order, {order["run_id"]: order}, [order["run_id"]]
             return
         if order["run_id"] > self.order["run_id"]:
@@ -515,8 +517,8 @@ class SyncWorker:
                 self._slots[order["project"]] = _Slot(pull)
                 self._ready.put(pull)
                 self._start_threads()
-            elif not slot.current.started:
-                slot.current.absorb(order)
+            elif not slot.current.started and slot.current.kind != WATCH:
+                slot.current.absorb(order)   # a repair not started yet gives way to it
             elif slot.pending is None:
                 slot.pending = _Pull(order, [order["run_id"]])
             else:
@@ -643,22 +645,26 @@ class SyncWorker:
             log.warning("pull of %s for run %s failed: %s", project, order["run_id"], error)
         if result.ok:
             # After the report: deleting a whole old tree can take a while.
-            self.publisher.prune(project, previous)
+            self._prune(project, previous)
         self.records.prune(KEEP_RECORDS)
 
     def _watch_again(self, project):
-        """After a start, watch ``project``'s published tree again; a directory not as it was left (a name
-        made, removed or renamed while no slave ran) counts as an edit."""
+        """After a start, watch ``project``'s published tree again. What changed while no slave watched it
+        counts as an edit: each entry whose ctime is later than the slave left the tree, or, for a tree
+        noted by a release before that was kept, each directory not as it was left."""
         entries = self.published.manifest(project)
+        held = self.published.get(project) or {}
         if entries is None:
             return
         tree = self.publisher.tree_path(project)
         if not self.watch.arm(project, tree, digests.directories(entries)):
             return
-        touched = transfers.touched_directories(tree, entries)
+        since = held.get("settled_at_ns")
+        touched = transfers.changed_since(tree, since, watch_module.KEPT_PATHS + 1) if isinstance(since, int) \
+            else transfers.touched_directories(tree, entries)
         if touched:
             log.warning("%s: its published tree was changed while this slave was not running, first at: %s",
-                        project, ", ".join(map(repr, touched)))
+                        project, ", ".join(map(repr, touched[:5])))
             self.watch.note(project, touched)
 
     def _repair(self, pull, order):
@@ -681,7 +687,14 @@ class SyncWorker:
                         project, order["run_id"], result.error)
             return
         log.warning("%s: repaired: its tree is run %s's again", project, order["run_id"])
-        self.publisher.prune(project, previous)
+        self._prune(project, previous)
+
+    def _prune(self, project, previous):
+        if self.publisher.prune(project, previous):
+            try:
+                self.published.settle(project)
+            except OSError as error:   # a file the old snapshot shared may count as edited after a restart
+                log.error("cannot note that %s's tree is settled: %s", project, error)
 
     def _enrollment(self):
         """This slave's present enrollment (Credentials.enrollment), or None before it enrolled."""

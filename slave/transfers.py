@@ -28,6 +28,7 @@ import os
 import stat
 import tempfile
 import threading
+import time
 
 from common import digests
 from common.rsync import RsyncJob
@@ -116,8 +117,16 @@ class PublishedTrees:
         write_json_atomically(self._path(project), {
             "snapshot": snapshot, "digest": digest,
             "walked_at": walked_at if walked_at is not None else (held.get("walked_at") if entries else None),
-            "order": order,
+            "order": order, "settled_at_ns": time.time_ns(),
         }, mode=0o600)
+
+    def settle(self, project):
+        """Note that the slave is done with the published tree for now (``settled_at_ns``): an entry whose
+        ctime is later was changed by someone else (``changed_since``). After the pull's old snapshots
+        went: a file they shared with the tree had its link count, and so its ctime, moved."""
+        held = self.get(project)
+        if held is not None:
+            write_json_atomically(self._path(project), dict(held, settled_at_ns=time.time_ns()), mode=0o600)
 
     def projects(self):
         """The projects with a published tree noted."""
@@ -413,6 +422,33 @@ def touched_directories(tree, held_entries, limit=5):
             if len(touched) >= limit:
                 break
     return touched
+
+
+def changed_since(tree, since_ns, limit):
+    """The first paths (up to ``limit``, "." the root) of the published ``tree`` whose inode changed after
+    ``since_ns`` (its ctime, which no one can set back: a file rewritten, even with its size and time put
+    back, its mode or owner changed, a name made or removed in a directory). One lstat of every entry."""
+    root = os.path.realpath(tree)
+    changed = []
+    pending = [""]
+    while pending and len(changed) < limit:
+        relative = pending.pop()
+        path = os.path.join(root, relative) if relative else root
+        try:
+            if os.lstat(path).st_ctime_ns > since_ns:
+                changed.append(relative or ".")
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    name = os.path.join(relative, entry.name) if relative else entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(name)
+                    elif entry.stat(follow_symlinks=False).st_ctime_ns > since_ns and len(changed) < limit:
+                        changed.append(name)
+        except FileNotFoundError:
+            changed.append(relative or ".")
+        except OSError:
+            continue   # what cannot be read is the walk's to find
+    return changed
 
 
 def distrust(tree, paths):

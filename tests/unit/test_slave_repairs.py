@@ -3,11 +3,12 @@ without a new order: the worker's side, with a fake rsync that writes the tree a
 
 import json
 import os
+import time
 
 import pytest
 
-from slave import watch as watch_module
-from slave.syncs import ORDER, REPAIR, _Pull
+from slave import transfers, watch as watch_module
+from slave.syncs import ORDER, REPAIR, WATCH, _Pull, _Slot
 from tests.support.fakes import FakeRsyncRunner
 from tests.support.processes import wait_for
 from tests.unit.test_slave_orders import an_order, make_slave, order, outbox, runner, services, wait_idle  # noqa: F401 (fixtures)
@@ -94,3 +95,80 @@ def test_with_repair_delay_zero_an_edited_tree_waits_for_the_next_pull(make_slav
     wait_for(lambda: worker.watch._projects["debian"][1].changed, 5, message="the edit seen")
     assert worker.repair_edited() == [] and len(writing.jobs) == 1
     assert worker.watch.take("debian").changed, "left for the next pull"
+
+
+def rewrite_keeping_size_and_time(path, content):
+    before = path.stat()
+    path.write_bytes(content)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_what_changed_since_the_tree_was_settled_is_found_by_its_ctime(tmp_path):
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    for name in ("a/b/leaf.txt", "a/kept.txt", "top.txt"):
+        (tree / name).write_text("same\n")
+    os.symlink("top.txt", tree / "link")
+    settled = time.time_ns()
+    assert transfers.changed_since(tree, settled, 10) == []
+    wait_for(lambda: clock_passed(tmp_path / "probe", settled), 1, interval=0.001,
+             message="the file system's clock past the note")   # it ticks coarser than time_ns
+    rewrite_keeping_size_and_time(tree / "a" / "b" / "leaf.txt", b"diff\n")   # size and time as they were
+    os.chmod(tree / "top.txt", 0o600)
+    (tree / "a" / "new.txt").write_text("new\n")
+    found = transfers.changed_since(tree, settled, 10)
+    assert sorted(found) == ["a", "a/b/leaf.txt", "a/new.txt", "top.txt"], found
+    assert len(transfers.changed_since(tree, settled, 2)) == 2, "bounded"
+    assert transfers.changed_since(tmp_path / "gone", settled, 10) == ["."]
+
+
+def clock_passed(probe, moment_ns):
+    probe.write_text("")
+    return probe.stat().st_ctime_ns > moment_ns
+
+
+def test_pruning_an_old_snapshot_moves_the_ctimes_it_shared_and_settling_after_it_does_not_count_them(tmp_path):
+    """A file the pruned snapshot shared with the live tree (a hard link) loses a link, which moves its
+    ctime: the tree is noted settled after the prune, or a restart would take the slave's own prune for
+    edits and pull the tree again."""
+    from common.clock import FakeClock
+    from slave.publishing import ATOMIC, Publisher
+    public = tmp_path / "public"
+    public.mkdir()
+    publisher, published = Publisher(str(public), FakeClock()), transfers.PublishedTrees(str(tmp_path / "state"))
+    for run_id in (1, 2, 3):
+        publication = publisher.prepare("p", run_id, ATOMIC)
+        for link in publication.options:
+            if link.startswith("--link-dest="):
+                os.link(os.path.join(link[len("--link-dest="):], "file"), os.path.join(publication.destination, "file"))
+        if not os.path.exists(os.path.join(publication.destination, "file")):
+            with open(os.path.join(publication.destination, "file"), "w") as stream:
+                stream.write("shared by every snapshot\n")
+        previous = publisher.commit(publication)
+        published.remember("p", str(run_id), "sha256:x", [])
+        noted = published.get("p")["settled_at_ns"]
+        wait_for(lambda: clock_passed(tmp_path / "probe", noted), 1, interval=0.001,
+                 message="the file system's clock past the note")   # it ticks coarser than time_ns
+        if publisher.prune("p", previous):
+            assert transfers.changed_since(public / "p", noted, 10) == ["file"], "the prune moved its ctime"
+            published.settle("p")
+            break
+    else:
+        pytest.fail("no snapshot was pruned")
+    assert transfers.changed_since(public / "p", published.get("p")["settled_at_ns"], 10) == []
+
+
+def test_an_order_that_comes_while_a_tree_is_being_watched_again_after_a_start_waits_for_it(make_slave):
+    """What the watch set up again finds (edits while the slave was down) is the order's pull to repair."""
+    worker = services(make_slave()).worker
+    watching = _Pull({"project": "debian", "run_id": 0}, [], kind=WATCH)
+    with worker._lock:
+        worker._slots["debian"] = _Slot(watching)   # queued, not started
+    fields = {k: v for k, v in an_order(run_id=9).items() if k not in ("run_id", "project", "catchup")}
+    worker._submit({"run_id": 9, "project": "debian", "order": fields})
+    slot = worker._slots["debian"]
+    assert slot.current is watching and watching.kind == WATCH and watching.run_ids == []
+    assert slot.pending.kind == ORDER and slot.pending.run_ids == [9]
+    with worker._lock:
+        del worker._slots["debian"]
+        worker._in_flight.clear()
