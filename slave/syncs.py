@@ -206,6 +206,7 @@ class _Pull:
     cancelled_by_master: bool = False
     orders: dict = field(default_factory=dict)   # run id -> its own order, for ``drop``
     kind: str = "order"
+    recheck: bool = False   # an order that took a watch's place: it looks at the tree first
 
     def __post_init__(self):
         self.orders.setdefault(self.order["run_id"], self.order)
@@ -218,9 +219,10 @@ class _Pull:
         """Another order joins this pull, and every run id it holds gets the same result. The newest
         run's order is the one pulled, whatever came last: orders can cross on the way (a catch-up
         sent just before a new run's dispatch), and pulling the older one would take the tree back.
-        A repair not started yet becomes that order's pull, which repairs the tree too (a watch set up
-        again after a start goes first: what it finds is the pull's to repair)."""
-        if self.kind == REPAIR:
+        A repair or a watch not started yet becomes that order's pull, which repairs the tree too; the
+        watch's look for what changed while no slave ran (``recheck``) comes first in it."""
+        if self.kind != ORDER:
+            self.recheck = self.kind == WATCH
             self.kind, self.order, self.orders, self.run_ids = ORDER, order, {order["run_id"]: order}, [order["run_id"]]
             return
         if order["run_id"] > self.order["run_id"]:
@@ -517,8 +519,8 @@ class SyncWorker:
                 self._slots[order["project"]] = _Slot(pull)
                 self._ready.put(pull)
                 self._start_threads()
-            elif not slot.current.started and slot.current.kind != WATCH:
-                slot.current.absorb(order)   # a repair not started yet gives way to it
+            elif not slot.current.started:
+                slot.current.absorb(order)
             elif slot.pending is None:
                 slot.pending = _Pull(order, [order["run_id"]])
             else:
@@ -583,8 +585,10 @@ class SyncWorker:
             pull.started = True
             run_ids, order, kind = list(pull.run_ids), pull.order, pull.kind
         project = order["project"]
+        if kind == WATCH or pull.recheck:
+            self._watch_again(project)   # what it finds, an order's pull repairs
         if kind == WATCH:
-            return self._watch_again(project)
+            return
         if kind == REPAIR:
             return self._repair(pull, order)
         enrollment = self._enrollment()

@@ -9,13 +9,16 @@ change of attributes, new, removed or renamed name in it, and the next pull of
 the project that sees one pulls in full, as it does for a directory whose time
 moved.
 
+An edited tree left alone for REPAIR_DELAY seconds is ``due``: the slave then
+pulls the run it holds again (slave.syncs), without waiting for the next pull.
+
 A watch costs one inotify watch per directory (``fs.inotify.max_user_watches``,
 shared by the user's processes). Where the watches cannot be had (no inotify,
 the limit reached) or the kernel dropped events (its queue overflowed), the
 project is not watched, or counts as changed, and the log says so once: the
 pull then relies on the directories' times and the walks, as without a watch.
-Watches start with the first pull of a project after the slave starts; what
-happened to a tree while no slave watched it is found as before.
+When the slave starts it watches its published trees again, and what changed
+in them while no slave watched is found from the entries' ctimes and ``note``d.
 """
 
 import errno

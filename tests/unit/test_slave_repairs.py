@@ -158,17 +158,27 @@ def test_pruning_an_old_snapshot_moves_the_ctimes_it_shared_and_settling_after_i
     assert transfers.changed_since(public / "p", published.get("p")["settled_at_ns"], 10) == []
 
 
-def test_an_order_that_comes_while_a_tree_is_being_watched_again_after_a_start_waits_for_it(make_slave):
-    """What the watch set up again finds (edits while the slave was down) is the order's pull to repair."""
-    worker = services(make_slave()).worker
+def test_an_order_that_comes_before_the_watch_after_a_start_looks_at_the_tree_first_and_repairs_it(
+        make_slave, writing, tmp_path, caplog):
+    """After a start every published tree is looked at in the background; an order that comes first does
+    that look itself, so a tree rewritten while the slave was down is pulled in full by that order."""
+    app, worker, package = pulled_once(make_slave, writing, tmp_path)
+    worker.watch.take("debian")   # as after a start: not watched yet
+    settled = worker.published.get("debian")["settled_at_ns"]
+    wait_for(lambda: clock_passed(tmp_path / "probe", settled), 1, interval=0.001,
+             message="the file system's clock past the note")
+    rewrite_keeping_size_and_time(package, b"tampered, same size\n"[:len(package.read_bytes())])
     watching = _Pull({"project": "debian", "run_id": 0}, [], kind=WATCH)
     with worker._lock:
         worker._slots["debian"] = _Slot(watching)   # queued, not started
-    fields = {k: v for k, v in an_order(run_id=9).items() if k not in ("run_id", "project", "catchup")}
+    fields = {k: v for k, v in an_order(run_id=9, snapshot="9").items() if k not in ("run_id", "project", "catchup")}
+    worker.records.create(an_order(run_id=9, snapshot="9"), worker.clock.now())
     worker._submit({"run_id": 9, "project": "debian", "order": fields})
-    slot = worker._slots["debian"]
-    assert slot.current is watching and watching.kind == WATCH and watching.run_ids == []
-    assert slot.pending.kind == ORDER and slot.pending.run_ids == [9]
-    with worker._lock:
-        del worker._slots["debian"]
-        worker._in_flight.clear()
+    assert (watching.kind, watching.run_ids, watching.recheck) == (ORDER, [9], True)
+    with caplog.at_level("WARNING", logger="slave.syncs"):
+        worker._ready.put(watching)
+        wait_idle(app)
+    said = " ".join(record.getMessage() for record in caplog.records)
+    assert "debian: its published tree was changed while this slave was not running, first at: 'pool/a.deb'" in said
+    assert "the published tree was changed outside mirror-sync, first at: 'pool/a.deb'; pulled in full" in said
+    assert worker.records.get(9, "debian")["state"] == "success" and package.read_text() == "the run's content\n"
