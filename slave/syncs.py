@@ -10,6 +10,7 @@ new order. How a pulled tree goes public
 (in place, or as a snapshot swapped in) is slave/publishing.py's job.
 """
 
+import contextlib
 import dataclasses
 import datetime
 import fcntl
@@ -283,9 +284,11 @@ class SyncWorker:
         ensure_private_dir(self.work_root)
         self.orders_dir = os.path.join(state_dir, "orders")
         self.cancels_dir = os.path.join(state_dir, "cancels")
+        self.repairs_dir = os.path.join(state_dir, "repairs")   # <project>.json: a running repair's rsync
         self._leader_lock_path = os.path.join(state_dir, "worker.lock")
         ensure_private_dir(self.orders_dir)
         ensure_private_dir(self.cancels_dir)
+        ensure_private_dir(self.repairs_dir)
         self._leader_fd = None
         self._leader_pid = None
         self._lock = threading.Condition()
@@ -341,9 +344,29 @@ class SyncWorker:
                                      error=INTERRUPTED, pid=None)
             else:
                 self._submit(record)
+        self._end_cut_short_repairs()
         self.take_queued()
         for project in self.published.projects():
             self._submit_own(project, WATCH, {"project": project, "run_id": 0})
+
+    def _end_cut_short_repairs(self):
+        """A repair's rsync that a killed slave left behind is ended, and what it half did cleaned up; the
+        look at the tree after the start finds what it changed, and the tree is repaired again."""
+        for name in os.listdir(self.repairs_dir):
+            if name.startswith(".") or not name.endswith(".json"):
+                continue   # a marker half written
+            marker = os.path.join(self.repairs_dir, name)
+            try:
+                pid = read_json(marker).get("pid")
+            except (OSError, ValueError, AttributeError):
+                pid = None
+            project = name[:-len(".json")]
+            log.warning("the repair of %s was cut short by a stop", project)
+            if isinstance(pid, int):
+                end_orphaned_rsync(pid)
+            remove_partial_updates(os.path.join(self.public_dir, project))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(marker)
 
     def repair_edited(self):
         """Pull again each published tree that was edited behind this slave's back and then left alone
@@ -671,10 +694,17 @@ class SyncWorker:
                         project, ", ".join(map(repr, touched[:5])))
             self.watch.note(project, touched)
 
+    def _repair_marker(self, project):
+        return os.path.join(self.repairs_dir, f"{project}.json")
+
     def _repair(self, pull, order):
         project = order["project"]
         enrollment = self._enrollment()
-        result, previous, digest, remember = self._pull(order, pull.cancel)
+        try:
+            result, previous, digest, remember = self._pull(order, pull.cancel)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._repair_marker(project))
         if enrollment is not None:
             try:
                 self.published.note_pull(project, enrollment, order["run_id"], result.ok, digest)
@@ -911,6 +941,9 @@ class SyncWorker:
     def _note_pid(self, project, run_ids, pid):
         """Remember rsync's process group, so a restart after a crash can end it; the first one
         moves the records to syncing."""
+        if not run_ids:   # a repair's: no record holds it
+            write_json_atomically(self._repair_marker(project), {"pid": pid}, mode=0o600)
+            return
         with self._lock:
             started_at = self._started_at.get(project)
         for run_id in run_ids:

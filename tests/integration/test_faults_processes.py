@@ -461,6 +461,43 @@ def test_a_restarted_slave_ends_the_rsync_its_killed_predecessor_left(lone_slave
     wait_gone(orphans, 8, "the rsync left by the killed slave")
 
 
+def test_a_slave_killed_while_it_repairs_its_tree_ends_that_rsync_after_the_restart_and_repairs_it_again(
+        lone_slave_cluster):
+    """A repair (the tree edited behind the slave's back, pulled again from the run it holds) answers no
+    run, so no record holds its rsync's pid: a marker does, and the restart ends that rsync."""
+    cluster = lone_slave_cluster
+    repairing = {"MIRRORSYNC_REPAIR_DELAY": "0.2"}
+    slow = {"MIRRORSYNC_RSYNC_BINARY": cluster.victim.env["MIRRORSYNC_RSYNC_BINARY"], **repairing}
+    port = cluster.victim.port
+    cluster.victim.stop()
+    cluster.victim = cluster._start("mirror2", port=port, extra_env=repairing)   # full speed to start with
+    write_generation(cluster.upstream_tree, GEN2, 1_700_000_100)
+    create_project(cluster.api, "fixed", cluster.daemon.url("mirror"), publish="atomic", timeout=TIMEOUT)
+    cluster.wait_online()
+    first = cluster.sync("fixed")
+    assert first["state"] == "success", first
+    cluster.victim.wait_for_log(f"pulled fixed for run {first['id']}")
+    cluster.victim.stop()
+    cluster.victim = cluster._start("mirror2", port=port, extra_env=slow)        # 16 s for data/big.bin
+    cluster.victim.wait_for_log("listening on")
+    (cluster.victim.tree("fixed") / "data" / "big.bin").unlink()
+
+    cluster.victim.wait_for_log("pulling run 1 again to repair its tree", timeout=20)
+    wait_rsync_under(cluster.victim.root)
+    wait_for(lambda: [path for path in cluster.victim.public_dir.rglob(".big.bin.*")
+                      if path.is_file() and path.stat().st_size > 0], 20,
+             message="mirror2 to be part way through data/big.bin again")
+    cluster.victim.kill9()
+    orphans = set(rsync_processes_under(cluster.victim.root))
+    assert orphans, "the repair's rsync runs in its own session and outlives a kill -9 of the slave"
+    cluster.victim = cluster._start("mirror2", port=port, extra_env=repairing)
+    # The orphan has most of 16 s of pulling ahead: gone within 8 s of the restart means it was ended.
+    wait_gone(orphans, 8, "the repair's rsync left by the killed slave")
+    cluster.victim.wait_for_log("the repair of fixed was cut short by a stop")
+    cluster.victim.wait_for_log("fixed: repaired: its tree is run 1's again", timeout=20)
+    assert_trees_equal(cluster.upstream_tree, cluster.victim.tree("fixed").resolve())
+
+
 def test_sigterm_to_a_slave_mid_pull_reports_it_interrupted_and_leaves_no_rsync(cluster_without_catch_up):
     cluster = cluster_without_catch_up
     _, _, run = cluster.start_generation_2("polite")
