@@ -188,11 +188,22 @@ class ReportSchema(Schema):
     progress = fields.Nested(ProgressSchema, load_default=None, allow_none=True)
 
 
+class EditSchema(Schema):
+    """The last edit a slave saw to one of its published trees behind its back, and its repair."""
+    project = fields.String(required=True, validate=validate_slug)
+    path = ReportText(required=True, validate=validate.Length(min=1, max=4096))   # the first path seen
+    seen_at = fields.AwareDateTime(required=True)
+    # When a pull (the slave's own repair, or the project's next pull) had the run's tree public again.
+    repaired_at = fields.AwareDateTime(load_default=None, allow_none=True)
+
+
 class HeartbeatSchema(Schema):
     """Slave -> master, every HEARTBEAT_INTERVAL: I am alive, reachable at ``url``."""
     url = fields.String(required=True, validate=validate_http_url)
     syncing = fields.List(fields.String(validate=validate_slug), load_default=list,
                           validate=validate.Length(max=10000))
+    # Sent once the master said it takes it (``takes_edits`` in its answer); earlier masters refuse it.
+    last_edit = fields.Nested(EditSchema, load_default=None, allow_none=True)
 
 
 registration_schema = RegistrationSchema()

@@ -214,6 +214,9 @@ class Slave(db.Model):
     public_url = sa.Column(sa.String(512))
     created_at = sa.Column(UTCDateTime, nullable=False)
     last_seen = sa.Column(UTCDateTime)
+    # The last edit the slave saw to one of its published trees behind its back (common.wire.EditSchema,
+    # times as ISO 8601 text), from its heartbeats; None: none seen since it enrolled.
+    last_edit = sa.Column(sa.JSON)
 
 
 class SlaveRun(db.Model):

@@ -210,6 +210,14 @@ class DeleteProjectArgs(Schema):
                            metadata={"description": "cancel a run in progress first, instead of answering 409"})
 
 
+class EditOutSchema(Schema):
+    project = fields.String()
+    path = fields.String(metadata={"description": "the first path seen edited"})
+    seen_at = fields.String(metadata={"description": "when the slave saw it (ISO 8601)"})
+    repaired_at = fields.String(allow_none=True, metadata={
+        "description": "when the run's tree was public again (ISO 8601); null: not yet"})
+
+
 class SlaveSchema(Schema):
     name = fields.String(dump_only=True)
     url = fields.String(dump_only=True)
@@ -221,6 +229,10 @@ class SlaveSchema(Schema):
     public_url = fields.String(dump_only=True, allow_none=True, metadata={
         "description": "where visitors fetch this host's files, such as https://mirror1.example.org; each "
                        "project's public_path joins it on the visitors' page"})
+    last_edit = fields.Nested(EditOutSchema, dump_only=True, allow_none=True, metadata={
+        "description": "the last edit the slave saw to one of its published trees outside mirror-sync "
+                       "(a file written, removed or its mode changed by someone else), and when a pull "
+                       "had the run's tree public again; null: none seen"})
 
 
 class SlavePatchSchema(Schema):

@@ -215,7 +215,8 @@ def _part_progress(entry):
 
 # Slaves
 
-SLAVE_FIELDS = ("name", "url", "enabled", "state", "last_seen", "created_at", "rsync_user", "public_url")
+SLAVE_FIELDS = ("name", "url", "enabled", "state", "last_seen", "created_at", "rsync_user", "public_url",
+                "last_edit")
 
 
 def slave_table(slaves, now):
@@ -238,8 +239,18 @@ def slave_details(slave, now):
         ("enrolled", _moment(slave.get("created_at"), now)),
         ("rsync user", slave.get("rsync_user")),
         ("public url", slave.get("public_url")),
+        ("last edit", _edit(slave.get("last_edit"), now)),
     ]
     return details(f"slave {slave.get('name')}", pairs + _extra(slave, SLAVE_FIELDS))
+
+
+def _edit(edit, now):
+    """The last edit a slave saw behind its back, on one line."""
+    if not edit:
+        return "-"
+    repaired = f"repaired {_moment(edit.get('repaired_at'), now)}" if edit.get("repaired_at") else "not repaired yet"
+    return (f"{edit.get('project')}, first at {edit.get('path')!r}, seen {_moment(edit.get('seen_at'), now)}; "
+            f"{repaired}")
 
 
 # The public status feed

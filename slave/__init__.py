@@ -69,7 +69,7 @@ class SlaveServices:
         self.status_board = StatusBoard(self.worker.records, settings["PUBLIC_DIR"])
         self.heartbeat = Heartbeat(client, self.credentials.load, settings["SLAVE_URL"],
                                    settings["HEARTBEAT_INTERVAL"], self.worker.syncing_projects,
-                                   on_forgotten=self.enroll_again)
+                                   on_forgotten=self.enroll_again, last_edit=self.worker.last_edit)
         self.enrollment_error = None
         self._stopping = threading.Event()
         self._thread = None

@@ -60,7 +60,7 @@ def _warn_about_moves(credentials, name, master_url):
 class Heartbeat:
     """Tells the master every ``interval`` seconds that this slave is alive, from one thread."""
 
-    def __init__(self, client, credentials, url, interval, syncing_projects, on_forgotten=None):
+    def __init__(self, client, credentials, url, interval, syncing_projects, on_forgotten=None, last_edit=None):
         self.client = client
         # (error) -> whether this slave enrolled again; called once when the master no longer knows it.
         self.on_forgotten = on_forgotten
@@ -68,6 +68,8 @@ class Heartbeat:
         self.url = url
         self.interval = interval
         self.syncing_projects = syncing_projects   # () -> [project]
+        self.last_edit = last_edit                 # () -> EditSchema's fields or None
+        self._takes_edits = False                  # the master said so: earlier ones refuse the field
         self._stopping = threading.Event()
         self._thread = None
         self._failing = False
@@ -80,7 +82,11 @@ class Heartbeat:
         if credentials is None:
             return False
         try:
-            answer = self.client.heartbeat(credentials, {"url": self.url, "syncing": self.syncing_projects()})
+            body = {"url": self.url, "syncing": self.syncing_projects()}
+            edit = self.last_edit() if self._takes_edits and self.last_edit is not None else None
+            if edit is not None:
+                body["last_edit"] = edit
+            answer = self.client.heartbeat(credentials, body)
         except SlaveForgotten as error:
             # Enroll again once per time the master forgets this slave; after a refusal, wait quietly
             # until a heartbeat gets through (what to do was logged).
@@ -102,6 +108,7 @@ class Heartbeat:
         elif self._disabled and not disabled:
             log.info("the master has enabled this slave again")
         self._disabled = disabled
+        self._takes_edits = answer.get("takes_edits") is True
         return True
 
     def start(self):

@@ -277,6 +277,9 @@ class SyncWorker:
         # Edits to a published tree between two walks that leave its directories' times alone. A tree
         # is watched from just after its pull's report until the next pull of the project starts.
         self.watch = watch if watch is not None else TreeWatch()
+        self.watch.on_edit = self.saw_edit
+        self._edit_lock = threading.Lock()
+        self._last_edit = None   # EditSchema's fields of the last edit seen, for the heartbeat
         # Seconds an edited tree is left alone before it is pulled again (the run it holds), 0: it
         # waits for the project's next pull.
         self.repair_delay = repair_delay
@@ -348,6 +351,26 @@ class SyncWorker:
         self.take_queued()
         for project in self.published.projects():
             self._submit_own(project, WATCH, {"project": project, "run_id": 0})
+
+    def saw_edit(self, project, path):
+        """Note an edit of ``project``'s published tree behind this slave's back (the first of a watch, or
+        what a pull or a start found) as the last one, unless it is the one noted and not yet repaired."""
+        with self._edit_lock:
+            known = self._last_edit
+            if known is None or known["project"] != project or known["repaired_at"] is not None:
+                self._last_edit = {"project": project, "path": path, "seen_at": _iso(self.clock.now()),
+                                   "repaired_at": None}
+
+    def _saw_repaired(self, project):
+        with self._edit_lock:
+            if self._last_edit is not None and self._last_edit["project"] == project \
+                    and self._last_edit["repaired_at"] is None:
+                self._last_edit = dict(self._last_edit, repaired_at=_iso(self.clock.now()))
+
+    def last_edit(self):
+        """The last edit seen behind this slave's back (EditSchema's fields), or None: for the heartbeat."""
+        with self._edit_lock:
+            return dict(self._last_edit) if self._last_edit is not None else None
 
     def _end_cut_short_repairs(self):
         """A repair's rsync that a killed slave left behind is ended, and what it half did cleaned up; the
@@ -693,6 +716,7 @@ class SyncWorker:
             log.warning("%s: its published tree was changed while this slave was not running, first at: %s",
                         project, ", ".join(map(repr, touched[:5])))
             self.watch.note(project, touched)
+            self.saw_edit(project, touched[0])
 
     def _repair_marker(self, project):
         return os.path.join(self.repairs_dir, f"{project}.json")
@@ -798,6 +822,7 @@ class SyncWorker:
             elif edited:
                 tampered = list(seen.paths)[:5] or ["none found"]
             if tampered:
+                self.saw_edit(project, "." if tampered == ["none found"] else tampered[0])
                 tampered = (f"the published tree was changed outside mirror-sync, first at: "
                             f"{', '.join(map(repr, tampered))}; pulled in full")
                 log.warning("%s: %s", project, tampered)
@@ -863,6 +888,9 @@ class SyncWorker:
         if mismatch:
             self.published.forget(project)  # the next order pulls in full, which repairs the tree
             return dataclasses.replace(result, ok=False, warning=None, error=mismatch), previous, digest, None
+        if tampered:
+            self._saw_repaired(project)
+
         def remember():
             if entries is not None:   # 10 ms for the 1,000 directories of 100,000 files: after the report
                 self.watch.arm(project, tree, digests.directories(entries))

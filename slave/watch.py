@@ -81,11 +81,13 @@ class Seen:
 class TreeWatch:
     """inotify watches on the directories of each published tree, read by one thread."""
 
-    def __init__(self, enabled=True, repair_delay=0.0):
+    def __init__(self, enabled=True, repair_delay=0.0, on_edit=None):
         """``enabled`` False (WATCH_TREES off): nothing is watched, and nothing said about it.
-        ``repair_delay`` (REPAIR_DELAY) only words the log: when an edited tree is pulled again."""
+        ``repair_delay`` (REPAIR_DELAY) only words the log: when an edited tree is pulled again.
+        ``on_edit(project, path)``: called (from the reader, briefly) with the first edit of a watch."""
         self.enabled = enabled
         self.repair_delay = repair_delay
+        self.on_edit = on_edit
         self._lock = threading.Lock()
         self._inotify = None
         self._thread = None
@@ -254,6 +256,8 @@ class TreeWatch:
                 log.warning("%s: its published tree was edited outside mirror-sync, first at %r; %s", project, path,
                             f"it is pulled again once left alone for {self.repair_delay:g} s, which repairs it"
                             if self.repair_delay > 0 else "the next pull of it pulls in full, which repairs it")
+                if self.on_edit is not None:
+                    self.on_edit(project, path)
             seen.note(path)
 
     def _warn_once(self, key, message):

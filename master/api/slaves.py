@@ -80,8 +80,8 @@ class Registration(MethodView):
 class Heartbeat(MethodView):
     @channel.arguments(HeartbeatSchema)
     def post(self, data, name):
-        slaves.record_heartbeat(g.slave, data["url"])
-        return {"status": "ok", "enabled": g.slave.enabled}
+        slaves.record_heartbeat(g.slave, data["url"], data["last_edit"])
+        return {"status": "ok", "enabled": g.slave.enabled, "takes_edits": True}
 
 
 @channel.route("/slaves/<name>/reports")

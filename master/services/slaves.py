@@ -177,10 +177,22 @@ def authenticate_slave(name, headers, method, path, body):
 
 
 @transactions.retried_on_race
-def record_heartbeat(slave, url):
-    """Note that ``slave`` is alive at ``url``; returns whether it had been offline or new."""
+def record_heartbeat(slave, url, last_edit=None):
+    """Note that ``slave`` is alive at ``url``, and the last edit behind its back it saw (EditSchema's);
+    returns whether it had been offline or new."""
     was = slave_state(slave)
     slave.last_seen = now()
+    if last_edit is not None:
+        edit = {name: value.isoformat() if isinstance(value, datetime.datetime) else value
+                for name, value in last_edit.items()}
+        known = slave.last_edit or {}
+        if edit != known:
+            if (edit["project"], edit["seen_at"]) != (known.get("project"), known.get("seen_at")):
+                log.warning("slave %s: its published tree of %s was edited outside mirror-sync, first at %r",
+                            slave.name, edit["project"], edit["path"])
+            if edit["repaired_at"] and edit["repaired_at"] != known.get("repaired_at"):
+                log.info("slave %s: its tree of %s is the run's again", slave.name, edit["project"])
+            slave.last_edit = edit
     keep_parts_alive(slave, slave.last_seen)
     # A disabled slave is told so in the answer, but cannot move where orders would go.
     if url != slave.url and slave.enabled:

@@ -372,6 +372,13 @@ def test_an_edited_tree_left_alone_is_pulled_again_from_the_run_it_holds_without
     assert [run["id"] for run in api.get("/api/v1/projects/tricky/runs").json()] == [first["id"]]
     assert api.get(f"/api/v1/runs/{first['id']}").json()["slaves"] == first["slaves"], "the master is not asked"
 
+    def last_edit():
+        return api.get("/api/v1/slaves/fixer").json()["last_edit"] or {}
+    wait_for(lambda: last_edit().get("repaired_at"), 10, message="the master told of the edit and its repair")
+    assert (last_edit()["project"], last_edit()["path"]) == ("tricky", "a/b/c/deep.txt"), last_edit()
+    assert last_edit()["seen_at"] <= last_edit()["repaired_at"]
+    assert "slave fixer: its published tree of tricky was edited outside mirror-sync" in master.log_text()
+
     # The repaired tree is watched again, and the repair's own writes did not count.
     (public / "a" / "b" / "sibling.txt").write_bytes(b"again\n")
     wait_for(lambda: slave.log_text().count("tricky: repaired:") == 2, 20, message="repaired again")

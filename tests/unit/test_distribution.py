@@ -27,9 +27,9 @@ def signed(client, credentials, path, body, clock, **overrides):
     return client.post(path, data=raw, headers=dict(headers, **{"Content-Type": "application/json"}))
 
 
-def heartbeat(client, credentials, clock, url=None):
+def heartbeat(client, credentials, clock, url=None, **fields):
     path = f"/api/v1/slaves/{credentials['name']}/heartbeat"
-    return signed(client, credentials, path, {"url": url or f"http://{credentials['name']}:7000"}, clock)
+    return signed(client, credentials, path, {"url": url or f"http://{credentials['name']}:7000", **fields}, clock)
 
 
 def report(client, credentials, clock, run_id, state="success", project="debian", **fields):
@@ -302,10 +302,39 @@ def test_report_for_a_run_the_slave_had_no_part_in_is_404(app, client, admin, ma
     assert mismatch.status_code == 422 and "project" in mismatch.json["fields"]
 
 
+def test_the_last_edit_a_slave_saw_behind_its_back_is_kept_shown_and_logged_once(client, admin, clock, caplog):
+    one = enroll(client, "one")
+    assert client.get("/api/v1/slaves/one", headers=admin).json["last_edit"] is None
+    seen = {"project": "debian", "path": "pool/main/a.deb", "seen_at": "2026-12-03T16:00:00+00:00",
+            "repaired_at": None}
+    with caplog.at_level("INFO", logger="master.services.slaves"):
+        for _ in range(2):
+            assert heartbeat(client, one, clock, last_edit=seen).status_code == 200
+        repaired = dict(seen, repaired_at="2026-12-03T16:00:10+00:00")
+        assert heartbeat(client, one, clock, last_edit=repaired).status_code == 200
+        assert heartbeat(client, one, clock).status_code == 200   # no edit since: the last one stays
+    assert client.get("/api/v1/slaves/one", headers=admin).json["last_edit"] == repaired
+    said = [record.getMessage() for record in caplog.records]
+    assert said.count("slave one: its published tree of debian was edited outside mirror-sync, first at "
+                      "'pool/main/a.deb'") == 1, said
+    assert said.count("slave one: its tree of debian is the run's again") == 1, said
+
+
+@pytest.mark.parametrize("bad", [{"project": "../etc", "path": "a", "seen_at": "2026-12-03T16:00:00+00:00"},
+                                 {"project": "debian", "path": "", "seen_at": "2026-12-03T16:00:00+00:00"},
+                                 {"project": "debian", "path": "a", "seen_at": "yesterday"},
+                                 {"project": "debian", "path": "a", "seen_at": "2026-12-03T16:00:00"},
+                                 "debian"])
+def test_a_malformed_last_edit_is_refused_with_422(client, clock, bad):
+    one = enroll(client, "one")
+    answer = heartbeat(client, one, clock, last_edit=bad)
+    assert answer.status_code == 422 and "last_edit" in answer.json["fields"], answer.json
+
+
 def test_heartbeats_make_a_slave_online_then_offline_after_the_timeout(client, admin, clock, app):
     one = enroll(client, "one")
     assert client.get("/api/v1/slaves/one", headers=admin).json["state"] == "new"
-    assert heartbeat(client, one, clock, url="http://moved:7000").json == {"status": "ok", "enabled": True}
+    assert heartbeat(client, one, clock, url="http://moved:7000").json == {"status": "ok", "enabled": True, "takes_edits": True}
     slave = client.get("/api/v1/slaves/one", headers=admin).json
     assert slave["state"] == "online" and slave["url"] == "http://moved:7000"
     assert slave["last_seen"] is not None

@@ -559,6 +559,21 @@ def test_slaves_list_shows_state_and_last_seen(mirrorctl, fake):
     assert lines[1].split()[:4] == ["m1", "online", "5s", "ago"]
 
 
+def test_slaves_show_says_the_last_edit_behind_the_slaves_back_and_its_repair(mirrorctl, fake):
+    slave = {"name": "m1", "url": "http://m1:7000", "enabled": True, "state": "online",
+             "last_seen": "2026-05-09T11:59:55+00:00", "created_at": "2026-05-01T00:00:00+00:00",
+             "rsync_user": "ms-m1", "public_url": None,
+             "last_edit": {"project": "debian", "path": "pool/a.deb", "seen_at": "2026-05-09T11:57:00+00:00",
+                           "repaired_at": None}}
+    fake.on_json("GET", "/slaves/m1", slave)
+    out = mirrorctl("slaves", "show", "m1").stdout
+    assert "debian, first at 'pool/a.deb', seen 2026-05-09 11:57:00 UTC (3m ago); not repaired yet" in out, out
+    slave["last_edit"]["repaired_at"] = "2026-05-09T11:59:30+00:00"
+    fake.on_json("GET", "/slaves/m1", slave)
+    assert "; repaired 2026-05-09 11:59:30 UTC (30s ago)" in mirrorctl("slaves", "show", "m1").stdout
+    assert "{" not in mirrorctl("slaves", "show", "m1").stdout, "not shown again as a raw field"
+
+
 @pytest.mark.parametrize("value, text", [(None, "-"), (0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"),
                                          (1288490189, "1.2 GiB"), (3 * 1024 ** 4, "3.0 TiB")])
 def test_sizes_read_in_binary_units(value, text):

@@ -40,6 +40,8 @@ class FakeMaster:
         self.register_status = 201
         self.report_status = 200
         self.registrations, self.heartbeats, self.reports = [], [], []
+        self.raw_heartbeats = []     # as sent, before the schema fills in defaults
+        self.takes_edits = False     # answer as a master that takes ``last_edit`` (not one before it)
         self.wire = []  # the enrollment as an observer on the network sees it
         self.issued = {"name": NAME, "signing_key": "issued-signing-key", "rsync_user": "ms-mirror1",
                        "rsync_password": "issued-rsync-password"}
@@ -97,12 +99,13 @@ class FakeMaster:
     def _heartbeat(self, name):
         try:
             self._verify(name)
+            self.raw_heartbeats.append(request.get_json())
             self.heartbeats.append(heartbeat_schema.load(request.get_json()))
         except SignatureError as error:
             return self._error(401, str(error))
         except ValidationError as error:
             return self._error(422, json.dumps(error.messages))
-        return jsonify(status="ok", enabled=True)
+        return jsonify(status="ok", enabled=True, **({"takes_edits": True} if self.takes_edits else {}))
 
     def _report(self, name):
         try:
@@ -306,7 +309,7 @@ def test_the_join_token_and_secrets_never_reach_the_logs_or_the_identity_file(tm
 def test_an_enrolled_slave_sends_signed_heartbeats_right_away_and_then_regularly(master, make_slave):
     make_slave(start_background=True, HEARTBEAT_INTERVAL=0.05)
     assert wait_for(lambda: len(master.heartbeats) >= 3)
-    assert master.heartbeats[0] == {"url": SLAVE_URL, "syncing": []}
+    assert master.heartbeats[0] == {"url": SLAVE_URL, "syncing": [], "last_edit": None}
 
 
 def test_a_heartbeat_names_the_projects_being_pulled(master):
@@ -314,7 +317,24 @@ def test_a_heartbeat_names_the_projects_being_pulled(master):
     credentials = _issued_identity(master)
     beat = Heartbeat(client, lambda: credentials, SLAVE_URL, 15, lambda: ["debian", "ubuntu"])
     assert beat.beat()
-    assert master.heartbeats == [{"url": SLAVE_URL, "syncing": ["debian", "ubuntu"]}]
+    assert master.heartbeats == [{"url": SLAVE_URL, "syncing": ["debian", "ubuntu"], "last_edit": None}]
+
+
+def test_the_last_edit_behind_the_slaves_back_goes_with_heartbeats_once_the_master_takes_it(master):
+    """A master before edits were reported refuses a heartbeat with a field it does not know: the edit
+    goes only to one that said it takes it."""
+    client = MasterClient(master.url)
+    credentials = _issued_identity(master)
+    edit = {"project": "debian", "path": "pool/main/a.deb", "seen_at": "2026-12-03T16:00:00+00:00",
+            "repaired_at": None}
+    beat = Heartbeat(client, lambda: credentials, SLAVE_URL, 15, lambda: [], last_edit=lambda: edit)
+    assert beat.beat() and beat.beat()
+    assert [sorted(body) for body in master.raw_heartbeats] == [["syncing", "url"]] * 2
+    master.takes_edits = True
+    assert beat.beat() and beat.beat()
+    assert "last_edit" not in master.raw_heartbeats[2], "the master had not said so yet"
+    assert master.raw_heartbeats[3]["last_edit"] == edit
+    assert master.heartbeats[3]["last_edit"]["path"] == "pool/main/a.deb"
 
 
 def test_heartbeat_failures_are_logged_once_per_outage(caplog):
