@@ -404,7 +404,7 @@ class SyncWorker:
                             "is noted); the next pull of it pulls in full", project)
             elif self._submit_own(project, REPAIR, order):
                 log.info("%s: pulling run %s again to repair its tree, edited outside mirror-sync",
-                            project, order["run_id"])
+                         project, order["run_id"])
                 sent.append(project)
         return sent
 
@@ -678,17 +678,7 @@ class SyncWorker:
                              error=_clip(error), warning=_clip(result.warning), stats=result.stats.to_dict(),
                              pid=None, digest=digest)
         self.outbox.flush(REPORT_FIRST_WAIT)
-        if enrollment is not None:
-            try:
-                self.published.note_pull(project, enrollment, order["run_id"], result.ok, digest)
-            except OSError as error:   # an order of an older run that comes late is pulled after all
-                log.error("cannot note that %s pulled run %s: %s", project, order["run_id"], error)
-        if remember is not None:
-            try:
-                remember()
-            except OSError as error:   # the next pull is a full one: nothing is lost
-                log.error("what %s published for run %s cannot be noted: %s", project, order["run_id"], error)
-                self.published.forget(project)
+        self._note_published(project, enrollment, order, result, digest, remember)
         if result.ok:
             log.info("pulled %s for run %s", project, order["run_id"])
         else:
@@ -729,23 +719,27 @@ class SyncWorker:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._repair_marker(project))
-        if enrollment is not None:
-            try:
-                self.published.note_pull(project, enrollment, order["run_id"], result.ok, digest)
-            except OSError as error:
-                log.error("cannot note that %s pulled run %s again: %s", project, order["run_id"], error)
-        if remember is not None:
-            try:
-                remember()
-            except OSError as error:
-                log.error("what %s published for run %s cannot be noted: %s", project, order["run_id"], error)
-                self.published.forget(project)
+        self._note_published(project, enrollment, order, result, digest, remember)
         if not result.ok:
             log.warning("%s: its tree could not be repaired from run %s: %s; the next pull of it pulls in full",
                         project, order["run_id"], result.error)
             return
         log.warning("%s: repaired: its tree is run %s's again", project, order["run_id"])
         self._prune(project, previous)
+
+    def _note_published(self, project, enrollment, order, result, digest, remember):
+        """After a pull's report: how it ended, and (``remember``) the tree it published, its watch armed."""
+        if enrollment is not None:
+            try:
+                self.published.note_pull(project, enrollment, order["run_id"], result.ok, digest)
+            except OSError as error:   # an order of an older run that comes late is pulled after all
+                log.error("cannot note that %s pulled run %s: %s", project, order["run_id"], error)
+        if remember is not None:
+            try:
+                remember()
+            except OSError as error:   # the next pull is a full one: nothing is lost
+                log.error("what %s published for run %s cannot be noted: %s", project, order["run_id"], error)
+                self.published.forget(project)
 
     def _prune(self, project, previous):
         if self.publisher.prune(project, previous):
