@@ -10,13 +10,13 @@ new order. How a pulled tree goes public
 (in place, or as a snapshot swapped in) is slave/publishing.py's job.
 """
 
+import collections
 import contextlib
 import dataclasses
 import datetime
 import fcntl
 import logging
 import os
-import queue
 import re
 import shutil
 import tempfile
@@ -245,6 +245,32 @@ class _Pull:
 ORDER, REPAIR, WATCH = "order", "repair", "watch"
 
 
+class _ReadyPulls:
+    """The pulls waiting for a thread. An order's pull or a repair goes before every watch: after a start
+    each published tree is looked at in full (``_watch_again``), minutes at 1,000 large trees, and an
+    order must not wait behind them. Which kind a pull is counts when a thread takes it, as a watch that
+    absorbed an order is that order's pull from then on. None (a thread's stop) comes last, so
+    that every pull queued at a stop is still taken and let go."""
+
+    def __init__(self):
+        self._waiting = collections.deque()
+        self._changed = threading.Condition()
+
+    def put(self, pull):
+        with self._changed:
+            self._waiting.append(pull)
+            self._changed.notify()
+
+    def get(self):
+        with self._changed:
+            self._changed.wait_for(lambda: self._waiting)
+            rank = [2 if pull is None else 1 if pull.kind == WATCH else 0 for pull in self._waiting]
+            index = rank.index(min(rank))
+            pull = self._waiting[index]
+            del self._waiting[index]
+            return pull
+
+
 @dataclass(eq=False)
 class _Slot:
     current: _Pull
@@ -299,7 +325,7 @@ class SyncWorker:
         self._reporters = {}   # project -> the ProgressReporter of its running pull
         self._started_at = {}  # project -> when its running pull began, noted with rsync's pid
         self._in_flight = set()
-        self._ready = queue.Queue()
+        self._ready = _ReadyPulls()
         self._threads = []
         self._stopping = False
 

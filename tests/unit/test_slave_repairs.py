@@ -182,3 +182,37 @@ def test_an_order_that_comes_before_the_watch_after_a_start_looks_at_the_tree_fi
     assert "debian: its published tree was changed while this slave was not running, first at: 'pool/a.deb'" in said
     assert "the published tree was changed outside mirror-sync, first at: 'pool/a.deb'; pulled in full" in said
     assert worker.records.get(9, "debian")["state"] == "success" and package.read_text() == "the run's content\n"
+
+
+def test_a_thread_takes_orders_and_repairs_before_watches_and_its_stop_last():
+    from slave.syncs import _ReadyPulls
+    ready = _ReadyPulls()
+    first, second = (_Pull({"project": name, "run_id": 0}, [], kind=WATCH) for name in ("a", "b"))
+    repair, pull = _Pull(an_order(project="c"), [], kind=REPAIR), _Pull(an_order(project="d"), [7])
+    for queued in (first, None, second, repair, pull):
+        ready.put(queued)
+    second.absorb(an_order(run_id=9, project="b"))   # a watch that took an order is that order's pull
+    assert [ready.get() for _ in range(5)] == [second, repair, pull, first, None]
+
+
+def test_an_order_after_a_start_does_not_wait_behind_the_looks_at_other_trees(make_slave, tmp_path):
+    """At a start every published tree is looked at (``_watch_again``); with one thread busy, an order
+    that comes meanwhile is pulled before the looks still queued."""
+    held = TreeWritingRunner(hold=True)
+    app = make_slave(rsync_runner=held, MAX_CONCURRENT_SYNCS="1")
+    worker, done = services(app).worker, []
+    looked = worker._watch_again
+    worker._watch_again = lambda project: (done.append(("look", project)), looked(project))
+    client = app.test_client()
+    assert order(client, an_order(run_id=8)).status_code == 202
+    assert held.wait_started()
+    for project in ("arch", "fedora", "ubuntu"):
+        assert worker._submit_own(project, WATCH, {"project": project, "run_id": 0})
+    assert order(client, an_order(run_id=9, project="pypi")).status_code == 202
+    original = held.run
+    held.run = lambda job, log_path, **kwargs: (done.append(("pull", job.destination.split("/")[-1])),
+                                                 original(job, log_path, **kwargs))[1]
+    held.release()
+    wait_idle(app)
+    assert [what for what, _ in done] == ["pull", "look", "look", "look"], done
+    assert worker.records.get(9, "pypi")["state"] == "success"
