@@ -410,3 +410,25 @@ def test_after_the_database_went_back_an_api_process_started_before_the_schedule
     assert any("DATA_DIR holds runs up to 41" in record.getMessage() for record in caplog.records)
     with create_app(config).app_context():   # the next process finds the database ahead: it moves nothing
         assert runs.request_sync(projects.get_project("debian"), "manual")[0].id == 43
+
+
+def test_a_directory_that_cannot_be_listed_is_named_in_a_warning_and_the_others_still_count(
+        tmp_path, monkeypatch, caplog):
+    from master import runids
+    os.makedirs(tmp_path / ".snapshots" / "debian" / "41")
+    os.makedirs(tmp_path / ".snapshots" / "fedora" / "77")
+    os.makedirs(tmp_path / ".mirrorsync" / "logs" / "debian")
+    (tmp_path / ".mirrorsync" / "logs" / "debian" / "52.log").write_text("")
+    unreadable, listdir = str(tmp_path / ".snapshots" / "fedora"), os.listdir
+
+    def refusing(directory):
+        if os.fspath(directory) == unreadable:
+            raise PermissionError(13, "Permission denied", directory)
+        return listdir(directory)
+
+    monkeypatch.setattr(runids.os, "listdir", refusing)
+    assert runids.highest_on_disk(str(tmp_path)) == 52
+    [warning] = [r for r in caplog.records if r.name == "master.runids"]
+    assert warning.levelname == "WARNING"
+    assert warning.getMessage().startswith(f"cannot list {unreadable} to find the highest run id it names: ")
+    assert "Permission denied" in warning.getMessage()
