@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from common import digests, traces
 from common.errors import Conflict, NotFound
 from common.methods import RSYNC, MethodSpec, Runners, method_for
-from common.processes import ProgramRunner
+from common.processes import ProgramRunner, RunLog
 from common.rsync import RsyncJob, RsyncResult, RsyncStats, end_orphaned_rsync, remove_partial_updates
 from common.runlogs import log_path, prune_logs
 from common.wire import progress_schema
@@ -100,6 +100,17 @@ def _iso(moment):
 
 def _failure(error):
     return RsyncResult(None, False, None, error, False, False, RsyncStats())
+
+
+def _note_in_log(path, text):
+    """Add a line of the slave's own (``# text``) to a run's log, before the rsync output that follows."""
+    try:
+        run_log = RunLog(path)
+    except OSError as error:   # the rsync that follows says why, in the result
+        log.warning("cannot write to the log %s: %s", path, error)
+        return
+    run_log.write(f"# {text}")
+    run_log.close()
 
 
 def _clip(text):
@@ -740,6 +751,9 @@ class SyncWorker:
     def _repair(self, pull, order):
         project = order["project"]
         enrollment = self._enrollment()
+        _note_in_log(log_path(self.logs_root, project, order["run_id"]),
+                     f"{_iso(self.clock.now())}: repairing the published tree, edited outside mirror-sync: "
+                     f"pulling run {order['run_id']} again")
         try:
             result, previous, digest, remember = self._pull(order, pull.cancel)
         finally:
@@ -846,6 +860,7 @@ class SyncWorker:
                 tampered = (f"the published tree was changed outside mirror-sync, first at: "
                             f"{', '.join(map(repr, tampered))}; pulled in full")
                 log.warning("%s: %s", project, tampered)
+                _note_in_log(logs, tampered)
             if plan is None and edited:
                 publication = self._bring_edited_again(project, tree, publication, seen)
             result, kept = None, False

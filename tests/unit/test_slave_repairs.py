@@ -68,6 +68,11 @@ def test_an_edited_tree_left_alone_is_pulled_again_in_full_and_no_run_is_reporte
     [_, again] = writing.jobs
     assert (again.source, again.delete) == ("rsync://ms-mirror1@master.example.org:8730/debian/7/", True)
     assert worker.records.get(7, "debian") == record and outbox(app) == reports, "the master is not told"
+    said = (tmp_path / "state" / "logs" / "debian" / "7.log").read_text().splitlines()
+    [repair] = [line for line in said if "repairing" in line]
+    assert repair.startswith("# ") and repair.endswith(": repairing the published tree, edited outside "
+                                                       "mirror-sync: pulling run 7 again")
+    assert said.index(repair) < len(said) - 1 and said[-1].startswith("fake rsync "), "before its rsync's output"
 
     # Watched again, and the repair's own writes did not count.
     assert worker.repair_edited() == []
@@ -182,6 +187,8 @@ def test_an_order_that_comes_before_the_watch_after_a_start_looks_at_the_tree_fi
     assert "debian: its published tree was changed while this slave was not running, first at: 'pool/a.deb'" in said
     assert "the published tree was changed outside mirror-sync, first at: 'pool/a.deb'; pulled in full" in said
     assert worker.records.get(9, "debian")["state"] == "success" and package.read_text() == "the run's content\n"
+    assert "# the published tree was changed outside mirror-sync, first at: 'pool/a.deb'; pulled in full\n" in \
+        (tmp_path / "state" / "logs" / "debian" / "9.log").read_text(), "the run's log says why it pulled in full"
 
 
 def test_a_thread_takes_orders_and_repairs_before_watches_and_its_stop_last():
