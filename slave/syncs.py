@@ -30,7 +30,7 @@ from common.methods import RSYNC, MethodSpec, Runners, method_for
 from common.processes import ProgramRunner, RunLog
 from common.rsync import RsyncJob, RsyncResult, RsyncStats, end_orphaned_rsync, remove_partial_updates
 from common.runlogs import log_path, prune_logs
-from common.wire import progress_schema
+from common.wire import edit_schema, progress_schema
 from slave.credentials import create_json_exclusively, ensure_private_dir, read_json, write_json_atomically
 from slave import transfers
 from slave.progress import ProgressReporter
@@ -316,7 +316,10 @@ class SyncWorker:
         self.watch = watch if watch is not None else TreeWatch()
         self.watch.on_edit = self.saw_edit
         self._edit_lock = threading.Lock()
-        self._last_edit = None   # EditSchema's fields of the last edit seen, for the heartbeat
+        # EditSchema's fields of the last edit seen, for the heartbeat; kept over a restart, as the
+        # master shows it until a newer one comes.
+        self._last_edit_path = os.path.join(state_dir, "last_edit.json")
+        self._last_edit = self._read_last_edit()
         # Seconds an edited tree is left alone before it is pulled again (the run it holds), 0: it
         # waits for the project's next pull.
         self.repair_delay = repair_delay
@@ -395,14 +398,34 @@ class SyncWorker:
         with self._edit_lock:
             known = self._last_edit
             if known is None or known["project"] != project or known["repaired_at"] is not None:
-                self._last_edit = {"project": project, "path": path, "seen_at": _iso(self.clock.now()),
-                                   "repaired_at": None}
+                self._keep_last_edit({"project": project, "path": path, "seen_at": _iso(self.clock.now()),
+                                      "repaired_at": None})
 
     def _saw_repaired(self, project):
         with self._edit_lock:
             if self._last_edit is not None and self._last_edit["project"] == project \
                     and self._last_edit["repaired_at"] is None:
-                self._last_edit = dict(self._last_edit, repaired_at=_iso(self.clock.now()))
+                self._keep_last_edit(dict(self._last_edit, repaired_at=_iso(self.clock.now())))
+
+    def _keep_last_edit(self, edit):
+        # Called with the edit lock held; edits are rare, and a write is a few hundred bytes.
+        self._last_edit = edit
+        try:
+            write_json_atomically(self._last_edit_path, edit)
+        except OSError as error:   # the heartbeat still says it until a restart
+            log.error("cannot note the last edit of %s's tree: %s", edit["project"], error)
+
+    def _read_last_edit(self):
+        try:
+            edit = read_json(self._last_edit_path)
+        except (OSError, ValueError) as error:
+            log.error("the last edit noted in %s is unreadable, and is not reported: %s", self._last_edit_path, error)
+            return None
+        problems = edit_schema.validate(edit) if isinstance(edit, dict) else edit is not None and "not an object"
+        if problems:
+            log.error("the last edit noted in %s is not one (%s), and is not reported", self._last_edit_path, problems)
+            return None
+        return edit
 
     def last_edit(self):
         """The last edit seen behind this slave's back (EditSchema's fields), or None: for the heartbeat."""

@@ -223,3 +223,24 @@ def test_an_order_after_a_start_does_not_wait_behind_the_looks_at_other_trees(ma
     wait_idle(app)
     assert [what for what, _ in done] == ["pull", "look", "look", "look"], done
     assert worker.records.get(9, "pypi")["state"] == "success"
+
+
+def test_the_last_edit_is_kept_over_a_restart_and_a_broken_note_of_it_is_not_reported(make_slave, tmp_path, caplog):
+    """The master shows a slave's last edit until a newer one comes: a restarted slave says it again,
+    repaired or not, instead of nothing."""
+    worker = services(make_slave()).worker
+    worker.saw_edit("debian", "pool/a.deb")
+    seen = worker.last_edit()
+    assert services(make_slave()).worker.last_edit() == seen and seen["repaired_at"] is None
+    worker._saw_repaired("debian")
+    repaired = worker.last_edit()
+    assert repaired["repaired_at"] is not None
+    assert services(make_slave()).worker.last_edit() == repaired
+    note = tmp_path / "state" / "last_edit.json"
+    assert oct(note.stat().st_mode & 0o777) == "0o600"
+    for broken in ("{not json", json.dumps(dict(repaired, seen_at="yesterday")), "[]"):
+        note.write_text(broken)
+        caplog.clear()
+        assert services(make_slave()).worker.last_edit() is None
+        assert any(f"the last edit noted in {note}" in r.getMessage() and r.levelname == "ERROR"
+                   for r in caplog.records), broken
