@@ -192,7 +192,10 @@ def test_a_name_added_to_a_big_directory_moves_that_name_only(synced, master, mi
 
 
 def pull_argv(slave, project, run):
-    return (slave.state_dir / "logs" / project / f"{run['id']}.log").read_text().splitlines()[0].split()
+    """The rsync command line of ``run``'s pull: its log's first line of the rsync's own (``$ ...``); a line
+    of the slave's (``# ...``), such as why it pulled in full, can come before it."""
+    said = (slave.state_dir / "logs" / project / f"{run['id']}.log").read_text().splitlines()
+    return next(line for line in said if line.startswith("$ ")).split()
 
 
 def test_a_changes_only_pull_sends_small_files_whole_and_keeps_the_delta_for_a_big_one(
