@@ -205,13 +205,24 @@ def splice(entries, root, changed, deleted, touched=()):
     root = os.path.realpath(os.fspath(root))
     count = len(entries)
     removed = []   # (start, stop) ranges of ``entries`` that go
+    groups = set()   # hard-link groups a changed or deleted path was in
+    for path in changed:
+        index = index_of(entries, path)
+        if index is not None and entries[index].group:
+            groups.add(entries[index].group)
     for path in deleted:
         index = index_of(entries, path)
         if index is not None:
             key = os.fsencode(path)
             below = bisect.bisect_left(entries, key + b"/", index, key=_path_key)
-            removed += [(index, index + 1), (below, bisect.bisect_left(entries, key + b"0", below, key=_path_key))]
+            end = bisect.bisect_left(entries, key + b"0", below, key=_path_key)
+            removed += [(index, index + 1), (below, end)]
+            groups.update(entry.group for entry in (entries[index], *entries[below:end]) if entry.group)
     again = set(changed) | set(touched) | {"."}
+    if groups:
+        # Such a group is smaller now, maybe of one file, or named by another member: each of its members
+        # is looked at again, though rsync names none of them (upstream, the one left is no hard link).
+        again.update(entry.path for entry in entries if entry.group in groups)
     again |= {path.rpartition("/")[0] or "." for path in (*changed, *deleted) if path != "."}
     found, inodes = {}, {}
     for path in again:

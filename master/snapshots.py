@@ -650,12 +650,7 @@ def _from_itemized(staging, before, itemized):
     if len(changed) + len(deleted) > max(len(before.entries) // 4, 1000):
         return None   # a walk costs about as much
     entries = before.entries
-    again = set(changed)
-    # The files a changed one shared an inode with are looked at again: their group may be smaller.
-    groups = {entry.group for entry in (digests.find(entries, path) for path in changed)
-              if entry is not None and entry.group}
-    if groups:
-        again.update(entry.path for entry in before.entries if entry.group in groups)
+    again = set(changed)   # with each hard-link group a changed or deleted path was in (digests.splice)
     if linked:
         # A new hard link may point at a file rsync left alone, which it then does not name.
         if before.inodes is None:

@@ -7,6 +7,7 @@ import shutil
 import pytest
 import requests
 
+from common import digests
 from slave import watch
 from tests.integration.conftest import ApiClient
 from tests.support import btrfs as btrfs_mount
@@ -111,11 +112,15 @@ def test_a_dead_slave_is_given_up_after_the_start_timeout_and_its_snapshot_is_pr
 
 
 def more_awkward_changes(root):
-    """What mutate_tree leaves out: a rename, a directory replaced by a symlink, a new hard link."""
+    """What mutate_tree leaves out: a rename, a directory replaced by a symlink, a new hard link, and a
+    hard-link group left with one file by deletions alone (rsync names the deleted paths, not the file
+    left, which upstream is no hard link any more)."""
     os.rename(root / "small.txt", root / "small-renamed.txt")
     shutil.rmtree(root / "a" / "new-dir")
     os.symlink("big.bin", root / "a" / "new-dir")
     os.link(root / "new-file.txt", root / "new-file-link.txt")
+    os.remove(root / "a" / "b" / "hl-y")   # the group's name
+    os.remove(root / "hl-z")               # a/hl-x is left alone
 
 
 @pytest.fixture(params=["delay", "atomic"])
@@ -516,6 +521,10 @@ def test_the_master_describes_a_pull_from_what_rsync_itemized_as_a_walk_would(
             assert_trees_equal(upstream.tree, tree)
             assert_same_with_rsync(upstream.tree, tree)
         assert runs[-1]["slaves"][0]["digest"] == runs[-1]["digest"]
+        walked = digests.manifest(master.data_dir / "tricky")
+        assert digests.digest(walked) == runs[-1]["digest"], \
+            digests.first_differences(digests.load(master.data_dir / ".snapshots" / "tricky" /
+                                                   f".manifest-{runs[-1]['id']}"), walked)
     finally:
         slave.stop()
 

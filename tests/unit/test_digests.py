@@ -101,3 +101,30 @@ def test_a_saved_manifest_cut_short_is_refused(tmp_path):
     (tmp_path / "cut.gz").write_bytes(gzip.compress(text[:-3]))
     with pytest.raises(ValueError, match="not a manifest"):
         digests.load(tmp_path / "cut.gz")
+
+
+def test_a_hard_link_group_left_with_one_file_by_deletions_is_spliced_as_the_walk_sees_it(tmp_path):
+    """rsync names the paths it deleted, not the file that was linked with them: that one is no hard link
+    any more (or is one of a smaller group, maybe named by another member), and must be looked at again."""
+    tree = tmp_path / "tree"
+    (tree / "gone").mkdir(parents=True)
+    (tree / "z-kept").write_text("shared\n")
+    for partner in ("a-deleted", "gone/inside"):
+        os.link(tree / "z-kept", tree / partner)
+    (tree / "m-kept").write_text("three\n")
+    for partner in ("b-deleted", "n-kept"):
+        os.link(tree / "m-kept", tree / partner)
+    before = digests.manifest(tree)
+    assert {entry.path: entry.group for entry in before if entry.group} == {
+        "a-deleted": "a-deleted", "gone/inside": "a-deleted", "z-kept": "a-deleted",
+        "b-deleted": "b-deleted", "m-kept": "b-deleted", "n-kept": "b-deleted"}
+    os.unlink(tree / "a-deleted")
+    os.unlink(tree / "b-deleted")
+    (tree / "gone" / "inside").unlink()
+    (tree / "gone").rmdir()
+    # As rsync itemizes it: the deleted names (a directory without what was in it) and the directory
+    # whose time moved; neither kept file.
+    spliced, _ = digests.splice(before, tree, ["."], ["a-deleted", "b-deleted", "gone"])
+    walked = digests.manifest(tree)
+    assert spliced == walked, digests.first_differences(spliced, walked)
+    assert {entry.path: entry.group for entry in walked if entry.group} == {"m-kept": "m-kept", "n-kept": "m-kept"}
