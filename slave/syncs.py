@@ -946,8 +946,7 @@ class SyncWorker:
         if mismatch:
             self.published.forget(project)  # the next order pulls in full, which repairs the tree
             return dataclasses.replace(result, ok=False, warning=None, error=mismatch), previous, digest, None
-        if tampered:
-            self._saw_repaired(project)
+        self._saw_repaired(project)   # the tree is the run's: an edit still open (a repair failed since) is gone
 
         def remember():
             if entries is not None:   # 10 ms for the 1,000 directories of 100,000 files: after the report

@@ -244,3 +244,18 @@ def test_the_last_edit_is_kept_over_a_restart_and_a_broken_note_of_it_is_not_rep
         assert services(make_slave()).worker.last_edit() is None
         assert any(f"the last edit noted in {note}" in r.getMessage() and r.levelname == "ERROR"
                    for r in caplog.records), broken
+
+
+def test_an_edit_whose_repair_failed_counts_as_repaired_once_a_later_full_pull_is_verified(
+        make_slave, writing, tmp_path):
+    """A failed repair forgets the tree held, so the next pull is a full one that finds no edit of its
+    own to report: that it ended verified is what says the edit is gone."""
+    app, worker, package = pulled_once(make_slave, writing, tmp_path)
+    worker.saw_edit("debian", "pool/a.deb")
+    worker.published.forget("debian")   # as a repair that failed leaves it
+    assert worker.last_edit()["repaired_at"] is None
+    assert order(app.test_client(), an_order(run_id=8, snapshot="8")).status_code == 202
+    wait_idle(app)
+    assert worker.records.get(8, "debian")["state"] == "success"
+    assert worker.last_edit()["repaired_at"] is not None, worker.last_edit()
+    assert (worker.last_edit()["project"], worker.last_edit()["path"]) == ("debian", "pool/a.deb")
