@@ -2,7 +2,7 @@
 
 import logging
 
-from flask import jsonify
+from flask import current_app, jsonify, request
 from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields
 from webargs.flaskparser import FlaskParser, abort, is_json_request
@@ -57,9 +57,50 @@ class JsonBodyParser(FlaskParser):
         except (ValueError, RecursionError, UnicodeDecodeError):
             abort(400, messages={"json": ["The request body is not valid JSON."]})
 
+    # A query schema refuses unknown names as a body schema does: a mistyped ``?limt=5`` is an answer, not
+    # a silent default. A schema may still say otherwise (``Meta.unknown``).
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None, "querystring": None}
+
 
 class ApiBlueprint(Blueprint):
     ARGUMENTS_PARSER = JsonBodyParser()
+
+
+def reads_its_own_input(view):
+    """Marks a view that takes whatever query and body its caller sends (an upstream's webhook, a
+    public feed behind cache-busting parameters): ``refuse_unread_input`` leaves it alone."""
+    view.reads_its_own_input = True
+    return view
+
+
+def _declared_parameters():
+    """The view's ``blp.arguments``, as flask-smorest notes them; None for a view that reads its own."""
+    view = current_app.view_functions.get(request.endpoint)
+    handler = getattr(getattr(view, "view_class", None), request.method.lower(), view)
+    if handler is None or getattr(handler, "reads_its_own_input", False):
+        return None
+    return getattr(handler, "_apidoc", {}).get("arguments", {}).get("parameters", [])
+
+
+def _field_names(schema):
+    schema = schema() if isinstance(schema, type) else schema
+    return [field.data_key or name for name, field in schema.fields.items()]
+
+
+def refuse_unread_input():
+    """before_request, after authentication: a body or query parameters sent to an endpoint that reads
+    none are refused, so that ``{"force": true}`` in a body, say, is never silently dropped."""
+    parameters = _declared_parameters()
+    if parameters is None:
+        return
+    by_location = {parameter["in"]: parameter["schema"] for parameter in parameters}
+    if "json" not in by_location and request.get_data(cache=True).strip():
+        query = by_location.get("query")
+        where = ("its options go in the query string: " + ", ".join(f"?{name}=" for name in _field_names(query))
+                 if query is not None else "send none")
+        abort(400, messages={"json": [f"This request takes no body; {where}."]})
+    if "query" not in by_location and request.args:
+        abort(422, messages={"query": {name: ["Unknown field."] for name in request.args}})  # as a schema's
 
 
 class MirrorSyncApi(Api):
@@ -122,6 +163,7 @@ def register_api(app):
     app.register_error_handler(MirrorSyncError, handle_domain_error)
     for blueprint in (projects.blp, push.blp, runs.blp, status.blp, slaves.channel, slaves.blp, tokens.blp):
         api.register_blueprint(blueprint, url_prefix="/api/v1")
+        app.before_request_funcs.setdefault(blueprint.name, []).append(refuse_unread_input)  # after auth
     app.register_blueprint(health.blp)
     app.register_blueprint(feeds.blp)
     app.register_blueprint(pages.blp)

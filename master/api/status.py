@@ -2,7 +2,7 @@
 
 from flask.views import MethodView
 
-from master.api import ApiBlueprint
+from master.api import ApiBlueprint, reads_its_own_input
 from master.api.documents import serve
 from master.schemas import StatusSchema
 from master.services import status
@@ -16,5 +16,6 @@ class Status(MethodView):
         "ETag": {"description": "send it back in If-None-Match to get 304 while nothing changed",
                  "schema": {"type": "string"}}})
     @blp.alt_response(304, description="Not Modified: the If-None-Match ETag is current")
+    @reads_its_own_input   # monitoring and front-ends add cache-busting parameters
     def get(self):
         return serve(status.status_document())

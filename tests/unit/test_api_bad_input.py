@@ -802,3 +802,52 @@ def test_public_path_defaults_to_the_name_and_null_restores_the_default(client, 
     assert moved.get_json()["public_path"] == "/pub/debian/"
     reset = client.patch(f"{PROJECTS}/debian", json={"public_path": None}, headers=admin)
     assert reset.get_json()["public_path"] == "/debian"
+
+
+# --- input an endpoint does not read -----------------------------------------------
+
+@pytest.mark.parametrize("method, url, parameter", [
+    pytest.param("get", f"{PROJECTS}?limt=5", "limt", id="projects-list-typo"),
+    pytest.param("get", f"{PROJECTS}/debian/runs?befor=3", "befor", id="runs-list-typo"),
+    pytest.param("post", f"{PROJECTS}/debian/syncs?forse=true", "forse", id="sync-typo"),
+    pytest.param("delete", f"{PROJECTS}/debian?forced=1", "forced", id="delete-typo"),
+    pytest.param("get", f"{PROJECTS}/debian?verbose=1", "verbose", id="endpoint-without-parameters"),
+])
+def test_an_unknown_query_parameter_is_refused_and_named(client, admin, make_project, fake_rsync, method, url,
+                                                         parameter):
+    make_project("debian")
+    body = assert_error_shape(getattr(client, method)(url, headers=admin), status=422, field=parameter)
+    assert parameter in body["message"], body
+    assert fake_rsync.jobs == [] and client.get(f"{PROJECTS}/debian/runs", headers=admin).get_json() == []
+    assert client.get(f"{PROJECTS}/debian", headers=admin).status_code == 200   # not deleted
+
+
+def test_a_body_sent_to_a_sync_trigger_is_refused_with_where_its_options_go(client, admin, make_project,
+                                                                             fake_rsync):
+    make_project("debian")
+    response = client.post(f"{PROJECTS}/debian/syncs", headers=admin, json={"force": True})
+    body = assert_error_shape(response, status=400, field="body")
+    assert "?force=" in body["message"], body
+    assert client.get(f"{PROJECTS}/debian/runs", headers=admin).get_json() == []
+    assert client.post(f"{PROJECTS}/debian/syncs?force=true", headers=admin).status_code == 202
+
+
+def test_a_body_sent_to_a_cancel_is_refused(client, admin, make_project, fake_rsync):
+    make_project("debian")
+    run_id = client.post(f"{PROJECTS}/debian/syncs", headers=admin).get_json()["id"]
+    response = client.post(f"/api/v1/runs/{run_id}/cancel", headers=admin, json={"reason": "x"})
+    assert "send none" in assert_error_shape(response, status=400, field="body")["message"]
+    assert client.get(f"/api/v1/runs/{run_id}", headers=admin).get_json()["state"] != "cancelled"
+
+
+def test_unread_input_is_checked_after_the_caller_is_authenticated(client, make_project, fake_rsync):
+    make_project("debian")
+    assert client.post(f"{PROJECTS}/debian/syncs?forse=1", json={"x": 1}).status_code == 401
+
+
+def test_the_public_feed_and_the_push_webhook_take_what_their_callers_add(client, make_project, fake_rsync):
+    assert client.get("/api/v1/status?_=1733270400").status_code == 200
+    make_project("debian", push_token="p" * 32)
+    response = client.post(f"{PROJECTS}/debian/push?ref=main", json={"ref": "refs/heads/main"},
+                           headers={"Authorization": f"Bearer {'p' * 32}"})
+    assert response.status_code == 202, response.get_data(as_text=True)
