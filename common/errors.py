@@ -5,6 +5,22 @@ Every error a user can cause is one of these, so it becomes a 4xx with
 """
 
 
+def describe_field_errors(field_errors):
+    """marshmallow's messages, nested or not, as "field.sub[2]: first message" for a one-sentence summary.
+
+    A nested schema's own message (its ``_schema`` key: a list or a string where an object belongs) is the
+    field's: "hooks: Invalid input type", not "hooks._schema: ..."."""
+    for field, messages in field_errors.items():
+        while isinstance(messages, dict) and messages:
+            key, messages = next(iter(messages.items()))
+            if key != "_schema":
+                field = f"{field}[{key}]" if str(key).isdigit() else f"{field}.{key}"
+        if isinstance(messages, list) and messages:
+            messages = messages[0]
+        return f"{field}: {str(messages).rstrip('.')}"
+    return "the request is not valid"
+
+
 class MirrorSyncError(Exception):
     """Base of all domain errors; ``status`` is the HTTP status the API answers with."""
 

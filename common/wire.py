@@ -114,6 +114,8 @@ _PATH = validate.Length(min=1, max=4096)
 
 class ChangeListSchema(Schema):
     """What changed from snapshot ``base`` (digest ``base_digest``) to the run's: see common/changes.py."""
+
+    error_messages = {"type": "Must be an object (base, base_digest, ...) or null."}
     base = fields.String(required=True, validate=validate.Regexp(r"^[0-9A-Za-z._-]{1,64}$"))
     base_digest = fields.String(required=True, validate=validate.Regexp(DIGEST))
     changed = fields.List(fields.String(validate=_PATH), required=True, validate=validate.Length(max=INLINE_CHANGES))

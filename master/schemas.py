@@ -24,6 +24,7 @@ def _hook_field(hook):
 
 
 HooksSchema = Schema.from_dict({hook: _hook_field(hook) for hook in HOOKS}, name="HooksSchema")
+HooksSchema.error_messages = {"type": f"Must be an object whose keys are hooks ({', '.join(HOOKS)})."}
 
 
 class ProjectSchema(Schema):

@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from common.answers import DuplicateKey, loads_strict
 from common.errors import (BadRequest, ConfigError, MirrorSyncError, NotEnrolled, NotFound, Unauthorized,
-                           UnsupportedMediaType, ValidationFailed)
+                           UnsupportedMediaType, ValidationFailed, describe_field_errors)
 from common.signing import SignatureError, verify_signature
 from common.validation import validate_slug
 from common.wire import cancel_schema, order_schema
@@ -74,9 +74,7 @@ def load_order(schema=order_schema):
     try:
         return schema.load(_bracket_bare_ipv6(body))
     except ValidationError as error:
-        field, messages = next(iter(error.messages.items()))
-        message = messages[0] if isinstance(messages, list) and messages else messages
-        raise ValidationFailed(f"Invalid request: {field}: {str(message).rstrip('.')}.", error.messages) from None
+        raise ValidationFailed(f"Invalid request: {describe_field_errors(error.messages)}.", error.messages) from None
 
 
 def _check_slug(name, value):

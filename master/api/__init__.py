@@ -9,7 +9,7 @@ from webargs.flaskparser import FlaskParser, abort, is_json_request
 from werkzeug.routing import BaseConverter, ValidationError
 
 from common.answers import DuplicateKey, loads_strict
-from common.errors import MirrorSyncError
+from common.errors import MirrorSyncError, describe_field_errors
 from common.wire import MAX_ID
 
 log = logging.getLogger(__name__)
@@ -27,18 +27,6 @@ def error_body(code, message, field_errors=None):
 
 def _error_code(error):
     return (error.name or "error").lower().replace(" ", "_")
-
-
-def _describe(field_errors):
-    """First field and message, for the one-sentence summary."""
-    for field, messages in field_errors.items():
-        while isinstance(messages, dict) and messages:
-            key, messages = next(iter(messages.items()))
-            field = f"{field}[{key}]" if str(key).isdigit() else f"{field}.{key}"
-        if isinstance(messages, list) and messages:
-            messages = messages[0]
-        return f"{field}: {str(messages).rstrip('.')}"
-    return "the request is not valid"
 
 
 class JsonBodyParser(FlaskParser):
@@ -121,7 +109,7 @@ class MirrorSyncApi(Api):
                     field_errors.setdefault("_schema", []).extend(location_errors)
             field_errors = {("body" if k == "_schema" else k): v for k, v in field_errors.items()}
             code = "validation_error" if error.code == 422 else _error_code(error)
-            body = error_body(code, f"Invalid request: {_describe(field_errors)}.", field_errors)
+            body = error_body(code, f"Invalid request: {describe_field_errors(field_errors)}.", field_errors)
             return jsonify(body), error.code
         return jsonify(error_body(_error_code(error), error.description or error.name)), error.code
 

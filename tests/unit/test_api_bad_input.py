@@ -851,3 +851,16 @@ def test_the_public_feed_and_the_push_webhook_take_what_their_callers_add(client
     response = client.post(f"{PROJECTS}/debian/push?ref=main", json={"ref": "refs/heads/main"},
                            headers={"Authorization": f"Bearer {'p' * 32}"})
     assert response.status_code == 202, response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("hooks, summary", [
+    ("x", "hooks: Must be an object whose keys are hooks"),
+    ({"nope": "/bin/true"}, "hooks.nope: Unknown field"),
+])
+def test_a_bad_hooks_value_is_described_as_a_path_with_no_schema_internals(client, admin, fake_rsync, hooks,
+                                                                           summary):
+    response = client.post(PROJECTS, json={"name": "debian", "upstream": "rsync://mirror.example.org/debian",
+                                           "hooks": hooks}, headers=admin)
+    body = assert_error_shape(response, status=422, field="hooks")
+    assert body["message"].startswith(f"Invalid request: {summary}"), body
+    assert "_schema" not in body["message"], body

@@ -243,6 +243,17 @@ def test_an_invalid_order_is_refused_naming_the_field(slave, client, runner, cha
     assert runner.jobs == []
 
 
+@pytest.mark.parametrize("changes, summary", [
+    ({"change_list": "x"}, "change_list: Must be an object (base, base_digest, ...) or null."),
+    ({"change_list": {"base": "7"}}, "change_list.base_digest: Missing data for required field."),
+])
+def test_a_nested_field_is_named_in_the_message_as_a_path(client, runner, changes, summary):
+    response = order(client, an_order(changes=True, **changes))
+    assert_error_shape(response, 422, code="validation_error")
+    assert response.json["message"] == f"Invalid request: {summary}", response.json
+    assert runner.jobs == []
+
+
 def test_an_order_missing_a_field_names_it(client):
     body = an_order()
     del body["rsyncd_port"]
