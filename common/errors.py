@@ -21,6 +21,14 @@ def describe_field_errors(field_errors):
     return "the request is not valid"
 
 
+def http_error_message(error, max_content_length=None):
+    """The sentence for one of werkzeug's HTTP errors: a body over the limit says what the limit is."""
+    if error.code == 413 and max_content_length:
+        return (f"The request body is over the limit of {max_content_length} bytes; "
+                "the limit is the MAX_CONTENT_LENGTH setting.")
+    return error.description or error.name
+
+
 class MirrorSyncError(Exception):
     """Base of all domain errors; ``status`` is the HTTP status the API answers with."""
 

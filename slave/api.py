@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from common.answers import DuplicateKey, loads_strict
 from common.errors import (BadRequest, ConfigError, MirrorSyncError, NotEnrolled, NotFound, Unauthorized,
-                           UnsupportedMediaType, ValidationFailed, describe_field_errors)
+                           UnsupportedMediaType, ValidationFailed, describe_field_errors, http_error_message)
 from common.signing import SignatureError, verify_signature
 from common.validation import validate_slug
 from common.wire import cancel_schema, order_schema
@@ -145,7 +145,8 @@ def handle_domain_error(error):
 
 def handle_http_error(error):
     code = (error.name or "error").lower().replace(" ", "_")
-    return jsonify(error=code, message=error.description or error.name, fields={}), error.code
+    message = http_error_message(error, current_app.config.get("MAX_CONTENT_LENGTH"))
+    return jsonify(error=code, message=message, fields={}), error.code
 
 
 def handle_unexpected_error(error):

@@ -6,10 +6,11 @@ from flask import current_app, jsonify, request
 from flask_smorest import Api, Blueprint
 from marshmallow import Schema, fields
 from webargs.flaskparser import FlaskParser, abort, is_json_request
-from werkzeug.routing import BaseConverter, ValidationError
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import BaseConverter
 
 from common.answers import DuplicateKey, loads_strict
-from common.errors import MirrorSyncError, describe_field_errors
+from common.errors import MirrorSyncError, describe_field_errors, http_error_message
 from common.wire import MAX_ID
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,8 @@ class MirrorSyncApi(Api):
             code = "validation_error" if error.code == 422 else _error_code(error)
             body = error_body(code, f"Invalid request: {describe_field_errors(field_errors)}.", field_errors)
             return jsonify(body), error.code
-        return jsonify(error_body(_error_code(error), error.description or error.name)), error.code
+        message = http_error_message(error, current_app.config.get("MAX_CONTENT_LENGTH"))
+        return jsonify(error_body(_error_code(error), message)), error.code
 
 
 api = MirrorSyncApi()
@@ -127,12 +129,12 @@ def handle_domain_error(error):
 class IdConverter(BaseConverter):
     """``<id:run_id>``: ASCII digits that fit a 64-bit id (werkzeug's int also takes "１")."""
 
-    regex = r"[0-9]{1,19}"
+    regex = r"[0-9]{1,40}"
 
     def to_python(self, value):
         number = int(value)
         if number > MAX_ID:
-            raise ValidationError()  # no such route: a 404
+            raise NotFound(f"{value} is not an id here: ids go up to {MAX_ID}.")
         return number
 
     def to_url(self, value):

@@ -638,6 +638,8 @@ def test_create_with_body_over_max_content_length_is_refused_with_413(client, ad
     response = client.post(PROJECTS, json=body, headers=admin)
     assert len(response.request.get_data()) > app.config["MAX_CONTENT_LENGTH"] == 64 * 1024
     assert_error_shape(response, status=413)
+    assert "over the limit of 65536 bytes" in response.get_json()["message"]
+    assert "MAX_CONTENT_LENGTH" in response.get_json()["message"]
     assert list_projects(client, admin) == []
     assert fake_rsync.jobs == []
 
@@ -672,6 +674,13 @@ def test_missing_project_or_run_is_404(client, admin, make_project, fake_rsync, 
     assert_error_shape(response, status=404)
     assert list_projects(client, admin) == before
     assert fake_rsync.jobs == []
+
+
+@pytest.mark.parametrize("run_id", ["9223372036854775808", "9" * 40])
+def test_a_run_id_beyond_64_bits_is_named_in_its_404(client, admin, run_id):
+    response = client.get(f"/api/v1/runs/{run_id}", headers=admin)
+    assert_error_shape(response, status=404)
+    assert response.get_json()["message"] == f"{run_id} is not an id here: ids go up to 9223372036854775807."
 
 
 def test_duplicate_name_is_409_naming_name(client, admin, make_project, fake_rsync):

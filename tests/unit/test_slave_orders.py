@@ -279,6 +279,7 @@ def test_an_oversized_body_is_refused(make_slave):
     client = make_slave(MAX_CONTENT_LENGTH=1024).test_client()
     response = order(client, an_order(padding="x" * 4096))
     assert_error_shape(response, 413)
+    assert "over the limit of 1024 bytes" in response.get_json()["message"]
 
 
 def test_an_order_before_enrollment_is_refused_with_503(make_slave, runner):
