@@ -495,6 +495,29 @@ def test_a_slave_unreachable_at_fan_out_gets_no_catch_up_before_it_is_heard_from
         assert distribution.catch_up_slaves() == 1
 
 
+def test_a_slave_whose_order_failed_is_ordered_again_no_sooner_than_four_sweeps_after_it(
+        app, client, admin, make_project, fake_slaves, clock):
+    """A slave whose orders keep failing is not sent every project's order at every sweep."""
+    make_project()
+    late = enroll(client, "late")
+    heartbeat(client, late, clock)
+    fake_slaves.outcomes = {"late": "unreachable"}
+    pull(app, client, admin)
+    fake_slaves.outcomes = {}
+    fake_slaves.orders.clear()
+    clock.advance(1)
+    heartbeat(client, late, clock)
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 0, "ordered a second ago"
+    clock.advance(4 * app.config["CATCHUP_INTERVAL"] - 2)
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 0, "still inside 4 x CATCHUP_INTERVAL"
+    clock.advance(2)
+    with app.app_context():
+        assert distribution.catch_up_slaves() == 1
+    assert [name for name, _ in fake_slaves.orders] == ["late"]
+
+
 def test_a_disabled_slave_can_neither_report_nor_move_and_its_parts_in_flight_end(
         app, client, admin, make_project, clock):
     make_project()
