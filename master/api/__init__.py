@@ -127,7 +127,7 @@ def handle_domain_error(error):
 
 
 class IdConverter(BaseConverter):
-    """``<id:run_id>``: ASCII digits that fit a 64-bit id (werkzeug's int also takes "１")."""
+    """``<id:run_id>``: ASCII digits (werkzeug's int also takes "１"); one beyond a 64-bit id is a 404 that says so."""
 
     regex = r"[0-9]{1,40}"
 
